@@ -1,0 +1,1 @@
+"""Every Kafka consumer: the monitor (state + rules), and later the sink, notifier, enricher."""

@@ -1,0 +1,53 @@
+"""Dead-letter records: the original bytes with headers that say why and where they came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DLQ_REASON = "vectoros-dlq-reason"
+DLQ_DETAIL = "vectoros-dlq-detail"
+SOURCE_TOPIC = "vectoros-source-topic"
+SOURCE_PARTITION = "vectoros-source-partition"
+SOURCE_OFFSET = "vectoros-source-offset"
+ORIGINAL_SIZE = "vectoros-original-size"
+
+MAX_DETAIL_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to produce. ``partition`` is set only when the target partition is explicit."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None
+
+
+def dlq_record(
+    *,
+    dlq_topic: str,
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    max_value_bytes: int,
+) -> OutRecord:
+    """The DLQ copy of a rejected message. An oversized value is truncated to
+    ``max_value_bytes`` (its original size is in a header) so the DLQ write itself cannot fail."""
+    body = value or b""
+    headers = [
+        (DLQ_REASON, reason.encode()),
+        (DLQ_DETAIL, detail.encode("utf-8", "replace")[:MAX_DETAIL_BYTES]),
+        (SOURCE_TOPIC, topic.encode()),
+        (SOURCE_PARTITION, str(partition).encode()),
+        (SOURCE_OFFSET, str(offset).encode()),
+    ]
+    if len(body) > max_value_bytes:
+        headers.append((ORIGINAL_SIZE, str(len(body)).encode()))
+        body = body[:max_value_bytes]
+    return OutRecord(dlq_topic, key, body, headers)

@@ -1,0 +1,319 @@
+"""``vectoros monitor``: the Kafka shell around the pure per-partition state machine.
+
+One batch at a time: fetch → decode → apply to the partition's state → produce insights and DLQ
+records → wait for the broker's acknowledgements → commit the batch's offsets. A crash anywhere
+before the commit replays the batch; deterministic insight ids make the replay harmless.
+
+Restore: when a partition is assigned and the group has a committed offset for it, the state is
+rebuilt by replaying that partition from its beginning up to the committed offset with outputs
+suppressed (processing is deterministic, so the rebuilt state is the state that was lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from consumer.decode import decode
+from consumer.dlq import OutRecord, dlq_record
+from consumer.partition import PartitionState
+from consumer.thresholds import RulesConfig
+from schemas.events import Tick
+from schemas.insights import InsightEvent
+from vectoros.errors import EventRejected
+from vectoros.kafka import start_producer
+from vectoros.metrics import MonitorMetrics
+from vectoros.ops_server import Health
+from vectoros.settings import MonitorSettings
+
+logger = logging.getLogger(__name__)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, monitor: Monitor) -> None:
+        self._monitor = monitor
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._monitor.drop_partitions(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._monitor.restore_partitions(assigned)
+
+
+class Monitor:
+    """Consumes ``deal-events``; publishes ``deal-insights`` and ``deal-events-dlq``."""
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        rules: RulesConfig,
+        metrics: MonitorMetrics,
+        health: Health,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.metrics = metrics
+        self.partitions: dict[int, PartitionState] = {}
+        self._next_offset: dict[int, int] = {}
+        self._wall = wall_clock
+        self._consumer: Any = None
+        self._restoring = 0
+        self._started = False
+        health.register("monitor", self.ready)
+
+    def ready(self) -> bool:
+        return self._started and self._restoring == 0 and bool(self.partitions)
+
+    def caught_up(self) -> bool:
+        """Every assigned partition is committed up to its last known high watermark."""
+        if self._consumer is None or not self.partitions:
+            return False
+        for partition in self.partitions:
+            hw = self._consumer.highwater(TopicPartition(self.settings.topic_events, partition))
+            if hw is None or self._next_offset.get(partition, 0) < hw:
+                return False
+        return True
+
+    def _new_partition(self) -> PartitionState:
+        return PartitionState(
+            self.rules,
+            dedupe_window=self.settings.dedupe_window,
+            tombstone_days=self.settings.tombstone_days,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        producer = await start_producer(s)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap(),
+            group_id=s.monitor_group_id,
+            client_id=f"{s.kafka_client_id}-monitor",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        consumer.subscribe([s.topic_events], listener=_Rebalance(self))
+        self._consumer = consumer
+        try:
+            await consumer.start()
+            self._started = True
+            logger.info("monitor consuming %s as group %s", s.topic_events, s.monitor_group_id)
+            while not stop.is_set():
+                batch = await consumer.getmany(
+                    timeout_ms=s.fetch_timeout_ms, max_records=s.max_batch_records
+                )
+                if batch:
+                    await self._process(batch, consumer, producer)
+                self._update_gauges(consumer)
+        finally:
+            self._started = False
+            await consumer.stop()
+            await producer.stop()
+            logger.info("monitor stopped")
+
+    # -- rebalancing ----------------------------------------------------------------------------
+
+    def drop_partitions(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.partitions.pop(tp.partition, None)
+            self._next_offset.pop(tp.partition, None)
+            for gauge in (
+                self.metrics.consumer_lag,
+                self.metrics.clock_lag_seconds,
+                self.metrics.tracked_deals,
+            ):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(str(tp.partition))
+        if revoked:
+            logger.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    async def restore_partitions(self, assigned: list[TopicPartition]) -> None:
+        self.metrics.assigned_partitions.set(len(assigned))
+        todo = [tp for tp in assigned if tp.partition not in self.partitions]
+        self._restoring += 1
+        try:
+            for tp in todo:
+                committed = await self._consumer.committed(tp)
+                state = self._new_partition()
+                if committed:
+                    await self._replay(tp, committed, state)
+                self.partitions[tp.partition] = state
+                self._next_offset[tp.partition] = committed or 0
+        finally:
+            self._restoring -= 1
+        logger.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+    async def _replay(self, tp: TopicPartition, until: int, state: PartitionState) -> None:
+        started = time.perf_counter()
+        s = self.settings
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap(),
+            client_id=f"{s.kafka_client_id}-monitor-restore",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await reader.start()
+        replayed = 0
+        try:
+            reader.assign([tp])
+            await reader.seek_to_beginning(tp)
+            done = False
+            while not done:
+                batch = await reader.getmany(tp, timeout_ms=1000, max_records=10_000)
+                records = batch.get(tp, [])
+                if not records and await reader.position(tp) >= until:
+                    break
+                for rec in records:
+                    if rec.offset >= until:
+                        done = True
+                        break
+                    self._apply(state, rec, out=None)
+                    replayed += 1
+        finally:
+            await reader.stop()
+        logger.info(
+            "partition %d restored by replaying %d records in %.2fs",
+            tp.partition,
+            replayed,
+            time.perf_counter() - started,
+        )
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    async def _process(
+        self, batch: dict[TopicPartition, list[Any]], consumer: Any, producer: Any
+    ) -> None:
+        started = time.perf_counter()
+        out: list[OutRecord] = []
+        offsets: dict[TopicPartition, int] = {}
+        oldest_ts: int | None = None
+        for tp, records in batch.items():
+            state = self.partitions.get(tp.partition)
+            if state is None:  # assigned without the listener having run: start empty
+                state = self.partitions[tp.partition] = self._new_partition()
+            for rec in records:
+                self._apply(state, rec, out)
+            offsets[tp] = records[-1].offset + 1
+            first_ts = records[0].timestamp
+            if first_ts is not None and (oldest_ts is None or first_ts < oldest_ts):
+                oldest_ts = first_ts
+        await self._publish(producer, out)
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced under us: the new owner replays this batch; ids are stable.
+            logger.warning("commit failed after a rebalance, batch will be redelivered: %s", exc)
+            return
+        for tp, offset in offsets.items():
+            self._next_offset[tp.partition] = offset
+        now = self._wall()
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        if oldest_ts is not None:
+            self.metrics.event_latency_seconds.observe(max(0.0, now - oldest_ts / 1000))
+
+    def _apply(self, state: PartitionState, rec: Any, out: list[OutRecord] | None) -> None:
+        """Decode and apply one record; with ``out=None`` (restore) nothing is emitted."""
+        s = self.settings
+        try:
+            event = decode(rec.value, rec.key, max_bytes=s.max_event_bytes)
+        except EventRejected as exc:
+            if out is not None:
+                self._reject(rec, exc, out)
+            return
+        try:
+            step = state.tick(event) if isinstance(event, Tick) else state.apply(event)
+        except Exception as exc:  # a bug must not stop the stream: park the event, say so loudly
+            if out is not None:
+                logger.exception(
+                    "processing failed at %s/%d@%d", rec.topic, rec.partition, rec.offset
+                )
+                self._reject(rec, EventRejected("processing_error", repr(exc)[:500]), out)
+            return
+        if out is None:
+            return
+        m = self.metrics
+        m.events_consumed.labels(event.type).inc()
+        if step.duplicate:
+            m.duplicates.inc()
+        if step.ignored:
+            m.ignored.inc()
+        if isinstance(event, Tick):
+            m.tick_deals_touched.inc(step.deals_touched)
+        for insight in step.insights:
+            out.append(self._insight_record(insight))
+            m.insights.labels(
+                insight.rule.value, insight.priority.value, insight.lifecycle.value
+            ).inc()
+
+    def _insight_record(self, insight: InsightEvent) -> OutRecord:
+        return OutRecord(
+            self.settings.topic_insights,
+            insight.deal_id.encode(),
+            insight.model_dump_json().encode(),
+        )
+
+    def _reject(self, rec: Any, exc: EventRejected, out: list[OutRecord]) -> None:
+        s = self.settings
+        out.append(
+            dlq_record(
+                dlq_topic=s.topic_dlq,
+                reason=exc.reason,
+                detail=exc.detail,
+                topic=rec.topic,
+                partition=rec.partition,
+                offset=rec.offset,
+                key=rec.key,
+                value=rec.value,
+                max_value_bytes=s.max_event_bytes,
+            )
+        )
+        self.metrics.dlq_records.labels(exc.reason).inc()
+        self.metrics.events_consumed.labels("invalid").inc()
+        logger.warning(
+            "to DLQ: %s/%d@%d %s: %s", rec.topic, rec.partition, rec.offset, exc.reason, exc.detail
+        )
+
+    async def _publish(self, producer: Any, out: list[OutRecord]) -> None:
+        """Queue every record, then wait for all acknowledgements. On a failure the whole batch
+        is sent again (with backoff) until it is acknowledged: insight ids are deterministic and
+        the consumers are idempotent, so a resent record changes nothing downstream."""
+        delay = 0.5
+        while True:
+            try:
+                futures = [
+                    await producer.send(
+                        r.topic, value=r.value, key=r.key, headers=r.headers, partition=r.partition
+                    )
+                    for r in out
+                ]
+                if futures:
+                    await asyncio.gather(*futures)
+                return
+            except KafkaError as exc:
+                logger.error(
+                    "publishing %d records failed (%s); retrying in %.1fs", len(out), exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _update_gauges(self, consumer: Any) -> None:
+        now = self._wall()
+        for partition, state in self.partitions.items():
+            label = str(partition)
+            hw = consumer.highwater(TopicPartition(self.settings.topic_events, partition))
+            if hw is not None:
+                lag = max(0, hw - self._next_offset.get(partition, 0))
+                self.metrics.consumer_lag.labels(label).set(lag)
+            if state.clock_ms:
+                self.metrics.clock_lag_seconds.labels(label).set(now - state.clock_ms / 1000)
+            self.metrics.tracked_deals.labels(label).set(len(state.deals))

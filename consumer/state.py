@@ -1,0 +1,135 @@
+"""Per-deal state and how deal events change it: pure functions, no I/O, no clock.
+
+Times are integer milliseconds since the epoch (UTC); the close date is an integer day number
+(days since 1970-01-01). Integers keep the state small and the arithmetic exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+
+from schemas.events import (
+    ActivityLogged,
+    DealCreated,
+    DealEvent,
+    DealFields,
+    DealUpdated,
+    Stage,
+)
+from schemas.insights import Priority, RuleName
+
+DAY_MS = 86_400_000
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def to_ms(ts: dt.datetime) -> int:
+    """An aware datetime as integer epoch milliseconds."""
+    return int(ts.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def to_day(d: dt.date) -> int:
+    return (d - _EPOCH).days
+
+
+def from_day(day: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=day)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenInsight:
+    """One open insight on a deal: at most one per rule."""
+
+    rule: RuleName
+    priority: Priority
+    raised_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DealState:
+    """What the monitor knows about one open deal.
+
+    Fields from the CRM may be unknown (``None``) when the monitor first hears of a deal through a
+    partial update; rules that need an unknown field do not fire.
+    """
+
+    workspace_id: str
+    deal_id: str
+    title: str | None = None
+    value: float | None = None
+    currency: str | None = None
+    stage: Stage | None = None
+    probability: float | None = None
+    close_day: int | None = None
+    owner_id: str | None = None
+    owner_name: str | None = None
+    company: str | None = None
+    created_at_ms: int = 0
+    last_activity_at_ms: int = 0
+    stage_entered_at_ms: int = 0
+    activity_count: int = 0
+    open: tuple[OpenInsight, ...] = ()
+
+    def open_insight(self, rule: RuleName) -> OpenInsight | None:
+        for item in self.open:
+            if item.rule is rule:
+                return item
+        return None
+
+
+def _merge_fields(state: DealState, fields: DealFields | DealCreated, at_ms: int) -> DealState:
+    changes: dict[str, object] = {}
+    for name in fields.model_fields_set:
+        if name not in _DEAL_FIELD_NAMES:
+            continue
+        value = getattr(fields, name)
+        if name == "close_date":
+            changes["close_day"] = None if value is None else to_day(value)
+        else:
+            changes[name] = value
+    new_stage = changes.get("stage")
+    if new_stage is not None and new_stage != state.stage:
+        changes["stage_entered_at_ms"] = at_ms
+    return replace(state, **changes) if changes else state  # type: ignore[arg-type]
+
+
+_DEAL_FIELD_NAMES = frozenset(DealFields.model_fields)
+
+
+def new_deal(event: DealEvent) -> DealState:
+    """A state for a deal the monitor has not seen before; the event's time starts its clocks."""
+    at = to_ms(event.occurred_at)
+    return DealState(
+        workspace_id=event.workspace_id,
+        deal_id=event.deal_id,
+        created_at_ms=at,
+        last_activity_at_ms=at,
+        stage_entered_at_ms=at,
+    )
+
+
+def apply_event(state: DealState | None, event: DealEvent) -> DealState | None:
+    """The next state of a deal after ``event``; ``None`` means the deal is gone (closed/deleted).
+
+    Applying the same event twice gives the same state (except ``activity_count``), so a
+    redelivery that slips past de-duplication changes nothing that rules read.
+    """
+    if event.type in ("deal.closed", "deal.deleted"):
+        return None
+    at = to_ms(event.occurred_at)
+    base = state if state is not None else new_deal(event)
+    if isinstance(event, DealCreated):
+        return _merge_fields(base, event, at)
+    if isinstance(event, DealUpdated):
+        return _merge_fields(base, event.changes, at)
+    if isinstance(event, ActivityLogged):
+        return replace(
+            base,
+            last_activity_at_ms=max(base.last_activity_at_ms, at),
+            activity_count=base.activity_count + 1,
+        )
+    raise AssertionError(f"unhandled event type {event.type}")  # pragma: no cover

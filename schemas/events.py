@@ -1,0 +1,163 @@
+"""Deal events: the contract between the CRM backend (and the gateway) and the monitor.
+
+Every event on ``deal-events`` is one JSON object, discriminated on ``type``. Schema version 1.
+The models are strict on purpose: unknown fields, unknown types, naive datetimes, probabilities
+outside 0-100 and negative values are rejected with a message that names the field, so a bad
+producer is caught at the edge (and its message lands in the DLQ with that reason).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
+
+SCHEMA_VERSION: Literal[1] = 1
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=False)]
+Text = Annotated[str, StringConstraints(max_length=2000)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+
+
+class Stage(StrEnum):
+    """The open pipeline stages. CRM-specific stages are mapped onto these by the gateway."""
+
+    LEAD = "lead"
+    QUALIFIED = "qualified"
+    PROPOSAL = "proposal"
+    NEGOTIATION = "negotiation"
+
+
+class ActivityType(StrEnum):
+    EMAIL = "email"
+    CALL = "call"
+    MEETING = "meeting"
+    NOTE = "note"
+    TASK = "task"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class Outcome(StrEnum):
+    WON = "won"
+    LOST = "lost"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=2000)
+
+
+class _EventBase(_Strict):
+    schema_version: Literal[1] = Field(
+        default=SCHEMA_VERSION, description="Contract version; only 1 exists."
+    )
+    event_id: Id = Field(description="Unique per event; used for de-duplication.")
+    workspace_id: Id
+    deal_id: Id = Field(description="Also the Kafka message key.")
+    occurred_at: AwareDatetime = Field(description="RFC 3339 with an offset; naive is rejected.")
+
+
+class DealFields(_Strict):
+    """The fields of a deal. In ``deal.updated`` every one is optional (partial updates)."""
+
+    title: Text | None = None
+    value: Money | None = None
+    currency: Currency | None = None
+    stage: Stage | None = None
+    probability: Probability | None = None
+    close_date: dt.date | None = None
+    owner_id: Id | None = None
+    owner_name: Text | None = None
+    company: Text | None = None
+
+
+class DealCreated(_EventBase):
+    type: Literal["deal.created"] = "deal.created"
+    title: Text
+    value: Money
+    currency: Currency
+    stage: Stage
+    probability: Probability
+    close_date: dt.date
+    owner_id: Id
+    owner_name: Text | None = None
+    company: Text | None = None
+
+
+class DealUpdated(_EventBase):
+    type: Literal["deal.updated"] = "deal.updated"
+    changes: DealFields = Field(description="Only the fields that changed.")
+    previous: DealFields | None = Field(
+        default=None, description="Optional: the values before the change."
+    )
+
+    @model_validator(mode="after")
+    def _changes_not_empty(self) -> DealUpdated:
+        if not self.changes.model_fields_set:
+            raise ValueError("changes must name at least one field")
+        return self
+
+
+class ActivityLogged(_EventBase):
+    type: Literal["activity.logged"] = "activity.logged"
+    activity_type: ActivityType
+    direction: Direction | None = None
+    subject: Text | None = None
+
+
+class DealClosed(_EventBase):
+    type: Literal["deal.closed"] = "deal.closed"
+    outcome: Outcome
+    value: Money | None = None
+    reason: Text | None = None
+
+
+class DealDeleted(_EventBase):
+    type: Literal["deal.deleted"] = "deal.deleted"
+
+
+class Tick(_Strict):
+    """Produced by the ticker to every partition (header ``vectoros-type: tick``)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["tick"] = "tick"
+    event_id: Id | None = None
+    at: AwareDatetime
+
+
+DealEvent = DealCreated | DealUpdated | ActivityLogged | DealClosed | DealDeleted
+AnyEvent = Annotated[DealEvent | Tick, Field(discriminator="type")]
+
+EVENT_TYPES: tuple[str, ...] = (
+    "deal.created",
+    "deal.updated",
+    "activity.logged",
+    "deal.closed",
+    "deal.deleted",
+    "tick",
+)
+
+event_adapter: TypeAdapter[DealEvent | Tick] = TypeAdapter(AnyEvent)
+
+TICK_HEADER = "vectoros-type"
+TICK_HEADER_VALUE = b"tick"
+
+
+def encode_event(event: DealEvent | Tick) -> bytes:
+    """The canonical wire form: compact JSON, UTF-8, no ``None`` fields."""
+    return event.model_dump_json(exclude_none=True).encode()

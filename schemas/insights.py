@@ -1,0 +1,110 @@
+"""Insight events: what the monitor publishes on ``deal-insights`` (key ``deal_id``).
+
+The structure follows the seed's insight (type, title, description, priority, confidence, data
+with key metrics, 2-3 actions), plus the lifecycle fields that make a stream of them meaningful:
+``insight_id`` is deterministic (same deal, rule and episode give the same id), ``lifecycle`` says
+whether this event raises, escalates or resolves the insight.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.events import Id, Stage, Text
+
+
+class Lifecycle(StrEnum):
+    RAISED = "raised"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.CRITICAL: 3}
+
+
+class InsightType(StrEnum):
+    RISK = "risk"
+    OPPORTUNITY = "opportunity"
+    TREND = "trend"
+    RECOMMENDATION = "recommendation"
+
+
+class RuleName(StrEnum):
+    STALE_DEAL = "stale_deal"
+    STUCK_IN_STAGE = "stuck_in_stage"
+    LOW_PROBABILITY = "low_probability"
+    HIGH_VALUE_AT_RISK = "high_value_at_risk"
+    CLOSE_DATE_PRESSURE = "close_date_pressure"
+    CLOSE_DATE_PASSED = "close_date_passed"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+MetricValue = float | int | str | None
+
+
+class InsightData(_Model):
+    deal_id: Id
+    deal_title: str
+    deal_value: float | None
+    currency: str | None = None
+    stage: Stage | None = None
+    owner_id: str | None = None
+    owner_name: str | None = None
+    company: str | None = None
+    key_metrics: dict[str, MetricValue] = Field(default_factory=dict)
+
+
+class InsightAction(_Model):
+    action: Text
+    priority: Priority
+    timeline: Text
+    expected_impact: Text
+
+
+class InsightEvent(_Model):
+    schema_version: Literal[1] = 1
+    insight_id: str = Field(description="Deterministic: uuid5 of workspace, deal, rule, episode.")
+    lifecycle: Lifecycle
+    rule: RuleName
+    workspace_id: Id
+    deal_id: Id
+    type: InsightType = InsightType.RISK
+    title: str
+    description: str
+    priority: Priority
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    data: InsightData
+    actions: Annotated[list[InsightAction], Field(min_length=2, max_length=3)]
+    source: str = Field(description="'rules', or the model that wrote the text.")
+    detected_at: AwareDatetime = Field(description="Partition clock when this event happened.")
+    raised_at: AwareDatetime = Field(description="Partition clock when the episode began.")
+
+
+insight_adapter: TypeAdapter[InsightEvent] = TypeAdapter(InsightEvent)
+
+INSIGHT_NAMESPACE = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-a1b2c3d4e5f6")
+
+
+def insight_id_for(workspace_id: str, deal_id: str, rule: str, episode_ms: int) -> str:
+    """The deterministic id of one episode of one rule on one deal."""
+    return str(
+        uuid.uuid5(INSIGHT_NAMESPACE, f"{workspace_id}\x1f{deal_id}\x1f{rule}\x1f{episode_ms}")
+    )

@@ -1,0 +1,190 @@
+"""The partition state machine: lifecycle, clock, deadline index, dedupe, closed deals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+from consumer.partition import PartitionState
+from consumer.thresholds import RulesConfig, RuleThresholds
+from schemas.events import (
+    ActivityLogged,
+    DealClosed,
+    DealCreated,
+    DealDeleted,
+    DealEvent,
+    DealFields,
+    DealUpdated,
+    Tick,
+)
+from schemas.insights import InsightEvent, Lifecycle, Priority, RuleName
+
+T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+_ids = itertools.count()
+
+
+def eid() -> str:
+    return f"e{next(_ids)}"
+
+
+def created(deal_id: str = "d1", at: dt.datetime = T0, **kw: object) -> DealCreated:
+    fields: dict[str, object] = {
+        "title": "Acme renewal",
+        "value": 5_000,
+        "currency": "USD",
+        "stage": "negotiation",
+        "probability": 80,
+        "close_date": (at + dt.timedelta(days=60)).date(),
+        "owner_id": "u1",
+    }
+    fields.update(kw)
+    return DealCreated(
+        event_id=eid(), workspace_id="ws", deal_id=deal_id, occurred_at=at, **fields
+    )  # type: ignore[arg-type]
+
+
+def activity(deal_id: str = "d1", at: dt.datetime = T0) -> ActivityLogged:
+    return ActivityLogged(
+        event_id=eid(), workspace_id="ws", deal_id=deal_id, occurred_at=at, activity_type="call"
+    )
+
+
+def tick(day: float) -> Tick:
+    return Tick(at=T0 + dt.timedelta(days=day))
+
+
+def run(p: PartitionState, *inputs: DealEvent | Tick) -> list[InsightEvent]:
+    out: list[InsightEvent] = []
+    for item in inputs:
+        step = p.tick(item) if isinstance(item, Tick) else p.apply(item)
+        out.extend(step.insights)
+    return out
+
+
+def new() -> PartitionState:
+    return PartitionState(RulesConfig())
+
+
+def test_going_cold_raises_escalates_and_resolves_once_each() -> None:
+    p = new()
+    out = run(p, created(), activity(at=T0))
+    out += run(p, *(tick(d) for d in range(1, 16)))
+    out += run(p, activity(at=T0 + dt.timedelta(days=16)))
+    stale = [i for i in out if i.rule is RuleName.STALE_DEAL]
+    assert [(i.lifecycle, i.priority) for i in stale] == [
+        (Lifecycle.RAISED, Priority.HIGH),
+        (Lifecycle.ESCALATED, Priority.CRITICAL),
+        (Lifecycle.RESOLVED, Priority.CRITICAL),
+    ]
+    assert len({i.insight_id for i in stale}) == 1
+    assert stale[0].detected_at == T0 + dt.timedelta(days=8)
+    assert stale[1].detected_at == T0 + dt.timedelta(days=15)
+
+
+def test_a_tick_touches_only_due_deals() -> None:
+    p = new()
+    for n in range(1000):
+        p.apply(created(f"d{n}", at=T0 + dt.timedelta(minutes=n)))
+    step = p.tick(Tick(at=T0 + dt.timedelta(days=1)))
+    assert step.deals_touched == 0
+    p.apply(activity("d5", at=T0 + dt.timedelta(days=1)))
+    # 7 days + 1 ms after creation the first ~40 deals are due (created one minute apart)
+    step = p.tick(Tick(at=T0 + dt.timedelta(days=7, minutes=40)))
+    assert 0 < step.deals_touched <= 41
+    assert all(i.rule is RuleName.STALE_DEAL for i in step.insights)
+
+
+def test_clock_never_goes_back() -> None:
+    p = new()
+    p.tick(tick(5))
+    p.apply(created(at=T0))  # an old event
+    assert p.clock_ms == int((T0 + dt.timedelta(days=5)).timestamp() * 1000)
+
+
+def test_duplicates_are_skipped() -> None:
+    p = new()
+    event = created()
+    assert not p.apply(event).duplicate
+    assert p.apply(event).duplicate
+
+
+def test_closed_deal_resolves_everything_and_raises_nothing_after() -> None:
+    p = new()
+    out = run(p, created(probability=5), tick(9))
+    assert {i.rule for i in out} == {RuleName.LOW_PROBABILITY, RuleName.STALE_DEAL}
+    closed = DealClosed(
+        event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0 + dt.timedelta(days=9),
+        outcome="lost",
+    )  # type: ignore[arg-type]
+    out = run(p, closed)
+    assert {(i.rule, i.lifecycle) for i in out} == {
+        (RuleName.LOW_PROBABILITY, Lifecycle.RESOLVED),
+        (RuleName.STALE_DEAL, Lifecycle.RESOLVED),
+    }
+    assert all(i.data.key_metrics["resolution"] == "lost" for i in out)
+    later = DealUpdated(
+        event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0 + dt.timedelta(days=10),
+        changes=DealFields(probability=1),
+    )
+    assert run(p, later, tick(40)) == []
+    assert "d1" not in p.deals
+
+
+def test_deleted_deal_resolves_what_was_open() -> None:
+    p = new()
+    run(p, created(probability=5))
+    deleted = DealDeleted(event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0)
+    out = run(p, deleted)
+    assert [(i.rule, i.lifecycle) for i in out] == [
+        (RuleName.LOW_PROBABILITY, Lifecycle.RESOLVED)
+    ]
+    assert run(p, activity(), tick(30)) == []
+
+
+def test_partial_update_merges_and_stage_change_restarts_the_stage_clock() -> None:
+    p = new()
+    run(p, created(stage="lead", probability=50))
+    p.apply(
+        DealUpdated(
+            event_id=eid(), workspace_id="ws", deal_id="d1",
+            occurred_at=T0 + dt.timedelta(days=10), changes=DealFields(stage="qualified"),
+        )  # type: ignore[arg-type]
+    )
+    state = p.deals["d1"]
+    assert state.stage == "qualified" and state.probability == 50 and state.value == 5_000
+    assert state.stage_entered_at_ms == int((T0 + dt.timedelta(days=10)).timestamp() * 1000)
+
+
+def test_escalation_needs_a_higher_priority_and_is_not_resent() -> None:
+    p = new()
+    out = run(p, created(stage="lead", probability=10, value=5_000))
+    assert [(i.lifecycle, i.priority) for i in out] == [(Lifecycle.RAISED, Priority.MEDIUM)]
+    bump = DealUpdated(
+        event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0,
+        changes=DealFields(value=50_000),
+    )
+    out = [i for i in run(p, bump) if i.rule is RuleName.LOW_PROBABILITY]
+    assert [(i.lifecycle, i.priority) for i in out] == [(Lifecycle.ESCALATED, Priority.HIGH)]
+    again = DealUpdated(
+        event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0,
+        changes=DealFields(value=60_000),
+    )
+    assert [i for i in run(p, again) if i.rule is RuleName.LOW_PROBABILITY] == []
+
+
+def test_per_workspace_thresholds() -> None:
+    rules = RulesConfig(workspaces={"ws": RuleThresholds(stale_days=2, stale_critical_days=3)})
+    p = PartitionState(rules)
+    out = run(p, created(probability=90), tick(2.5))
+    assert [i.rule for i in out] == [RuleName.STALE_DEAL]
+
+
+def test_same_inputs_same_outputs() -> None:
+    def scenario() -> list[str]:
+        global _ids
+        _ids = itertools.count()
+        p = new()
+        out = run(p, created(probability=5), activity(), *(tick(d) for d in range(30)))
+        return [i.model_dump_json() for i in out]
+
+    assert scenario() == scenario()

@@ -1,0 +1,229 @@
+"""``vectoros``: the command line. It only wires settings, logging and services together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from vectoros.errors import VectorOSError
+from vectoros.logs import configure_logging
+from vectoros.settings import KafkaSettings, MonitorSettings, SimulatorSettings, TickerSettings
+
+logger = logging.getLogger("vectoros")
+
+S = TypeVar("S", bound=BaseSettings)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """'60s', '5m', '1h', '250ms' or a plain number of seconds."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise click.BadParameter(f"{text!r} is not a positive duration like 60s, 5m or 1h")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Settings from the environment plus CLI overrides, with a readable error."""
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = [
+            f"  VECTOROS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        ]
+        raise click.ClickException("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; our own errors become a clean message and exit code 1."""
+    try:
+        return asyncio.run(coro)
+    except VectorOSError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:  # pragma: no cover - signals are handled inside services
+        sys.exit(130)
+
+
+@click.group()
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR.")
+@click.version_option(package_name="vectoros-monitor")
+def main(log_level: str | None) -> None:
+    """VectorOS Deal Monitor: deal events in, risk insights out."""
+    level = log_level or load_settings(KafkaSettings).log_level
+    configure_logging(level.upper())
+
+
+@main.command()
+def monitor() -> None:
+    """Consume deal-events, keep per-deal state, publish insights (runs until SIGTERM)."""
+    from consumer.monitor import Monitor
+    from consumer.thresholds import RulesConfig
+    from vectoros.metrics import MonitorMetrics
+    from vectoros.service import serve
+
+    settings = load_settings(MonitorSettings)
+    rules = RulesConfig.load(settings.rules_file)
+    settings.bootstrap()
+
+    async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
+        await Monitor(settings, rules, MonitorMetrics(registry), health).run(stop)
+
+    run_async(serve("monitor", settings, body))
+
+
+@main.command()
+@click.option("--interval", default=None, help="Time between ticks, e.g. 60s (default 60s).")
+@click.option("--once", is_flag=True, help="Send one round of ticks and exit.")
+def tick(interval: str | None, once: bool) -> None:
+    """Send a tick to every partition of deal-events at a fixed interval."""
+    from producer.publisher import DealEventPublisher
+    from producer.ticker import run_ticker, tick_once
+    from vectoros.kafka import start_producer
+    from vectoros.metrics import TickerMetrics
+    from vectoros.service import serve
+
+    seconds = parse_duration(interval) if interval else None
+    settings = load_settings(TickerSettings, tick_interval_seconds=seconds)
+    settings.bootstrap()
+
+    async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
+        producer = await start_producer(settings)
+        try:
+            publisher = DealEventPublisher(producer, settings.topic_events)
+            if once:
+                import datetime as dt
+
+                sent = await tick_once(publisher, dt.datetime.now(dt.UTC))
+                click.echo(f"sent {sent} ticks")
+                return
+            health.register("ticker", lambda: True)
+            await run_ticker(
+                publisher, settings.tick_interval_seconds, stop, TickerMetrics(registry)
+            )
+        finally:
+            await producer.stop()
+
+    if once:
+        settings = load_settings(TickerSettings, metrics_enabled=False)
+    run_async(serve("ticker", settings, body))
+
+
+@main.command()
+@click.option("--deals", type=int, default=None, help="Number of deals (default 200).")
+@click.option("--days", type=int, default=None, help="Simulated days (default 90).")
+@click.option("--workspaces", type=int, default=None, help="Workspaces (default 3).")
+@click.option("--seed", type=int, default=None, help="Random seed (default 42).")
+@click.option(
+    "--speedup", type=float, default=None, help="Simulated seconds per second; 0 = max speed."
+)
+def simulate(
+    deals: int | None,
+    days: int | None,
+    workspaces: int | None,
+    seed: int | None,
+    speedup: float | None,
+) -> None:
+    """Publish a realistic, reproducible pipeline of deals (with ticks) to deal-events."""
+    import datetime as dt
+
+    from producer.publisher import DealEventPublisher
+    from producer.simulate import run_simulation
+    from producer.simulator import SimulationSpec
+    from vectoros.kafka import ensure_standard_topics, start_producer
+
+    settings = load_settings(
+        SimulatorSettings,
+        sim_deals=deals,
+        sim_days=days,
+        sim_workspaces=workspaces,
+        sim_seed=seed,
+        sim_speedup=speedup,
+    )
+    settings.bootstrap()
+    spec = SimulationSpec(
+        deals=settings.sim_deals,
+        days=settings.sim_days,
+        workspaces=settings.sim_workspaces,
+        seed=settings.sim_seed,
+        tick_every=dt.timedelta(hours=settings.sim_tick_hours),
+    )
+
+    async def go() -> None:
+        await ensure_standard_topics(settings)
+        producer = await start_producer(settings)
+        try:
+            publisher = DealEventPublisher(producer, settings.topic_events)
+            done = await run_simulation(spec, publisher, speedup=settings.sim_speedup)
+        finally:
+            await producer.stop()
+        click.echo(
+            f"published {done.events} events for {len(done.deals)} deals and "
+            f"{done.ticks} tick rounds: {dict(sorted(done.by_type.items()))}"
+        )
+
+    run_async(go())
+
+
+@main.group()
+def topics() -> None:
+    """Manage the Kafka topics."""
+
+
+@topics.command("create")
+@click.option("--partitions", type=int, default=None, help="Partitions per topic (default 6).")
+def topics_create(partitions: int | None) -> None:
+    """Create deal-events, deal-insights, deal-events-dlq and deal-monitor-state if missing."""
+    from vectoros.kafka import compacted_topics, ensure_standard_topics, standard_topics
+
+    settings = load_settings(KafkaSettings, topic_partitions=partitions, metrics_enabled=False)
+    settings.bootstrap()
+    run_async(ensure_standard_topics(settings))
+    wanted, compacted = standard_topics(settings), compacted_topics(settings)
+    for name, count in wanted.items():
+        click.echo(f"{name}: {count} partitions" + (" (compacted)" if name in compacted else ""))
+
+
+@main.group()
+def schemas() -> None:
+    """The event contracts."""
+
+
+@schemas.command("export")
+@click.option("--check", is_flag=True, help="Only report files that differ; exit 1 if any.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Directory (default: the schemas package).",
+)
+def schemas_export(check: bool, out: Path | None) -> None:
+    """Write schemas/json/*.schema.json and schemas/asyncapi.yaml from the models."""
+    import schemas as schemas_pkg
+    from schemas.export import diff, write_all
+
+    root = out or Path(schemas_pkg.__file__).parent
+    if check:
+        stale = diff(root)
+        for path in stale:
+            click.echo(f"differs: {path}")
+        if stale:
+            raise SystemExit(1)
+        click.echo("schemas are up to date")
+        return
+    for written in write_all(root):
+        click.echo(f"wrote {written}")

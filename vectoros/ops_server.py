@@ -1,0 +1,104 @@
+"""The operations endpoint every service serves: ``/metrics``, ``/healthz``, ``/readyz``.
+
+``/healthz`` answers 200 while the process's event loop runs. ``/readyz`` answers 200 only when
+every registered component says it is ready (for the monitor: partitions assigned and state
+restored), else 503 with the components that are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+logger = logging.getLogger(__name__)
+
+
+class Health:
+    """Readiness of the components of one process."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, Callable[[], bool]] = {}
+
+    def register(self, name: str, check: Callable[[], bool]) -> None:
+        self._checks[name] = check
+
+    def status(self) -> dict[str, bool]:
+        return {name: bool(check()) for name, check in self._checks.items()}
+
+    def ready(self) -> bool:
+        return all(self.status().values())
+
+
+def build_app(registry: CollectorRegistry, health: Health) -> Starlette:
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        status = health.status()
+        ok = all(status.values())
+        return JSONResponse({"ready": ok, "components": status}, status_code=200 if ok else 503)
+
+    return Starlette(
+        routes=[
+            Route("/metrics", metrics),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ]
+    )
+
+
+class _ServerWithoutSignals(uvicorn.Server):
+    """The service owns SIGINT/SIGTERM (graceful shutdown); uvicorn must not take them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class OpsServer:
+    """Serves the ops app with uvicorn inside the running event loop."""
+
+    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            build_app(registry, health),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        self._server = _ServerWithoutSignals(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(), name="ops-server")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises the start-up error (e.g. port in use)
+            await asyncio.sleep(0.01)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when started with port 0)."""
+        for server in self._server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        raise RuntimeError("ops server is not started")
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
