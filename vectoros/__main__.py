@@ -1,0 +1,5 @@
+"""``python -m vectoros`` is the ``vectoros`` command."""
+
+from vectoros.cli import main
+
+main()
