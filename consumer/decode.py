@@ -6,9 +6,6 @@ exactly was wrong, in words a producer's developer can act on.
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from pydantic import ValidationError
 
 from schemas.events import EVENT_TYPES, DealEvent, Tick, event_adapter
@@ -27,8 +24,6 @@ REASONS = (
     "processing_error",
 )
 
-_KNOWN_TYPES = frozenset(EVENT_TYPES)
-
 
 def _summarise(exc: ValidationError, limit: int = 5) -> str:
     parts = []
@@ -41,36 +36,42 @@ def _summarise(exc: ValidationError, limit: int = 5) -> str:
     return "; ".join(parts)
 
 
+def _classify(exc: ValidationError, value: bytes) -> EventRejected:
+    """Map pydantic's first error onto one of ``REASONS`` with a readable detail."""
+    first = exc.errors(include_url=False)[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return EventRejected("invalid_utf8", f"not UTF-8: {bad}")
+        return EventRejected("invalid_json", first["msg"])
+    if kind in ("dict_type", "model_type"):
+        return EventRejected("not_an_object", "expected a JSON object")
+    if kind == "union_tag_not_found":
+        return EventRejected("missing_type", "the 'type' field is missing")
+    if kind == "union_tag_invalid":
+        tag = str((first.get("ctx") or {}).get("tag", "?"))[:80]
+        return EventRejected("unknown_type", f"type {tag!r} is not one of {', '.join(EVENT_TYPES)}")
+    for err in exc.errors(include_url=False):
+        if err["loc"][-1:] == ("schema_version",):
+            shown = repr(err.get("input"))[:40]
+            return EventRejected(
+                "unsupported_schema_version", f"schema_version {shown} is not supported (only 1)"
+            )
+    return EventRejected("schema_violation", _summarise(exc))
+
+
 def decode(value: bytes | None, key: bytes | None, *, max_bytes: int) -> DealEvent | Tick:
-    """Decode one message. Raises ``EventRejected`` for anything that is not a valid event."""
+    """Decode one message (one strict JSON parse). Raises ``EventRejected`` if it is unusable."""
     if value is None:
         raise EventRejected("invalid_json", "empty message value (null)")
     if len(value) > max_bytes:
         raise EventRejected("oversized", f"{len(value)} bytes is over the {max_bytes}-byte limit")
     try:
-        raw: Any = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        msg = str(exc)
-        reason = "invalid_utf8" if "utf-8" in msg.lower() else "invalid_json"
-        raise EventRejected(reason, msg) from None
-    if not isinstance(raw, dict):
-        raise EventRejected("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
-    kind = raw.get("type")
-    if kind is None:
-        raise EventRejected("missing_type", "the 'type' field is missing")
-    if kind not in _KNOWN_TYPES:
-        shown = repr(kind)[:80]
-        raise EventRejected("unknown_type", f"type {shown} is not one of {', '.join(EVENT_TYPES)}")
-    version = raw.get("schema_version", 1)
-    if version != 1:
-        shown = repr(version)[:40]
-        raise EventRejected(
-            "unsupported_schema_version", f"schema_version {shown} is not supported (only 1)"
-        )
-    try:
-        event = event_adapter.validate_python(raw)
+        event = event_adapter.validate_json(value, strict=True)
     except ValidationError as exc:
-        raise EventRejected("schema_violation", f"{kind}: {_summarise(exc)}") from None
+        raise _classify(exc, value) from None
     if isinstance(event, Tick):
         return event
     if key is None:

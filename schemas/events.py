@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -58,8 +59,18 @@ class Outcome(StrEnum):
     LOST = "lost"
 
 
+def _type_is_required(schema: dict[str, Any]) -> None:
+    """``type`` has a default for Python callers, but on the wire it is required."""
+    if "type" in schema.get("properties", {}):
+        required = schema.setdefault("required", [])
+        if "type" not in required:
+            required.append("type")
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=2000)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_max_length=2000, json_schema_extra=_type_is_required
+    )
 
 
 class _EventBase(_Strict):
@@ -101,7 +112,9 @@ class DealCreated(_EventBase):
 
 class DealUpdated(_EventBase):
     type: Literal["deal.updated"] = "deal.updated"
-    changes: DealFields = Field(description="Only the fields that changed.")
+    changes: DealFields = Field(
+        description="Only the fields that changed.", json_schema_extra={"minProperties": 1}
+    )
     previous: DealFields | None = Field(
         default=None, description="Optional: the values before the change."
     )
@@ -159,5 +172,12 @@ TICK_HEADER_VALUE = b"tick"
 
 
 def encode_event(event: DealEvent | Tick) -> bytes:
-    """The canonical wire form: compact JSON, UTF-8, no ``None`` fields."""
+    """The canonical wire form: compact JSON, UTF-8, no ``None`` fields, except in
+    ``deal.updated`` changes where an explicit null clears the field."""
+    if isinstance(event, DealUpdated):
+        data = event.model_dump(mode="json", exclude_none=True)
+        data["changes"] = event.changes.model_dump(
+            mode="json", include=set(event.changes.model_fields_set)
+        )
+        return orjson.dumps(data)
     return event.model_dump_json(exclude_none=True).encode()

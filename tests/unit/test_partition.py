@@ -38,9 +38,7 @@ def created(deal_id: str = "d1", at: dt.datetime = T0, **kw: object) -> DealCrea
         "owner_id": "u1",
     }
     fields.update(kw)
-    return DealCreated(
-        event_id=eid(), workspace_id="ws", deal_id=deal_id, occurred_at=at, **fields
-    )  # type: ignore[arg-type]
+    return DealCreated(event_id=eid(), workspace_id="ws", deal_id=deal_id, occurred_at=at, **fields)  # type: ignore[arg-type]
 
 
 def activity(deal_id: str = "d1", at: dt.datetime = T0) -> ActivityLogged:
@@ -113,7 +111,10 @@ def test_closed_deal_resolves_everything_and_raises_nothing_after() -> None:
     out = run(p, created(probability=5), tick(9))
     assert {i.rule for i in out} == {RuleName.LOW_PROBABILITY, RuleName.STALE_DEAL}
     closed = DealClosed(
-        event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0 + dt.timedelta(days=9),
+        event_id=eid(),
+        workspace_id="ws",
+        deal_id="d1",
+        occurred_at=T0 + dt.timedelta(days=9),
         outcome="lost",
     )  # type: ignore[arg-type]
     out = run(p, closed)
@@ -123,7 +124,10 @@ def test_closed_deal_resolves_everything_and_raises_nothing_after() -> None:
     }
     assert all(i.data.key_metrics["resolution"] == "lost" for i in out)
     later = DealUpdated(
-        event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0 + dt.timedelta(days=10),
+        event_id=eid(),
+        workspace_id="ws",
+        deal_id="d1",
+        occurred_at=T0 + dt.timedelta(days=10),
         changes=DealFields(probability=1),
     )
     assert run(p, later, tick(40)) == []
@@ -135,9 +139,7 @@ def test_deleted_deal_resolves_what_was_open() -> None:
     run(p, created(probability=5))
     deleted = DealDeleted(event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0)
     out = run(p, deleted)
-    assert [(i.rule, i.lifecycle) for i in out] == [
-        (RuleName.LOW_PROBABILITY, Lifecycle.RESOLVED)
-    ]
+    assert [(i.rule, i.lifecycle) for i in out] == [(RuleName.LOW_PROBABILITY, Lifecycle.RESOLVED)]
     assert run(p, activity(), tick(30)) == []
 
 
@@ -146,12 +148,17 @@ def test_partial_update_merges_and_stage_change_restarts_the_stage_clock() -> No
     run(p, created(stage="lead", probability=50))
     p.apply(
         DealUpdated(
-            event_id=eid(), workspace_id="ws", deal_id="d1",
-            occurred_at=T0 + dt.timedelta(days=10), changes=DealFields(stage="qualified"),
+            event_id=eid(),
+            workspace_id="ws",
+            deal_id="d1",
+            occurred_at=T0 + dt.timedelta(days=10),
+            changes=DealFields(stage="qualified"),
         )  # type: ignore[arg-type]
     )
     state = p.deals["d1"]
-    assert state.stage == "qualified" and state.probability == 50 and state.value == 5_000
+    assert state.stage == "qualified"
+    assert state.probability == 50
+    assert state.value == 5_000
     assert state.stage_entered_at_ms == int((T0 + dt.timedelta(days=10)).timestamp() * 1000)
 
 
@@ -160,13 +167,19 @@ def test_escalation_needs_a_higher_priority_and_is_not_resent() -> None:
     out = run(p, created(stage="lead", probability=10, value=5_000))
     assert [(i.lifecycle, i.priority) for i in out] == [(Lifecycle.RAISED, Priority.MEDIUM)]
     bump = DealUpdated(
-        event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0,
+        event_id=eid(),
+        workspace_id="ws",
+        deal_id="d1",
+        occurred_at=T0,
         changes=DealFields(value=50_000),
     )
     out = [i for i in run(p, bump) if i.rule is RuleName.LOW_PROBABILITY]
     assert [(i.lifecycle, i.priority) for i in out] == [(Lifecycle.ESCALATED, Priority.HIGH)]
     again = DealUpdated(
-        event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0,
+        event_id=eid(),
+        workspace_id="ws",
+        deal_id="d1",
+        occurred_at=T0,
         changes=DealFields(value=60_000),
     )
     assert [i for i in run(p, again) if i.rule is RuleName.LOW_PROBABILITY] == []

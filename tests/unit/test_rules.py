@@ -197,7 +197,8 @@ def test_deadlines_never_miss_a_change(step_h: int) -> None:
     for t in range(T0, T0 + 90 * DAY_MS, step_h * H):
         current = {r: f.priority for r, f in evaluate(d, t, TH).items()}
         if current != previous:
-            assert due is not None and due <= t, f"change at {t} before deadline {due}"
+            assert due is not None, f"change at {t} with no deadline"
+            assert due <= t, f"change at {t} before deadline {due}"
             due = next_deadline(d, t, TH)
             previous = current
         while due is not None and due <= t:
