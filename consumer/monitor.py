@@ -4,9 +4,10 @@ One batch at a time: fetch → decode → apply to the partition's state → pro
 records → wait for the broker's acknowledgements → commit the batch's offsets. A crash anywhere
 before the commit replays the batch; deterministic insight ids make the replay harmless.
 
-Restore: when a partition is assigned and the group has a committed offset for it, the state is
-rebuilt by replaying that partition from its beginning up to the committed offset with outputs
-suppressed (processing is deterministic, so the rebuilt state is the state that was lost).
+Durable state: every checkpoint also writes the latest state of each deal that changed to the
+``deal-monitor-state`` changelog (coalesced, co-partitioned with the source). When a partition is
+assigned, its state is restored from the changelog as of the group's committed offset before any
+record is processed (``consumer.restore``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from consumer.changelog import checkpoint_records
 from consumer.decode import decode
 from consumer.dlq import OutRecord, dlq_record
 from consumer.partition import PartitionState
+from consumer.restore import restore_partition
 from consumer.thresholds import RulesConfig
 from schemas.events import Tick
 from schemas.insights import InsightEvent
@@ -139,54 +142,41 @@ class Monitor:
 
     async def restore_partitions(self, assigned: list[TopicPartition]) -> None:
         self.metrics.assigned_partitions.set(len(assigned))
+        self.metrics.rebalances.inc()
         todo = [tp for tp in assigned if tp.partition not in self.partitions]
+        s = self.settings
         self._restoring += 1
         try:
             for tp in todo:
-                committed = await self._consumer.committed(tp)
+                committed = await self._consumer.committed(tp) or 0
                 state = self._new_partition()
-                if committed:
-                    await self._replay(tp, committed, state)
+                report = await restore_partition(
+                    state,
+                    bootstrap=s.bootstrap(),
+                    changelog=TopicPartition(s.topic_state, tp.partition),
+                    source=tp,
+                    committed=committed,
+                    replay=lambda st, rec: self._apply(st, rec, out=None),
+                    client_id=s.kafka_client_id,
+                )
                 self.partitions[tp.partition] = state
-                self._next_offset[tp.partition] = committed or 0
+                self._next_offset[tp.partition] = committed
+                self.metrics.restore_seconds.observe(report.seconds)
+                self.metrics.restored_records.inc(report.records)
+                logger.info(
+                    "partition %d restored from %s at offset %d: %d deals from %d records in "
+                    "%.2fs (%d uncommitted entries ignored)",
+                    tp.partition,
+                    report.source,
+                    committed,
+                    report.deals,
+                    report.records,
+                    report.seconds,
+                    report.skipped_uncommitted,
+                )
         finally:
             self._restoring -= 1
         logger.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
-
-    async def _replay(self, tp: TopicPartition, until: int, state: PartitionState) -> None:
-        started = time.perf_counter()
-        s = self.settings
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap(),
-            client_id=f"{s.kafka_client_id}-monitor-restore",
-            enable_auto_commit=False,
-            group_id=None,
-        )
-        await reader.start()
-        replayed = 0
-        try:
-            reader.assign([tp])
-            await reader.seek_to_beginning(tp)
-            done = False
-            while not done:
-                batch = await reader.getmany(tp, timeout_ms=1000, max_records=10_000)
-                records = batch.get(tp, [])
-                if not records and await reader.position(tp) >= until:
-                    break
-                for rec in records:
-                    if rec.offset >= until:
-                        done = True
-                        break
-                    self._apply(state, rec, out=None)
-                    replayed += 1
-        finally:
-            await reader.stop()
-        logger.info(
-            "partition %d restored by replaying %d records in %.2fs",
-            tp.partition,
-            replayed,
-            time.perf_counter() - started,
-        )
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -203,10 +193,13 @@ class Monitor:
                 state = self.partitions[tp.partition] = self._new_partition()
             for rec in records:
                 self._apply(state, rec, out)
-            offsets[tp] = records[-1].offset + 1
+            offsets[tp] = end = records[-1].offset + 1
+            for key, value in checkpoint_records(state, end):
+                out.append(OutRecord(self.settings.topic_state, key, value, None, tp.partition))
             first_ts = records[0].timestamp
             if first_ts is not None and (oldest_ts is None or first_ts < oldest_ts):
                 oldest_ts = first_ts
+        checkpoint_started = time.perf_counter()
         await self._publish(producer, out)
         try:
             await consumer.commit(offsets)
@@ -217,7 +210,9 @@ class Monitor:
         for tp, offset in offsets.items():
             self._next_offset[tp.partition] = offset
         now = self._wall()
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        done = time.perf_counter()
+        self.metrics.checkpoint_seconds.observe(done - checkpoint_started)
+        self.metrics.batch_seconds.observe(done - started)
         if oldest_ts is not None:
             self.metrics.event_latency_seconds.observe(max(0.0, now - oldest_ts / 1000))
 

@@ -53,6 +53,21 @@ class PartitionState:
         self._tombstone_ms = int(tombstone_days * DAY_MS)
         self.dirty: set[str] = set()
 
+    def load(self, deals: dict[str, DealState], closed: dict[str, int], clock_ms: int) -> None:
+        """Replace the state with a restored one; the deadline index is rebuilt from the deals."""
+        self.deals = dict(deals)
+        self.closed = dict(closed)
+        self._closed_order = deque(sorted((at, d) for d, at in closed.items()))
+        self.clock_ms = clock_ms
+        self.deadline_of = {}
+        for deal in self.deals.values():
+            th = self.rules.for_workspace(deal.workspace_id)
+            due = next_deadline(deal, clock_ms, th)
+            if due is not None:
+                self.deadline_of[deal.deal_id] = due
+        self._compact_heap()
+        self.dirty.clear()
+
     # -- inputs -------------------------------------------------------------------------------
 
     def apply(self, event: DealEvent) -> StepResult:
@@ -150,6 +165,7 @@ class PartitionState:
             at, deal_id = order.popleft()
             if self.closed.get(deal_id) == at:
                 del self.closed[deal_id]
+                self.dirty.add(deal_id)
 
     @property
     def heap_size(self) -> int:

@@ -81,6 +81,28 @@ class MonitorMetrics:
             ["partition"],
             registry=registry,
         )
+        self.rebalances = Counter(
+            f"{PREFIX}_monitor_rebalances_total",
+            "Partition assignments received from the group coordinator.",
+            registry=registry,
+        )
+        self.restore_seconds = Histogram(
+            f"{PREFIX}_monitor_restore_seconds",
+            "Time to restore one partition's state on assignment.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=registry,
+        )
+        self.restored_records = Counter(
+            f"{PREFIX}_monitor_restored_records_total",
+            "Changelog (or replayed source) records read to restore state.",
+            registry=registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            f"{PREFIX}_monitor_checkpoint_seconds",
+            "Time to get a batch's outputs acknowledged and its offsets committed.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.assigned_partitions = Gauge(
             f"{PREFIX}_monitor_assigned_partitions",
             "Partitions of deal-events assigned to this process.",
