@@ -99,6 +99,16 @@ async def running_monitor(
         await asyncio.wait_for(task, WAIT_LIMIT)
 
 
+async def wait_ready(monitor: Monitor) -> None:
+    """Until partitions are assigned and restored (what /readyz reports)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_LIMIT
+    while not monitor.ready():
+        if loop.time() > deadline:
+            raise AssertionError("monitor did not become ready")
+        await asyncio.sleep(0.05)
+
+
 async def wait_caught_up(monitor: Monitor) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT_LIMIT
