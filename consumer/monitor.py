@@ -71,6 +71,8 @@ class Monitor:
         self._consumer: Any = None
         self._restoring = 0
         self._started = False
+        self._last_progress = time.monotonic()
+        self._stall_logged = False
         health.register("monitor", self.ready)
 
     def ready(self) -> bool:
@@ -101,6 +103,7 @@ class Monitor:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap(),
             group_id=s.monitor_group_id,
+            group_instance_id=s.monitor_group_instance_id,
             client_id=f"{s.kafka_client_id}-monitor",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -209,6 +212,7 @@ class Monitor:
             return
         for tp, offset in offsets.items():
             self._next_offset[tp.partition] = offset
+        self._last_progress = time.monotonic()
         now = self._wall()
         done = time.perf_counter()
         self.metrics.checkpoint_seconds.observe(done - checkpoint_started)
@@ -303,12 +307,22 @@ class Monitor:
 
     def _update_gauges(self, consumer: Any) -> None:
         now = self._wall()
+        total_lag = 0
         for partition, state in self.partitions.items():
             label = str(partition)
             hw = consumer.highwater(TopicPartition(self.settings.topic_events, partition))
             if hw is not None:
                 lag = max(0, hw - self._next_offset.get(partition, 0))
+                total_lag += lag
                 self.metrics.consumer_lag.labels(label).set(lag)
             if state.clock_ms:
                 self.metrics.clock_lag_seconds.labels(label).set(now - state.clock_ms / 1000)
             self.metrics.tracked_deals.labels(label).set(len(state.deals))
+        if total_lag == 0:
+            self._last_progress = time.monotonic()  # nothing waiting is not a stall
+        idle = time.monotonic() - self._last_progress
+        stalled = total_lag > 0 and idle > self.settings.stall_seconds
+        self.metrics.stalled.set(1 if stalled else 0)
+        if stalled and not self._stall_logged:
+            logger.warning("stalled: %d records waiting, no commit for %.0fs", total_lag, idle)
+        self._stall_logged = stalled

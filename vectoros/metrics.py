@@ -103,6 +103,11 @@ class MonitorMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.stalled = Gauge(
+            f"{PREFIX}_monitor_stalled",
+            "1 when records are waiting but nothing was committed for VECTOROS_STALL_SECONDS.",
+            registry=registry,
+        )
         self.assigned_partitions = Gauge(
             f"{PREFIX}_monitor_assigned_partitions",
             "Partitions of deal-events assigned to this process.",

@@ -62,6 +62,11 @@ class MonitorSettings(KafkaSettings):
     """``vectoros monitor``: per-deal state and the rules."""
 
     monitor_group_id: str = "vectoros-monitor"
+    monitor_group_instance_id: str | None = Field(
+        default=None,
+        description="Static membership: a restart within the session timeout keeps partitions.",
+    )
+    stall_seconds: float = Field(default=60, gt=0, description="No progress while lagging.")
     rules_file: Path | None = Field(default=None, description="YAML/JSON thresholds file.")
     max_event_bytes: int = Field(default=64 * 1024, ge=256, description="Larger goes to DLQ.")
     max_batch_records: int = Field(default=5000, ge=1)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -62,20 +63,22 @@ async def test_topics_simulate_tick_and_monitor_processes(
     assert ticked.returncode == 0, ticked.stderr
     assert "sent 3 ticks" in ticked.stdout
 
-    log = (tmp_path / "monitor.log").open("w")
-    monitor = subprocess.Popen(VECTOROS + ["monitor"], env=env, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + WAIT_LIMIT
-        insights: list[Any] = []
-        while time.monotonic() < deadline and not insights:
-            insights = await read_insights(kafka_bootstrap, f"{prefix}-insights")
-        assert insights, (tmp_path / "monitor.log").read_text()
-        assert {i.rule for i in insights} <= set(RuleName)
-    finally:
-        monitor.send_signal(signal.SIGTERM)
-        code = monitor.wait(timeout=WAIT_LIMIT)
-        log.close()
-    output = (tmp_path / "monitor.log").read_text()
+    log_path = tmp_path / "monitor.log"
+    with log_path.open("w") as log:
+        monitor = await asyncio.create_subprocess_exec(
+            *VECTOROS, "monitor", env=env, stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + WAIT_LIMIT
+            insights: list[Any] = []
+            while time.monotonic() < deadline and not insights:
+                insights = await read_insights(kafka_bootstrap, f"{prefix}-insights")
+            assert insights, log_path.read_text()
+            assert {i.rule for i in insights} <= set(RuleName)
+        finally:
+            monitor.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(monitor.wait(), WAIT_LIMIT)
+    output = log_path.read_text()
     assert code == 0, output
     assert "monitor stopped" in output
     assert await read_all(kafka_bootstrap, f"{prefix}-dlq") == []
