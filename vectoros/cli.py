@@ -179,6 +179,47 @@ def simulate(
     run_async(go())
 
 
+@main.command()
+def sink() -> None:
+    """Write deal-insights into PostgreSQL (insights + insight_events), idempotently."""
+    from consumer.sink.service import run_sink
+    from consumer.sink.settings import SinkSettings
+    from vectoros.service import serve
+
+    settings = load_settings(SinkSettings)
+    settings.bootstrap()
+    settings.dsn()
+
+    async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
+        await run_sink(settings, registry, health, stop)
+
+    run_async(serve("sink", settings, body))
+
+
+@main.group()
+def db() -> None:
+    """The PostgreSQL schema."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (the sink and notifier also do this at start)."""
+    from vectoros.db import connect_pool, migrate
+    from vectoros.settings import DatabaseSettings
+
+    dsn = load_settings(DatabaseSettings).dsn()
+
+    async def go() -> list[str]:
+        pool = await connect_pool(dsn)
+        try:
+            return await migrate(pool)
+        finally:
+            await pool.close()
+
+    applied = run_async(go())
+    click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
 @main.group()
 def topics() -> None:
     """Manage the Kafka topics."""

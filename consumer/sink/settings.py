@@ -1,0 +1,47 @@
+"""Settings of ``vectoros sink`` (``VECTOROS_*`` variables, frozen)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from vectoros.settings import DatabaseSettings, KafkaSettings
+
+
+class SinkSettings(KafkaSettings, DatabaseSettings):
+    """``vectoros sink``: insight events into PostgreSQL."""
+
+    sink_group_id: str = "vectoros-sink"
+    sink_batch_max: int = Field(
+        default=1000, ge=1, le=100_000, description="Most insight events written per transaction."
+    )
+    sink_flush_ms: int = Field(
+        default=100,
+        ge=1,
+        le=60_000,
+        description="How long a batch may wait for more events after its first one.",
+    )
+    sink_migrate_on_start: bool = Field(
+        default=True, description="Apply pending migrations at start-up (advisory-locked)."
+    )
+    db_pool_min_size: int = Field(
+        default=0, ge=0, le=100, description="Connections kept open even when idle."
+    )
+    db_pool_max_size: int = Field(default=4, ge=1, le=100)
+    db_connect_deadline_seconds: float = Field(
+        default=60, gt=0, description="Start-up gives up (DatabaseUnavailable) after this."
+    )
+    db_command_timeout_seconds: float = Field(default=30, gt=0)
+    db_retry_initial_seconds: float = Field(
+        default=0.2, gt=0, description="First back-off after a failed batch write."
+    )
+    db_retry_max_seconds: float = Field(
+        default=30, gt=0, description="Cap of the exponential back-off between batch retries."
+    )
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> SinkSettings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
+        if self.db_retry_initial_seconds > self.db_retry_max_seconds:
+            raise ValueError("db_retry_initial_seconds must not exceed db_retry_max_seconds")
+        return self

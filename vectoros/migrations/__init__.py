@@ -1,0 +1,1 @@
+"""SQL migrations, applied in name order by ``vectoros.db.migrate``. Never edit an applied one."""
