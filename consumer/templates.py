@@ -50,7 +50,7 @@ def _stale(deal: DealState, m: Metrics) -> tuple[str, str, list[ActionSpec]]:
     return (
         f"'{_name(deal)}' has gone quiet for {days} days",
         f"No calls, emails, meetings or notes have been logged on this {_money(deal)} deal for "
-        f"{days} days (threshold {m['threshold_days']}). Deals that stay silent this long "
+        f"{days} days (threshold {m['threshold_days']:g}). Deals that stay silent this long "
         "rarely close on schedule.",
         [
             (
@@ -79,7 +79,7 @@ def _stuck(deal: DealState, m: Metrics) -> tuple[str, str, list[ActionSpec]]:
     return (
         f"'{_name(deal)}' is stuck in {m['stage']} for {m['days_in_stage']} days",
         f"The deal has been in the {m['stage']} stage for {m['days_in_stage']} days, longer than "
-        f"the {m['threshold_days']}-day norm for that stage. Value at stake: {_money(deal)}.",
+        f"the {m['threshold_days']:g}-day norm for that stage. Value at stake: {_money(deal)}.",
         [
             (
                 "Identify the blocker to the next stage with the buyer",

@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from schemas.insights import RuleName
 from vectoros.errors import VectorOSError
 from vectoros.logs import configure_logging
 from vectoros.settings import KafkaSettings, MonitorSettings, SimulatorSettings, TickerSettings
@@ -196,6 +197,23 @@ def sink() -> None:
     run_async(serve("sink", settings, body))
 
 
+@main.command()
+def notify() -> None:
+    """Deliver insights at or above a priority to Slack, signed webhooks and the console."""
+    from consumer.notifier.service import run_notifier
+    from consumer.notifier.settings import NotifierSettings
+    from vectoros.service import serve
+
+    settings = load_settings(NotifierSettings)
+    settings.bootstrap()
+    settings.dsn()
+
+    async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
+        await run_notifier(settings, registry, health, stop)
+
+    run_async(serve("notifier", settings, body))
+
+
 @main.group()
 def db() -> None:
     """The PostgreSQL schema."""
@@ -218,6 +236,126 @@ def db_migrate() -> None:
 
     applied = run_async(go())
     click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+@main.command("run")
+@click.option("--no-ticker", is_flag=True, help="Do not run the wall-clock ticker.")
+def run_cmd(no_ticker: bool) -> None:
+    """Monitor, ticker, sink and notifier in one process (embedded broker/DB when unset)."""
+    from vectoros.pipeline import RunSettings, run_pipeline
+    from vectoros.service import serve
+
+    settings = load_settings(RunSettings, run_ticker=False if no_ticker else None)
+
+    async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
+        await run_pipeline(settings, registry, health, stop)
+
+    run_async(serve("run", settings, body))
+
+
+@main.command()
+@click.option("--deals", type=int, default=300, show_default=True)
+@click.option("--days", type=int, default=90, show_default=True)
+@click.option("--workspaces", type=int, default=3, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--seconds",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Wall time to play the simulated days in (0 = as fast as possible).",
+)
+def demo(deals: int, days: int, workspaces: int, seed: int, seconds: float) -> None:
+    """The whole pipeline on the embedded broker and PostgreSQL, driven by the simulator."""
+    import datetime as dt
+
+    from rich.console import Console
+
+    from producer.simulator import SimulationSpec
+    from vectoros.demo import print_report, run_demo
+    from vectoros.pipeline import RunSettings
+
+    # The demo's clock is the simulation's: the wall-clock ticker would jump it to today.
+    settings = load_settings(
+        RunSettings,
+        kafka_bootstrap_servers="",
+        run_ticker=False,
+        run_notifier=False,
+        log_level="WARNING",
+    ).model_copy(update={"database_url": None})
+    configure_logging("WARNING")
+    spec = SimulationSpec(
+        deals=deals,
+        days=days,
+        workspaces=workspaces,
+        seed=seed,
+        tick_every=dt.timedelta(hours=6),
+    )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
+    console.print(
+        f"[bold]VectorOS demo[/]: {deals} deals over {days} simulated days in {workspaces} "
+        "workspaces, on an embedded Kafka-protocol broker (Tansu) and embedded PostgreSQL."
+    )
+    result = run_async(run_demo(spec, settings, console, seconds=seconds))
+    print_report(result, console)
+
+
+@main.group()
+def insights() -> None:
+    """Read insights from PostgreSQL."""
+
+
+@insights.command("list")
+@click.option("--workspace", default=None, help="Only this workspace id.")
+@click.option("--priority", type=click.Choice(["low", "medium", "high", "critical"]), default=None)
+@click.option("--rule", type=click.Choice([r.value for r in RuleName]), default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+def insights_list(
+    workspace: str | None, priority: str | None, rule: str | None, limit: int, as_json: bool
+) -> None:
+    """Open insights, most urgent and most valuable first."""
+    import orjson
+    from rich.console import Console
+    from rich.table import Table
+
+    from consumer.sink.queries import open_insights
+    from vectoros.db import connect_pool
+    from vectoros.settings import DatabaseSettings
+
+    dsn = load_settings(DatabaseSettings).dsn()
+
+    async def go() -> list[dict[str, Any]]:
+        pool = await connect_pool(dsn)
+        try:
+            return await open_insights(
+                pool, workspace=workspace, priority=priority, rule=rule, limit=limit
+            )
+        finally:
+            await pool.close()
+
+    rows = run_async(go())
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(title=f"{len(rows)} open insights")
+    for col in ("priority", "rule", "workspace", "deal", "value", "title", "detected"):
+        table.add_column(col)
+    for row in rows:
+        data = row["data"]
+        value = data.get("deal_value")
+        table.add_row(
+            row["priority"],
+            row["rule"],
+            row["workspace_id"],
+            str(data.get("deal_title") or row["deal_id"]),
+            "" if value is None else f"{value:,.0f} {data.get('currency') or ''}",
+            row["title"],
+            row["detected_at"][:16],
+        )
+    Console().print(table)
 
 
 @main.group()

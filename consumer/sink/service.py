@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import asyncpg
@@ -385,8 +385,11 @@ async def run_sink(
     registry: CollectorRegistry,
     health: Health,
     stop: asyncio.Event,
+    *,
+    on_service: Callable[[SinkService], None] | None = None,
 ) -> None:
-    """``vectoros sink``: run until ``stop`` is set.
+    """``vectoros sink``: run until ``stop`` is set. ``on_service`` sees the service once it
+    exists (``vectoros run`` watches its progress).
 
     Connects to PostgreSQL (waiting up to ``db_connect_deadline_seconds``, then
     ``DatabaseUnavailable``), applies pending migrations if ``sink_migrate_on_start``, makes
@@ -408,6 +411,8 @@ async def run_sink(
         consumer = create_consumer(settings)
         service = SinkService.from_settings(settings, consumer, PostgresInsightStore(pool), metrics)
         health.register("sink", service.ready)
+        if on_service is not None:
+            on_service(service)
         try:
             try:
                 await consumer.start()

