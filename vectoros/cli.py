@@ -214,6 +214,29 @@ def notify() -> None:
     run_async(serve("notifier", settings, body))
 
 
+@main.command()
+@click.option("--host", default=None, help="Address of the webhook endpoints (default 127.0.0.1).")
+@click.option(
+    "--port", type=int, default=None, help="Port of the webhook endpoints (default 8088)."
+)
+def gateway(host: str | None, port: int | None) -> None:
+    """Receive CRM webhooks (HubSpot, Pipedrive, Salesforce CDC, Twenty), publish deal events."""
+    from producer.gateway.service import check_config, run_gateway
+    from producer.gateway.settings import GatewaySettings
+    from vectoros.service import serve
+
+    settings = load_settings(GatewaySettings, gateway_host=host, gateway_port=port)
+    try:
+        check_config(settings)  # no source, bad stages file, no broker configured: fail now
+    except VectorOSError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
+        await run_gateway(settings, registry, health, stop)
+
+    run_async(serve("gateway", settings, body))
+
+
 @main.group()
 def db() -> None:
     """The PostgreSQL schema."""
