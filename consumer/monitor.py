@@ -30,7 +30,7 @@ from consumer.restore import restore_partition
 from consumer.thresholds import RulesConfig
 from schemas.events import Tick
 from schemas.insights import InsightEvent
-from vectoros.errors import EventRejected
+from vectoros.errors import BrokerUnavailable, EventRejected
 from vectoros.kafka import start_producer
 from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
@@ -98,34 +98,62 @@ class Monitor:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set. An unreachable broker is waited for (with backoff and
+        a clear log line per attempt, readiness false), never a reason to exit."""
         s = self.settings
-        producer = await start_producer(s)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap(),
-            group_id=s.monitor_group_id,
-            group_instance_id=s.monitor_group_instance_id,
-            client_id=f"{s.kafka_client_id}-monitor",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        consumer.subscribe([s.topic_events], listener=_Rebalance(self))
-        self._consumer = consumer
+        started = await self._connect(stop)
+        if started is None:
+            return
+        producer, consumer = started
         try:
-            await consumer.start()
-            self._started = True
             logger.info("monitor consuming %s as group %s", s.topic_events, s.monitor_group_id)
             while not stop.is_set():
                 batch = await consumer.getmany(
                     timeout_ms=s.fetch_timeout_ms, max_records=s.max_batch_records
                 )
                 if batch:
-                    await self._process(batch, consumer, producer)
+                    await self._process(batch, consumer, producer, stop)
                 self._update_gauges(consumer)
         finally:
             self._started = False
-            await consumer.stop()
+            await consumer.stop()  # commits nothing more; leaves the group
             await producer.stop()
             logger.info("monitor stopped")
+
+    async def _connect(self, stop: asyncio.Event) -> tuple[Any, Any] | None:
+        s = self.settings
+        delay = 1.0
+        while not stop.is_set():
+            producer = consumer = None
+            try:
+                producer = await start_producer(s)
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=s.bootstrap(),
+                    group_id=s.monitor_group_id,
+                    group_instance_id=s.monitor_group_instance_id,
+                    client_id=f"{s.kafka_client_id}-monitor",
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    session_timeout_ms=s.session_timeout_ms,
+                    heartbeat_interval_ms=max(100, s.session_timeout_ms // 3),
+                )
+                consumer.subscribe([s.topic_events], listener=_Rebalance(self))
+                self._consumer = consumer
+                await consumer.start()
+                self._started = True
+                return producer, consumer
+            except (BrokerUnavailable, KafkaError, OSError) as exc:
+                if consumer is not None:
+                    await consumer.stop()
+                if producer is not None:
+                    await producer.stop()
+                logger.error(
+                    "broker %s not reachable (%s); retrying in %.0fs", s.bootstrap(), exc, delay
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 30.0)
+        return None
 
     # -- rebalancing ----------------------------------------------------------------------------
 
@@ -184,7 +212,11 @@ class Monitor:
     # -- the hot path ---------------------------------------------------------------------------
 
     async def _process(
-        self, batch: dict[TopicPartition, list[Any]], consumer: Any, producer: Any
+        self,
+        batch: dict[TopicPartition, list[Any]],
+        consumer: Any,
+        producer: Any,
+        stop: asyncio.Event,
     ) -> None:
         started = time.perf_counter()
         out: list[OutRecord] = []
@@ -204,11 +236,7 @@ class Monitor:
                 oldest_ts = first_ts
         checkpoint_started = time.perf_counter()
         await self._publish(producer, out)
-        try:
-            await consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced under us: the new owner replays this batch; ids are stable.
-            logger.warning("commit failed after a rebalance, batch will be redelivered: %s", exc)
+        if not await self._commit(consumer, offsets, stop):
             return
         for tp, offset in offsets.items():
             self._next_offset[tp.partition] = offset
@@ -219,6 +247,31 @@ class Monitor:
         self.metrics.batch_seconds.observe(done - started)
         if oldest_ts is not None:
             self.metrics.event_latency_seconds.observe(max(0.0, now - oldest_ts / 1000))
+
+    async def _commit(
+        self, consumer: Any, offsets: dict[TopicPartition, int], stop: asyncio.Event
+    ) -> bool:
+        """Commit, retrying transient errors. False when the group moved on (rebalance): the new
+        owner replays the batch from the last commit; insight ids are stable, so that is safe."""
+        delay = 0.5
+        while True:
+            try:
+                await consumer.commit(offsets)
+                return True
+            except CommitFailedError as exc:
+                logger.warning(
+                    "commit refused after a rebalance; batch will be redelivered: %s", exc
+                )
+                return False
+            except KafkaError as exc:
+                if stop.is_set() and delay > 4:
+                    logger.error(
+                        "giving up committing at shutdown (%s); batch will be replayed", exc
+                    )
+                    return False
+                logger.error("commit failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _apply(self, state: PartitionState, rec: Any, out: list[OutRecord] | None) -> None:
         """Decode and apply one record; with ``out=None`` (restore) nothing is emitted."""

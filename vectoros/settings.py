@@ -67,6 +67,11 @@ class MonitorSettings(KafkaSettings):
         description="Static membership: a restart within the session timeout keeps partitions.",
     )
     stall_seconds: float = Field(default=60, gt=0, description="No progress while lagging.")
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="Group session timeout: how fast a dead member is noticed.",
+    )
     rules_file: Path | None = Field(default=None, description="YAML/JSON thresholds file.")
     max_event_bytes: int = Field(default=64 * 1024, ge=256, description="Larger goes to DLQ.")
     max_batch_records: int = Field(default=5000, ge=1)
