@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from vectoros.batch_produce import OutRecord
 
 DLQ_REASON = "vectoros-dlq-reason"
 DLQ_DETAIL = "vectoros-dlq-detail"
@@ -12,17 +12,6 @@ SOURCE_OFFSET = "vectoros-source-offset"
 ORIGINAL_SIZE = "vectoros-original-size"
 
 MAX_DETAIL_BYTES = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    """One record to produce. ``partition`` is set only when the target partition is explicit."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
-    partition: int | None = None
 
 
 def dlq_record(

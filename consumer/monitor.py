@@ -24,12 +24,13 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from consumer.changelog import checkpoint_records
 from consumer.decode import decode
-from consumer.dlq import OutRecord, dlq_record
+from consumer.dlq import dlq_record
 from consumer.partition import PartitionState
 from consumer.restore import restore_partition
 from consumer.thresholds import RulesConfig
 from schemas.events import Tick
 from schemas.insights import InsightEvent
+from vectoros.batch_produce import BatchProducer, OutRecord
 from vectoros.errors import BrokerUnavailable, EventRejected
 from vectoros.kafka import start_producer
 from vectoros.metrics import MonitorMetrics
@@ -69,6 +70,7 @@ class Monitor:
         self._next_offset: dict[int, int] = {}
         self._wall = wall_clock
         self._consumer: Any = None
+        self._batcher: BatchProducer | None = None
         self._restoring = 0
         self._started = False
         self._last_progress = time.monotonic()
@@ -105,6 +107,7 @@ class Monitor:
         if started is None:
             return
         producer, consumer = started
+        self._batcher = BatchProducer(producer)
         try:
             logger.info("monitor consuming %s as group %s", s.topic_events, s.monitor_group_id)
             while not stop.is_set():
@@ -126,7 +129,7 @@ class Monitor:
         while not stop.is_set():
             producer = consumer = None
             try:
-                producer = await start_producer(s)
+                producer = await start_producer(s, max_batch_size=512 * 1024)
                 consumer = AIOKafkaConsumer(
                     bootstrap_servers=s.bootstrap(),
                     group_id=s.monitor_group_id,
@@ -336,20 +339,17 @@ class Monitor:
         )
 
     async def _publish(self, producer: Any, out: list[OutRecord]) -> None:
-        """Queue every record, then wait for all acknowledgements. On a failure the whole batch
-        is sent again (with backoff) until it is acknowledged: insight ids are deterministic and
-        the consumers are idempotent, so a resent record changes nothing downstream."""
+        """Send every record (batched per partition), then wait for all acknowledgements. On a
+        failure the whole set is sent again (with backoff) until it is acknowledged: insight ids
+        are deterministic and the consumers are idempotent, so a resent record changes nothing
+        downstream."""
+        if not out:
+            return
+        assert self._batcher is not None
         delay = 0.5
         while True:
             try:
-                futures = [
-                    await producer.send(
-                        r.topic, value=r.value, key=r.key, headers=r.headers, partition=r.partition
-                    )
-                    for r in out
-                ]
-                if futures:
-                    await asyncio.gather(*futures)
+                await self._batcher.send_all(out)
                 return
             except KafkaError as exc:
                 logger.error(
