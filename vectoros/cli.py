@@ -142,8 +142,11 @@ def simulate(
     """Publish a realistic, reproducible pipeline of deals (with ticks) to deal-events."""
     import datetime as dt
 
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from producer.publisher import DealEventPublisher
-    from producer.simulate import run_simulation
+    from producer.simulate import SimProgress, run_simulation
     from producer.simulator import SimulationSpec
     from vectoros.kafka import ensure_standard_topics, start_producer
 
@@ -169,7 +172,24 @@ def simulate(
         producer = await start_producer(settings)
         try:
             publisher = DealEventPublisher(producer, settings.topic_events)
-            done = await run_simulation(spec, publisher, speedup=settings.sim_speedup)
+            with Progress(
+                TextColumn("[bold]Simulating"),
+                BarColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            ) as progress:
+                task = progress.add_task("sim", total=spec.days, detail="")
+
+                def show(p: SimProgress) -> None:
+                    day = 0.0 if p.sim_time is None else (p.sim_time - spec.start).days
+                    progress.update(
+                        task, completed=day, detail=f"{p.events:,} events, {len(p.deals):,} deals"
+                    )
+
+                done = await run_simulation(
+                    spec, publisher, speedup=settings.sim_speedup, on_progress=show
+                )
         finally:
             await producer.stop()
         click.echo(
