@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumer.changelog import checkpoint_records
 from consumer.decode import decode
@@ -45,7 +45,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._monitor = monitor
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self._monitor.drop_partitions(revoked)
+        # Runs in the coordinator before it re-joins: let the batch in flight finish its
+        # checkpoint (outputs acknowledged, offsets committed) before the partitions go.
+        async with self._monitor.batch_lock:
+            self._monitor.drop_partitions(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self._monitor.restore_partitions(assigned)
@@ -71,6 +74,7 @@ class Monitor:
         self._wall = wall_clock
         self._consumer: Any = None
         self._batcher: BatchProducer | None = None
+        self.batch_lock = asyncio.Lock()
         self._restoring = 0
         self._started = False
         self._last_progress = time.monotonic()
@@ -115,7 +119,8 @@ class Monitor:
                     timeout_ms=s.fetch_timeout_ms, max_records=s.max_batch_records
                 )
                 if batch:
-                    await self._process(batch, consumer, producer, stop)
+                    async with self.batch_lock:
+                        await self._process(batch, consumer, producer, stop)
                 self._update_gauges(consumer)
         finally:
             self._started = False
@@ -261,12 +266,15 @@ class Monitor:
             try:
                 await consumer.commit(offsets)
                 return True
-            except CommitFailedError as exc:
+            except (CommitFailedError, IllegalStateError) as exc:
                 logger.warning(
                     "commit refused after a rebalance; batch will be redelivered: %s", exc
                 )
                 return False
             except KafkaError as exc:
+                if not exc.retriable:
+                    logger.error("commit failed (%s); the batch will be redelivered", exc)
+                    return False
                 if stop.is_set() and delay > 4:
                     logger.error(
                         "giving up committing at shutdown (%s); batch will be replayed", exc
