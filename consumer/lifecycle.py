@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from consumer.rules import Finding
 from consumer.state import DealState, OpenInsight
 from schemas.insights import Lifecycle, Priority, RuleName
 
@@ -30,21 +29,20 @@ class Change:
     lifecycle: Lifecycle
     priority: Priority
     raised_at_ms: int
-    finding: Finding | None = None
     resolution: Resolution | None = None
 
 
 def reconcile(
-    deal: DealState, findings: dict[RuleName, Finding], now: int
+    deal: DealState, fired: dict[RuleName, Priority], now: int
 ) -> tuple[DealState, list[Change]]:
     """Compare what fires now with what is open; return the new open set and the changes."""
+    if not deal.open and not fired:
+        return deal, []  # the common case: nothing open, nothing firing
     changes: list[Change] = []
     still_open: list[OpenInsight] = []
-    seen: set[RuleName] = set()
     for item in deal.open:
-        seen.add(item.rule)
-        finding = findings.get(item.rule)
-        if finding is None:
+        priority = fired.get(item.rule)
+        if priority is None:
             changes.append(
                 Change(
                     item.rule,
@@ -54,18 +52,18 @@ def reconcile(
                     resolution=Resolution.CLEARED,
                 )
             )
-        elif finding.priority.rank > item.priority.rank:
-            changes.append(
-                Change(item.rule, Lifecycle.ESCALATED, finding.priority, item.raised_at_ms, finding)
-            )
-            still_open.append(replace(item, priority=finding.priority))
+        elif priority.rank > item.priority.rank:
+            changes.append(Change(item.rule, Lifecycle.ESCALATED, priority, item.raised_at_ms))
+            still_open.append(OpenInsight(item.rule, priority, item.raised_at_ms))
         else:
             # Same or lower priority: the open insight stands as it is; nothing is re-sent.
             still_open.append(item)
-    for rule, finding in findings.items():
-        if rule not in seen:
-            changes.append(Change(rule, Lifecycle.RAISED, finding.priority, now, finding))
-            still_open.append(OpenInsight(rule, finding.priority, now))
+    if len(still_open) < len(fired) or changes:
+        seen = {item.rule for item in deal.open}
+        for rule, priority in fired.items():
+            if rule not in seen:
+                changes.append(Change(rule, Lifecycle.RAISED, priority, now))
+                still_open.append(OpenInsight(rule, priority, now))
     if not changes:
         return deal, changes
     return replace(deal, open=tuple(still_open)), changes

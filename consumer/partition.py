@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from consumer.lifecycle import Change, Resolution, reconcile, resolve_all
-from consumer.rules import evaluate, next_deadline
+from consumer.rules import fired, next_deadline
 from consumer.state import DAY_MS, DealState, apply_event, to_ms
 from consumer.templates import render
 from consumer.thresholds import RulesConfig
@@ -133,7 +133,7 @@ class PartitionState:
     def _evaluate(self, deal: DealState) -> list[InsightEvent]:
         now = self.clock_ms
         th = self.rules.for_workspace(deal.workspace_id)
-        deal, changes = reconcile(deal, evaluate(deal, now, th), now)
+        deal, changes = reconcile(deal, fired(deal, now, th), now)
         self.deals[deal.deal_id] = deal
         self.dirty.add(deal.deal_id)
         due = next_deadline(deal, now, th)
@@ -144,7 +144,7 @@ class PartitionState:
             heapq.heappush(self._heap, (due, deal.deal_id))
             if len(self._heap) > 2 * len(self.deadline_of) + 1024:
                 self._compact_heap()
-        return self._render(deal, changes)
+        return self._render(deal, changes) if changes else []
 
     def _compact_heap(self) -> None:
         """Drop superseded entries so the index stays proportional to the tracked deals."""
@@ -152,7 +152,8 @@ class PartitionState:
         heapq.heapify(self._heap)
 
     def _render(self, deal: DealState, changes: list[Change]) -> list[InsightEvent]:
-        return [render(change, deal, self.clock_ms) for change in changes]
+        th = self.rules.for_workspace(deal.workspace_id)
+        return [render(change, deal, self.clock_ms, th) for change in changes]
 
     def _tombstone(self, deal_id: str) -> None:
         self.closed[deal_id] = self.clock_ms

@@ -8,7 +8,7 @@ are due.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from consumer.state import DAY_MS, DealState
@@ -146,8 +146,72 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+RULE_BY_NAME: dict[RuleName, Rule] = {
+    RuleName.STALE_DEAL: stale_deal,
+    RuleName.STUCK_IN_STAGE: stuck_in_stage,
+    RuleName.LOW_PROBABILITY: low_probability,
+    RuleName.HIGH_VALUE_AT_RISK: high_value_at_risk,
+    RuleName.CLOSE_DATE_PRESSURE: close_date_pressure,
+    RuleName.CLOSE_DATE_PASSED: close_date_passed,
+}
+
+_STALE, _STUCK, _LOWP, _HVAR, _PRESS, _PASSED = (
+    RuleName.STALE_DEAL,
+    RuleName.STUCK_IN_STAGE,
+    RuleName.LOW_PROBABILITY,
+    RuleName.HIGH_VALUE_AT_RISK,
+    RuleName.CLOSE_DATE_PRESSURE,
+    RuleName.CLOSE_DATE_PASSED,
+)
+_CRIT, _HIGH, _MED = Priority.CRITICAL, Priority.HIGH, Priority.MEDIUM
+
+
+def fired(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Priority]:
+    """What fires, and how badly: the six rules fused into one pass that builds no metrics.
+
+    This is the hot path (every event and every due deal); it must agree with the rule functions
+    above, which the renderer calls for the numbers when an insight is raised or escalated
+    (``tests/unit/test_rules.py`` checks the agreement on random deals)."""
+    out: dict[RuleName, Priority] = {}
+    inactive = now - deal.last_activity_at_ms
+    if inactive > th.stale_days * DAY_MS:
+        out[_STALE] = _CRIT if inactive > th.stale_critical_days * DAY_MS else _HIGH
+    stage = deal.stage
+    probability = deal.probability
+    value = deal.value
+    if stage is not None:
+        limit = th.stuck_days.for_stage(stage)
+        in_stage = now - deal.stage_entered_at_ms
+        if in_stage > limit * DAY_MS:
+            critical = in_stage > limit * th.stuck_critical_factor * DAY_MS
+            out[_STUCK] = _CRIT if critical else _HIGH
+        if probability is not None and probability < th.min_probability.for_stage(stage):
+            high = value is not None and value > th.low_probability_high_value
+            out[_LOWP] = _HIGH if high else _MED
+    if (
+        value is not None
+        and value > th.high_value
+        and (
+            inactive > th.high_value_inactive_days * DAY_MS
+            or (probability is not None and probability < th.high_value_min_probability)
+        )
+    ):
+        out[_HVAR] = _CRIT
+    if deal.close_day is not None:
+        left = deal.close_day - now // DAY_MS
+        if left < 0:
+            out[_PASSED] = _HIGH
+        elif (
+            left <= th.close_pressure_days
+            and probability is not None
+            and probability < th.close_pressure_max_probability
+        ):
+            out[_PRESS] = _HIGH
+    return out
+
+
 def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Finding]:
-    """Every rule that fires for ``deal`` at ``now``."""
+    """Every rule that fires for ``deal`` at ``now``, with its numbers."""
     out: dict[RuleName, Finding] = {}
     for rule in RULES:
         finding = rule(deal, now, th)
@@ -156,25 +220,22 @@ def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Fi
     return out
 
 
-def _candidate_deadlines(deal: DealState, th: RuleThresholds) -> Iterator[int]:
-    activity = deal.last_activity_at_ms
-    yield _after(activity, th.stale_days)
-    yield _after(activity, th.stale_critical_days)
-    if deal.value is not None and deal.value > th.high_value:
-        yield _after(activity, th.high_value_inactive_days)
-    if deal.stage is not None:
-        limit = th.stuck_days.for_stage(deal.stage)
-        yield _after(deal.stage_entered_at_ms, limit)
-        yield _after(deal.stage_entered_at_ms, limit * th.stuck_critical_factor)
-    if deal.close_day is not None:
-        yield (deal.close_day - th.close_pressure_days) * DAY_MS
-        yield (deal.close_day + 1) * DAY_MS
-
-
 def next_deadline(deal: DealState, now: int, th: RuleThresholds) -> int | None:
     """The earliest instant after ``now`` at which a rule's answer may change by time alone."""
-    best: int | None = None
-    for t in _candidate_deadlines(deal, th):
-        if t > now and (best is None or t < best):
-            best = t
-    return best
+    activity = deal.last_activity_at_ms
+    candidates = [
+        activity + int(th.stale_days * DAY_MS) + 1,
+        activity + int(th.stale_critical_days * DAY_MS) + 1,
+    ]
+    if deal.value is not None and deal.value > th.high_value:
+        candidates.append(activity + int(th.high_value_inactive_days * DAY_MS) + 1)
+    if deal.stage is not None:
+        limit = th.stuck_days.for_stage(deal.stage)
+        entered = deal.stage_entered_at_ms
+        candidates.append(entered + int(limit * DAY_MS) + 1)
+        candidates.append(entered + int(limit * th.stuck_critical_factor * DAY_MS) + 1)
+    if deal.close_day is not None:
+        candidates.append((deal.close_day - th.close_pressure_days) * DAY_MS)
+        candidates.append((deal.close_day + 1) * DAY_MS)
+    future = [t for t in candidates if t > now]
+    return min(future) if future else None

@@ -49,12 +49,16 @@ class OpenInsight:
     raised_at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DealState:
     """What the monitor knows about one open deal.
 
     Fields from the CRM may be unknown (``None``) when the monitor first hears of a deal through a
     partial update; rules that need an unknown field do not fire.
+
+    Treated as immutable: every transition returns a new instance and nothing assigns to a field
+    after construction. It is not ``frozen`` only because a frozen dataclass's ``__init__`` costs
+    ~4 µs against ~0.8 µs, on the hot path of every event.
     """
 
     workspace_id: str
@@ -127,9 +131,23 @@ def apply_event(state: DealState | None, event: DealEvent) -> DealState | None:
     if isinstance(event, DealUpdated):
         return _merge_fields(base, event.changes, at)
     if isinstance(event, ActivityLogged):
-        return replace(
-            base,
-            last_activity_at_ms=max(base.last_activity_at_ms, at),
-            activity_count=base.activity_count + 1,
+        b = base
+        return DealState(  # positional on purpose: the most frequent transition
+            b.workspace_id,
+            b.deal_id,
+            b.title,
+            b.value,
+            b.currency,
+            b.stage,
+            b.probability,
+            b.close_day,
+            b.owner_id,
+            b.owner_name,
+            b.company,
+            b.created_at_ms,
+            max(b.last_activity_at_ms, at),
+            b.stage_entered_at_ms,
+            b.activity_count + 1,
+            b.open,
         )
     raise AssertionError(f"unhandled event type {event.type}")  # pragma: no cover

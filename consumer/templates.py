@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from consumer.lifecycle import Change, Resolution
-from consumer.rules import Finding
+from consumer.rules import RULE_BY_NAME, Finding
 from consumer.state import DAY_MS, DealState, from_day, from_ms
+from consumer.thresholds import RuleThresholds
 from schemas.insights import (
     InsightAction,
     InsightData,
@@ -229,10 +230,16 @@ def _snapshot_metrics(deal: DealState, now: int) -> Metrics:
     }
 
 
-def render(change: Change, deal: DealState, now: int) -> InsightEvent:
-    """The insight event for one lifecycle step of one deal at partition clock ``now``."""
-    finding: Finding | None = change.finding
-    if change.lifecycle is Lifecycle.RESOLVED or finding is None:
+def render(change: Change, deal: DealState, now: int, th: RuleThresholds) -> InsightEvent:
+    """The insight event for one lifecycle step of one deal at partition clock ``now``.
+
+    Built with ``model_construct``: every value comes from this module and the typed state, so
+    validating it again would only cost time on the hot path (the contract tests validate what
+    this produces)."""
+    finding: Finding | None = None
+    if change.lifecycle is not Lifecycle.RESOLVED:
+        finding = RULE_BY_NAME[change.rule](deal, now, th)
+    if finding is None:
         why = change.resolution or Resolution.CLEARED
         metrics = _snapshot_metrics(deal, now)
         metrics["resolution"] = why.value
@@ -254,7 +261,7 @@ def render(change: Change, deal: DealState, now: int) -> InsightEvent:
         description=description,
         priority=change.priority,
         confidence=CONFIDENCE[change.rule],
-        data=InsightData(
+        data=InsightData.model_construct(
             deal_id=deal.deal_id,
             deal_title=_name(deal),
             deal_value=deal.value,
@@ -266,7 +273,7 @@ def render(change: Change, deal: DealState, now: int) -> InsightEvent:
             key_metrics=metrics,
         ),
         actions=[
-            InsightAction(action=a, priority=p, timeline=t, expected_impact=i)
+            InsightAction.model_construct(action=a, priority=p, timeline=t, expected_impact=i)
             for a, p, t, i in actions
         ],
         source="rules",

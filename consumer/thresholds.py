@@ -36,7 +36,7 @@ class PerStage(_Frozen):
     negotiation: float = Field(gt=0)
 
     def for_stage(self, stage: Stage) -> float:
-        return float(getattr(self, stage.value))
+        return getattr(self, stage)  # type: ignore[no-any-return]  # Stage is a str enum
 
 
 class RuleThresholds(_Frozen):

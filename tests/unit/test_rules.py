@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consumer.rules import (
     close_date_passed,
     close_date_pressure,
     evaluate,
+    fired,
     high_value_at_risk,
     low_probability,
     next_deadline,
@@ -203,3 +206,31 @@ def test_deadlines_never_miss_a_change(step_h: int) -> None:
             previous = current
         while due is not None and due <= t:
             due = next_deadline(d, due, TH)
+
+
+@given(
+    value=st.one_of(st.none(), st.floats(0, 300_000)),
+    probability=st.one_of(st.none(), st.floats(0, 100)),
+    stage=st.one_of(st.none(), st.sampled_from(list(Stage))),
+    close_in=st.one_of(st.none(), st.integers(-60, 120)),
+    inactive=st.integers(0, 60 * DAY_MS),
+    in_stage=st.integers(0, 90 * DAY_MS),
+)
+def test_fused_pass_agrees_with_the_rule_functions(
+    value: float | None,
+    probability: float | None,
+    stage: Stage | None,
+    close_in: int | None,
+    inactive: int,
+    in_stage: int,
+) -> None:
+    now = T0 + 100 * DAY_MS
+    d = deal(
+        value=value,
+        probability=probability,
+        stage=stage,
+        close_day=None if close_in is None else now // DAY_MS + close_in,
+        last_activity_at_ms=now - inactive,
+        stage_entered_at_ms=now - in_stage,
+    )
+    assert fired(d, now, TH) == {r: f.priority for r, f in evaluate(d, now, TH).items()}
