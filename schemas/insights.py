@@ -3,7 +3,16 @@
 The structure follows the seed's insight (type, title, description, priority, confidence, data
 with key metrics, 2-3 actions), plus the lifecycle fields that make a stream of them meaningful:
 ``insight_id`` is deterministic (same deal, rule and episode give the same id), ``lifecycle`` says
-whether this event raises, escalates or resolves the insight.
+whether this event raises, escalates or resolves the insight, or (``enriched``) re-publishes it
+with text written by a model.
+
+``enriched`` was added after the first three lifecycles (an additive change: consumers skip
+lifecycles they do not handle). The enricher publishes it after a ``raised`` or ``escalated``
+event, on the same key, with the same ``insight_id``, ``rule``, ``priority``, ``data``,
+``confidence``, ``raised_at`` and ``detected_at`` as the event it enriches; only ``title``,
+``description``, ``actions`` and ``source`` (the model's name) differ. Consumers that show
+insights replace the text of that exact event (same ``insight_id``, ``detected_at`` and
+``priority``) and keep the rule text when no ``enriched`` event comes.
 """
 
 from __future__ import annotations
@@ -18,9 +27,14 @@ from schemas.events import Id, Stage, Text
 
 
 class Lifecycle(StrEnum):
+    """raised: an episode begins; escalated: its priority rose; resolved: it is over;
+    enriched: model-written text (title, description, actions) for the raised or escalated
+    event with the same insight_id, detected_at and priority (status and priority unchanged)."""
+
     RAISED = "raised"
     ESCALATED = "escalated"
     RESOLVED = "resolved"
+    ENRICHED = "enriched"
 
 
 class Priority(StrEnum):
@@ -82,7 +96,12 @@ class InsightAction(_Model):
 class InsightEvent(_Model):
     schema_version: Literal[1] = 1
     insight_id: str = Field(description="Deterministic: uuid5 of workspace, deal, rule, episode.")
-    lifecycle: Lifecycle
+    lifecycle: Lifecycle = Field(
+        description=(
+            "raised, escalated, resolved; or enriched: the model-written text of the raised or "
+            "escalated event with the same insight_id, detected_at and priority."
+        )
+    )
     rule: RuleName
     workspace_id: Id
     deal_id: Id
@@ -93,8 +112,13 @@ class InsightEvent(_Model):
     confidence: Annotated[float, Field(ge=0, le=1)]
     data: InsightData
     actions: Annotated[list[InsightAction], Field(min_length=2, max_length=3)]
-    source: str = Field(description="'rules', or the model that wrote the text.")
-    detected_at: AwareDatetime = Field(description="Partition clock when this event happened.")
+    source: str = Field(description="'rules', or the model that wrote the text (enriched events).")
+    detected_at: AwareDatetime = Field(
+        description=(
+            "Partition clock when this event happened; for an enriched event, the detected_at "
+            "of the event whose text it replaces."
+        )
+    )
     raised_at: AwareDatetime = Field(description="Partition clock when the episode began.")
 
 

@@ -235,6 +235,24 @@ def notify() -> None:
 
 
 @main.command()
+def enrich() -> None:
+    """Claude rewrites raised/escalated insights (off without ANTHROPIC_API_KEY)."""
+    from consumer.enricher.service import run_enricher
+    from consumer.enricher.settings import EnricherSettings
+    from vectoros.service import serve
+
+    settings = load_settings(EnricherSettings)
+    if settings.enrich_enabled:
+        settings.bootstrap()
+        settings.dsn()
+
+    async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
+        await run_enricher(settings, registry, health, stop)
+
+    run_async(serve("enricher", settings, body))
+
+
+@main.command()
 @click.option("--host", default=None, help="Address of the webhook endpoints (default 127.0.0.1).")
 @click.option(
     "--port", type=int, default=None, help="Port of the webhook endpoints (default 8088)."
@@ -324,6 +342,7 @@ def demo(deals: int, days: int, workspaces: int, seed: int, seconds: float) -> N
         kafka_bootstrap_servers="",
         run_ticker=False,
         run_notifier=False,
+        run_enricher=False,  # a key in the environment must not make paid calls in a demo
         log_level="WARNING",
     ).model_copy(update={"database_url": None})
     configure_logging("WARNING")

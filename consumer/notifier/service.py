@@ -16,6 +16,16 @@ Selection (metric ``vectoros_notifier_skipped_total{reason}``):
 - ``already_sent`` / ``already_failed``: the log has a final outcome for this destination.
 - ``claimed_elsewhere``: another notifier (after a rebalance) took over the delivery.
 
+Grouping window for the model's text: while an enricher runs (it announces itself in table
+``enricher_instances``), the raised and escalated insights of a batch that it enriches (at or
+above its ``enrich_min_priority``) are held up to ``notify_enrichment_window_seconds`` (default
+10 s) from when the batch was read, until the enrichment log (table ``enrichments``) has the
+outcome of each. An insight the model rewrote is sent with that text (title, description,
+actions, source); one the enricher gave up on, or still waiting when the window ends, is sent
+with the rule text. No enricher running (no key, ``VECTOROS_LLM=off``) or a window of 0 means
+no wait at all; an unreadable log is treated as "no enrichment". Metric:
+``vectoros_notifier_enrichment_waits_total{status}``.
+
 A destination that is down costs at most its retry budget per notification (and, once its
 circuit opens, nothing), is recorded as ``failed``, and never blocks the others for longer. A
 database error stops the batch; it is re-run (idempotently) after ``notify_db_retry_seconds``.
@@ -48,6 +58,8 @@ from aiokafka.errors import (
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from consumer.enricher.metrics import NotifierEnrichmentMetrics
+from consumer.enricher.store import EnrichmentKey, EnrichmentLog, EnrichmentLookup, Outcome
 from consumer.notifier.console import ConsoleClient, format_insight
 from consumer.notifier.delivery import (
     CircuitBreaker,
@@ -80,6 +92,7 @@ logger = logging.getLogger(__name__)
 
 STALE_GRACE_SECONDS = 20.0
 BUSY_POLL_SECONDS = 0.5
+ENRICHMENT_POLL_SECONDS = 0.2
 DB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
 
 Send = Callable[[InsightEvent, str], Awaitable[None]]
@@ -250,8 +263,12 @@ class Notifier:
         sleep: Sleep | None = None,
         rand: Random = random.random,
         secrets: Sequence[str] = (),
+        enrichments: EnrichmentLookup | None = None,
+        enrichment_metrics: NotifierEnrichmentMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.enrichments = enrichments
+        self.enrichment_metrics = enrichment_metrics
         self.destinations = list(destinations)
         self.log = log
         self.metrics = metrics
@@ -322,6 +339,74 @@ class Notifier:
             self.metrics.skipped.labels(reason="below_threshold").inc()
             return None
         return insight
+
+    # -- the model's text -------------------------------------------------------------------------
+
+    async def with_enrichments(self, insights: Sequence[InsightEvent]) -> list[InsightEvent]:
+        """``insights``, those the enricher rewrote with its text; waits up to the grouping
+        window for them (see the module docstring). Never raises for the log's sake."""
+        window = self.settings.notify_enrichment_window_seconds
+        if self.enrichments is None or window <= 0 or not insights:
+            return list(insights)
+        started = self._clock()
+        try:
+            floor = await self.enrichments.live_min_priority()
+        except DB_ERRORS as exc:
+            logger.warning("enrichment log unreadable (%s); sending the rule text", exc)
+            return list(insights)
+        if floor is None:
+            return list(insights)
+        held = {
+            EnrichmentKey.of(i)
+            for i in insights
+            if i.lifecycle in (Lifecycle.RAISED, Lifecycle.ESCALATED)
+            and i.priority.rank >= floor.rank
+        }
+        if not held:
+            return list(insights)
+        logger.debug("holding %d notification(s) for the model's text", len(held))
+        found: dict[EnrichmentKey, Outcome] = {}
+        unavailable = False
+        while True:
+            try:
+                found.update(await self.enrichments.outcomes([k for k in held if k not in found]))
+            except DB_ERRORS as exc:
+                logger.warning("enrichment log unreadable (%s); sending the rule text", exc)
+                unavailable = True
+                break
+            remaining = started + window - self._clock()
+            if len(found) == len(held) or remaining <= 0:
+                break
+            try:
+                await self._sleep(min(ENRICHMENT_POLL_SECONDS, remaining))
+            except Stopping:
+                break  # process() sees the stop event and leaves the batch uncommitted
+        self._count_waits(held, found, unavailable, self._clock() - started)
+        out = []
+        for insight in insights:
+            outcome = found.get(EnrichmentKey.of(insight))
+            if outcome is not None and outcome.stored is not None:
+                insight = outcome.stored.apply(insight)
+            out.append(insight)
+        return out
+
+    def _count_waits(
+        self,
+        held: set[EnrichmentKey],
+        found: Mapping[EnrichmentKey, Outcome],
+        unavailable: bool,
+        waited: float,
+    ) -> None:
+        metrics = self.enrichment_metrics
+        if metrics is None:
+            return
+        metrics.wait_seconds.observe(max(0.0, waited))
+        for key in held:
+            outcome = found.get(key)
+            if outcome is not None:
+                metrics.waits.labels(status=outcome.status).inc()
+            else:
+                metrics.waits.labels(status="unavailable" if unavailable else "timeout").inc()
 
     # -- delivery -------------------------------------------------------------------------------
 
@@ -548,7 +633,16 @@ async def run_notifier(
                 pool,
                 stale_after_seconds=settings.notify_http_timeout_seconds + STALE_GRACE_SECONDS,
             )
-            notifier = Notifier(settings, destinations, log, metrics, stop_event, secrets=secrets)
+            notifier = Notifier(
+                settings,
+                destinations,
+                log,
+                metrics,
+                stop_event,
+                secrets=secrets,
+                enrichments=EnrichmentLog(pool),
+                enrichment_metrics=NotifierEnrichmentMetrics(registry),
+            )
             consumer = AIOKafkaConsumer(
                 settings.topic_insights,
                 bootstrap_servers=settings.bootstrap(),
@@ -604,6 +698,7 @@ async def _consume(
             if (insight := notifier.select(rec.value, f"{tp.topic}/{tp.partition}@{rec.offset}"))
             is not None
         ]
+        insights = await notifier.with_enrichments(insights)
         if not await notifier.process(insights):
             logger.info("stopping with a batch unfinished; it resumes on the next start")
             return

@@ -143,6 +143,15 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     notify_db_retry_seconds: float = Field(
         default=2.0, gt=0, description="Pause before re-running a batch after a database error."
     )
+    notify_enrichment_window_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description=(
+            "While an enricher runs, raised/escalated insights it enriches are held up to this "
+            "long for the model's text (sent with the rule text after that); 0 = never wait."
+        ),
+    )
 
     @property
     def has_destinations(self) -> bool:

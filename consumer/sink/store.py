@@ -11,6 +11,17 @@ Writes are idempotent and order-robust. Each event becomes
   Taking a maximum is idempotent, commutative and associative, so a whole-topic replay, a
   batch written twice or a late ``raised`` after its ``resolved`` leave the row as it is.
 
+An ``enriched`` event (model-written text, see ``schemas.insights``) never makes a row of its
+own. It replaces ``title``, ``description``, ``actions`` and ``source`` of the existing row only
+when it belongs to the row's current content version: the content comes from a ``raised`` or
+``escalated`` event (not a ``resolved`` one) with the same ``detected_at`` and ``priority``.
+``rule_title``/``rule_description`` keep the rule text as the fallback. An enrichment of an
+older version (the insight was escalated since) changes nothing, and a later escalation
+replaces the enriched text with its own rule text until that is enriched in turn. In a batch,
+enrichments are applied after the other events are merged; since the enricher publishes an
+enriched event after the event it enriches, on the same key (so the same partition), that is
+the order the events have on the topic. Replays and redeliveries of either kind change nothing.
+
 The PostgreSQL store folds a batch per insight_id with the same ``merge_rows`` and runs one
 ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` whose CASEs are that merge in SQL; the
 in-memory store applies ``merge_rows`` directly. The integration tests check that both agree.
@@ -46,7 +57,8 @@ class WriteResult:
     events_inserted: int = 0
     """New ``insight_events`` rows (redeliveries and replays add none)."""
     insights_written: int = 0
-    """``insights`` rows inserted or changed (a no-op merge is not counted)."""
+    """``insights`` row writes that changed something (a no-op merge is not counted; a row
+    merged and then enriched in the same batch counts twice)."""
 
     def __add__(self, other: WriteResult) -> WriteResult:
         return WriteResult(
@@ -64,16 +76,22 @@ class InsightStore(Protocol):
         ...
 
 
+# ``enriched`` ranks below everything: as a candidate row (which ``write_batch`` never writes,
+# see ``apply_enrichment``) it loses every merge against a real lifecycle step.
 STATE_RANK: Final[dict[Lifecycle, int]] = {
+    Lifecycle.ENRICHED: -1,
     Lifecycle.RAISED: 0,
     Lifecycle.ESCALATED: 1,
     Lifecycle.RESOLVED: 2,
 }
 CONTENT_RANK: Final[dict[Lifecycle, int]] = {
+    Lifecycle.ENRICHED: -1,
     Lifecycle.RESOLVED: 0,
     Lifecycle.RAISED: 1,
     Lifecycle.ESCALATED: 2,
 }
+# Content versions an enrichment may apply to: those of raised and escalated events.
+ENRICHABLE_CONTENT_RANK: Final = CONTENT_RANK[Lifecycle.RAISED]
 
 OPEN = "open"
 RESOLVED = "resolved"
@@ -212,6 +230,71 @@ def insight_row(event: InsightEvent) -> InsightRow:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class EnrichmentRow:
+    """What an ``enriched`` event changes: the shown text of one content version."""
+
+    insight_id: str
+    detected_at: datetime
+    priority: str
+    title: str
+    description: str
+    actions: str
+    source: str
+
+    @property
+    def key(self) -> tuple[str, datetime, str]:
+        """The content version it belongs to."""
+        return (self.insight_id, self.detected_at, self.priority)
+
+
+def enrichment_row(event: InsightEvent) -> EnrichmentRow:
+    return EnrichmentRow(
+        insight_id=pg_text(event.insight_id),
+        detected_at=event.detected_at,
+        priority=event.priority.value,
+        title=pg_text(event.title),
+        description=pg_text(event.description),
+        actions=pg_json(_ACTIONS.dump_json(event.actions)),
+        source=pg_text(event.source),
+    )
+
+
+def apply_enrichment(row: InsightRow, enrichment: EnrichmentRow) -> InsightRow:
+    """``row`` with the enriched text if it belongs to the row's current content version."""
+    if (
+        row.insight_id != enrichment.insight_id
+        or row.content_rank < ENRICHABLE_CONTENT_RANK
+        or row.content_detected_at != enrichment.detected_at
+        or row.priority != enrichment.priority
+    ):
+        return row
+    return replace(
+        row,
+        title=enrichment.title,
+        description=enrichment.description,
+        actions=enrichment.actions,
+        source=enrichment.source,
+    )
+
+
+def unique_enrichments(rows: Iterable[EnrichmentRow]) -> list[EnrichmentRow]:
+    """One enrichment per content version (the last one), ordered by insight_id."""
+    unique: dict[tuple[str, datetime, str], EnrichmentRow] = {}
+    for row in rows:
+        unique[row.key] = row
+    return sorted(unique.values(), key=lambda r: (r.insight_id, r.detected_at, r.priority))
+
+
+def split_enrichments(
+    events: Sequence[tuple[InsightEvent, SourcePosition]],
+) -> tuple[list[tuple[InsightEvent, SourcePosition]], list[EnrichmentRow]]:
+    """The lifecycle steps that make rows, and the enrichments (applied after them)."""
+    steps = [(e, p) for e, p in events if e.lifecycle is not Lifecycle.ENRICHED]
+    enrichments = [enrichment_row(e) for e, _ in events if e.lifecycle is Lifecycle.ENRICHED]
+    return steps, unique_enrichments(enrichments)
+
+
 def event_row(event: InsightEvent, position: SourcePosition) -> EventRow:
     return EventRow(
         insight_id=pg_text(event.insight_id),
@@ -282,12 +365,18 @@ class InMemoryInsightStore:
             if key not in self.events:
                 self.events[key] = erow
                 inserted += 1
+        steps, enrichments = split_enrichments(events)
         written = 0
-        for insight_id, row in fold_rows(insight_row(e) for e, _ in events).items():
+        for insight_id, row in fold_rows(insight_row(e) for e, _ in steps).items():
             current = self.insights.get(insight_id)
             merged = row if current is None else merge_rows(current, row)
             if merged != current:
                 self.insights[insight_id] = merged
+                written += 1
+        for enrichment in enrichments:
+            found = self.insights.get(enrichment.insight_id)
+            if found is not None and (enriched := apply_enrichment(found, enrichment)) != found:
+                self.insights[enrichment.insight_id] = enriched
                 written += 1
         return WriteResult(len(events), inserted, written)
 
@@ -350,6 +439,23 @@ def _upsert_insights_sql() -> str:
     )
 
 
+_ENRICHMENT_COLUMNS: Final = tuple(f.name for f in fields(EnrichmentRow))
+
+# The same rule as ``apply_enrichment``; a row that already shows this text is not counted.
+ENRICH_INSIGHTS_SQL: Final = f"""
+UPDATE insights AS cur
+   SET title = new.title, description = new.description, actions = new.actions::jsonb,
+       source = new.source, updated_at = now()
+  FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+              $7::text[]) AS new({", ".join(_ENRICHMENT_COLUMNS)})
+ WHERE cur.insight_id = new.insight_id
+   AND cur.content_rank >= {ENRICHABLE_CONTENT_RANK}
+   AND cur.content_detected_at = new.detected_at
+   AND cur.priority = new.priority
+   AND (cur.title, cur.description, cur.actions, cur.source)
+       IS DISTINCT FROM (new.title, new.description, new.actions::jsonb, new.source)
+"""  # noqa: S608 - constant identifiers only; every value is a parameter
+
 INSERT_EVENTS_SQL: Final = (
     _unnest_insert("insight_events", _EVENT_COLUMNS)
     + "ON CONFLICT (insight_id, lifecycle, detected_at) DO NOTHING"
@@ -368,7 +474,8 @@ def _row_count(status: str) -> int:
 
 
 class PostgresInsightStore:
-    """``InsightStore`` on PostgreSQL: one transaction, two statements per batch."""
+    """``InsightStore`` on PostgreSQL: one transaction, two statements per batch (a third
+    when it holds enriched events)."""
 
     def __init__(self, pool: PgPool) -> None:
         self._pool = pool
@@ -382,10 +489,21 @@ class PostgresInsightStore:
         history = sorted(
             unique_events(event_row(e, p) for e, p in events).values(), key=lambda r: r.key
         )
+        steps, enrichments = split_enrichments(events)
         current = sorted(
-            fold_rows(insight_row(e) for e, _ in events).values(), key=lambda r: r.insight_id
+            fold_rows(insight_row(e) for e, _ in steps).values(), key=lambda r: r.insight_id
         )
+        written = 0
         async with self._pool.acquire() as conn, conn.transaction():
             inserted = await conn.execute(INSERT_EVENTS_SQL, *_columns(history, _EVENT_COLUMNS))
-            written = await conn.execute(UPSERT_INSIGHTS_SQL, *_columns(current, _INSIGHT_COLUMNS))
-        return WriteResult(len(events), _row_count(inserted), _row_count(written))
+            if current:
+                status = await conn.execute(
+                    UPSERT_INSIGHTS_SQL, *_columns(current, _INSIGHT_COLUMNS)
+                )
+                written += _row_count(status)
+            if enrichments:
+                status = await conn.execute(
+                    ENRICH_INSIGHTS_SQL, *_columns(enrichments, _ENRICHMENT_COLUMNS)
+                )
+                written += _row_count(status)
+        return WriteResult(len(events), _row_count(inserted), written)

@@ -154,8 +154,8 @@ def episode(workspace: str, n: int) -> list[InsightEvent]:
                 finding.rule, lifecycle, Priority.CRITICAL, raised_at, resolution=Resolution.WON
             )
         else:
-            change = Change(finding.rule, lifecycle, finding.priority, raised_at, finding)
-        out.append(render(change, deal, now))
+            change = Change(finding.rule, lifecycle, finding.priority, raised_at)
+        out.append(render(change, deal, now, RuleThresholds()))
     return out
 
 

@@ -87,8 +87,8 @@ def episode(n: int, steps: int = 3) -> list[InsightEvent]:
                 finding.rule, lifecycle, Priority.CRITICAL, raised_at, resolution=Resolution.WON
             )
         else:
-            change = Change(finding.rule, lifecycle, finding.priority, raised_at, finding)
-        out.append(render(change, deal, now))
+            change = Change(finding.rule, lifecycle, finding.priority, raised_at)
+        out.append(render(change, deal, now, TH))
     return out
 
 

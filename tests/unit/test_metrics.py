@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumer.enricher.metrics import EnricherMetrics
 from producer.gateway.metrics import GatewayMetrics
 from vectoros.metrics import MonitorMetrics, NotifierMetrics, SinkMetrics, TickerMetrics
 from vectoros.ops_server import Health, OpsServer
@@ -20,12 +21,22 @@ SERVICES = {
     "sink": SinkMetrics,
     "notifier": NotifierMetrics,
     "gateway": GatewayMetrics,
+    "enricher": EnricherMetrics,
 }
 BOUNDED_LABELS = {
     "type", "rule", "priority", "lifecycle", "reason", "partition", "table",
     "destination", "kind", "source", "status",
 }  # fmt: skip
-UNITS = ("_seconds", "_bytes", "_records", "_total", "_deals", "_partitions", "_stalled")
+UNITS = (
+    "_seconds",
+    "_bytes",
+    "_records",
+    "_total",
+    "_deals",
+    "_partitions",
+    "_stalled",
+    "_enabled",
+)
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))

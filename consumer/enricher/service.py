@@ -1,0 +1,468 @@
+"""``vectoros enrich``: Claude rewrites the text of raised and escalated insights.
+
+One loop: fetch a batch from ``deal-insights`` (group ``vectoros-enricher``) -> remember every
+event in the per-deal memory and pick the ones to enrich (raised or escalated, priority at or
+above ``enrich_min_priority``) -> enrich them concurrently (at most ``enrich_concurrency`` model
+calls at once) -> commit the batch's offsets. Per insight:
+
+1. claim it in the enrichment log (``store.py``): an insight already enriched, failed, or being
+   enriched by another enricher is skipped, so replays and restarts make no second call;
+2. reserve one call of the workspace's daily budget (``budget.py``); past it, the insight keeps
+   its rule text (fallback ``budget``);
+3. call the model (``client.py``: retries, timeouts, validation); on failure the rule text stays
+   (fallback with the failure kind);
+4. store the validated text, publish an ``enriched`` event (same key, ``insight_id``,
+   ``detected_at``, ``priority``, data; new title, description, actions; ``source`` = the
+   model) and mark it published.
+
+Detection never waits for this: the monitor has already published the complete insight with
+the rule text, and the sink and notifier use it as it is when no enrichment comes.
+
+A database or broker error re-runs the batch after ``enrich_db_retry_seconds`` (the log turns
+what was done into no-ops, and outcomes not yet recorded are kept in memory, so no call is
+repeated). Stopping cancels the calls in flight, releases their claims and leaves the batch
+uncommitted: the next start enriches those insights.
+
+Without an API key, or with ``VECTOROS_LLM=off``, :func:`run_enricher` says so once, sets
+``vectoros_enricher_enabled`` to 0 and waits for the stop event: nothing else changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from consumer.enricher.budget import Budget, PostgresBudget, Reservation
+from consumer.enricher.client import CallOutcome, ClaudeWriter, TextWriter, check_model
+from consumer.enricher.context import DealMemory, build_context
+from consumer.enricher.metrics import EnricherMetrics
+from consumer.enricher.prompt import user_message
+from consumer.enricher.settings import EnricherSettings
+from consumer.enricher.store import (
+    ClaimState,
+    EnrichmentKey,
+    EnrichmentLog,
+    EnrichmentStore,
+    StoredText,
+)
+from consumer.notifier.service import redact_logs
+from schemas.insights import InsightEvent, Lifecycle, insight_adapter
+from vectoros.db import TRANSIENT_ERRORS, PgPool, connect_pool, migrate
+from vectoros.errors import BrokerUnavailable, ConfigError
+from vectoros.kafka import ensure_topics, start_producer
+from vectoros.ops_server import Health
+
+logger = logging.getLogger(__name__)
+
+Publish = Callable[[InsightEvent], Awaitable[None]]
+WallClock = Callable[[], dt.datetime]
+
+ENRICHED_LIFECYCLES = frozenset({Lifecycle.RAISED, Lifecycle.ESCALATED})
+RETRIABLE_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_ERRORS,
+    asyncpg.PostgresError,
+    KafkaError,
+)
+RELEASE_TIMEOUT_SECONDS = 5.0
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def enriched_event(insight: InsightEvent, stored: StoredText) -> InsightEvent:
+    """The ``enriched`` event for ``insight``: only the text and the source change."""
+    return stored.apply(insight, Lifecycle.ENRICHED)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One insight to enrich, with its prompt (built in stream order)."""
+
+    insight: InsightEvent
+    key: EnrichmentKey
+    prompt: str
+
+
+@dataclass(slots=True)
+class _Unrecorded:
+    """A call made by this process whose outcome is not in the log yet."""
+
+    outcome: CallOutcome
+    day: dt.date
+    tokens_added: bool = False
+
+
+class Enricher:
+    """Selection, context and enrichment of insight events; no Kafka consumer in here."""
+
+    def __init__(
+        self,
+        settings: EnricherSettings,
+        writer: TextWriter,
+        log: EnrichmentStore,
+        budget: Budget,
+        publish: Publish,
+        metrics: EnricherMetrics,
+        *,
+        wall_clock: WallClock = _utc_now,
+    ) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.log = log
+        self.budget = budget
+        self._publish_event = publish
+        self.metrics = metrics
+        self._wall_clock = wall_clock
+        self.memory = DealMemory(settings.enrich_memory_deals)
+        self._semaphore = asyncio.Semaphore(settings.enrich_concurrency)
+        self._in_flight: set[EnrichmentKey] = set()
+        self._unrecorded: dict[EnrichmentKey, _Unrecorded] = {}
+        self._budget_told: set[tuple[str, dt.date]] = set()
+
+    # -- selection --------------------------------------------------------------------------------
+
+    def observe(self, value: bytes | None, where: str = "") -> Job | None:
+        """Remember one record of the insights topic; the job if it is to be enriched."""
+        self.metrics.consumed.inc()
+        try:
+            insight = insight_adapter.validate_json(value or b"")
+        except (ValidationError, ValueError) as exc:
+            self.metrics.skipped.labels(reason="invalid").inc()
+            detail = (
+                f"{exc.error_count()} error(s)"
+                if isinstance(exc, ValidationError)
+                else type(exc).__name__
+            )
+            logger.warning("skipping a record that is not a valid insight (%s): %s", where, detail)
+            return None
+        before = self.memory.observe(insight)
+        if insight.lifecycle not in ENRICHED_LIFECYCLES:
+            self.metrics.skipped.labels(reason="lifecycle").inc()
+            return None
+        if insight.priority.rank < self.settings.enrich_min_priority.rank:
+            self.metrics.skipped.labels(reason="below_threshold").inc()
+            return None
+        prompt = user_message(build_context(insight, before))
+        return Job(insight, EnrichmentKey.of(insight), prompt)
+
+    # -- enrichment -------------------------------------------------------------------------------
+
+    async def process(self, jobs: Sequence[Job]) -> None:
+        """Enrich ``jobs`` concurrently. After all have ended, raises the first error (a
+        database or broker error: the caller runs the same jobs again)."""
+        results = await asyncio.gather(*(self._one(job) for job in jobs), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _one(self, job: Job) -> None:
+        if job.key in self._in_flight:
+            self.metrics.skipped.labels(reason="duplicate").inc()
+            return
+        self._in_flight.add(job.key)
+        try:
+            async with self._semaphore:
+                await self.enrich(job)
+        finally:
+            self._in_flight.discard(job.key)
+
+    async def enrich(self, job: Job) -> None:
+        insight, key = job.insight, job.key
+        claim = await self.log.claim(key, insight)
+        if claim.state is ClaimState.BUSY:
+            self.metrics.skipped.labels(reason="claimed_elsewhere").inc()
+            return
+        if claim.state is ClaimState.DONE:
+            self.metrics.skipped.labels(reason="already_enriched").inc()
+            return
+        if claim.state is ClaimState.UNPUBLISHED:
+            assert claim.stored is not None
+            logger.info("publishing the stored enrichment of insight %s", insight.insight_id)
+            await self._publish(insight, key, claim.stored)
+            return
+        pending = self._unrecorded.get(key)
+        if pending is None:
+            day = self._wall_clock().astimezone(dt.UTC).date()
+            reservation = await self.budget.reserve(insight.workspace_id, day)
+            if not reservation.ok:
+                self._tell_budget(insight.workspace_id, day, reservation)
+                await self.log.finish_fallback(key, "budget", None)
+                self.metrics.fallbacks.labels(reason="budget").inc()
+                return
+            outcome = await self._call(job)
+            pending = _Unrecorded(outcome, day)
+            self._unrecorded[key] = pending
+        if not pending.tokens_added:
+            await self.budget.add_tokens(
+                insight.workspace_id, pending.day, pending.outcome.usage.total_tokens
+            )
+            pending.tokens_added = True
+        outcome = pending.outcome
+        if outcome.text is None:
+            reason = outcome.failure or "server_error"
+            await self.log.finish_fallback(key, reason, outcome)
+            del self._unrecorded[key]
+            self.metrics.fallbacks.labels(reason=reason).inc()
+            logger.info(
+                "insight %s keeps its rule text (%s after %d attempt(s))",
+                insight.insight_id,
+                reason,
+                outcome.attempts,
+            )
+            return
+        stored = StoredText(outcome.text, outcome.model)
+        recorded = await self.log.finish_enriched(key, stored, outcome)
+        del self._unrecorded[key]
+        if recorded:
+            await self._publish(insight, key, stored)
+
+    async def _call(self, job: Job) -> CallOutcome:
+        try:
+            return await self.writer.write(job.prompt)
+        except asyncio.CancelledError:
+            # Stopping: nobody will record this call. Free the claim so that the next start
+            # makes it (the outcome of a request cut off mid-way is unknown anyway).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.log.release(job.key), RELEASE_TIMEOUT_SECONDS)
+            raise
+
+    async def _publish(self, insight: InsightEvent, key: EnrichmentKey, stored: StoredText) -> None:
+        await self._publish_event(enriched_event(insight, stored))
+        await self.log.mark_published(key)
+        self.metrics.enriched.inc()
+        logger.info(
+            "enriched insight %s (%s, %s) with %s",
+            insight.insight_id,
+            insight.rule.value,
+            insight.lifecycle.value,
+            stored.source,
+        )
+
+    def _tell_budget(self, workspace_id: str, day: dt.date, reservation: Reservation) -> None:
+        if (workspace_id, day) in self._budget_told:
+            return
+        if len(self._budget_told) > 10_000:
+            self._budget_told.clear()
+        self._budget_told.add((workspace_id, day))
+        logger.warning(
+            "workspace %s reached its daily enrichment budget for %s (%s: %d calls, %d tokens "
+            "used); its insights keep the rule text until the next UTC day",
+            workspace_id,
+            day.isoformat(),
+            reservation.refused,
+            reservation.calls,
+            reservation.tokens,
+        )
+
+
+# --- the Kafka service ------------------------------------------------------------------------
+
+
+def _offsets(batch: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPartition, int]:
+    return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def process_until_done(
+    enricher: Enricher, jobs: Sequence[Job], stop: asyncio.Event, retry_seconds: float
+) -> bool:
+    """Run the jobs until they are done (True) or ``stop`` is set (False: cancelled)."""
+    while True:
+        work = asyncio.create_task(enricher.process(jobs), name="enrich-batch")
+        stopper = asyncio.create_task(stop.wait(), name="enrich-stop")
+        try:
+            await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not work.done():
+                work.cancel()
+            await asyncio.gather(work, stopper, return_exceptions=True)
+        if work.cancelled():
+            return False
+        error = work.exception()
+        if error is None:
+            return True
+        if not isinstance(error, RETRIABLE_ERRORS):
+            raise error
+        logger.warning(
+            "enrichment batch interrupted (%s: %s); running it again in %.1f s",
+            type(error).__name__,
+            error,
+            retry_seconds,
+        )
+        if await _stopped_within(stop, retry_seconds):
+            return False
+
+
+async def _beat(log: EnrichmentStore, settings: EnricherSettings) -> None:
+    """Tell the notifier that an enricher runs (see ``store.py``) for three more intervals."""
+    ttl = 3 * settings.enrich_heartbeat_seconds
+    try:
+        await log.heartbeat(settings.enrich_min_priority, ttl_seconds=ttl)
+    except RETRIABLE_ERRORS as exc:
+        logger.warning("enricher heartbeat failed (%s: %s)", type(exc).__name__, exc)
+
+
+async def _heartbeat(log: EnrichmentStore, settings: EnricherSettings) -> None:
+    """Beat every ``enrich_heartbeat_seconds`` until cancelled."""
+    while True:
+        await asyncio.sleep(settings.enrich_heartbeat_seconds)
+        await _beat(log, settings)
+
+
+async def run_enricher(
+    settings: EnricherSettings,
+    registry: CollectorRegistry,
+    health: Health,
+    stop: asyncio.Event,
+    *,
+    pool: PgPool | None = None,
+) -> None:
+    """``vectoros enrich`` (and part of ``vectoros run``): run until ``stop`` is set.
+
+    ``pool`` is borrowed when given (and left open). Off without a key or with
+    ``VECTOROS_LLM=off``: says so once and waits. Registers the readiness check ``enricher``.
+    """
+    metrics = EnricherMetrics(registry)
+    off = settings.off_reason
+    if off is not None:
+        metrics.enabled.set(0)
+        health.register("enricher", lambda: True)
+        logger.info("enricher off (%s): insights keep the rule text", off)
+        await stop.wait()
+        return
+    assert settings.anthropic_api_key is not None
+    secret = settings.anthropic_api_key.get_secret_value()
+    metrics.enabled.set(1)
+    check_model(settings.enrich_model)
+    bootstrap = settings.bootstrap()
+    started = False
+    health.register("enricher", lambda: started)
+    own_pool = pool is None
+    writer: ClaudeWriter | None = None
+    producer: Any = None
+    consumer: AIOKafkaConsumer | None = None
+    heartbeat: asyncio.Task[None] | None = None
+    log: EnrichmentLog | None = None
+    try:
+        with redact_logs([secret], names=("anthropic", "httpx2", "httpcore", "httpx")):
+            if pool is None:
+                pool = await connect_pool(settings.dsn(), max_size=settings.enrich_concurrency + 2)
+            await migrate(pool)
+            await ensure_topics(bootstrap, {settings.topic_insights: settings.topic_partitions})
+            log = EnrichmentLog(pool, stale_after_seconds=settings.enrich_claim_stale_seconds)
+            budget = PostgresBudget(
+                pool,
+                settings.enrich_daily_calls_per_workspace,
+                settings.enrich_daily_tokens_per_workspace,
+            )
+            try:
+                writer = ClaudeWriter.from_settings(settings, metrics)
+            except ValueError as exc:  # e.g. a base URL the SDK refuses
+                raise ConfigError(f"enricher: {exc}") from None
+            producer = await start_producer(settings)
+            topic = settings.topic_insights
+
+            async def publish(event: InsightEvent) -> None:
+                await producer.send_and_wait(
+                    topic, event.model_dump_json().encode(), key=event.deal_id.encode()
+                )
+
+            enricher = Enricher(settings, writer, log, budget, publish, metrics)
+            consumer = AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=bootstrap,
+                group_id=settings.enricher_group_id,
+                client_id=f"{settings.kafka_client_id}-enricher",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_interval_ms=settings.enrich_max_poll_interval_ms,
+            )
+            try:
+                await consumer.start()
+            except (KafkaConnectionError, OSError) as exc:
+                raise BrokerUnavailable(
+                    f"enricher: Kafka broker at {bootstrap} not reachable "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
+            await _beat(log, settings)  # before the first fetch: the notifier waits from now on
+            heartbeat = asyncio.create_task(_heartbeat(log, settings), name="enricher-heartbeat")
+            started = True
+            logger.info(
+                "enricher consuming %s as group %s: %s for %s+ insights, %d calls at once",
+                topic,
+                settings.enricher_group_id,
+                settings.enrich_model,
+                settings.enrich_min_priority.value,
+                settings.enrich_concurrency,
+            )
+            await _consume(consumer, enricher, settings, stop)
+    finally:
+        started = False
+        if heartbeat is not None:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+        if log is not None:
+            with contextlib.suppress(*RETRIABLE_ERRORS):
+                await log.deregister()
+        if consumer is not None:
+            await consumer.stop()
+        if producer is not None:
+            await producer.stop()
+        if writer is not None:
+            await writer.close()
+        if own_pool and pool is not None:
+            await pool.close()
+        logger.info("enricher stopped")
+
+
+async def _consume(
+    consumer: AIOKafkaConsumer,
+    enricher: Enricher,
+    settings: EnricherSettings,
+    stop: asyncio.Event,
+) -> None:
+    while not stop.is_set():
+        batch = await consumer.getmany(
+            timeout_ms=settings.enrich_fetch_timeout_ms,
+            max_records=settings.enrich_max_batch_records,
+        )
+        if not batch:
+            continue
+        jobs = [
+            job
+            for tp, records in batch.items()
+            for rec in records
+            if (job := enricher.observe(rec.value, f"{tp.topic}/{tp.partition}@{rec.offset}"))
+            is not None
+        ]
+        if jobs and not await process_until_done(
+            enricher, jobs, stop, settings.enrich_db_retry_seconds
+        ):
+            logger.info("stopping with a batch unfinished; it resumes on the next start")
+            return
+        try:
+            await consumer.commit(_offsets(batch))
+        except (CommitFailedError, IllegalStateError) as exc:
+            logger.warning("commit failed after a rebalance; the batch will be re-read: %s", exc)
+        except KafkaError as exc:
+            logger.warning("commit failed (%s); the batch will be re-read", exc)
