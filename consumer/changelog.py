@@ -30,7 +30,7 @@ VERSION = 1
 META_KEY = b"\x00meta"
 
 
-def encode_deal(deal: DealState, offset: int) -> bytes:
+def encode_deal(deal: DealState, offset: int, deadline: int | None = None) -> bytes:
     s = [
         deal.workspace_id,
         deal.title,
@@ -48,7 +48,10 @@ def encode_deal(deal: DealState, offset: int) -> bytes:
         deal.activity_count,
         [[o.rule.value, o.priority.value, o.raised_at_ms] for o in deal.open],
     ]
-    return orjson.dumps({"v": VERSION, "o": offset, "s": s})
+    body: dict[str, Any] = {"v": VERSION, "o": offset, "s": s}
+    if deadline is not None:
+        body["d"] = deadline  # the deal's place in the deadline index (may already be due)
+    return orjson.dumps(body)
 
 
 def encode_closed(closed_at_ms: int, offset: int) -> bytes:
@@ -87,6 +90,7 @@ class Restored:
     """What a changelog partition says the state was at the committed source offset."""
 
     deals: dict[str, DealState] = field(default_factory=dict)
+    deadlines: dict[str, int] = field(default_factory=dict)
     closed: dict[str, int] = field(default_factory=dict)
     clock_ms: int = 0
     has_checkpoint: bool = False
@@ -132,6 +136,8 @@ def restore(records: Iterable[tuple[bytes | None, bytes | None]], committed: int
         try:
             if "s" in body:
                 out.deals[deal_id] = decode_deal(deal_id, body["s"])
+                if "d" in body:
+                    out.deadlines[deal_id] = int(body["d"])
             elif "x" in body:
                 out.closed[deal_id] = int(body["x"])
         except (ValueError, TypeError, KeyError):
@@ -146,7 +152,7 @@ def checkpoint_records(state: PartitionState, offset: int) -> list[tuple[bytes, 
     for deal_id in state.dirty:
         deal = state.deals.get(deal_id)
         if deal is not None:
-            value: bytes | None = encode_deal(deal, offset)
+            value: bytes | None = encode_deal(deal, offset, state.deadline_of.get(deal_id))
         elif deal_id in state.closed:
             value = encode_closed(state.closed[deal_id], offset)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from consumer.state import from_ms, to_ms
 from schemas.events import EVENT_TYPES, DealEvent, Tick, event_adapter
 from vectoros.errors import EventRejected
 
@@ -46,7 +47,7 @@ def _classify(exc: ValidationError, value: bytes) -> EventRejected:
         except UnicodeDecodeError as bad:
             return EventRejected("invalid_utf8", f"not UTF-8: {bad}")
         return EventRejected("invalid_json", first["msg"])
-    if kind in ("dict_type", "model_type"):
+    if kind in ("dict_type", "model_type") and len(first["loc"]) <= 1:
         return EventRejected("not_an_object", "expected a JSON object")
     if kind == "union_tag_not_found":
         return EventRejected("missing_type", "the 'type' field is missing")
@@ -72,6 +73,10 @@ def decode(value: bytes | None, key: bytes | None, *, max_bytes: int) -> DealEve
         event = event_adapter.validate_json(value, strict=True)
     except ValidationError as exc:
         raise _classify(exc, value) from None
+    try:  # aware but outside what UTC epoch milliseconds can hold (e.g. 9999-12-31T23:59-14:00)
+        from_ms(to_ms(event.at if isinstance(event, Tick) else event.occurred_at))
+    except (OverflowError, ValueError, OSError) as exc:
+        raise EventRejected("schema_violation", f"timestamp out of range: {exc}") from None
     if isinstance(event, Tick):
         return event
     if key is None:

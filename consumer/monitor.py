@@ -180,14 +180,19 @@ class Monitor:
             logger.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def restore_partitions(self, assigned: list[TopicPartition]) -> None:
+        """Restore every newly assigned partition before any of its records is processed: the
+        partitions are paused while restoring, then positioned at the committed offset."""
         self.metrics.assigned_partitions.set(len(assigned))
         self.metrics.rebalances.inc()
         todo = [tp for tp in assigned if tp.partition not in self.partitions]
         s = self.settings
+        consumer = self._consumer
         self._restoring += 1
+        if todo:
+            consumer.pause(*todo)
         try:
             for tp in todo:
-                committed = await self._consumer.committed(tp) or 0
+                committed = await consumer.committed(tp) or 0
                 state = self._new_partition()
                 report = await restore_partition(
                     state,
@@ -200,6 +205,7 @@ class Monitor:
                 )
                 self.partitions[tp.partition] = state
                 self._next_offset[tp.partition] = committed
+                consumer.seek(tp, committed)  # anything fetched meanwhile is fetched again
                 self.metrics.restore_seconds.observe(report.seconds)
                 self.metrics.restored_records.inc(report.records)
                 logger.info(
@@ -215,6 +221,8 @@ class Monitor:
                 )
         finally:
             self._restoring -= 1
+            if todo:
+                consumer.resume(*todo)
         logger.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
     # -- the hot path ---------------------------------------------------------------------------
@@ -232,8 +240,11 @@ class Monitor:
         oldest_ts: int | None = None
         for tp, records in batch.items():
             state = self.partitions.get(tp.partition)
-            if state is None:  # assigned without the listener having run: start empty
-                state = self.partitions[tp.partition] = self._new_partition()
+            if state is None:
+                # Fetched before its restore began (aiokafka hands out records of a new
+                # assignment before calling the listener): never process without the state.
+                # The restore seeks back to the committed offset, so these come again.
+                continue
             for rec in records:
                 self._apply(state, rec, out)
             offsets[tp] = end = records[-1].offset + 1

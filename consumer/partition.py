@@ -53,16 +53,27 @@ class PartitionState:
         self._tombstone_ms = int(tombstone_days * DAY_MS)
         self.dirty: set[str] = set()
 
-    def load(self, deals: dict[str, DealState], closed: dict[str, int], clock_ms: int) -> None:
-        """Replace the state with a restored one; the deadline index is rebuilt from the deals."""
+    def load(
+        self,
+        deals: dict[str, DealState],
+        closed: dict[str, int],
+        clock_ms: int,
+        deadlines: dict[str, int] | None = None,
+    ) -> None:
+        """Replace the state with a restored one. ``deadlines`` are the deals' places in the
+        deadline index as checkpointed (one may be due already: the clock can pass a deadline
+        between two ticks); a deal without one gets its next deadline after the clock."""
         self.deals = dict(deals)
         self.closed = dict(closed)
         self._closed_order = deque(sorted((at, d) for d, at in closed.items()))
         self.clock_ms = clock_ms
         self.deadline_of = {}
+        saved = deadlines or {}
         for deal in self.deals.values():
-            th = self.rules.for_workspace(deal.workspace_id)
-            due = next_deadline(deal, clock_ms, th)
+            due = saved.get(deal.deal_id)
+            if due is None:
+                th = self.rules.for_workspace(deal.workspace_id)
+                due = next_deadline(deal, clock_ms, th)
             if due is not None:
                 self.deadline_of[deal.deal_id] = due
         self._compact_heap()
@@ -99,6 +110,9 @@ class PartitionState:
     def tick(self, tick: Tick) -> StepResult:
         """Advance the clock and evaluate only the deals whose deadline has come."""
         out = StepResult()
+        if tick.event_id is not None and self._is_duplicate(tick.event_id):
+            out.duplicate = True  # a redelivered tick must not evaluate anything early
+            return out
         self._advance(to_ms(tick.at))
         now = self.clock_ms
         heap = self._heap

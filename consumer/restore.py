@@ -91,7 +91,7 @@ async def restore_partition(
             restored.unreadable,
         )
     if restored.has_checkpoint:
-        state.load(restored.deals, restored.closed, restored.clock_ms)
+        state.load(restored.deals, restored.closed, restored.clock_ms, restored.deadlines)
         return RestoreReport(
             "changelog",
             restored.records,

@@ -16,6 +16,7 @@ import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -73,8 +74,18 @@ class _Strict(BaseModel):
     )
 
 
+def _not_bool(value: Any) -> Any:
+    """JSON ``true`` equals 1 in Python; the contract's schema_version is an integer."""
+    if isinstance(value, bool):
+        raise ValueError("schema_version must be the integer 1, not a boolean")
+    return value
+
+
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_not_bool)]
+
+
 class _EventBase(_Strict):
-    schema_version: Literal[1] = Field(
+    schema_version: SchemaVersion = Field(
         default=SCHEMA_VERSION, description="Contract version; only 1 exists."
     )
     event_id: Id = Field(description="Unique per event; used for de-duplication.")
@@ -147,7 +158,7 @@ class DealDeleted(_EventBase):
 class Tick(_Strict):
     """Produced by the ticker to every partition (header ``vectoros-type: tick``)."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     type: Literal["tick"] = "tick"
     event_id: Id | None = None
     at: AwareDatetime

@@ -90,7 +90,7 @@ def test_checkpoint_coalesces_and_restore_reproduces_the_partition() -> None:
     assert max(changed_per_checkpoint) <= 101  # at most one record per deal + meta
     restored = restore(log, committed=half)
     copy = PartitionState(rules)
-    copy.load(restored.deals, restored.closed, restored.clock_ms)
+    copy.load(restored.deals, restored.closed, restored.clock_ms, restored.deadlines)
     assert copy.deals == live.deals
     assert copy.clock_ms == live.clock_ms
     assert copy.deadline_of == live.deadline_of
