@@ -45,6 +45,9 @@ async def read_partition(
                 return
             if records:
                 yield records
+                end = until if until is not None else reader.highwater(tp)
+                if end is not None and records[-1].offset + 1 >= end:
+                    return  # at the end already: no need to wait for an empty fetch
                 continue
             position = await reader.position(tp)
             end = until if until is not None else reader.highwater(tp)
