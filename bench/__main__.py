@@ -1,0 +1,517 @@
+"""``python -m bench [--quick] [--runs N] [--only NAME ...]``: run the scenarios, print the table.
+
+Starts one embedded broker and one embedded PostgreSQL (or uses
+``VECTOROS_KAFKA_BOOTSTRAP_SERVERS`` / ``VECTOROS_DATABASE_URL``), runs every selected scenario
+up to ``--runs`` times (fewer when a scenario's ``--budget`` of seconds would be exceeded; never
+fewer than one), prints the median, min and max of each metric with its target and the machine,
+and writes the same as markdown to ``.bench-cache/last-results[-quick].md`` (and into
+``docs/benchmarks.md`` with ``--write-docs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import latency, memory, produce, profiling, restore, sink, throughput, tick
+from bench.data import Dataset, events_dataset
+from bench.env import (
+    ROOT,
+    Session,
+    cache_dir,
+    embedded_servers,
+    load,
+    load_average,
+    machine_line,
+)
+from bench.report import Metric, markdown_table, notes, text_table
+
+SCENARIOS = (
+    "monitor",
+    "bare",
+    "latency",
+    "tick",
+    "memory",
+    "restore",
+    "sink",
+    "produce",
+    "profile",
+)
+DOCS = ROOT / "docs" / "benchmarks.md"
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Sizes:
+    deals: int  # throughput: deals x 10 deal events (+ ticks)
+    state_deals: int  # tick, memory, restore
+    due: int
+    latency_rate: float
+    latency_warmup_s: float
+    latency_measure_s: float
+    sink_events: int
+    produce_records: int
+    budget_s: float
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(100_000, 1_000_000, 1_000, 5_000, 3, 20, 50_000, 50_000, 150)
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(10_000, 100_000, 1_000, 5_000, 2, 8, 20_000, 20_000, 60)
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes in all")
+    p.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
+    p.add_argument(
+        "--only", nargs="+", choices=SCENARIOS, metavar="NAME", help=", ".join(SCENARIOS)
+    )
+    p.add_argument("--skip", nargs="+", choices=SCENARIOS, metavar="NAME", default=[])
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds per scenario after which no further run starts "
+        "(default 150, --quick 60; 0 = no limit)",
+    )
+    p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    return p.parse_args(argv)
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Bench:
+    session: Session
+    sizes: Sizes
+    runs: int
+    budget: float
+    quick: bool
+    metrics: list[Metric] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    profile_text: str = ""
+    data: Dataset | None = None
+    topic: str = ""
+
+    def metric(self, scenario: str, name: str, unit: str, **kw: Any) -> Metric:
+        m = Metric(scenario, name, unit, **kw)
+        self.metrics.append(m)
+        return m
+
+    async def repeat(self, name: str, body: Callable[[int], Awaitable[str]]) -> None:
+        """``body`` up to ``runs`` times; no new run once the budget would be exceeded."""
+        started = time.perf_counter()
+        for i in range(self.runs):
+            t = time.perf_counter()
+            summary = await body(i)
+            took = time.perf_counter() - t
+            say(f"[{name}] run {i + 1}/{self.runs} ({took:.1f}s): {summary}")
+            spent = time.perf_counter() - started
+            if i + 1 < self.runs and self.budget and spent + took > self.budget:
+                say(f"[{name}] stopping after {i + 1} run(s): {self.budget:.0f}s budget")
+                break
+
+    async def events(self, sizes: Sizes) -> tuple[Dataset, str]:
+        data = events_dataset(sizes.deals)
+        topic = self.session.name("events")
+        await self.session.create_topics(topic)
+        seconds = await load(self.session.bootstrap, topic, data.partitions)
+        say(
+            f"[setup] loaded {data.records:,} records ({data.deal_events:,} deal events over "
+            f"{data.deals:,} deals + {data.ticks:,} ticks) in {seconds:.1f}s "
+            f"({data.records / seconds:,.0f}/s)"
+        )
+        return data, topic
+
+    # -- scenarios -------------------------------------------------------------------------------
+
+    async def monitor(self) -> None:
+        data, topic = self.data, self.topic
+        assert data is not None
+        m = self.metric(
+            "monitor throughput",
+            "end to end",
+            "events/s",
+            target=100_000,
+            target_text=">= 100,000",
+        )
+        join = self.metric("monitor throughput", "group join + restore", "s", digits=2)
+        last: list[throughput.RunResult] = []
+
+        async def one(i: int) -> str:
+            res = await throughput.run_monitor(self.session, data, topic)
+            m.add(res.rate)
+            join.add(res.join_s)
+            last.append(res)
+            return f"{res.rate:,.0f} events/s, {res.insights:,} insights, join {res.join_s:.1f}s"
+
+        await self.repeat("monitor", one)
+        m.notes.append(f"{_label(data)}; {_cpu(last[-1])} (last run)")
+
+    async def bare(self) -> None:
+        data, topic = self.data, self.topic
+        assert data is not None
+        b = self.metric("reference: bare aiokafka loop", "end to end, state in a dict", "events/s")
+        last: list[throughput.RunResult] = []
+
+        async def one(i: int) -> str:
+            res = await throughput.run_bare_loop(self.session, data, topic)
+            b.add(res.rate)
+            last.append(res)
+            return f"{res.rate:,.0f} events/s, {res.insights:,} insights"
+
+        await self.repeat("bare", one)
+        b.notes.append(
+            f"{_label(data)}; no changelog, no metrics (the issue measured ~66k/s); "
+            f"{_cpu(last[-1])} (last run)"
+        )
+        mon = [x for x in self.metrics if x.scenario == "monitor throughput" and x.values]
+        if mon:
+            ratio = self.metric(
+                "monitor throughput",
+                "monitor / bare loop (medians)",
+                "x",
+                target=1.0,
+                target_text=">= 1.0",
+                digits=2,
+            )
+            ratio.add(mon[0].median / b.median)
+
+    async def latency(self) -> None:
+        s = self.sizes
+        rate = f"{s.latency_rate:,.0f}/s"
+        p50 = self.metric("latency", f"event -> insight p50 at {rate}", "ms", digits=1)
+        p99 = self.metric(
+            "latency",
+            f"event -> insight p99 at {rate}",
+            "ms",
+            target=25,
+            higher_is_better=False,
+            target_text="<= 25",
+            digits=1,
+        )
+        last: list[latency.LatencyResult] = []
+
+        async def one(i: int) -> str:
+            res = await latency.run_latency(
+                self.session,
+                rate=s.latency_rate,
+                warmup_s=s.latency_warmup_s,
+                measure_s=s.latency_measure_s,
+            )
+            p50.add(res.p50_ms)
+            p99.add(res.p99_ms)
+            last.append(res)
+            return f"p50 {res.p50_ms:,.1f} ms, p99 {res.p99_ms:,.1f} ms, max {res.max_ms:,.1f} ms"
+
+        await self.repeat("latency", one)
+        r = last[-1]
+        p99.notes.append(
+            f"{r.events:,} events measured after a {s.latency_warmup_s:g}s warm-up, offered "
+            f"{r.achieved_rate:,.0f}/s, each raises one insight; max {r.max_ms:,.0f} ms; the "
+            f"monitor process used {r.monitor_cpu_share:.0%} of a core (last run)"
+        )
+
+    async def tick(self) -> None:
+        s = self.sizes
+        t0 = time.perf_counter()
+        ts = tick.setup(s.state_deals, s.due, self.runs + 1)
+        say(
+            f"[tick] {s.state_deals:,} deals built and loaded in {time.perf_counter() - t0:.1f}s "
+            f"(PartitionState.load {ts.load_s:.1f}s)"
+        )
+        tm = self.metric(
+            "tick",
+            f"one tick, {s.due:,} of {s.state_deals:,} deals due",
+            "ms",
+            target=20,
+            higher_is_better=False,
+            target_text="<= 20",
+            digits=1,
+        )
+        touched = self.metric(
+            "tick",
+            "deals touched",
+            "",
+            target=s.due,
+            exact=True,
+            target_text=f"= {s.due:,} (only the due)",
+        )
+        last: list[tick.TickResult] = []
+
+        async def one(i: int) -> str:
+            res = tick.run_tick(ts)
+            tm.add(res.ms)
+            touched.add(res.touched)
+            last.append(res)
+            return f"{res.ms:.1f} ms, {res.touched:,} deals touched, {res.insights:,} insights"
+
+        await self.repeat("tick", one)
+        kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(last[-1].kinds.items()))
+        tm.notes.append(
+            f"PartitionState.tick alone; insights per tick: {kinds}; PartitionState.load of "
+            f"the {s.state_deals:,} deals (builds the deadline index) took {ts.load_s:.1f}s"
+        )
+
+    async def memory(self) -> None:
+        s = self.sizes
+        parts = self.session.partitions
+        mem = self.metric(
+            "memory",
+            f"RSS growth per tracked deal at {s.state_deals:,} deals",
+            "bytes",
+            target=400,
+            higher_is_better=False,
+            target_text="<= 400",
+        )
+        last: list[memory.MemoryResult] = []
+
+        async def one(i: int) -> str:
+            res = await asyncio.to_thread(memory.run_child, s.state_deals, parts)
+            mem.add(res.bytes_per_deal)
+            last.append(res)
+            return (
+                f"{res.bytes_per_deal:,.0f} bytes/deal ({res.deals:,} deals, "
+                f"RSS {res.rss_before / MIB:,.0f} -> {res.rss_after / MIB:,.0f} MiB)"
+            )
+
+        await self.repeat("memory", one)
+        small = min(s.state_deals, 100_000)
+        bare = await asyncio.to_thread(memory.run_child, small, parts, 0)
+        r = last[-1]
+        mem.notes.append(
+            f"decode + apply of deal.created into {parts} partitions, default settings; RSS "
+            f"{r.rss_before / MIB:,.0f} -> {r.rss_after / MIB:,.0f} MiB, including "
+            f"{r.detail['dedupe_ids']:,} event ids in the dedupe windows; with "
+            f"dedupe_window=0 (at {small:,} deals): {bare.bytes_per_deal:,.0f} bytes/deal"
+        )
+
+    async def restore(self) -> None:
+        s = self.sizes
+        rs = await restore.setup(self.session, s.state_deals)
+        say(
+            f"[restore] {rs.records:,} changelog records encoded in {rs.encode_s:.1f}s, "
+            f"loaded in {rs.load_s:.1f}s"
+        )
+        rt = self.metric(
+            "restore",
+            f"{s.state_deals:,} deal states from the changelog",
+            "s",
+            target=15,
+            higher_is_better=False,
+            target_text="<= 15",
+            digits=2,
+        )
+
+        async def one(i: int) -> str:
+            res = await restore.run_restore(self.session, rs)
+            rt.add(res.seconds)
+            return f"{res.seconds:.2f}s, {res.deals / res.seconds:,.0f} deals/s"
+
+        await self.repeat("restore", one)
+        parts = await restore.breakdown(self.session, rs, partition=0)
+        rt.notes.append(
+            f"{self.session.partitions} partitions one after the other, as on assignment; "
+            f"partition 0 alone ({parts['deals']:,.0f} deals): reading the records "
+            f"{parts['read']:.1f}s, folding them (consumer.changelog.restore) "
+            f"{parts['fold']:.1f}s, PartitionState.load {parts['load']:.1f}s"
+        )
+        await self.session.drop_topics(rs.topic, rs.source_topic)
+
+    async def sink(self) -> None:
+        ss = await sink.setup(self.session, self.sizes.sink_events)
+        se = self.metric(
+            "sink",
+            "insight events -> PostgreSQL, end to end",
+            "events/s",
+            target=20_000,
+            target_text=">= 20,000",
+        )
+        so = self.metric("sink", "PostgresInsightStore.write_batch only", "events/s")
+
+        async def one(i: int) -> str:
+            res = await sink.run_service(self.session, ss)
+            se.add(res.rate)
+            rate = await sink.run_store(ss)
+            so.add(rate)
+            return (
+                f"service {res.rate:,.0f} events/s (join {res.join_s:.1f}s), "
+                f"store only {rate:,.0f} events/s"
+            )
+
+        try:
+            await self.repeat("sink", one)
+        finally:
+            await ss.pool.close()
+        se.notes.append(
+            f"{self.sizes.sink_events:,} distinct insights; each inserts 1 insight_events row "
+            "and upserts 1 insights row; batches of 1,000 (the default)"
+        )
+        await self.session.drop_topics(ss.topic)
+
+    async def produce(self) -> None:
+        topic, parts = await produce.setup(self.session, self.sizes.produce_records)
+        rows = {
+            "send": self.metric("produce (insights)", "send() each, 16 KiB batches", "records/s"),
+            "send_big": self.metric(
+                "produce (insights)", "send() each, 1 MiB batches", "records/s"
+            ),
+            "send_batch": self.metric(
+                "produce (insights)", "create_batch/send_batch per partition", "records/s"
+            ),
+        }
+
+        async def one(i: int) -> str:
+            out = []
+            for how, metric in rows.items():
+                rate = await produce.run(self.session, topic, parts, how)
+                metric.add(rate)
+                out.append(f"{how} {rate:,.0f}/s")
+            return ", ".join(out)
+
+        await self.repeat("produce", one)
+        rows["send"].notes.append(
+            f"{self.sizes.produce_records:,} real insight events (~1.2 KB), acks=all, every "
+            "acknowledgement awaited"
+        )
+        await self.session.drop_topics(topic)
+
+    async def profile(self) -> None:
+        data, topic = self.data, self.topic
+        if data is None or not self.quick:  # per record, the quick data set says the same
+            data, topic = await self.events(Sizes.quick())
+        res, self.profile_text, path = await profiling.profile_monitor(self.session, data, topic)
+        say(f"[profile] {res.records:,} records at {res.rate:,.0f} events/s under cProfile")
+        self.extra.append(
+            f"profile: cProfile over the monitor throughput scenario ({_label(data)}; "
+            f"{res.rate:,.0f} events/s under the profiler); stats: {path.relative_to(ROOT)}"
+        )
+
+
+def _label(data: Dataset) -> str:
+    return f"{data.records:,} records ({data.deals:,} deals)"
+
+
+def _cpu(res: throughput.RunResult) -> str:
+    broker = (
+        f", broker {res.broker_cpu_s / res.records * 1e6:.0f}"
+        if res.broker_cpu_s is not None
+        else ""
+    )
+    return (
+        f"CPU µs/record: this process {res.cpu_s / res.records * 1e6:.0f}{broker}; "
+        f"{res.insights:,} insights"
+    )
+
+
+async def run_all(args: argparse.Namespace) -> Bench:
+    sizes = Sizes.quick() if args.quick else Sizes.full()
+    chosen = [s for s in (args.only or SCENARIOS) if s not in args.skip]
+    with embedded_servers(need_pg="sink" in chosen) as (bootstrap, dsn, pid):
+        session = Session(bootstrap, dsn, args.quick, args.runs, broker_pid=pid)
+        bench = Bench(
+            session,
+            sizes,
+            max(1, args.runs),
+            sizes.budget_s if args.budget is None else args.budget,
+            args.quick,
+        )
+        if {"monitor", "bare"} & set(chosen) or ("profile" in chosen and args.quick):
+            bench.data, bench.topic = await bench.events(sizes)
+        for name in chosen:
+            await getattr(bench, name)()
+        return bench
+
+
+def render(
+    bench: Bench, machine: str, revision: str, load_before: str, elapsed: float
+) -> tuple[str, str]:
+    command = " ".join(["python -m bench", *(shlex.quote(a) for a in sys.argv[1:])])
+    about = [
+        f"command: {command}  ({elapsed / 60:.1f} min)",
+        f"code: {revision}",
+        f"machine: {machine}",
+        f"load average (1/5/15 min) before / after: {load_before} / {load_average()}",
+    ]
+    listed = [f"- {n}" for n in notes(bench.metrics) + bench.extra]
+    text = "\n".join([text_table(bench.metrics), "", *about, *listed])
+    md = ["  \n".join(a[0].upper() + a[1:] for a in about), "", markdown_table(bench.metrics)]
+    md += ["", *listed]
+    if bench.profile_text:
+        text += "\n\nprofile headline (top 15 by tottime):\n" + bench.profile_text
+        md += ["", "Profile headline (top 15 functions by tottime):", "", "```"]
+        md += [bench.profile_text, "```"]
+    return text, "\n".join(md) + "\n"
+
+
+def git_revision() -> str:
+    """The commit measured, and whether the work tree differed from it (read-only git)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown (no git)"
+    return f"{head or 'unknown'}{' + uncommitted changes' if dirty else ''}"
+
+
+def write_docs(section: str, mode: str) -> None:
+    """Replace the results between this mode's markers in docs/benchmarks.md (or append them)."""
+    start, end = f"<!-- bench:{mode}:start -->", f"<!-- bench:{mode}:end -->"
+    body = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    if start not in body or end not in body:
+        body = body.rstrip() + f"\n\n{start}\n{end}\n"
+    head, rest = body.split(start, 1)
+    _, tail = rest.split(end, 1)
+    DOCS.write_text(f"{head}{start}\n{section}{end}{tail}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger("bench").setLevel(logging.INFO)
+    if not args.verbose:
+        # aiokafka logs an error for every producer on Tansu (no InitProducerId)
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        logging.getLogger("vectoros.kafka").setLevel(logging.ERROR)
+    machine = machine_line()
+    revision = git_revision()
+    load_before = load_average()
+    say(f"machine: {machine}; load average {load_before}")
+    started = time.perf_counter()
+    bench = asyncio.run(run_all(args))
+    text, md = render(bench, machine, revision, load_before, time.perf_counter() - started)
+    print(text)
+    out = cache_dir() / ("last-results-quick.md" if args.quick else "last-results.md")
+    out.write_text(md)
+    say(f"markdown: {out.relative_to(ROOT)}")
+    if args.write_docs:
+        write_docs(md, "quick" if args.quick else "full")
+        say(f"updated {DOCS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Monitor throughput, end to end, and the reference: a bare aiokafka loop with state in a dict.
+
+Both read the same pre-loaded ``deal-events`` topic from offset 0 (a fresh consumer group each
+run) until every partition is committed to its end. events/s = records / (time from the group
+assignment being done to the last commit). Group join (subscribe → assigned and restored) is
+reported separately.
+
+Monitor: the real ``consumer.monitor.Monitor`` in this process, default settings (batches of
+up to 5000 records, acks=all, changelog + insights produced and acknowledged before every
+commit). Completion is observed through its public ``ready()`` / ``caught_up()`` and checked
+against its ``vectoros_monitor_events_consumed_total`` counter.
+
+Reference ("bare loop"): what the issue calls the hand-written aiokafka loop keeping state only in
+a dict: ``getmany`` → the same ``decode`` and pure ``PartitionState`` (rules, lifecycle, insight
+rendering) → the insights (JSON via ``model_dump_json``) produced with one
+``create_batch``/``send_batch`` per partition → wait for the acknowledgements → commit. No
+changelog, no metrics, no DLQ handling. It uses the project's pure core, so it gets faster
+with it: the ratio monitor / bare loop is the cost of the Kafka shell (changelog, metrics,
+checkpointing) over the least a correct loop must do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from bench.data import Dataset, partition_for
+from bench.env import Session
+from consumer.decode import decode
+from consumer.monitor import Monitor
+from consumer.partition import PartitionState
+from consumer.thresholds import RulesConfig
+from schemas.events import Tick
+from vectoros.errors import EventRejected
+from vectoros.kafka import start_producer
+from vectoros.metrics import MonitorMetrics
+from vectoros.ops_server import Health
+from vectoros.settings import MonitorSettings
+
+logger = logging.getLogger("bench")
+
+POLL_S = 0.005
+BATCH_BYTES = 512 * 1024
+LIMIT_S = 900.0  # a safety bound, not a goal
+
+
+@dataclass
+class RunResult:
+    records: int
+    join_s: float
+    process_s: float
+    insights: int
+    cpu_s: float  # this process, during the processing window
+    broker_cpu_s: float | None
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.process_s
+
+
+def monitor_settings(
+    session: Session, events_topic: str, prefix: str, **kw: Any
+) -> MonitorSettings:
+    return MonitorSettings(
+        kafka_bootstrap_servers=session.bootstrap,
+        topic_events=events_topic,
+        topic_insights=f"{prefix}-insights",
+        topic_dlq=f"{prefix}-dlq",
+        topic_state=f"{prefix}-state",
+        topic_partitions=session.partitions,
+        monitor_group_id=f"{prefix}-group",
+        metrics_enabled=False,
+        **kw,
+    )
+
+
+def _counter_total(registry: CollectorRegistry, name: str) -> int:
+    total = 0.0
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                total += sample.value
+    return int(total)
+
+
+async def run_monitor(
+    session: Session, data: Dataset, events_topic: str, *, profile: Any = None
+) -> RunResult:
+    prefix = session.name("mon")
+    settings = monitor_settings(session, events_topic, prefix)
+    outputs = (settings.topic_insights, settings.topic_dlq, settings.topic_state)
+    await session.create_topics(*outputs)
+    registry = CollectorRegistry()
+    monitor = Monitor(settings, RulesConfig(), MonitorMetrics(registry), Health())
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    if profile is not None:
+        profile.enable()
+    task = asyncio.create_task(monitor.run(stop))
+    try:
+        while not monitor.ready():
+            await _check(task, started)
+        assigned = time.perf_counter()
+        cpu0, broker0 = time.process_time(), session.broker_cpu_seconds()
+        while not monitor.caught_up():
+            await _check(task, started)
+        done = time.perf_counter()
+        cpu1, broker1 = time.process_time(), session.broker_cpu_seconds()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        if profile is not None:
+            profile.disable()
+    consumed = _counter_total(registry, "vectoros_monitor_events_consumed_total")
+    if consumed != data.records:
+        raise AssertionError(f"monitor consumed {consumed} records, expected {data.records}")
+    insights = _counter_total(registry, "vectoros_monitor_insights_total")
+    await session.drop_topics(*outputs)
+    return RunResult(
+        data.records,
+        assigned - started,
+        done - assigned,
+        insights,
+        cpu1 - cpu0,
+        None if broker0 is None or broker1 is None else broker1 - broker0,
+    )
+
+
+async def _check(task: asyncio.Task[None], started: float) -> None:
+    if task.done():
+        task.result()
+        raise AssertionError("the monitor stopped on its own")
+    if time.perf_counter() - started > LIMIT_S:
+        raise AssertionError("the monitor did not catch up in time")
+    await asyncio.sleep(POLL_S)
+
+
+class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.at = time.perf_counter()
+
+
+async def run_bare_loop(session: Session, data: Dataset, events_topic: str) -> RunResult:
+    prefix = session.name("bare")
+    settings = monitor_settings(session, events_topic, prefix)
+    await session.create_topics(settings.topic_insights)
+    rules = RulesConfig()
+    max_bytes = settings.max_event_bytes
+    ends = data.end_offsets()
+    producer = await start_producer(settings, max_batch_size=BATCH_BYTES)
+    parts = session.partitions
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=session.bootstrap,
+        group_id=settings.monitor_group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    listener = _Assigned()
+    consumer.subscribe([events_topic], listener=listener)
+    states: dict[int, PartitionState] = {}
+    position: dict[int, int] = {}
+    insights = 0
+    records = 0
+    started = time.perf_counter()
+    await consumer.start()
+    try:
+        cpu0: float | None = None
+        broker0: float | None = None
+        while any(position.get(p, 0) < end for p, end in ends.items()):
+            if time.perf_counter() - started > LIMIT_S:
+                raise AssertionError("the bare loop did not finish in time")
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            if cpu0 is None and listener.at is not None:
+                cpu0, broker0 = time.process_time(), session.broker_cpu_seconds()
+            if not batch:
+                continue
+            out: dict[int, list[tuple[bytes, bytes]]] = {}
+            offsets: dict[TopicPartition, int] = {}
+            for tp, recs in batch.items():
+                state = states.get(tp.partition)
+                if state is None:
+                    state = states[tp.partition] = PartitionState(rules)
+                for rec in recs:
+                    try:
+                        event = decode(rec.value, rec.key, max_bytes=max_bytes)
+                    except EventRejected:
+                        continue
+                    step = state.tick(event) if isinstance(event, Tick) else state.apply(event)
+                    for insight in step.insights:
+                        key = insight.deal_id.encode()
+                        out.setdefault(partition_for(key, parts), []).append(
+                            (key, insight.model_dump_json().encode())
+                        )
+                        insights += 1
+                state.dirty.clear()
+                records += len(recs)
+                offsets[tp] = recs[-1].offset + 1
+            await _send_batches(producer, settings.topic_insights, out)
+            await consumer.commit(offsets)
+            for tp, offset in offsets.items():
+                position[tp.partition] = offset
+        done = time.perf_counter()
+        cpu1, broker1 = time.process_time(), session.broker_cpu_seconds()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    if records != data.records:
+        raise AssertionError(f"bare loop read {records} records, expected {data.records}")
+    assigned = listener.at or started
+    await session.drop_topics(settings.topic_insights)
+    return RunResult(
+        records,
+        assigned - started,
+        done - assigned,
+        insights,
+        cpu1 - (cpu0 or 0.0),
+        None if broker0 is None or broker1 is None else broker1 - broker0,
+    )
+
+
+async def _send_batches(
+    producer: Any, topic: str, out: dict[int, list[tuple[bytes, bytes]]]
+) -> None:
+    """One create_batch/send_batch per partition (more when a batch fills), then every ack."""
+    futures = []
+    for partition, recs in out.items():
+        batch = producer.create_batch()
+        for key, value in recs:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*futures)
