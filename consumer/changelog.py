@@ -15,6 +15,7 @@ Value layout (JSON, compact):
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,22 @@ def restore(records: Iterable[tuple[bytes | None, bytes | None]], committed: int
     """
     out = Restored()
     latest: dict[bytes, tuple[int, Any]] = {}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of small acyclic objects: the cyclic GC would cost ~3x the fold
+    try:
+        _fold(records, committed, out, latest)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return out
+
+
+def _fold(
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    committed: int,
+    out: Restored,
+    latest: dict[bytes, tuple[int, Any]],
+) -> None:
     for key, value in records:
         out.records += 1
         if key is None:
@@ -142,7 +159,6 @@ def restore(records: Iterable[tuple[bytes | None, bytes | None]], committed: int
                 out.closed[deal_id] = int(body["x"])
         except (ValueError, TypeError, KeyError):
             out.unreadable += 1
-    return out
 
 
 def checkpoint_records(state: PartitionState, offset: int) -> list[tuple[bytes, bytes | None]]:

@@ -143,6 +143,7 @@ class Monitor:
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     session_timeout_ms=s.session_timeout_ms,
+                    fetch_max_wait_ms=s.fetch_timeout_ms,  # an idle fetch answers this fast
                     heartbeat_interval_ms=max(100, s.session_timeout_ms // 3),
                 )
                 consumer.subscribe([s.topic_events], listener=_Rebalance(self))

@@ -60,6 +60,7 @@ class BatchProducer:
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
                     batch.append(key=r.key, value=r.value, timestamp=None, headers=headers)
+            batch.close()  # complete: do not wait linger_ms for more records
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         if futures:
             await asyncio.gather(*futures)
