@@ -18,6 +18,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from vectoros.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -67,26 +70,31 @@ class _ServerWithoutSignals(uvicorn.Server):
         yield
 
 
-class OpsServer:
-    """Serves the ops app with uvicorn inside the running event loop."""
+class AppServer:
+    """Serves an ASGI app with uvicorn inside the running event loop (ops endpoint, gateway)."""
 
-    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int, *, name: str = "http") -> None:
         config = uvicorn.Config(
-            build_app(registry, health),
+            app,
             host=host,
             port=port,
             log_level="warning",
             access_log=False,
             lifespan="off",
+            server_header=False,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=30,
         )
         self._server = _ServerWithoutSignals(config)
+        self._name = name
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(), name="ops-server")
+        self._task = asyncio.create_task(self._server.serve(), name=f"{self._name}-server")
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # raises the start-up error (e.g. port in use)
+                raise ConfigError(f"the {self._name} HTTP server stopped during start-up")
             await asyncio.sleep(0.01)
 
     @property
@@ -95,10 +103,17 @@ class OpsServer:
         for server in self._server.servers:
             for sock in server.sockets:
                 return int(sock.getsockname()[1])
-        raise RuntimeError("ops server is not started")
+        raise RuntimeError(f"the {self._name} server is not started")
 
     async def stop(self) -> None:
         self._server.should_exit = True
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+class OpsServer(AppServer):
+    """``/metrics``, ``/healthz`` and ``/readyz`` of one process."""
+
+    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int) -> None:
+        super().__init__(build_app(registry, health), host, port, name="ops")

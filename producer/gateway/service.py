@@ -9,14 +9,11 @@ acknowledged before they are answered) -> producer stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import uvicorn
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp
 
 from producer.gateway.app import build_app
 from producer.gateway.metrics import GatewayMetrics
@@ -26,7 +23,7 @@ from producer.publisher import DealEventPublisher
 from schemas.events import DealEvent
 from vectoros.errors import ConfigError
 from vectoros.kafka import ensure_topics, start_producer
-from vectoros.ops_server import Health
+from vectoros.ops_server import AppServer, Health
 
 logger = logging.getLogger(__name__)
 
@@ -46,53 +43,7 @@ class KafkaEventPublisher:
         await publisher.flush()
 
 
-class _Server(uvicorn.Server):
-    """The service owns SIGINT/SIGTERM (graceful shutdown); uvicorn must not take them."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class GatewayServer:
-    """Serves an ASGI app with uvicorn inside the running event loop."""
-
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            server_header=False,
-            timeout_keep_alive=5,
-            timeout_graceful_shutdown=30,
-        )
-        self._server = _Server(config)
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(), name="gateway-server")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises the start-up error (e.g. port in use)
-                raise ConfigError("the gateway's HTTP server stopped during start-up")
-            await asyncio.sleep(0.01)
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful when started with port 0)."""
-        for server in self._server.servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        raise RuntimeError("gateway server is not started")
-
-    async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+GatewayServer = AppServer  # the gateway's endpoints are served like the ops endpoint
 
 
 def check_config(settings: GatewaySettings) -> StageMap:
