@@ -17,10 +17,8 @@ import contextlib
 import datetime as dt
 import logging
 import random
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -47,6 +45,7 @@ from schemas.insights import (
     RuleName,
     insight_adapter,
 )
+from tests.databases import fresh_database, migrated_pool
 from tests.fake_anthropic import (
     API_KEY,
     FakeAnthropic,
@@ -57,7 +56,7 @@ from tests.fake_anthropic import (
 )
 from tests.http_stand_in import Hit, StandIn
 from tests.kafka_utils import WAIT_LIMIT, monitor_settings, publish, publisher_for, read_all
-from vectoros.db import PgPool, connect_pool, migrate
+from vectoros.db import PgPool
 from vectoros.kafka import ensure_standard_topics, ensure_topics, start_producer
 from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
@@ -100,30 +99,14 @@ async def slack() -> AsyncIterator[StandIn]:
 @pytest.fixture
 async def dsn(database_url: str) -> AsyncIterator[str]:
     """A fresh database on the session's PostgreSQL; dropped afterwards."""
-    name = f"enrich_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    finally:
-        admin = await asyncpg.connect(database_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with fresh_database(database_url, "enrich") as dsn:
+        yield dsn
 
 
 @pytest.fixture
 async def pool(dsn: str) -> AsyncIterator[PgPool]:
-    pool = await connect_pool(dsn, deadline_seconds=10)
-    try:
-        await migrate(pool)
+    async with migrated_pool(dsn) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 # --- helpers ------------------------------------------------------------------------------------

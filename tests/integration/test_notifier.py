@@ -22,7 +22,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -42,8 +41,9 @@ from consumer.templates import render
 from consumer.thresholds import RuleThresholds
 from schemas.events import Stage
 from schemas.insights import InsightEvent, Lifecycle, Priority
+from tests.databases import fresh_database, migrated_pool
 from tests.http_stand_in import Hit, StandIn
-from vectoros.db import PgPool, connect_pool, migrate
+from vectoros.db import PgPool
 from vectoros.kafka import ensure_topics, start_producer
 from vectoros.metrics import NotifierMetrics
 from vectoros.ops_server import Health
@@ -77,30 +77,14 @@ async def stand_in() -> AsyncIterator[StandIn]:
 @pytest.fixture
 async def notify_dsn(database_url: str) -> AsyncIterator[str]:
     """A fresh database on the session's PostgreSQL; dropped afterwards."""
-    name = f"notify_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    finally:
-        admin = await asyncpg.connect(database_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with fresh_database(database_url, "notify") as dsn:
+        yield dsn
 
 
 @pytest.fixture
 async def pool(notify_dsn: str) -> AsyncIterator[PgPool]:
-    pool = await connect_pool(notify_dsn, deadline_seconds=10)
-    try:
-        await migrate(pool)
+    async with migrated_pool(notify_dsn) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 async def rows(pool: PgPool) -> list[dict[str, Any]]:

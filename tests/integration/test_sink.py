@@ -12,11 +12,9 @@ import contextlib
 import json
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import fields
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -37,6 +35,7 @@ from consumer.templates import render
 from consumer.thresholds import RuleThresholds
 from schemas.events import Stage
 from schemas.insights import InsightEvent, Lifecycle, Priority, insight_adapter
+from tests.databases import fresh_database, migrated_pool
 from vectoros.db import PgPool, connect_pool, load_migrations, migrate
 from vectoros.embedded import EmbeddedPostgres
 from vectoros.kafka import ensure_topics, start_producer
@@ -106,38 +105,17 @@ def with_positions(
 # --- database ----------------------------------------------------------------------------------
 
 
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 @pytest.fixture
 async def sink_dsn(database_url: str) -> AsyncIterator[str]:
-    """A fresh, empty database on the session's PostgreSQL; dropped afterwards."""
-    name = f"sink_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_database(database_url, name)
-    finally:
-        admin = await asyncpg.connect(database_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    """A fresh database on the session's PostgreSQL; dropped afterwards."""
+    async with fresh_database(database_url, "sink") as dsn:
+        yield dsn
 
 
 @pytest.fixture
 async def pool(sink_dsn: str) -> AsyncIterator[PgPool]:
-    pool = await connect_pool(sink_dsn, deadline_seconds=10)
-    try:
-        await migrate(pool)
+    async with migrated_pool(sink_dsn) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 async def insights_in_db(pool: PgPool, with_times: bool = False) -> dict[str, dict[str, Any]]:
