@@ -255,7 +255,7 @@ class Monitor:
             if first_ts is not None and (oldest_ts is None or first_ts < oldest_ts):
                 oldest_ts = first_ts
         checkpoint_started = time.perf_counter()
-        await self._publish(producer, out)
+        await self._publish(out)
         if not await self._commit(consumer, offsets, stop):
             return
         for tp, offset in offsets.items():
@@ -358,7 +358,7 @@ class Monitor:
             "to DLQ: %s/%d@%d %s: %s", rec.topic, rec.partition, rec.offset, exc.reason, exc.detail
         )
 
-    async def _publish(self, producer: Any, out: list[OutRecord]) -> None:
+    async def _publish(self, out: list[OutRecord]) -> None:
         """Send every record (batched per partition), then wait for all acknowledgements. On a
         failure the whole set is sent again (with backoff) until it is acknowledged: insight ids
         are deterministic and the consumers are idempotent, so a resent record changes nothing
