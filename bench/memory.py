@@ -1,8 +1,8 @@
 """Resident memory per tracked deal, measured in a fresh child process.
 
 The child (``python -m bench.memory --deals N``) imports everything, builds one
-``PartitionState`` per partition (default settings: dedupe window 100,000 event ids per
-partition, 30-day tombstones), then feeds it ``N`` encoded ``deal.created`` events through the
+``PartitionState`` per partition (default settings: the 16 most recent event ids of each deal
+kept with it, 30-day tombstones), then feeds it ``N`` encoded ``deal.created`` events through the
 real path: ``consumer.decode.decode`` → ``PartitionState.apply`` (rules, lifecycle, rendering;
 the rendered insights are dropped), clearing the dirty set every 5,000 records per partition as
 a checkpoint would. bytes/deal = (VmRSS after - VmRSS before) / N, both after ``gc.collect()``.
@@ -31,7 +31,7 @@ class MemoryResult:
     detail: dict[str, Any]
 
 
-def measure(deals: int, partitions: int, dedupe_window: int) -> dict[str, Any]:
+def measure(deals: int, partitions: int, dedupe_per_deal: int) -> dict[str, Any]:
     from bench.data import created_events, partition_for
     from bench.env import rss_bytes
     from consumer.decode import decode
@@ -40,7 +40,7 @@ def measure(deals: int, partitions: int, dedupe_window: int) -> dict[str, Any]:
     from schemas.events import Tick
 
     rules = RulesConfig()
-    states = [PartitionState(rules, dedupe_window=dedupe_window) for _ in range(partitions)]
+    states = [PartitionState(rules, dedupe_per_deal=dedupe_per_deal) for _ in range(partitions)]
     since_checkpoint = [0] * partitions
     # warm up every code path once (imports, caches) before the baseline
     for key, value in created_events(10, seed=99, start=10**8):
@@ -69,13 +69,12 @@ def measure(deals: int, partitions: int, dedupe_window: int) -> dict[str, Any]:
         "rss_before": before,
         "rss_after": after,
         "bytes_per_deal": (after - before) / tracked,
-        "deadline_index": sum(len(s.deadline_of) for s in states),
-        "heap_entries": sum(s.heap_size for s in states),
-        "dedupe_ids": min(deals, dedupe_window * partitions),
+        "index_entries": sum(s.index_entries for s in states),
+        "packed_bytes": sum(len(v) for s in states for v in s.packed.values()),
     }
 
 
-def run_child(deals: int, partitions: int, dedupe_window: int = 100_000) -> MemoryResult:
+def run_child(deals: int, partitions: int, dedupe_per_deal: int = 16) -> MemoryResult:
     out = subprocess.run(  # our own interpreter and module
         [
             sys.executable,
@@ -85,8 +84,8 @@ def run_child(deals: int, partitions: int, dedupe_window: int = 100_000) -> Memo
             str(deals),
             "--partitions",
             str(partitions),
-            "--dedupe-window",
-            str(dedupe_window),
+            "--dedupe-per-deal",
+            str(dedupe_per_deal),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -102,9 +101,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.memory")
     parser.add_argument("--deals", type=int, required=True)
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--dedupe-window", type=int, default=100_000)
+    parser.add_argument("--dedupe-per-deal", type=int, default=16)
     args = parser.parse_args()
-    print(json.dumps(measure(args.deals, args.partitions, args.dedupe_window)))
+    print(json.dumps(measure(args.deals, args.partitions, args.dedupe_per_deal)))
 
 
 if __name__ == "__main__":

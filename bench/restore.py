@@ -6,9 +6,10 @@ one ``encode_meta`` record per partition), all stamped with source offset ``COMM
 loaded into a changelog topic. That is a compacted changelog's content; the embedded broker
 does not compact, so a real one would hold more records per deal.
 
-Each run restores every partition one after the other, as ``Monitor.restore_partitions``
-does: a fresh ``PartitionState`` and ``consumer.restore.restore_partition`` (read the partition
-to its end, fold the records, ``PartitionState.load`` which rebuilds the deadline index).
+Each run restores every partition as ``Monitor.restore_partitions`` does on an assignment of all
+of them: fresh ``PartitionState``s and ``consumer.restore.restore_partitions`` (one consumer
+reads every changelog partition to its end, then each is folded and ``PartitionState.load``
+rebuilds its deadline index).
 The breakdown (once, partition 0) times the broker read, the pure fold and the load apart.
 """
 
@@ -24,7 +25,7 @@ from bench.data import START_MS, deal_states, partition_for
 from bench.env import Record, Session, cache_dir, load
 from consumer.changelog import META_KEY, encode_deal, encode_meta, restore
 from consumer.partition import PartitionState
-from consumer.restore import read_partition, restore_partition
+from consumer.restore import read_partition, restore_partitions
 from consumer.state import DAY_MS
 from consumer.thresholds import RulesConfig
 
@@ -93,20 +94,20 @@ async def run_restore(session: Session, s: RestoreSetup) -> RestoreResult:
     rules = RulesConfig()
     deals = records = 0
     started = time.perf_counter()
-    for p in range(session.partitions):
-        state = PartitionState(rules)
-        report = await restore_partition(
-            state,
-            bootstrap=session.bootstrap,
-            changelog=TopicPartition(s.topic, p),
-            source=TopicPartition(s.source_topic, p),
-            committed=COMMITTED,
-            replay=_no_replay,
-            client_id="bench",
-        )
+    states = {p: PartitionState(rules) for p in range(session.partitions)}
+    reports = await restore_partitions(
+        states,
+        bootstrap=session.bootstrap,
+        changelog_topic=s.topic,
+        source_topic=s.source_topic,
+        committed=dict.fromkeys(states, COMMITTED),
+        replay=_no_replay,
+        client_id="bench",
+    )
+    for p, report in reports.items():
         if report.source != "changelog":
             raise AssertionError(f"partition {p} restored from {report.source}")
-        deals += len(state.deals)
+        deals += len(states[p].deals)
         records += report.records
     elapsed = time.perf_counter() - started
     if deals != s.deals:
@@ -124,6 +125,8 @@ async def breakdown(session: Session, s: RestoreSetup, partition: int) -> dict[s
     t1 = time.perf_counter()
     restored = restore(pairs, COMMITTED)
     t2 = time.perf_counter()
-    PartitionState(RulesConfig()).load(restored.deals, restored.closed, restored.clock_ms)
+    PartitionState(RulesConfig()).load(
+        restored.deals, restored.closed, restored.clock_ms, closed_seen=restored.closed_seen
+    )
     t3 = time.perf_counter()
     return {"deals": len(restored.deals), "read": t1 - t0, "fold": t2 - t1, "load": t3 - t2}

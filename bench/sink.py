@@ -59,7 +59,7 @@ def real_insights() -> list[bytes]:
         for key, value, _ in recs:
             event = decode(value, key, max_bytes=1 << 20)
             step = state.tick(event) if isinstance(event, Tick) else state.apply(event)
-            out.extend(i.model_dump_json().encode() for i in step.insights)
+            out.extend(i.value for i in step.insights)
     with path.open("wb") as f:
         pickle.dump(out, f, protocol=pickle.HIGHEST_PROTOCOL)
     return out

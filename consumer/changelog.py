@@ -1,69 +1,66 @@
 """The state changelog (``deal-monitor-state``): how per-deal state is written and read back.
 
 One record per deal that changed in a checkpoint (coalesced), on the changelog partition with the
-same number as its source partition, key ``deal_id``. Every value carries ``o``, the source offset
-the checkpoint commits (the offset after the batch), so a restore can ignore what a batch wrote
+same number as its source partition, key ``deal_id``. Every value carries the source offset the
+checkpoint commits (the offset after the batch), so a restore can ignore what a batch wrote
 before it crashed without committing. A per-partition meta record (key ``META_KEY``) carries the
 partition clock. Pure: bytes in, state out.
 
-Value layout (JSON, compact):
-- open deal:   ``{"v":1,"o":<offset>,"s":[<DealState fields>]}``
-- closed deal: ``{"v":1,"o":<offset>,"x":<closed_at_ms>}`` (remembered so late events are ignored)
-- forgotten:   ``null`` (a Kafka tombstone; compaction drops the key)
-- meta:        ``{"v":1,"o":<offset>,"c":<clock_ms>}``
+Value layout (version 2, binary): a 10-byte prefix ``<Bcq`` = version 2, kind, offset; then
+- open deal (kind ``S``):   the packed deal (``consumer.packed``: the state, its next deadline,
+  its recent event-id digests), exactly as the monitor holds it in memory;
+- closed deal (kind ``X``): ``<q`` closed_at_ms (remembered so late events are ignored), then
+  the digests of its last event ids (so a copy of one is still recognised as a duplicate);
+- meta (kind ``M``):        ``<q`` the partition clock;
+- forgotten:                ``null`` (a Kafka tombstone; compaction drops the key).
+
+Version 1 records (JSON ``{"v":1,"o":..,"s":[..]}``, written before the packed form) are still
+read, so a changelog written by an older monitor restores.
 """
 
 from __future__ import annotations
 
 import gc
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from consumer.packed import HEADER_SIZE, pack
 from consumer.partition import PartitionState
 from consumer.state import DealState, OpenInsight
 from schemas.events import Stage
 from schemas.insights import Priority, RuleName
 
-VERSION = 1
+VERSION = 2
 META_KEY = b"\x00meta"
+_PREFIX = struct.Struct("<Bcq")
+_INT = struct.Struct("<q")
+_DEAL, _CLOSED, _META = b"S", b"X", b"M"
+_V2 = VERSION.to_bytes(1, "little")
+
+
+def encode_packed(data: bytes, offset: int) -> bytes:
+    """The changelog value of an open deal already in packed form."""
+    return _PREFIX.pack(VERSION, _DEAL, offset) + data
 
 
 def encode_deal(deal: DealState, offset: int, deadline: int | None = None) -> bytes:
-    s = [
-        deal.workspace_id,
-        deal.title,
-        deal.value,
-        deal.currency,
-        deal.stage.value if deal.stage is not None else None,
-        deal.probability,
-        deal.close_day,
-        deal.owner_id,
-        deal.owner_name,
-        deal.company,
-        deal.created_at_ms,
-        deal.last_activity_at_ms,
-        deal.stage_entered_at_ms,
-        deal.activity_count,
-        [[o.rule.value, o.priority.value, o.raised_at_ms] for o in deal.open],
-    ]
-    body: dict[str, Any] = {"v": VERSION, "o": offset, "s": s}
-    if deadline is not None:
-        body["d"] = deadline  # the deal's place in the deadline index (may already be due)
-    return orjson.dumps(body)
+    return encode_packed(pack(deal, deadline), offset)
 
 
-def encode_closed(closed_at_ms: int, offset: int) -> bytes:
-    return orjson.dumps({"v": VERSION, "o": offset, "x": closed_at_ms})
+def encode_closed(closed_at_ms: int, offset: int, seen: bytes = b"") -> bytes:
+    return _PREFIX.pack(VERSION, _CLOSED, offset) + _INT.pack(closed_at_ms) + seen
 
 
 def encode_meta(clock_ms: int, offset: int) -> bytes:
-    return orjson.dumps({"v": VERSION, "o": offset, "c": clock_ms})
+    return _PREFIX.pack(VERSION, _META, offset) + _INT.pack(clock_ms)
 
 
 def decode_deal(deal_id: str, s: list[Any]) -> DealState:
+    """A version 1 (JSON) deal state."""
     (ws, title, value, currency, stage, prob, close_day, owner_id, owner_name, company,
      created, last_activity, stage_entered, activities, open_) = s  # fmt: skip
     return DealState(
@@ -88,13 +85,15 @@ def decode_deal(deal_id: str, s: list[Any]) -> DealState:
 
 @dataclass(slots=True)
 class Restored:
-    """What a changelog partition says the state was at the committed source offset."""
+    """What a changelog partition says the state was at the committed source offset: the deals
+    in packed form (``PartitionState.load`` takes them as they are)."""
 
-    deals: dict[str, DealState] = field(default_factory=dict)
-    deadlines: dict[str, int] = field(default_factory=dict)
+    deals: dict[str, bytes] = field(default_factory=dict)
     closed: dict[str, int] = field(default_factory=dict)
+    closed_seen: dict[str, bytes] = field(default_factory=dict)
     clock_ms: int = 0
     has_checkpoint: bool = False
+    without_deadline: set[str] = field(default_factory=set)
     records: int = 0
     skipped_uncommitted: int = 0
     unreadable: int = 0
@@ -107,22 +106,36 @@ def restore(records: Iterable[tuple[bytes | None, bytes | None]], committed: int
     source records will be processed again, so those entries are ignored.
     """
     out = Restored()
-    latest: dict[bytes, tuple[int, Any]] = {}
+    latest: dict[bytes, bytes | None] = {}
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of small acyclic objects: the cyclic GC would cost ~3x the fold
     try:
         _fold(records, committed, out, latest)
+        for key, value in latest.items():
+            if value is not None:
+                _restore_one(key, value, out)
     finally:
         if gc_was_enabled:
             gc.enable()
     return out
 
 
+def _offset(value: bytes) -> int | None:
+    if value[:1] == _V2:
+        return int(_PREFIX.unpack_from(value)[2]) if len(value) >= _PREFIX.size + 8 else None
+    if value[:1] == b"{":  # version 1
+        try:
+            return int(orjson.loads(value)["o"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+    return None
+
+
 def _fold(
     records: Iterable[tuple[bytes | None, bytes | None]],
     committed: int,
     out: Restored,
-    latest: dict[bytes, tuple[int, Any]],
+    latest: dict[bytes, bytes | None],
 ) -> None:
     for key, value in records:
         out.records += 1
@@ -130,47 +143,76 @@ def _fold(
             out.unreadable += 1
             continue
         if value is None:
-            latest[key] = (-1, None)  # tombstone: forget the key whatever came before
+            latest[key] = None  # tombstone: forget the key whatever came before
             continue
-        try:
-            body = orjson.loads(value)
-            offset = int(body["o"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        offset = _offset(value)
+        if offset is None:
             out.unreadable += 1
-            continue
-        if offset > committed:
+        elif offset > committed:
             out.skipped_uncommitted += 1
-            continue
-        latest[key] = (offset, body)
-    for key, (_, body) in latest.items():
-        if body is None:
-            continue
-        if key == META_KEY:
-            out.clock_ms = max(out.clock_ms, int(body["c"]))
+        else:
+            latest[key] = value
+
+
+def _restore_one(key: bytes, value: bytes, out: Restored) -> None:
+    if key == META_KEY:
+        clock = _INT.unpack_from(value, _PREFIX.size)[0] if value[:1] == _V2 else None
+        if clock is None:
+            clock = _v1_body(value).get("c")
+        if clock is not None:
+            out.clock_ms = max(out.clock_ms, int(clock))
             out.has_checkpoint = True
-            continue
+        return
+    try:
         deal_id = key.decode()
-        try:
-            if "s" in body:
-                out.deals[deal_id] = decode_deal(deal_id, body["s"])
-                if "d" in body:
-                    out.deadlines[deal_id] = int(body["d"])
-            elif "x" in body:
-                out.closed[deal_id] = int(body["x"])
-        except (ValueError, TypeError, KeyError):
+        if value[:1] == _V2:
+            kind = value[1:2]
+            if kind == _DEAL and len(value) >= _PREFIX.size + HEADER_SIZE:
+                out.deals[deal_id] = value[_PREFIX.size :]
+            elif kind == _CLOSED:
+                out.closed[deal_id] = _INT.unpack_from(value, _PREFIX.size)[0]
+                seen = value[_PREFIX.size + 8 :]
+                if seen:
+                    out.closed_seen[deal_id] = seen
+            else:
+                out.unreadable += 1
+            return
+        body = _v1_body(value)
+        if "s" in body:
+            due = body.get("d")
+            out.deals[deal_id] = pack(decode_deal(deal_id, body["s"]), due)
+            if due is None:
+                out.without_deadline.add(deal_id)
+        elif "x" in body:
+            out.closed[deal_id] = int(body["x"])
+        else:
             out.unreadable += 1
+    except (ValueError, TypeError, KeyError, struct.error):
+        out.unreadable += 1
+
+
+def _v1_body(value: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def checkpoint_records(state: PartitionState, offset: int) -> list[tuple[bytes, bytes | None]]:
     """The coalesced changelog records of one checkpoint: the latest state of every deal that
     changed since the last one, plus the partition's meta record. Clears the dirty set."""
     out: list[tuple[bytes, bytes | None]] = []
+    prefix = _PREFIX.pack(VERSION, _DEAL, offset)
+    packed = state.packed
     for deal_id in state.dirty:
-        deal = state.deals.get(deal_id)
-        if deal is not None:
-            value: bytes | None = encode_deal(deal, offset, state.deadline_of.get(deal_id))
+        data = packed.get(deal_id)
+        if data is not None:
+            value: bytes | None = prefix + data
         elif deal_id in state.closed:
-            value = encode_closed(state.closed[deal_id], offset)
+            value = encode_closed(
+                state.closed[deal_id], offset, state.closed_seen.get(deal_id, b"")
+            )
         else:
             value = None
         out.append((deal_id.encode(), value))

@@ -7,10 +7,10 @@ An episode is identified by the partition-clock instant at which it was raised, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
-from consumer.state import DealState, OpenInsight
+from consumer.state import DealState, OpenInsight, copy_state
 from schemas.insights import Lifecycle, Priority, RuleName
 
 
@@ -66,7 +66,9 @@ def reconcile(
                 still_open.append(OpenInsight(rule, priority, now))
     if not changes:
         return deal, changes
-    return replace(deal, open=tuple(still_open)), changes
+    new = copy_state(deal)
+    new.open = tuple(still_open)
+    return new, changes
 
 
 def resolve_all(deal: DealState, why: Resolution) -> list[Change]:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -26,10 +27,10 @@ from consumer.changelog import checkpoint_records
 from consumer.decode import decode
 from consumer.dlq import dlq_record
 from consumer.partition import PartitionState
-from consumer.restore import restore_partition
+from consumer.restore import restore_partitions
 from consumer.thresholds import RulesConfig
 from schemas.events import Tick
-from schemas.insights import InsightEvent
+from schemas.insights import Lifecycle, Priority, RuleName
 from vectoros.batch_produce import BatchProducer, OutRecord
 from vectoros.errors import BrokerUnavailable, EventRejected
 from vectoros.kafka import start_producer
@@ -38,6 +39,31 @@ from vectoros.ops_server import Health
 from vectoros.settings import MonitorSettings
 
 logger = logging.getLogger(__name__)
+
+
+class _Tally:
+    """Counts of one batch, added to the metrics once per batch instead of once per record."""
+
+    __slots__ = ("duplicates", "events", "ignored", "insights", "touched")
+
+    def __init__(self) -> None:
+        self.events: Counter[str] = Counter()
+        self.insights: Counter[tuple[RuleName, Priority, Lifecycle]] = Counter()
+        self.duplicates = 0
+        self.ignored = 0
+        self.touched = 0
+
+    def flush(self, m: MonitorMetrics) -> None:
+        for kind, n in self.events.items():
+            m.events_consumed.labels(kind).inc(n)
+        for (rule, priority, lifecycle), n in self.insights.items():
+            m.insights.labels(rule.value, priority.value, lifecycle.value).inc(n)
+        if self.duplicates:
+            m.duplicates.inc(self.duplicates)
+        if self.ignored:
+            m.ignored.inc(self.ignored)
+        if self.touched:
+            m.tick_deals_touched.inc(self.touched)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -79,6 +105,7 @@ class Monitor:
         self._started = False
         self._last_progress = time.monotonic()
         self._stall_logged = False
+        self._follow: bool | None = None
         health.register("monitor", self.ready)
 
     def ready(self) -> bool:
@@ -97,7 +124,7 @@ class Monitor:
     def _new_partition(self) -> PartitionState:
         return PartitionState(
             self.rules,
-            dedupe_window=self.settings.dedupe_window,
+            dedupe_per_deal=self.settings.dedupe_per_deal,
             tombstone_days=self.settings.tombstone_days,
         )
 
@@ -192,21 +219,22 @@ class Monitor:
         if todo:
             consumer.pause(*todo)
         try:
+            committed = {tp.partition: await consumer.committed(tp) or 0 for tp in todo}
+            states = {tp.partition: self._new_partition() for tp in todo}
+            reports = await restore_partitions(
+                states,
+                bootstrap=s.bootstrap(),
+                changelog_topic=s.topic_state,
+                source_topic=s.topic_events,
+                committed=committed,
+                replay=lambda st, rec: self._apply(st, rec, None),
+                client_id=s.kafka_client_id,
+            )
             for tp in todo:
-                committed = await consumer.committed(tp) or 0
-                state = self._new_partition()
-                report = await restore_partition(
-                    state,
-                    bootstrap=s.bootstrap(),
-                    changelog=TopicPartition(s.topic_state, tp.partition),
-                    source=tp,
-                    committed=committed,
-                    replay=lambda st, rec: self._apply(st, rec, out=None),
-                    client_id=s.kafka_client_id,
-                )
-                self.partitions[tp.partition] = state
-                self._next_offset[tp.partition] = committed
-                consumer.seek(tp, committed)  # anything fetched meanwhile is fetched again
+                report = reports[tp.partition]
+                self.partitions[tp.partition] = states[tp.partition]
+                self._next_offset[tp.partition] = committed[tp.partition]
+                consumer.seek(tp, committed[tp.partition])  # what was fetched meanwhile comes again
                 self.metrics.restore_seconds.observe(report.seconds)
                 self.metrics.restored_records.inc(report.records)
                 logger.info(
@@ -214,7 +242,7 @@ class Monitor:
                     "%.2fs (%d uncommitted entries ignored)",
                     tp.partition,
                     report.source,
-                    committed,
+                    committed[tp.partition],
                     report.deals,
                     report.records,
                     report.seconds,
@@ -239,6 +267,8 @@ class Monitor:
         out: list[OutRecord] = []
         offsets: dict[TopicPartition, int] = {}
         oldest_ts: int | None = None
+        tally = _Tally()
+        follow = await self._insights_follow_source(producer)
         for tp, records in batch.items():
             state = self.partitions.get(tp.partition)
             if state is None:
@@ -246,14 +276,16 @@ class Monitor:
                 # assignment before calling the listener): never process without the state.
                 # The restore seeks back to the committed offset, so these come again.
                 continue
+            insight_partition = tp.partition if follow else None
             for rec in records:
-                self._apply(state, rec, out)
+                self._apply(state, rec, out, tally, insight_partition)
             offsets[tp] = end = records[-1].offset + 1
             for key, value in checkpoint_records(state, end):
                 out.append(OutRecord(self.settings.topic_state, key, value, None, tp.partition))
             first_ts = records[0].timestamp
             if first_ts is not None and (oldest_ts is None or first_ts < oldest_ts):
                 oldest_ts = first_ts
+        tally.flush(self.metrics)
         checkpoint_started = time.perf_counter()
         await self._publish(out)
         if not await self._commit(consumer, offsets, stop):
@@ -267,6 +299,17 @@ class Monitor:
         self.metrics.batch_seconds.observe(done - started)
         if oldest_ts is not None:
             self.metrics.event_latency_seconds.observe(max(0.0, now - oldest_ts / 1000))
+
+    async def _insights_follow_source(self, producer: Any) -> bool:
+        """Insights of a deal go to the partition with the number of its events' partition when
+        both topics have as many partitions (no key hashing per insight; the same placement as
+        the default partitioner for producers that use it), else by the default partitioner."""
+        if self._follow is None:
+            s = self.settings
+            insights = await producer.partitions_for(s.topic_insights)
+            events = await producer.partitions_for(s.topic_events)
+            self._follow = len(insights) == len(events)
+        return self._follow
 
     async def _commit(
         self, consumer: Any, offsets: dict[TopicPartition, int], stop: asyncio.Event
@@ -296,7 +339,14 @@ class Monitor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _apply(self, state: PartitionState, rec: Any, out: list[OutRecord] | None) -> None:
+    def _apply(
+        self,
+        state: PartitionState,
+        rec: Any,
+        out: list[OutRecord] | None,
+        tally: _Tally | None = None,
+        insight_partition: int | None = None,
+    ) -> None:
         """Decode and apply one record; with ``out=None`` (restore) nothing is emitted."""
         s = self.settings
         try:
@@ -316,26 +366,22 @@ class Monitor:
             return
         if out is None:
             return
-        m = self.metrics
-        m.events_consumed.labels(event.type).inc()
-        if step.duplicate:
-            m.duplicates.inc()
-        if step.ignored:
-            m.ignored.inc()
+        single = tally is None  # one record on its own (tests): count it at once
+        if tally is None:
+            tally = _Tally()
+        tally.events[event.type] += 1
+        tally.duplicates += step.duplicate
+        tally.ignored += step.ignored
         if isinstance(event, Tick):
-            m.tick_deals_touched.inc(step.deals_touched)
+            tally.touched += step.deals_touched
+        topic = s.topic_insights
         for insight in step.insights:
-            out.append(self._insight_record(insight))
-            m.insights.labels(
-                insight.rule.value, insight.priority.value, insight.lifecycle.value
-            ).inc()
-
-    def _insight_record(self, insight: InsightEvent) -> OutRecord:
-        return OutRecord(
-            self.settings.topic_insights,
-            insight.deal_id.encode(),
-            insight.model_dump_json().encode(),
-        )
+            out.append(
+                OutRecord(topic, insight.deal_id.encode(), insight.value, None, insight_partition)
+            )
+            tally.insights[insight.rule, insight.priority, insight.lifecycle] += 1
+        if single:
+            tally.flush(self.metrics)
 
     def _reject(self, rec: Any, exc: EventRejected, out: list[OutRecord]) -> None:
         s = self.settings

@@ -1,4 +1,4 @@
-"""Rebuilding one partition's state when it is assigned: from the changelog, or (when there is no
+"""Rebuilding the state of assigned partitions: from the changelog, or (when there is no
 changelog checkpoint yet but the group has committed offsets) by replaying the source partition.
 """
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,71 @@ from consumer.partition import PartitionState
 
 logger = logging.getLogger(__name__)
 
-BATCH = 20_000
+BATCH = 20_000  # records per batch at most
+
+# Restore reads are bulk reads: large fetches; the end of a partition is its high watermark (or
+# ``until``), known from the fetch answers, never from an empty fetch. A fetch that finds no data
+# (a finished partition fetched once more before it is paused) is answered after
+# ``FETCH_MAX_WAIT_MS``, and meanwhile no other fetch goes to that broker: keep it short.
+MAX_PARTITION_FETCH_BYTES = 8 * 1024 * 1024
+FETCH_MAX_BYTES = 48 * 1024 * 1024
+FETCH_MAX_WAIT_MS = 10
+
+
+async def read_partitions(
+    bootstrap: str,
+    tps: Sequence[TopicPartition],
+    *,
+    until: Mapping[TopicPartition, int] | None = None,
+    client_id: str = "vectoros",
+) -> AsyncIterator[tuple[TopicPartition, list[Any]]]:
+    """``(tp, records)`` batches of the partitions ``tps``, all read together by one consumer,
+    each from its beginning to ``until[tp]`` (exclusive) when given, else to its high watermark
+    as seen when reading reaches it. A partition's batches come in offset order; different
+    partitions' batches interleave. An empty partition yields nothing (and costs no fetch)."""
+    ends = dict(until or {})
+    todo = list(dict.fromkeys(tps))
+    if not todo:
+        return
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id=f"{client_id}-restore",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+        fetch_max_bytes=FETCH_MAX_BYTES,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+    await reader.start()
+    try:
+        first = await reader.beginning_offsets(todo)
+        # Only to skip empty partitions: Tansu answers "latest" with the last batch's base
+        # offset + 1, not the high watermark, so the end itself comes from the fetches.
+        latest = await reader.end_offsets([tp for tp in todo if tp not in ends])
+        active = [tp for tp in todo if first[tp] < ends.get(tp, latest.get(tp, 0))]
+        if not active:
+            return
+        reader.assign(active)
+        for tp in active:
+            reader.seek(tp, first[tp])
+        while active:
+            batch = await reader.getmany(*active, timeout_ms=1000, max_records=BATCH)
+            for tp, records in batch.items():
+                end = ends.get(tp)
+                if end is not None and records and records[-1].offset >= end:
+                    records = [r for r in records if r.offset < end]
+                if records:
+                    yield tp, records
+            finished = []
+            for tp in active:
+                end = ends.get(tp, reader.highwater(tp))
+                if end is not None and await reader.position(tp) >= end:
+                    finished.append(tp)
+            if finished:
+                reader.pause(*finished)  # fetch them no more
+                active = [tp for tp in active if tp not in finished]
+    finally:
+        await reader.stop()
 
 
 async def read_partition(
@@ -25,38 +89,9 @@ async def read_partition(
 ) -> AsyncIterator[list[Any]]:
     """Batches of records of one partition from its beginning to ``until`` (exclusive) or, when
     ``until`` is None, to the high watermark seen when reading reaches it."""
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        client_id=f"{client_id}-restore",
-        enable_auto_commit=False,
-        group_id=None,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
-    )
-    await reader.start()
-    try:
-        reader.assign([tp])
-        await reader.seek_to_beginning(tp)
-        while True:
-            batch = await reader.getmany(tp, timeout_ms=500, max_records=BATCH)
-            records = batch.get(tp, [])
-            if until is not None and records and records[-1].offset >= until:
-                yield [r for r in records if r.offset < until]
-                return
-            if records:
-                yield records
-                end = until if until is not None else reader.highwater(tp)
-                if end is not None and records[-1].offset + 1 >= end:
-                    return  # at the end already: no need to wait for an empty fetch
-                continue
-            position = await reader.position(tp)
-            end = until if until is not None else reader.highwater(tp)
-            if end is None:
-                continue  # no fetch answered yet
-            if position >= end:
-                return
-    finally:
-        await reader.stop()
+    ends = None if until is None else {tp: until}
+    async for _, records in read_partitions(bootstrap, [tp], until=ends, client_id=client_id):
+        yield records
 
 
 @dataclass(slots=True)
@@ -66,6 +101,76 @@ class RestoreReport:
     deals: int
     seconds: float
     skipped_uncommitted: int = 0
+
+
+async def restore_partitions(
+    states: Mapping[int, PartitionState],
+    *,
+    bootstrap: str,
+    changelog_topic: str,
+    source_topic: str,
+    committed: Mapping[int, int],
+    replay: Callable[[PartitionState, Any], None],
+    client_id: str = "vectoros",
+) -> dict[int, RestoreReport]:
+    """Load each ``states[p]`` as it was at source offset ``committed[p]``: every changelog
+    partition is read by one consumer at once, then folded and loaded; partitions without a
+    checkpoint are rebuilt by replaying their source partitions (also together)."""
+    started = time.perf_counter()
+    reports: dict[int, RestoreReport] = {}
+    todo = [p for p in states if committed.get(p, 0) > 0]
+    for p in states:
+        if p not in todo:
+            reports[p] = RestoreReport("empty", 0, 0, 0.0)
+    pairs: dict[int, list[tuple[bytes | None, bytes | None]]] = {p: [] for p in todo}
+    tps = [TopicPartition(changelog_topic, p) for p in todo]
+    async for tp, batch in read_partitions(bootstrap, tps, client_id=client_id):
+        pairs[tp.partition].extend((r.key, r.value) for r in batch)
+    without_checkpoint = []
+    for p in todo:
+        restored = restore(pairs.pop(p), committed[p])
+        if restored.unreadable:
+            logger.warning(
+                "changelog %s/%d: %d unreadable records ignored",
+                changelog_topic,
+                p,
+                restored.unreadable,
+            )
+        if not restored.has_checkpoint:
+            without_checkpoint.append(p)
+            continue
+        states[p].load(
+            restored.deals,
+            restored.closed,
+            restored.clock_ms,
+            closed_seen=restored.closed_seen,
+            without_deadline=frozenset(restored.without_deadline),
+        )
+        reports[p] = RestoreReport(
+            "changelog",
+            restored.records,
+            len(restored.deals),
+            time.perf_counter() - started,
+            restored.skipped_uncommitted,
+        )
+    if without_checkpoint:
+        # Committed offsets but no checkpoint (a group that predates the changelog): replay.
+        sources = {TopicPartition(source_topic, p): committed[p] for p in without_checkpoint}
+        counts = dict.fromkeys(without_checkpoint, 0)
+        async for tp, batch in read_partitions(
+            bootstrap, list(sources), until=sources, client_id=client_id
+        ):
+            state = states[tp.partition]
+            for rec in batch:
+                replay(state, rec)
+            counts[tp.partition] += len(batch)
+        for p in without_checkpoint:
+            state = states[p]
+            state.dirty = set(state.packed) | set(state.closed)  # the first checkpoint writes all
+            reports[p] = RestoreReport(
+                "replay", counts[p], len(state.packed), time.perf_counter() - started
+            )
+    return reports
 
 
 async def restore_partition(
@@ -78,35 +183,16 @@ async def restore_partition(
     replay: Callable[[PartitionState, Any], None],
     client_id: str = "vectoros",
 ) -> RestoreReport:
-    """Load ``state`` as it was at source offset ``committed``."""
-    started = time.perf_counter()
-    if committed <= 0:
-        return RestoreReport("empty", 0, 0, 0.0)
-    pairs: list[tuple[bytes | None, bytes | None]] = []
-    async for batch in read_partition(bootstrap, changelog, client_id=client_id):
-        pairs.extend((r.key, r.value) for r in batch)
-    restored = restore(pairs, committed)
-    if restored.unreadable:
-        logger.warning(
-            "changelog %s/%d: %d unreadable records ignored",
-            changelog.topic,
-            changelog.partition,
-            restored.unreadable,
-        )
-    if restored.has_checkpoint:
-        state.load(restored.deals, restored.closed, restored.clock_ms, restored.deadlines)
-        return RestoreReport(
-            "changelog",
-            restored.records,
-            len(restored.deals),
-            time.perf_counter() - started,
-            restored.skipped_uncommitted,
-        )
-    # Committed offsets but no checkpoint (a group that predates the changelog): replay.
-    count = 0
-    async for batch in read_partition(bootstrap, source, until=committed, client_id=client_id):
-        for rec in batch:
-            replay(state, rec)
-        count += len(batch)
-    state.dirty = set(state.deals) | set(state.closed)  # the first checkpoint writes them all
-    return RestoreReport("replay", count, len(state.deals), time.perf_counter() - started)
+    """Load ``state`` as it was at source offset ``committed`` (one partition)."""
+    if changelog.partition != source.partition:
+        raise ValueError("the changelog is co-partitioned with its source")
+    reports = await restore_partitions(
+        {source.partition: state},
+        bootstrap=bootstrap,
+        changelog_topic=changelog.topic,
+        source_topic=source.topic,
+        committed={source.partition: committed},
+        replay=replay,
+        client_id=client_id,
+    )
+    return reports[source.partition]

@@ -7,7 +7,7 @@ Times are integer milliseconds since the epoch (UTC); the close date is an integ
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from schemas.events import (
     ActivityLogged,
@@ -77,6 +77,7 @@ class DealState:
     stage_entered_at_ms: int = 0
     activity_count: int = 0
     open: tuple[OpenInsight, ...] = ()
+    seen: bytes = b""  # digests of the most recent event ids (``consumer.partition``)
 
     def open_insight(self, rule: RuleName) -> OpenInsight | None:
         for item in self.open:
@@ -85,20 +86,43 @@ class DealState:
         return None
 
 
+def copy_state(b: DealState) -> DealState:
+    """A new instance with the same fields (positional: ~5x cheaper than ``replace``)."""
+    return DealState(
+        b.workspace_id,
+        b.deal_id,
+        b.title,
+        b.value,
+        b.currency,
+        b.stage,
+        b.probability,
+        b.close_day,
+        b.owner_id,
+        b.owner_name,
+        b.company,
+        b.created_at_ms,
+        b.last_activity_at_ms,
+        b.stage_entered_at_ms,
+        b.activity_count,
+        b.open,
+        b.seen,
+    )
+
+
 def _merge_fields(state: DealState, fields: DealFields | DealCreated, at_ms: int) -> DealState:
-    changes: dict[str, object] = {}
-    for name in fields.model_fields_set:
-        if name not in _DEAL_FIELD_NAMES:
-            continue
+    names = [name for name in fields.model_fields_set if name in _DEAL_FIELD_NAMES]
+    if not names:
+        return state
+    new = copy_state(state)  # not shared yet: setting its fields keeps states immutable
+    for name in names:
         value = getattr(fields, name)
         if name == "close_date":
-            changes["close_day"] = None if value is None else to_day(value)
+            new.close_day = None if value is None else to_day(value)
         else:
-            changes[name] = value
-    new_stage = changes.get("stage")
-    if new_stage is not None and new_stage != state.stage:
-        changes["stage_entered_at_ms"] = at_ms
-    return replace(state, **changes) if changes else state  # type: ignore[arg-type]
+            setattr(new, name, value)
+    if new.stage is not None and new.stage != state.stage:
+        new.stage_entered_at_ms = at_ms
+    return new
 
 
 _DEAL_FIELD_NAMES = frozenset(DealFields.model_fields)
@@ -149,5 +173,6 @@ def apply_event(state: DealState | None, event: DealEvent) -> DealState | None:
             b.stage_entered_at_ms,
             b.activity_count + 1,
             b.open,
+            b.seen,
         )
     raise AssertionError(f"unhandled event type {event.type}")  # pragma: no cover

@@ -17,6 +17,7 @@ insights replace the text of that exact event (same ``insight_id``, ``detected_a
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -127,8 +128,16 @@ insight_adapter: TypeAdapter[InsightEvent] = TypeAdapter(InsightEvent)
 INSIGHT_NAMESPACE = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-a1b2c3d4e5f6")
 
 
+_NAMESPACE_BYTES = INSIGHT_NAMESPACE.bytes
+
+
 def insight_id_for(workspace_id: str, deal_id: str, rule: str, episode_ms: int) -> str:
-    """The deterministic id of one episode of one rule on one deal."""
-    return str(
-        uuid.uuid5(INSIGHT_NAMESPACE, f"{workspace_id}\x1f{deal_id}\x1f{rule}\x1f{episode_ms}")
-    )
+    """The deterministic id of one episode of one rule on one deal: ``uuid.uuid5`` of
+    ``INSIGHT_NAMESPACE`` and ``workspace_id␟deal_id␟rule␟episode_ms``, computed without the
+    ``UUID`` object (a third of the cost; the unit tests compare it with ``uuid.uuid5``)."""
+    name = f"{workspace_id}\x1f{deal_id}\x1f{rule}\x1f{episode_ms}".encode()
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -76,7 +76,9 @@ class MonitorSettings(KafkaSettings):
     max_event_bytes: int = Field(default=64 * 1024, ge=256, description="Larger goes to DLQ.")
     max_batch_records: int = Field(default=5000, ge=1)
     fetch_timeout_ms: int = Field(default=200, ge=1)
-    dedupe_window: int = Field(default=100_000, ge=0, description="Event ids kept per partition.")
+    dedupe_per_deal: int = Field(
+        default=16, ge=0, le=255, description="Most recent event ids remembered per deal."
+    )
     tombstone_days: float = Field(default=30, gt=0, description="How long closed deals are kept.")
 
 

@@ -139,7 +139,7 @@ def episode(workspace: str, n: int) -> list[InsightEvent]:
             )
         else:
             change = Change(finding.rule, lifecycle, finding.priority, raised_at)
-        out.append(render(change, deal, now, RuleThresholds()))
+        out.append(render(change, deal, now, RuleThresholds()).event())
     return out
 
 

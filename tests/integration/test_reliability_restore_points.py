@@ -43,7 +43,7 @@ class Live:
     """The uninterrupted partition: what every item produced, and the changelog it wrote with
     a checkpoint after each batch (``ends``: the offsets the batches committed)."""
 
-    insights: list[list[str]]
+    insights: list[list[bytes]]
     state: PartitionState
     changelog: list[tuple[bytes, bytes | None, int]]  # key, value, offset of the checkpoint
     ends: list[int]
@@ -52,14 +52,14 @@ class Live:
 def run_live(items: Sequence[DealEvent | SimTick], seed: int) -> Live:
     rng = random.Random(seed)
     state = PartitionState(RULES)
-    insights: list[list[str]] = []
+    insights: list[list[bytes]] = []
     changelog: list[tuple[bytes, bytes | None, int]] = []
     ends = []
     n = 0
     while n < len(items):
         end = min(len(items), n + rng.randint(1, 40))
         for item in items[n:end]:
-            insights.append([i.model_dump_json() for i in step(state, item).insights])
+            insights.append([i.value for i in step(state, item).insights])
         changelog.extend((k, v, end) for k, v in checkpoint_records(state, end))
         ends.append(end)
         n = end
@@ -73,7 +73,13 @@ def restored_at(live: Live, committed: int, *, written_until: int) -> PartitionS
     records = [(k, v) for k, v, offset in live.changelog if offset <= written_until]
     restored = restore(records, committed)
     state = PartitionState(RULES)
-    state.load(restored.deals, restored.closed, restored.clock_ms, restored.deadlines)
+    state.load(
+        restored.deals,
+        restored.closed,
+        restored.clock_ms,
+        closed_seen=restored.closed_seen,
+        without_deadline=frozenset(restored.without_deadline),
+    )
     return state
 
 
@@ -81,10 +87,11 @@ def continue_from(
     state: PartitionState, items: Sequence[DealEvent | SimTick], start: int, live: Live
 ) -> None:
     for n in range(start, len(items)):
-        got = [i.model_dump_json() for i in step(state, items[n]).insights]
+        got = [i.value for i in step(state, items[n]).insights]
         assert got == live.insights[n], f"after a restore at offset {start}, {describe(items, n)}"
     assert state.deals == live.state.deals
     assert state.closed == live.state.closed
+    assert state.closed_seen == live.state.closed_seen
     assert state.clock_ms == live.state.clock_ms
 
 

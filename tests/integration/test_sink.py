@@ -87,7 +87,7 @@ def episode(n: int, steps: int = 3) -> list[InsightEvent]:
             )
         else:
             change = Change(finding.rule, lifecycle, finding.priority, raised_at)
-        out.append(render(change, deal, now, TH))
+        out.append(render(change, deal, now, TH).event())
     return out
 
 

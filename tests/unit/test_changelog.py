@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from consumer.changelog import (
     META_KEY,
     checkpoint_records,
@@ -11,6 +13,7 @@ from consumer.changelog import (
     encode_meta,
     restore,
 )
+from consumer.packed import deadline_of, unpack
 from consumer.partition import PartitionState
 from consumer.state import DealState, OpenInsight
 from consumer.thresholds import RulesConfig
@@ -41,10 +44,54 @@ def sample() -> DealState:
 
 
 def test_deal_round_trip() -> None:
-    import orjson
+    value = encode_deal(sample(), 10, deadline=1234)
+    out = restore([(b"d1", value), (META_KEY, encode_meta(5, 10))], committed=10)
+    assert unpack("d1", out.deals["d1"]) == sample()
+    assert deadline_of(out.deals["d1"]) == 1234
+    assert out.clock_ms == 5
 
-    body = orjson.loads(encode_deal(sample(), 10))
-    assert decode_deal("d1", body["s"]) == sample()
+
+def test_version_1_records_still_restore() -> None:
+    """A changelog written before the packed form (JSON values) restores."""
+    deal = sample()
+    s = [
+        deal.workspace_id, deal.title, deal.value, deal.currency, "proposal", deal.probability,
+        deal.close_day, deal.owner_id, deal.owner_name, deal.company, deal.created_at_ms,
+        deal.last_activity_at_ms, deal.stage_entered_at_ms, deal.activity_count,
+        [["stale_deal", "high", 99]],
+    ]  # fmt: skip
+    records = [
+        (b"d1", orjson.dumps({"v": 1, "o": 10, "s": s, "d": 777})),
+        (b"d2", orjson.dumps({"v": 1, "o": 10, "s": s})),
+        (b"d3", orjson.dumps({"v": 1, "o": 10, "x": 55})),
+        (META_KEY, orjson.dumps({"v": 1, "o": 10, "c": 900})),
+    ]
+    out = restore(records, committed=10)
+    assert unpack("d1", out.deals["d1"]) == deal
+    assert decode_deal("d1", s) == deal
+    assert deadline_of(out.deals["d1"]) == 777
+    assert out.without_deadline == {"d2"}
+    assert out.closed == {"d3": 55}
+    assert (out.clock_ms, out.has_checkpoint) == (900, True)
+    state = PartitionState(RulesConfig())
+    state.load(
+        out.deals, out.closed, out.clock_ms, without_deadline=frozenset(out.without_deadline)
+    )
+    assert state.deadlines["d2"] > 900  # given its next deadline after the clock
+
+
+def test_corrupt_values_are_counted_not_fatal() -> None:
+    good = encode_deal(sample(), 10)
+    records = [
+        (b"a", b"\x02S"),  # truncated prefix
+        (b"b", good[:20]),  # truncated packed deal
+        (b"c", b"\x07whatever"),  # unknown version
+        (None, good),
+        (b"d1", good),
+    ]
+    out = restore(records, committed=10)
+    assert list(out.deals) == ["d1"]
+    assert out.unreadable == 4
 
 
 def test_restore_ignores_uncommitted_entries_and_honours_tombstones() -> None:
@@ -61,12 +108,12 @@ def test_restore_ignores_uncommitted_entries_and_honours_tombstones() -> None:
         (b"bad", b"{not json"),
     ]
     out = restore(records, committed=10)
-    assert out.deals == {"d1": older}
+    assert {k: unpack(k, v) for k, v in out.deals.items()} == {"d1": older}
     assert out.closed == {}
     assert out.clock_ms == 1000
     assert out.skipped_uncommitted == 3
     assert out.unreadable == 1
-    assert restore(records, committed=20).deals["d1"] == newer
+    assert unpack("d1", restore(records, committed=20).deals["d1"]) == newer
 
 
 def test_checkpoint_coalesces_and_restore_reproduces_the_partition() -> None:
@@ -90,10 +137,11 @@ def test_checkpoint_coalesces_and_restore_reproduces_the_partition() -> None:
     assert max(changed_per_checkpoint) <= 101  # at most one record per deal + meta
     restored = restore(log, committed=half)
     copy = PartitionState(rules)
-    copy.load(restored.deals, restored.closed, restored.clock_ms, restored.deadlines)
+    copy.load(restored.deals, restored.closed, restored.clock_ms, closed_seen=restored.closed_seen)
     assert copy.deals == live.deals
+    assert copy.closed_seen == live.closed_seen
     assert copy.clock_ms == live.clock_ms
-    assert copy.deadline_of == live.deadline_of
+    assert copy.deadlines == live.deadlines
     for item in items[half:]:
         if isinstance(item, SimTick):
             a, b = live.tick(Tick(at=item.at)), copy.tick(Tick(at=item.at))

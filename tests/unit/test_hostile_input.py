@@ -154,12 +154,41 @@ def reference() -> Outcome:
     return run(VALID)
 
 
+def _window_ends() -> list[int]:
+    """For each valid message: the position before which a copy of it is still recognised: its
+    deal's most recent ``dedupe_per_deal`` event ids hold it, or the deal is closed and its
+    tombstone (``tombstone_days``) has not expired yet."""
+    settings = MonitorSettings(kafka_bootstrap_servers="unused:9092")
+    keep = settings.dedupe_per_deal
+    at = [dt.datetime.fromisoformat(b.get("occurred_at") or b["at"]) for b in BASES]
+    clock = [max(at[: j + 1]) for j in range(len(at))]
+    ends = []
+    for i, message in enumerate(VALID):
+        later = [j for j in range(i + 1, len(VALID)) if VALID[j].key == message.key]
+        end = len(VALID)
+        if message.key is not None and len(later) >= keep:
+            end = later[keep - 1]
+        ending = [j for j in [i, *later] if BASES[j]["type"] in ("deal.closed", "deal.deleted")]
+        if message.key is not None and ending:
+            expiry = at[ending[0]] + dt.timedelta(days=settings.tombstone_days - 1)
+            end = min(end, next((j for j in range(len(VALID)) if clock[j] > expiry), end))
+        ends.append(end)
+    return ends
+
+
+WINDOW_END = _window_ends()
+
+
 def interleave(inserts: list[tuple[int, Message]]) -> list[Message]:
     """The valid stream with ``inserts`` (position, message) placed before VALID[position]; a
-    re-sent event never before its original."""
+    re-sent event never before its original, and within its deal's de-duplication window (see
+    test_partition for what happens after)."""
     slots: dict[int, list[Message]] = {}
     for position, message in inserts:
-        slots.setdefault(max(position, message.after + 1), []).append(message)
+        at = max(position, message.after + 1)
+        if message.kind in ("resent", "same_id") and message.key is not None:
+            at = min(at, WINDOW_END[message.after])
+        slots.setdefault(at, []).append(message)
     stream: list[Message] = []
     for i in range(len(VALID) + 1):
         stream.extend(slots.get(i, []))
@@ -172,7 +201,7 @@ def same_state(a: PartitionState, b: PartitionState) -> None:
     assert a.clock_ms == b.clock_ms
     assert a.deals == b.deals
     assert a.closed == b.closed
-    assert a.deadline_of == b.deadline_of
+    assert a.deadlines == b.deadlines
 
 
 def check_stream(stream: list[Message]) -> Outcome:

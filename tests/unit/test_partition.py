@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+from consumer.changelog import checkpoint_records, restore
 from consumer.partition import PartitionState
 from consumer.thresholds import RulesConfig, RuleThresholds
 from schemas.events import (
@@ -55,7 +56,7 @@ def run(p: PartitionState, *inputs: DealEvent | Tick) -> list[InsightEvent]:
     out: list[InsightEvent] = []
     for item in inputs:
         step = p.tick(item) if isinstance(item, Tick) else p.apply(item)
-        out.extend(step.insights)
+        out.extend(i.event() for i in step.insights)
     return out
 
 
@@ -201,3 +202,66 @@ def test_same_inputs_same_outputs() -> None:
         return [i.model_dump_json() for i in out]
 
     assert scenario() == scenario()
+
+
+def test_a_copy_within_the_deals_window_is_a_duplicate_and_an_older_one_is_not() -> None:
+    """De-duplication remembers each deal's last ``dedupe_per_deal`` event ids."""
+    p = PartitionState(RulesConfig(), dedupe_per_deal=3)
+    first = created()
+    p.apply(first)
+    later = [activity(at=T0 + dt.timedelta(hours=h)) for h in (1, 2)]
+    for event in later:
+        p.apply(event)
+    assert p.apply(first).duplicate  # 3 ids kept: first, and the two activities
+    assert p.apply(later[0]).duplicate
+    p.apply(activity(at=T0 + dt.timedelta(hours=3)))  # pushes `first` out of the window
+    assert not p.apply(first).duplicate
+    assert PartitionState(RulesConfig(), dedupe_per_deal=0).apply(first).duplicate is False
+
+
+def test_the_window_survives_a_restore_and_covers_closed_deals() -> None:
+    live = new()
+    opened, closing = (
+        created(),
+        DealClosed(event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0, outcome="won"),
+    )  # type: ignore[arg-type]
+    other = created("d2")
+    for event in (opened, closing, other):
+        live.apply(event)
+    restored = restore(checkpoint_records(live, 3), committed=3)
+    copy = new()
+    copy.load(restored.deals, restored.closed, restored.clock_ms, closed_seen=restored.closed_seen)
+    assert copy.apply(other).duplicate
+    # a copy of the closing event with a later time must not move the partition clock
+    late_copy = closing.model_copy(update={"occurred_at": T0 + dt.timedelta(days=40)})
+    assert copy.apply(late_copy).duplicate
+    assert copy.clock_ms == live.clock_ms
+
+
+def test_rendered_insights_are_valid_insight_events() -> None:
+    """The renderer writes JSON directly; every rule and lifecycle must be a valid
+    ``InsightEvent`` whose routing fields agree with the JSON."""
+    p = new()
+    out = []
+    for step in (
+        p.apply(created(probability=5, value=50_000, close_date=T0.date() + dt.timedelta(days=3))),
+        p.tick(tick(4)),
+        p.tick(tick(9)),
+        p.tick(tick(40)),
+        p.apply(activity(at=T0 + dt.timedelta(days=41))),
+        p.apply(DealDeleted(event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0)),  # type: ignore[call-arg]
+    ):
+        out.extend(step.insights)
+    assert {i.rule for i in out} == set(RuleName)
+    assert {i.lifecycle for i in out} == {Lifecycle.RAISED, Lifecycle.ESCALATED, Lifecycle.RESOLVED}
+    for insight in out:
+        event = insight.event()
+        assert (event.deal_id, event.rule, event.priority, event.lifecycle) == (
+            insight.deal_id,
+            insight.rule,
+            insight.priority,
+            insight.lifecycle,
+        )
+        assert event.detected_at.tzinfo is not None
+        assert event.source == "rules"
+        assert 2 <= len(event.actions) <= 3
