@@ -120,7 +120,8 @@ def restore(records: Iterable[tuple[bytes | None, bytes | None]], committed: int
     return out
 
 
-def _offset(value: bytes) -> int | None:
+def record_offset(value: bytes) -> int | None:
+    """The source offset a changelog value was checkpointed at (None if unreadable)."""
     if value[:1] == _V2:
         return int(_PREFIX.unpack_from(value)[2]) if len(value) >= _PREFIX.size + 8 else None
     if value[:1] == b"{":  # version 1
@@ -145,7 +146,7 @@ def _fold(
         if value is None:
             latest[key] = None  # tombstone: forget the key whatever came before
             continue
-        offset = _offset(value)
+        offset = record_offset(value)
         if offset is None:
             out.unreadable += 1
         elif offset > committed:

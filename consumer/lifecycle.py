@@ -7,8 +7,8 @@ An episode is identified by the partition-clock instant at which it was raised, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from consumer.state import DealState, OpenInsight, copy_state
 from schemas.insights import Lifecycle, Priority, RuleName
@@ -21,8 +21,7 @@ class Resolution(StrEnum):
     DELETED = "deleted"
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """One lifecycle step to publish."""
 
     rule: RuleName

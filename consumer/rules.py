@@ -9,18 +9,17 @@ are due.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from consumer.state import DAY_MS, DealState
 from consumer.thresholds import RuleThresholds
 from schemas.insights import Priority, RuleName
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     rule: RuleName
     priority: Priority
-    metrics: dict[str, float | int | str | None] = field(default_factory=dict)
+    metrics: dict[str, float | int | str | None]
 
 
 def _days(ms: int) -> float:

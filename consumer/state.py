@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from schemas.events import (
     ActivityLogged,
@@ -40,9 +41,9 @@ def from_day(day: int) -> dt.date:
     return _EPOCH + dt.timedelta(days=day)
 
 
-@dataclass(frozen=True, slots=True)
-class OpenInsight:
-    """One open insight on a deal: at most one per rule."""
+class OpenInsight(NamedTuple):
+    """One open insight on a deal: at most one per rule. (Named tuples rather than frozen
+    dataclasses for the small records of the hot path: ~5x cheaper to create.)"""
 
     rule: RuleName
     priority: Priority

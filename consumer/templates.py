@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -233,8 +233,7 @@ def _snapshot_metrics(deal: DealState, now: int) -> Metrics:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Insight:
+class Insight(NamedTuple):
     """One rendered insight event: what the shell needs to route and count it, and its JSON
     (an ``InsightEvent``, serialised once, here)."""
 

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from consumer.changelog import META_KEY
+from consumer.changelog import META_KEY, record_offset
 from producer.simulator import SimulationSpec, generate
 from tests.kafka_utils import monitor_settings, publisher_for, read_all, running_monitor
 from tests.kafka_utils import wait_caught_up as wait_in_process_caught_up
@@ -52,7 +51,9 @@ async def checkpointed_offsets(bootstrap: str, state_topic: str) -> dict[int, in
     out = dict.fromkeys(range(PARTITIONS), 0)
     for record in await read_all(bootstrap, state_topic):
         if record.key == META_KEY:
-            out[record.partition] = max(out[record.partition], int(orjson.loads(record.value)["o"]))
+            offset = record_offset(record.value)
+            assert offset is not None
+            out[record.partition] = max(out[record.partition], offset)
     return out
 
 

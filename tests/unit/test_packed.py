@@ -89,5 +89,5 @@ def test_corrupt_data_raises(cut: int) -> None:
     data = pack(DealState("ws", "d", title="some title", seen=b"x" * 8), None)
     with pytest.raises((ValueError, struct.error)):
         unpack("d", data[:cut])
-    with pytest.raises(ValueError, match="left over"):
+    with pytest.raises(ValueError, match="do not add up"):
         unpack("d", data + b"junk")
