@@ -8,7 +8,8 @@ quick event dataset and the insights it publishes are kept as JSON bytes (cached
 * end to end: the events are loaded into a fresh insights topic; the real ``SinkService`` (its
   consumer, ``PostgresInsightStore``, default batch 1000 / flush 100 ms) reads them from offset
   0 until every partition is committed. events/s = count / (assignment → last commit).
-* store only: ``PostgresInsightStore.write_batch`` on batches of 1000 decoded events.
+* store only: ``PostgresInsightStore.write_batch`` on batches of 1000 decoded events, each with
+  its record value (``SourcePosition.raw``), as the service passes them.
 
 Both tables are emptied before every run.
 """
@@ -95,7 +96,7 @@ async def setup(session: Session, count: int) -> SinkSetup:
     await session.create_topics(topic)
     await load(session.bootstrap, topic, parts)
     events = [
-        (insight_adapter.validate_json(v), SourcePosition(topic, 0, i))
+        (insight_adapter.validate_json(v), SourcePosition(topic, 0, i, v))
         for i, (_, v) in enumerate(values)
     ]
     pool = await connect_pool(session.dsn, max_size=4)

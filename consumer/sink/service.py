@@ -1,13 +1,17 @@
 """The sink service: ``deal-insights`` into PostgreSQL, offsets committed only after the write.
 
 One loop: fetch a batch (up to ``sink_batch_max`` events, waiting at most ``sink_flush_ms``
-after the first one), decode it, write it in one transaction, then commit the offsets.
+after the first one), decode it, write it in one transaction, then commit the offsets. The
+next batch is fetched and decoded while the previous one is written and committed (one batch
+ahead at most); it is written only once that commit is done, so batches are written and
+committed one after the other, in order.
 
 * A message that is not a valid insight event is counted (``invalid``), logged with its
   topic/partition/offset and skipped: ``deal-insights`` is our own output, there is no DLQ.
 * When PostgreSQL fails (down, restarting, connection lost, deadlock, missing table...), the
-  offsets are not committed, nothing more is fetched, readiness goes false, and the same batch
-  is retried with capped exponential back-off until it is written or the service is stopped.
+  offsets are not committed, nothing more is fetched (beyond the one batch read ahead),
+  readiness goes false, and the same batch is retried with capped exponential back-off until
+  it is written or the service is stopped.
   The process never exits because of the database.
 * When PostgreSQL rejects the data itself (a value it cannot store), the batch is split in
   halves until the offending event is isolated; that event is counted as ``invalid``, logged
@@ -115,7 +119,7 @@ def decode_batch(
         if not recs:
             continue
         for rec in recs:
-            position = SourcePosition(rec.topic, rec.partition, rec.offset)
+            position = SourcePosition(rec.topic, rec.partition, rec.offset, rec.value)
             try:
                 if rec.value is None:
                     raise ValueError("empty message (tombstone)")
@@ -220,15 +224,29 @@ class SinkService:
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set. A batch being written is finished (or, while the
-        database is failing, abandoned uncommitted) before returning."""
+        """Consume until ``stop`` is set. A batch being written (or fetched when ``stop`` came) is
+        finished before returning; while the database is failing, it is abandoned uncommitted,
+        and so is the batch read ahead (both will be read again)."""
         self._running = True
+        writing: asyncio.Task[bool] | None = None
         try:
             while not stop.is_set():
                 records = await self.fetch(stop)
-                if records and not await self.process(records, stop):
-                    break
+                decoded = decode_batch(records, self.metrics) if records else None
+                if writing is not None:
+                    done = await writing
+                    writing = None
+                    if not done:
+                        break
+                if decoded is not None:
+                    writing = asyncio.create_task(self._write_and_commit(*decoded, stop))
+            if writing is not None:
+                await writing
+                writing = None
         finally:
+            if writing is not None:  # leaving on an error: that batch is not committed
+                writing.cancel()
+                await asyncio.wait([writing])
             self._running = False
 
     async def fetch(self, stop: asyncio.Event) -> dict[Any, list[SinkRecord]]:
@@ -263,6 +281,11 @@ class SinkService:
     ) -> bool:
         """Decode, write (retrying until it succeeds), commit. False if stopped before writing."""
         events, offsets = decode_batch(records, self.metrics)
+        return await self._write_and_commit(events, offsets, stop)
+
+    async def _write_and_commit(
+        self, events: Batch, offsets: Mapping[Any, int], stop: asyncio.Event
+    ) -> bool:
         if events:
             self.metrics.insight_events_consumed.inc(len(events))
             if not await self._write_until_done(events, stop):

@@ -384,3 +384,33 @@ def test_from_settings() -> None:
     )
     assert service._batch_max == 7
     assert service._database == "PostgreSQL at sink@db/x"
+
+
+async def test_next_batch_is_read_ahead_and_written_after_the_previous_commit() -> None:
+    class WatchingStore(InMemoryInsightStore):
+        def __init__(self, consumer: FakeConsumer) -> None:
+            super().__init__()
+            self.consumer = consumer
+            self.seen: list[tuple[int, int]] = []  # (commits, polls) when a write starts
+
+        async def write_batch(
+            self, events: Sequence[tuple[InsightEvent, SourcePosition]]
+        ) -> WriteResult:
+            self.seen.append((len(self.consumer.commits), self.consumer.polls))
+            return await super().write_batch(events)
+
+    consumer = FakeConsumer([{0: [rec(i, make_event(i))]} for i in range(3)])
+    store = WatchingStore(consumer)
+    service, _ = new_service(consumer, store, batch_max=1)
+    await run_until_drained(service, consumer)
+    # batch n is written only once batches 0..n-1 are committed, and after the poll that
+    # fetched batch n+1 (one batch read ahead)
+    assert [commits for commits, _ in store.seen] == [0, 1, 2]
+    assert all(polls >= n + 2 for n, (_, polls) in enumerate(store.seen))
+    assert consumer.commits == [{0: 1}, {0: 2}, {0: 3}]
+
+
+async def test_decoded_events_carry_their_record_value() -> None:
+    value = insight_adapter.dump_json(make_event(1))
+    events, _ = decode_batch({0: [Rec(TOPIC, 0, 0, value)]})
+    assert events[0][1].raw == value

@@ -5,22 +5,28 @@ from __future__ import annotations
 import itertools
 import json
 import typing
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.sink.postgres import (
+    EVENT_ARRAYS,
+    EVENT_TEXT_FIELDS,
+    HISTORY_COLUMNS,
+    INSIGHT_COLUMNS,
+    INSIGHT_SOURCES,
+    batch_parameters,
+    defaults,
+    fold,
+)
 from consumer.sink.store import (
-    _ARRAY_TYPES,
-    _EVENT_COLUMNS,
-    _INSIGHT_COLUMNS,
     CONTENT_COLUMNS,
     IDENTITY_COLUMNS,
-    INSERT_EVENTS_SQL,
     STATE_COLUMNS,
-    UPSERT_INSIGHTS_SQL,
+    WRITE_BATCH_SQL,
     EventRow,
     InMemoryInsightStore,
     InsightRow,
@@ -40,6 +46,7 @@ from schemas.insights import (
     Lifecycle,
     Priority,
     RuleName,
+    insight_adapter,
 )
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -344,35 +351,105 @@ def test_merge_is_associative_and_commutative(rows: list[InsightRow], data: st.D
 
 def test_columns_are_partitioned_into_groups() -> None:
     grouped = (*IDENTITY_COLUMNS, *CONTENT_COLUMNS, *STATE_COLUMNS, "raised_at")
-    assert sorted(grouped) == sorted(_INSIGHT_COLUMNS)
+    assert sorted(grouped) == sorted(INSIGHT_COLUMNS)
     assert len(set(grouped)) == len(grouped)
 
 
-@pytest.mark.parametrize(
-    ("row_type", "columns"), [(InsightRow, _INSIGHT_COLUMNS), (EventRow, _EVENT_COLUMNS)]
-)
-def test_array_types_match_field_types(row_type: type, columns: tuple[str, ...]) -> None:
-    hints = typing.get_type_hints(row_type)
-    assert tuple(f.name for f in fields(row_type)) == columns
-    for name in columns:
-        array = _ARRAY_TYPES.get(name, "text[]")
+def test_every_column_has_a_source_and_the_history_columns_are_the_rows() -> None:
+    assert set(INSIGHT_SOURCES) == set(INSIGHT_COLUMNS) == {f.name for f in fields(InsightRow)}
+    assert tuple(f.name for f in fields(EventRow)) == HISTORY_COLUMNS
+
+
+def test_array_types_match_field_types() -> None:
+    hints = {**typing.get_type_hints(InsightRow), **typing.get_type_hints(EventRow)}
+    hints["first"] = bool
+    for name, array in EVENT_ARRAYS:
         hint = hints[name]
         if hint in (datetime, datetime | None):
-            assert array == "timestamptz[]", name
+            assert array == "timestamptz", name
+        elif hint is bool:
+            assert array == "bool", name
         elif hint is int:
-            assert array in ("smallint[]", "int4[]", "int8[]"), name
+            assert array in ("int2", "int4", "int8"), name
         elif hint is float:
-            assert array == "float8[]", name
+            assert array == "float8", name
         else:
             assert hint is str, name
-            assert array == "text[]", name
+            assert array == "text", name
+    for name in EVENT_TEXT_FIELDS:  # read from the JSON: str (or str enum) fields of the event
+        annotation = InsightEvent.model_fields[name].annotation
+        assert isinstance(annotation, type)
+        assert issubclass(annotation, str), name
 
 
 def test_sql_names_every_column_and_is_parameterised() -> None:
-    for name in _INSIGHT_COLUMNS:
-        assert name in UPSERT_INSIGHTS_SQL
+    for name in INSIGHT_COLUMNS:
+        assert name in WRITE_BATCH_SQL
     for name in (*STATE_COLUMNS, *CONTENT_COLUMNS):
-        assert f"{name} = CASE WHEN" in UPSERT_INSIGHTS_SQL
-    assert f"${len(_INSIGHT_COLUMNS)}::" in UPSERT_INSIGHTS_SQL
-    assert f"${len(_EVENT_COLUMNS)}::" in INSERT_EVENTS_SQL
-    assert "ON CONFLICT (insight_id, lifecycle, detected_at) DO NOTHING" in INSERT_EVENTS_SQL
+        assert f"{name} = CASE WHEN" in WRITE_BATCH_SQL
+    assert f"${len(EVENT_ARRAYS) + 6}::text::jsonb" in WRITE_BATCH_SQL  # the last parameter
+    assert "ON CONFLICT (insight_id, lifecycle, detected_at) DO NOTHING" in WRITE_BATCH_SQL
+    assert "ON CONFLICT (insight_id) DO UPDATE" in WRITE_BATCH_SQL
+
+
+def test_data_defaults_are_the_fields_a_producer_may_leave_out() -> None:
+    defaults_ = json.loads(defaults(InsightData))
+    assert defaults_["key_metrics"] == {}
+    assert defaults_["currency"] is None
+    assert not {"deal_id", "deal_title", "deal_value"} & set(defaults_)
+    assert json.loads(defaults(InsightEvent, ["type", "title"])) == {"type": "risk"}
+
+
+def _event_columns(params: list[object]) -> dict[str, object]:
+    return dict(zip([name for name, _ in EVENT_ARRAYS], params, strict=False))
+
+
+def test_parameters_are_sorted_by_history_key_with_the_first_of_each_key() -> None:
+    i0 = make_event(insight="i0")
+    batch = [(ESCALATED, pos(0)), (RAISED, pos(1)), (i0, pos(2)), (RAISED, pos(3))]  # 3: again
+    params = batch_parameters(batch)
+    columns = _event_columns(params)
+    assert columns["kafka_offset"] == [2, 0, 1, 3]  # i0 raised, i1 escalated, i1 raised x2
+    assert columns["first"] == [True, True, True, False]
+    assert columns["detected_at"] == [i0.detected_at, ESCALATED.detected_at, T0, T0]
+    fi, si, ci, raised_at = params[len(EVENT_ARRAYS) : len(EVENT_ARRAYS) + 4]
+    # per insight_id in order (i0, i1), 1-based positions in the sorted arrays: i1's identity
+    # is its first event in the batch, its state and content the escalation
+    assert (fi, si, ci) == ([1, 2], [1, 2], [1, 2])
+    assert raised_at == [T0, T0]
+
+
+def test_the_raw_record_is_the_payload_and_events_without_one_are_serialised() -> None:
+    raw = insight_adapter.dump_json(RAISED).replace(b'"title"', b' "title"')
+    [from_raw] = _event_columns(batch_parameters([(RAISED, SourcePosition("t", 0, 0, raw))]))[
+        "payload"
+    ]  # type: ignore[misc]
+    assert from_raw == raw.decode()
+    [serialised] = _event_columns(batch_parameters([(RAISED, pos(0))]))["payload"]  # type: ignore[misc]
+    assert insight_adapter.validate_json(serialised) == RAISED
+
+
+def test_an_escaped_nul_is_replaced_in_the_payload_and_the_history_key() -> None:
+    event = make_event(insight="i\x00d", title="bad\x00title")
+    raw = insight_adapter.dump_json(event)
+    [payload] = _event_columns(batch_parameters([(event, SourcePosition("t", 0, 0, raw))]))[
+        "payload"
+    ]  # type: ignore[misc]
+    assert json.loads(payload)["title"] == "bad\ufffdtitle"
+    assert fold([(event, pos(0))], ["i\ufffdd"]).keys() == {"i\ufffdd"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(episode_events(), min_size=1, max_size=10))
+def test_fold_picks_the_rows_fold_rows_merges(events: list[InsightEvent]) -> None:
+    batch = [(e, pos(i)) for i, e in enumerate(events)]
+    steps = [e for e in events if e.lifecycle is not Lifecycle.ENRICHED]
+    expected = fold_rows(insight_row(e) for e in steps)
+    folded = fold(batch, [e.insight_id for e in events])
+    assert set(folded) == set(expected)
+    for insight_id, f in folded.items():
+        state, content = insight_row(events[f.state]), insight_row(events[f.content])
+        row = insight_row(events[f.identity])
+        row = replace(row, **{n: getattr(state, n) for n in STATE_COLUMNS})
+        row = replace(row, **{n: getattr(content, n) for n in CONTENT_COLUMNS})
+        assert replace(row, raised_at=f.raised_at) == expected[insight_id]
