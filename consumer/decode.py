@@ -6,11 +6,16 @@ exactly was wrong, in words a producer's developer can act on.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from pydantic import ValidationError
 
-from consumer.state import from_ms, to_ms
+from consumer.state import to_ms
 from schemas.events import EVENT_TYPES, DealEvent, Tick, event_adapter
 from vectoros.errors import EventRejected
+
+_MIN_MS = to_ms(dt.datetime(1, 1, 1, tzinfo=dt.UTC))
+_MAX_MS = to_ms(dt.datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=dt.UTC))
 
 REASONS = (
     "oversized",
@@ -74,9 +79,13 @@ def decode(value: bytes | None, key: bytes | None, *, max_bytes: int) -> DealEve
     except ValidationError as exc:
         raise _classify(exc, value) from None
     try:  # aware but outside what UTC epoch milliseconds can hold (e.g. 9999-12-31T23:59-14:00)
-        from_ms(to_ms(event.at if isinstance(event, Tick) else event.occurred_at))
+        ms = to_ms(event.at if isinstance(event, Tick) else event.occurred_at)
     except (OverflowError, ValueError, OSError) as exc:
         raise EventRejected("schema_violation", f"timestamp out of range: {exc}") from None
+    if not _MIN_MS <= ms <= _MAX_MS:
+        raise EventRejected(
+            "schema_violation", f"timestamp out of range: {ms} ms is not in years 1-9999 UTC"
+        )
     if isinstance(event, Tick):
         return event
     if key is None:

@@ -155,11 +155,12 @@ class PartitionState:
         if seen and _seen_before(seen, digest):
             out.duplicate = True
             return out
-        self._advance(to_ms(event.occurred_at))
+        at = to_ms(event.occurred_at)
+        self._advance(at)
         if deal_id in self.closed:
             out.ignored = True
             return out
-        after = apply_event(before, event)
+        after = apply_event(before, event, at)
         out.deals_touched = 1
         if after is None:
             if before is not None:

@@ -172,32 +172,32 @@ def fired(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Prior
     above, which the renderer calls for the numbers when an insight is raised or escalated
     (``tests/unit/test_rules.py`` checks the agreement on random deals)."""
     out: dict[RuleName, Priority] = {}
+    lim = th.limits
     inactive = now - deal.last_activity_at_ms
-    if inactive > th.stale_days * DAY_MS:
-        out[_STALE] = _CRIT if inactive > th.stale_critical_days * DAY_MS else _HIGH
+    if inactive > lim.stale:
+        out[_STALE] = _CRIT if inactive > lim.stale_critical else _HIGH
     stage = deal.stage
     probability = deal.probability
     value = deal.value
     if stage is not None:
-        limit = th.stuck_days.for_stage(stage)
         in_stage = now - deal.stage_entered_at_ms
-        if in_stage > limit * DAY_MS:
-            critical = in_stage > limit * th.stuck_critical_factor * DAY_MS
-            out[_STUCK] = _CRIT if critical else _HIGH
-        if probability is not None and probability < th.min_probability.for_stage(stage):
+        if in_stage > lim.stuck[stage]:
+            out[_STUCK] = _CRIT if in_stage > lim.stuck_critical[stage] else _HIGH
+        if probability is not None and probability < lim.min_probability[stage]:
             high = value is not None and value > th.low_probability_high_value
             out[_LOWP] = _HIGH if high else _MED
     if (
         value is not None
         and value > th.high_value
         and (
-            inactive > th.high_value_inactive_days * DAY_MS
+            inactive > lim.high_value_inactive
             or (probability is not None and probability < th.high_value_min_probability)
         )
     ):
         out[_HVAR] = _CRIT
-    if deal.close_day is not None:
-        left = deal.close_day - now // DAY_MS
+    close_day = deal.close_day
+    if close_day is not None:
+        left = close_day - now // DAY_MS
         if left < 0:
             out[_PASSED] = _HIGH
         elif (
@@ -221,20 +221,26 @@ def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Fi
 
 def next_deadline(deal: DealState, now: int, th: RuleThresholds) -> int | None:
     """The earliest instant after ``now`` at which a rule's answer may change by time alone."""
+    lim = th.limits
     activity = deal.last_activity_at_ms
-    candidates = [
-        activity + int(th.stale_days * DAY_MS) + 1,
-        activity + int(th.stale_critical_days * DAY_MS) + 1,
-    ]
-    if deal.value is not None and deal.value > th.high_value:
-        candidates.append(activity + int(th.high_value_inactive_days * DAY_MS) + 1)
-    if deal.stage is not None:
-        limit = th.stuck_days.for_stage(deal.stage)
+    best: int | None = None
+    for t in (activity + lim.stale_after, activity + lim.stale_critical_after):
+        if t > now and (best is None or t < best):
+            best = t
+    value = deal.value
+    if value is not None and value > th.high_value:
+        t = activity + lim.high_value_inactive_after
+        if t > now and (best is None or t < best):
+            best = t
+    stage = deal.stage
+    if stage is not None:
         entered = deal.stage_entered_at_ms
-        candidates.append(entered + int(limit * DAY_MS) + 1)
-        candidates.append(entered + int(limit * th.stuck_critical_factor * DAY_MS) + 1)
-    if deal.close_day is not None:
-        candidates.append((deal.close_day - th.close_pressure_days) * DAY_MS)
-        candidates.append((deal.close_day + 1) * DAY_MS)
-    future = [t for t in candidates if t > now]
-    return min(future) if future else None
+        for t in (entered + lim.stuck_after[stage], entered + lim.stuck_critical_after[stage]):
+            if t > now and (best is None or t < best):
+                best = t
+    close_day = deal.close_day
+    if close_day is not None:
+        for t in ((close_day - th.close_pressure_days) * DAY_MS, (close_day + 1) * DAY_MS):
+            if t > now and (best is None or t < best):
+                best = t
+    return best

@@ -129,9 +129,9 @@ def _merge_fields(state: DealState, fields: DealFields | DealCreated, at_ms: int
 _DEAL_FIELD_NAMES = frozenset(DealFields.model_fields)
 
 
-def new_deal(event: DealEvent) -> DealState:
+def new_deal(event: DealEvent, at_ms: int | None = None) -> DealState:
     """A state for a deal the monitor has not seen before; the event's time starts its clocks."""
-    at = to_ms(event.occurred_at)
+    at = to_ms(event.occurred_at) if at_ms is None else at_ms
     return DealState(
         workspace_id=event.workspace_id,
         deal_id=event.deal_id,
@@ -141,7 +141,9 @@ def new_deal(event: DealEvent) -> DealState:
     )
 
 
-def apply_event(state: DealState | None, event: DealEvent) -> DealState | None:
+def apply_event(
+    state: DealState | None, event: DealEvent, at_ms: int | None = None
+) -> DealState | None:
     """The next state of a deal after ``event``; ``None`` means the deal is gone (closed/deleted).
 
     Applying the same event twice gives the same state (except ``activity_count``), so a
@@ -149,8 +151,8 @@ def apply_event(state: DealState | None, event: DealEvent) -> DealState | None:
     """
     if event.type in ("deal.closed", "deal.deleted"):
         return None
-    at = to_ms(event.occurred_at)
-    base = state if state is not None else new_deal(event)
+    at = to_ms(event.occurred_at) if at_ms is None else at_ms  # the caller may know it already
+    base = state if state is not None else new_deal(event, at)
     if isinstance(event, DealCreated):
         return _merge_fields(base, event, at)
     if isinstance(event, DealUpdated):

@@ -262,11 +262,25 @@ def _actions_json(actions: list[ActionSpec]) -> orjson.Fragment:
 _ACTIONS_JSON: dict[RuleName, orjson.Fragment] = {}  # the actions are fixed per rule
 _RESOLVED_ACTIONS_JSON = _actions_json(_RESOLVED_ACTIONS)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_UTC_Z = orjson.OPT_UTC_Z
 
 
-def _utc(ms: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(milliseconds=ms)
+_DAYS: dict[int, str] = {}
+
+
+def _utc(ms: int) -> str:
+    """Epoch milliseconds as RFC 3339 UTC with milliseconds, e.g. ``2026-03-02T09:00:00.123Z``
+    (the date part cached per day: ~4x cheaper than building a ``datetime`` per timestamp)."""
+    day, rest = divmod(ms, DAY_MS)
+    date = _DAYS.get(day)
+    if date is None:
+        if len(_DAYS) > 4096:
+            _DAYS.clear()
+        d = _EPOCH + dt.timedelta(days=day)
+        date = _DAYS[day] = f"{d.year:04d}-{d.month:02d}-{d.day:02d}T"
+    seconds, millis = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{date}{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
 
 
 def render(change: Change, deal: DealState, now: int, th: RuleThresholds) -> Insight:
@@ -316,9 +330,9 @@ def render(change: Change, deal: DealState, now: int, th: RuleThresholds) -> Ins
         },
         "actions": actions,
         "source": "rules",
-        "detected_at": _utc(now),
-        "raised_at": _utc(change.raised_at_ms),
+        "detected_at": (detected := _utc(now)),
+        "raised_at": detected if change.raised_at_ms == now else _utc(change.raised_at_ms),
     }
     return Insight(
-        deal.deal_id, rule, change.priority, change.lifecycle, orjson.dumps(body, option=_UTC_Z)
+        deal.deal_id, rule, change.priority, change.lifecycle, orjson.dumps(body)
     )

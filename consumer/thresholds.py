@@ -14,9 +14,9 @@ Unknown keys are rejected (a typo must not silently leave a default in force).
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -39,6 +39,27 @@ class PerStage(_Frozen):
         return getattr(self, stage)  # type: ignore[no-any-return]  # Stage is a str enum
 
 
+DAY_MS = 86_400_000
+
+
+class Limits(NamedTuple):
+    """The thresholds in the units the hot path compares (milliseconds), computed once per
+    ``RuleThresholds``. ``*_after`` are the deadline offsets: the first millisecond past the
+    limit, as ``rules.next_deadline`` schedules them."""
+
+    stale: float
+    stale_critical: float
+    stale_after: int
+    stale_critical_after: int
+    high_value_inactive: float
+    high_value_inactive_after: int
+    stuck: dict[Stage, float]
+    stuck_critical: dict[Stage, float]
+    stuck_after: dict[Stage, int]
+    stuck_critical_after: dict[Stage, int]
+    min_probability: dict[Stage, float]
+
+
 class RuleThresholds(_Frozen):
     """Every number a rule uses. Days are calendar days of 24 h on the partition clock."""
 
@@ -53,6 +74,25 @@ class RuleThresholds(_Frozen):
     high_value_min_probability: float = Field(default=30, ge=0, le=100)
     close_pressure_days: int = Field(default=14, ge=0)
     close_pressure_max_probability: float = Field(default=70, ge=0, le=100)
+
+    @cached_property
+    def limits(self) -> Limits:
+        factor = self.stuck_critical_factor
+        stuck = {s: self.stuck_days.for_stage(s) * DAY_MS for s in Stage}
+        critical = {s: self.stuck_days.for_stage(s) * factor * DAY_MS for s in Stage}
+        return Limits(
+            stale=self.stale_days * DAY_MS,
+            stale_critical=self.stale_critical_days * DAY_MS,
+            stale_after=int(self.stale_days * DAY_MS) + 1,
+            stale_critical_after=int(self.stale_critical_days * DAY_MS) + 1,
+            high_value_inactive=self.high_value_inactive_days * DAY_MS,
+            high_value_inactive_after=int(self.high_value_inactive_days * DAY_MS) + 1,
+            stuck=stuck,
+            stuck_critical=critical,
+            stuck_after={s: int(v) + 1 for s, v in stuck.items()},
+            stuck_critical_after={s: int(v) + 1 for s, v in critical.items()},
+            min_probability={s: self.min_probability.for_stage(s) for s in Stage},
+        )
 
     @model_validator(mode="after")
     def _ordered(self) -> RuleThresholds:
