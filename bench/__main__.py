@@ -323,7 +323,8 @@ class Bench:
         await self.repeat("restore", one)
         parts = await restore.breakdown(self.session, rs, partition=0)
         rt.notes.append(
-            f"{self.session.partitions} partitions one after the other, as on assignment; "
+            f"{self.session.partitions} partitions read by one consumer, then folded and "
+            "loaded, as on assignment; "
             f"partition 0 alone ({parts['deals']:,.0f} deals): reading the records "
             f"{parts['read']:.1f}s, folding them (consumer.changelog.restore) "
             f"{parts['fold']:.1f}s, PartitionState.load {parts['load']:.1f}s"

@@ -23,14 +23,13 @@ from aiokafka import TopicPartition
 
 from bench.data import START_MS, deal_states, partition_for
 from bench.env import Record, Session, cache_dir, load
-from consumer.changelog import META_KEY, encode_deal, encode_meta, restore
+from consumer.changelog import META_KEY, VERSION, encode_deal, encode_meta, restore
 from consumer.partition import PartitionState
 from consumer.restore import read_partition, restore_partitions
 from consumer.state import DAY_MS
 from consumer.thresholds import RulesConfig
 
 COMMITTED = 1_000_000_000
-VERSION = 1
 
 
 @dataclass
@@ -46,6 +45,7 @@ class RestoreSetup:
 
 def changelog_records(deals: int, partitions: int, clock: int) -> dict[int, list[Record]]:
     """The encoded changelog, per partition (cached on disk: encoding is not what is measured)."""
+    # named after the changelog format: a cache of another format would measure that one
     path = cache_dir() / f"changelog-v{VERSION}-{deals}-p{partitions}.pickle"
     if path.exists():
         with path.open("rb") as f:

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumer.changelog import restore
+from consumer.changelog import gc_paused, restore
 from consumer.partition import PartitionState
 
 logger = logging.getLogger(__name__)
@@ -124,8 +124,9 @@ async def restore_partitions(
             reports[p] = RestoreReport("empty", 0, 0, 0.0)
     pairs: dict[int, list[tuple[bytes | None, bytes | None]]] = {p: [] for p in todo}
     tps = [TopicPartition(changelog_topic, p) for p in todo]
-    async for tp, batch in read_partitions(bootstrap, tps, client_id=client_id):
-        pairs[tp.partition].extend((r.key, r.value) for r in batch)
+    with gc_paused():
+        async for tp, batch in read_partitions(bootstrap, tps, client_id=client_id):
+            pairs[tp.partition].extend([(r.key, r.value) for r in batch])
     without_checkpoint = []
     for p in todo:
         restored = restore(pairs.pop(p), committed[p])
