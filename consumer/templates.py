@@ -333,6 +333,4 @@ def render(change: Change, deal: DealState, now: int, th: RuleThresholds) -> Ins
         "detected_at": (detected := _utc(now)),
         "raised_at": detected if change.raised_at_ms == now else _utc(change.raised_at_ms),
     }
-    return Insight(
-        deal.deal_id, rule, change.priority, change.lifecycle, orjson.dumps(body)
-    )
+    return Insight(deal.deal_id, rule, change.priority, change.lifecycle, orjson.dumps(body))
