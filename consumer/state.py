@@ -158,24 +158,8 @@ def apply_event(
     if isinstance(event, DealUpdated):
         return _merge_fields(base, event.changes, at)
     if isinstance(event, ActivityLogged):
-        b = base
-        return DealState(  # positional on purpose: the most frequent transition
-            b.workspace_id,
-            b.deal_id,
-            b.title,
-            b.value,
-            b.currency,
-            b.stage,
-            b.probability,
-            b.close_day,
-            b.owner_id,
-            b.owner_name,
-            b.company,
-            b.created_at_ms,
-            max(b.last_activity_at_ms, at),
-            b.stage_entered_at_ms,
-            b.activity_count + 1,
-            b.open,
-            b.seen,
-        )
+        new = copy_state(base)  # not shared yet: setting its fields keeps states immutable
+        new.last_activity_at_ms = max(base.last_activity_at_ms, at)
+        new.activity_count = base.activity_count + 1
+        return new
     raise AssertionError(f"unhandled event type {event.type}")  # pragma: no cover
