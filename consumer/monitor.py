@@ -1,8 +1,15 @@
 """``vectoros monitor``: the Kafka shell around the pure per-partition state machine.
 
-One batch at a time: fetch → decode → apply to the partition's state → produce insights and DLQ
-records → wait for the broker's acknowledgements → commit the batch's offsets. A crash anywhere
-before the commit replays the batch; deterministic insight ids make the replay harmless.
+Per batch: fetch → decode → apply to the partition's state → produce insights and DLQ records →
+wait for the broker's acknowledgements → commit the batch's offsets. A crash anywhere before the
+commit replays the batch; deterministic insight ids make the replay harmless.
+
+Pipelined, one batch in flight at most: batch N+1 is fetched and applied (CPU) while batch N's
+outputs are on their way and its offsets are committed. Batch N+1's outputs are sent only once
+batch N's commit is done, so outputs and commits stay in order and a batch's offsets are still
+committed only after its own outputs are acknowledged. A rebalance waits for the batch in flight
+(acknowledged and committed, or its commit refused) before the partitions go; what was applied
+ahead for a partition that went is dropped unsent (its new owner replays it from the commit).
 
 Durable state: every checkpoint also writes the latest state of each deal that changed to the
 ``deal-monitor-state`` changelog (coalesced, co-partitioned with the source). When a partition is
@@ -17,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -66,14 +73,29 @@ class _Tally:
             m.tick_deals_touched.inc(self.touched)
 
 
+class _Batch:
+    """One fetched batch, applied but not yet published: its outputs, partition by partition."""
+
+    __slots__ = ("out", "parts", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started  # perf_counter when its processing began
+        self.out: list[OutRecord] = []
+        # per partition: (tp, the state it was applied to, its slice of ``out``, the offset to
+        # commit, the broker timestamp of its first record)
+        self.parts: list[tuple[TopicPartition, PartitionState, slice, int, int | None]] = []
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Runs in the coordinator before it re-joins: let the batch in flight finish its
-        # checkpoint (outputs acknowledged, offsets committed) before the partitions go.
+        # checkpoint (outputs acknowledged, offsets committed) before the partitions go. Holding
+        # the lock, no other batch can be sent meanwhile.
         async with self._monitor.batch_lock:
+            await self._monitor.in_flight_done()
             self._monitor.drop_partitions(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -100,7 +122,8 @@ class Monitor:
         self._wall = wall_clock
         self._consumer: Any = None
         self._batcher: BatchProducer | None = None
-        self.batch_lock = asyncio.Lock()
+        self.batch_lock = asyncio.Lock()  # held to send a batch, and to drop partitions
+        self._in_flight: asyncio.Task[None] | None = None  # the batch being published+committed
         self._restoring = 0
         self._started = False
         self._last_progress = time.monotonic()
@@ -146,10 +169,21 @@ class Monitor:
                     timeout_ms=s.fetch_timeout_ms, max_records=s.max_batch_records
                 )
                 if batch:
-                    async with self.batch_lock:
-                        await self._process(batch, consumer, producer, stop)
+                    follow = await self._insights_follow_source(producer)
+                    applied = await self._prepare(batch, follow)
+                    if applied.parts:
+                        await self._finish_in_flight()  # one batch in flight at most
+                        async with self.batch_lock:
+                            self._send(applied, consumer, stop)
                 self._update_gauges(consumer)
+            await self._finish_in_flight()  # stopping: its checkpoint completes first
         finally:
+            task, self._in_flight = self._in_flight, None
+            if task is not None:  # leaving on an error: that batch stays uncommitted
+                task.cancel()
+                await asyncio.wait([task])
+                if not task.cancelled() and task.exception() is not None:
+                    logger.error("the batch in flight failed too: %r", task.exception())
             self._started = False
             await consumer.stop()  # commits nothing more; leaves the group
             await producer.stop()
@@ -256,42 +290,78 @@ class Monitor:
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    async def _process(
+    async def _prepare(self, batch: dict[TopicPartition, list[Any]], follow: bool) -> _Batch:
+        """Apply a fetched batch to the partitions' states and collect its outputs (insights,
+        DLQ records, checkpoint). Between partitions the loop lets the batch in flight progress
+        (acknowledgements, commit); a partition dropped or re-assigned meanwhile is skipped."""
+        applied = _Batch(time.perf_counter())
+        out = applied.out
+        tally = _Tally()
+        state_topic = self.settings.topic_state
+        owned = dict(self.partitions)
+        first = True
+        for tp, records in batch.items():
+            if not first:
+                await asyncio.sleep(0)
+            first = False
+            partition = tp.partition
+            state = owned.get(partition)
+            if state is None or self.partitions.get(partition) is not state:
+                # Fetched before its restore began (aiokafka hands out records of a new
+                # assignment before calling the listener), or revoked meanwhile: never process
+                # without the state. The restore seeks back to the committed offset, so these
+                # come again.
+                continue
+            begin = len(out)
+            self._apply_records(state, records, out, tally, partition if follow else None)
+            end = records[-1].offset + 1
+            for key, value in checkpoint_records(state, end):
+                out.append(OutRecord(state_topic, key, value, None, partition))
+            applied.parts.append((tp, state, slice(begin, len(out)), end, records[0].timestamp))
+        tally.flush(self.metrics)
+        return applied
+
+    def _send(self, applied: _Batch, consumer: Any, stop: asyncio.Event) -> None:
+        """Start publishing and committing ``applied`` (the previous batch is committed). Only
+        partitions still owned by the states they were applied to go out: a partition revoked
+        since was dropped with its state, its new owner replays it from the last commit."""
+        partitions = self.partitions
+        parts = [p for p in applied.parts if partitions.get(p[0].partition) is p[1]]
+        if not parts:
+            logger.info("a processed batch of revoked partitions is dropped unsent")
+            return
+        if len(parts) == len(applied.parts):
+            out = applied.out
+        else:
+            logger.info(
+                "processed records of revoked partitions %s dropped unsent",
+                sorted({p[0].partition for p in applied.parts} - {p[0].partition for p in parts}),
+            )
+            out = [r for p in parts for r in applied.out[p[2]]]
+        offsets = {tp: end for tp, _, _, end, _ in parts}
+        stamps = [ts for *_, ts in parts if ts is not None]
+        oldest_ts = min(stamps) if stamps else None
+        self._in_flight = asyncio.create_task(
+            self._checkpoint(out, offsets, oldest_ts, applied.started, consumer, stop)
+        )
+
+    async def _checkpoint(
         self,
-        batch: dict[TopicPartition, list[Any]],
+        out: list[OutRecord],
+        offsets: dict[TopicPartition, int],
+        oldest_ts: int | None,
+        started: float,
         consumer: Any,
-        producer: Any,
         stop: asyncio.Event,
     ) -> None:
-        started = time.perf_counter()
-        out: list[OutRecord] = []
-        offsets: dict[TopicPartition, int] = {}
-        oldest_ts: int | None = None
-        tally = _Tally()
-        follow = await self._insights_follow_source(producer)
-        for tp, records in batch.items():
-            state = self.partitions.get(tp.partition)
-            if state is None:
-                # Fetched before its restore began (aiokafka hands out records of a new
-                # assignment before calling the listener): never process without the state.
-                # The restore seeks back to the committed offset, so these come again.
-                continue
-            insight_partition = tp.partition if follow else None
-            for rec in records:
-                self._apply(state, rec, out, tally, insight_partition)
-            offsets[tp] = end = records[-1].offset + 1
-            for key, value in checkpoint_records(state, end):
-                out.append(OutRecord(self.settings.topic_state, key, value, None, tp.partition))
-            first_ts = records[0].timestamp
-            if first_ts is not None and (oldest_ts is None or first_ts < oldest_ts):
-                oldest_ts = first_ts
-        tally.flush(self.metrics)
+        """Outputs acknowledged, then offsets committed (the batch in flight)."""
         checkpoint_started = time.perf_counter()
         await self._publish(out)
         if not await self._commit(consumer, offsets, stop):
             return
+        next_offset = self._next_offset
         for tp, offset in offsets.items():
-            self._next_offset[tp.partition] = offset
+            next_offset[tp.partition] = offset
         self._last_progress = time.monotonic()
         now = self._wall()
         done = time.perf_counter()
@@ -299,6 +369,23 @@ class Monitor:
         self.metrics.batch_seconds.observe(done - started)
         if oldest_ts is not None:
             self.metrics.event_latency_seconds.observe(max(0.0, now - oldest_ts / 1000))
+
+    async def _finish_in_flight(self) -> None:
+        """Wait for the batch in flight; its error (if any) is raised here."""
+        task = self._in_flight
+        if task is not None:
+            try:
+                await task
+            finally:
+                if task.done():  # a failure is raised here, not reported again on the way out
+                    self._in_flight = None
+
+    async def in_flight_done(self) -> None:
+        """Wait until no batch is in flight (committed, commit refused, or failed); never
+        raises (the run loop reports a failure)."""
+        task = self._in_flight
+        if task is not None and not task.done():
+            await asyncio.wait([task])
 
     async def _insights_follow_source(self, producer: Any) -> bool:
         """Insights of a deal go to the partition with the number of its events' partition when
@@ -348,40 +435,75 @@ class Monitor:
         insight_partition: int | None = None,
     ) -> None:
         """Decode and apply one record; with ``out=None`` (restore) nothing is emitted."""
-        s = self.settings
-        try:
-            event = decode(rec.value, rec.key, max_bytes=s.max_event_bytes)
-        except EventRejected as exc:
-            if out is not None:
-                self._reject(rec, exc, out)
+        if out is not None:
+            counts = _Tally() if tally is None else tally
+            self._apply_records(state, (rec,), out, counts, insight_partition)
+            if tally is None:  # one record on its own (tests): count it at once
+                counts.flush(self.metrics)
             return
         try:
-            step = state.tick(event) if isinstance(event, Tick) else state.apply(event)
-        except Exception as exc:  # a bug must not stop the stream: park the event, say so loudly
-            if out is not None:
+            event = decode(rec.value, rec.key, max_bytes=self.settings.max_event_bytes)
+        except EventRejected:
+            return
+        try:
+            if isinstance(event, Tick):
+                state.tick(event)
+            else:
+                state.apply(event)
+        except Exception:  # sent to the DLQ (and logged) when it was first processed
+            return
+
+    def _apply_records(
+        self,
+        state: PartitionState,
+        records: Iterable[Any],
+        out: list[OutRecord],
+        tally: _Tally,
+        insight_partition: int | None,
+    ) -> None:
+        """The hot path: decode and apply each record of one partition, in order; insights and
+        DLQ records go to ``out``. Everything looked up per record is bound once per call."""
+        max_bytes = self.settings.max_event_bytes
+        topic = self.settings.topic_insights
+        append = out.append
+        events = tally.events
+        raised = tally.insights
+        apply = state.apply
+        tick = state.tick
+        duplicates = ignored = touched = 0
+        for rec in records:
+            try:
+                event = decode(rec.value, rec.key, max_bytes=max_bytes)
+            except EventRejected as exc:
+                self._reject(rec, exc, out)
+                continue
+            try:
+                if isinstance(event, Tick):
+                    step = tick(event)
+                    touched += step.deals_touched
+                else:
+                    step = apply(event)
+            except Exception as exc:  # a bug must not stop the stream: park the event, say so
                 logger.exception(
                     "processing failed at %s/%d@%d", rec.topic, rec.partition, rec.offset
                 )
                 self._reject(rec, EventRejected("processing_error", repr(exc)[:500]), out)
-            return
-        if out is None:
-            return
-        single = tally is None  # one record on its own (tests): count it at once
-        if tally is None:
-            tally = _Tally()
-        tally.events[event.type] += 1
-        tally.duplicates += step.duplicate
-        tally.ignored += step.ignored
-        if isinstance(event, Tick):
-            tally.touched += step.deals_touched
-        topic = s.topic_insights
-        for insight in step.insights:
-            out.append(
-                OutRecord(topic, insight.deal_id.encode(), insight.value, None, insight_partition)
-            )
-            tally.insights[insight.rule, insight.priority, insight.lifecycle] += 1
-        if single:
-            tally.flush(self.metrics)
+                continue
+            events[event.type] += 1
+            if step.duplicate:
+                duplicates += 1
+            if step.ignored:
+                ignored += 1
+            for insight in step.insights:
+                append(
+                    OutRecord(
+                        topic, insight.deal_id.encode(), insight.value, None, insight_partition
+                    )
+                )
+                raised[insight.rule, insight.priority, insight.lifecycle] += 1
+        tally.duplicates += duplicates
+        tally.ignored += ignored
+        tally.touched += touched
 
     def _reject(self, rec: Any, exc: EventRejected, out: list[OutRecord]) -> None:
         s = self.settings

@@ -6,18 +6,19 @@ partitioner (murmur2) would choose, so consumers see the same placement as with 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka.partitioner import DefaultPartitioner
 
+_NO_HEADERS: list[tuple[str, bytes]] = []  # shared, never mutated (aiokafka only reads headers)
 
-@dataclass(frozen=True, slots=True)
-class OutRecord:
+
+class OutRecord(NamedTuple):
     """One record to produce. ``partition`` is set only when the target partition is explicit;
-    ``value=None`` is a tombstone."""
+    ``value=None`` is a tombstone. A named tuple: the monitor builds one per insight and per
+    changelog entry, and a tuple is built (and unpacked) several times faster than a frozen
+    dataclass."""
 
     topic: str
     key: bytes | None
@@ -43,23 +44,37 @@ class BatchProducer:
     async def send_all(self, records: Sequence[OutRecord]) -> None:
         """Queue every record and wait until the broker acknowledged all (raises the first
         error; the caller decides whether to send the whole set again)."""
-        grouped: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
+        grouped: dict[tuple[str, int], list[OutRecord]] = {}
+        known = self._partitions
+        partitioner = self._partitioner
         for r in records:
-            partition = r.partition
+            topic, key, _, _, partition = r
             if partition is None:
-                parts = await self._partitions_of(r.topic)
-                partition = self._partitioner(r.key, parts, parts)
-            grouped[(r.topic, partition)].append(r)
+                parts = known.get(topic)
+                if parts is None:
+                    parts = await self._partitions_of(topic)
+                partition = partitioner(key, parts, parts)
+            group = grouped.get((topic, partition))
+            if group is None:
+                grouped[(topic, partition)] = [r]
+            else:
+                group.append(r)
         futures: list[asyncio.Future[Any]] = []
         producer = self._producer
         for (topic, partition), recs in grouped.items():
             batch = producer.create_batch()
-            for r in recs:
-                headers = r.headers or []
-                if batch.append(key=r.key, value=r.value, timestamp=None, headers=headers) is None:
+            append = batch.append
+            for _, key, value, headers, _ in recs:
+                headers = headers or _NO_HEADERS
+                if append(key=key, value=value, timestamp=None, headers=headers) is None:
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    batch.append(key=r.key, value=r.value, timestamp=None, headers=headers)
+                    append = batch.append
+                    if append(key=key, value=value, timestamp=None, headers=headers) is None:
+                        raise ValueError(  # never drop a record silently
+                            f"a record of {len(value or b'')} bytes for {topic} does not fit in "
+                            "an empty producer batch; raise the producer's max_batch_size"
+                        )
             batch.close()  # complete: do not wait linger_ms for more records
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         if futures:

@@ -73,7 +73,12 @@ class MonitorSettings(KafkaSettings):
         description="Group session timeout: how fast a dead member is noticed.",
     )
     rules_file: Path | None = Field(default=None, description="YAML/JSON thresholds file.")
-    max_event_bytes: int = Field(default=64 * 1024, ge=256, description="Larger goes to DLQ.")
+    max_event_bytes: int = Field(
+        default=64 * 1024,
+        ge=256,
+        le=256 * 1024,  # a DLQ record (value + headers) must fit the monitor's 512 KiB batches
+        description="Larger goes to DLQ.",
+    )
     max_batch_records: int = Field(default=5000, ge=1)
     fetch_timeout_ms: int = Field(default=200, ge=1)
     dedupe_per_deal: int = Field(
