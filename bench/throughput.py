@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from bench.data import Dataset
+from bench.data import Dataset, partition_for
 from bench.env import Session
 from consumer.decode import decode
 from consumer.monitor import Monitor
@@ -160,6 +160,7 @@ async def run_bare_loop(session: Session, data: Dataset, events_topic: str) -> R
     max_bytes = settings.max_event_bytes
     ends = data.end_offsets()
     producer = await start_producer(settings, max_batch_size=BATCH_BYTES)
+    parts = session.partitions
     consumer = AIOKafkaConsumer(
         bootstrap_servers=session.bootstrap,
         group_id=settings.monitor_group_id,
@@ -197,10 +198,9 @@ async def run_bare_loop(session: Session, data: Dataset, events_topic: str) -> R
                     except EventRejected:
                         continue
                     step = state.tick(event) if isinstance(event, Tick) else state.apply(event)
-                    for insight in step.insights:  # same partition number, as the monitor
-                        out.setdefault(tp.partition, []).append(
-                            (insight.deal_id.encode(), insight.value)
-                        )
+                    for insight in step.insights:
+                        key = insight.deal_id.encode()
+                        out.setdefault(partition_for(key, parts), []).append((key, insight.value))
                         insights += 1
                 state.dirty.clear()
                 records += len(recs)

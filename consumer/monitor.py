@@ -128,7 +128,6 @@ class Monitor:
         self._started = False
         self._last_progress = time.monotonic()
         self._stall_logged = False
-        self._follow: bool | None = None
         health.register("monitor", self.ready)
 
     def ready(self) -> bool:
@@ -169,8 +168,7 @@ class Monitor:
                     timeout_ms=s.fetch_timeout_ms, max_records=s.max_batch_records
                 )
                 if batch:
-                    follow = await self._insights_follow_source(producer)
-                    applied = await self._prepare(batch, follow)
+                    applied = await self._prepare(batch)
                     if applied.parts:
                         await self._finish_in_flight()  # one batch in flight at most
                         async with self.batch_lock:
@@ -290,7 +288,7 @@ class Monitor:
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    async def _prepare(self, batch: dict[TopicPartition, list[Any]], follow: bool) -> _Batch:
+    async def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> _Batch:
         """Apply a fetched batch to the partitions' states and collect its outputs (insights,
         DLQ records, checkpoint). Between partitions the loop lets the batch in flight progress
         (acknowledgements, commit); a partition dropped or re-assigned meanwhile is skipped."""
@@ -313,7 +311,7 @@ class Monitor:
                 # come again.
                 continue
             begin = len(out)
-            self._apply_records(state, records, out, tally, partition if follow else None)
+            self._apply_records(state, records, out, tally)
             end = records[-1].offset + 1
             for key, value in checkpoint_records(state, end):
                 out.append(OutRecord(state_topic, key, value, None, partition))
@@ -387,17 +385,6 @@ class Monitor:
         if task is not None and not task.done():
             await asyncio.wait([task])
 
-    async def _insights_follow_source(self, producer: Any) -> bool:
-        """Insights of a deal go to the partition with the number of its events' partition when
-        both topics have as many partitions (no key hashing per insight; the same placement as
-        the default partitioner for producers that use it), else by the default partitioner."""
-        if self._follow is None:
-            s = self.settings
-            insights = await producer.partitions_for(s.topic_insights)
-            events = await producer.partitions_for(s.topic_events)
-            self._follow = len(insights) == len(events)
-        return self._follow
-
     async def _commit(
         self, consumer: Any, offsets: dict[TopicPartition, int], stop: asyncio.Event
     ) -> bool:
@@ -432,12 +419,11 @@ class Monitor:
         rec: Any,
         out: list[OutRecord] | None,
         tally: _Tally | None = None,
-        insight_partition: int | None = None,
     ) -> None:
         """Decode and apply one record; with ``out=None`` (restore) nothing is emitted."""
         if out is not None:
             counts = _Tally() if tally is None else tally
-            self._apply_records(state, (rec,), out, counts, insight_partition)
+            self._apply_records(state, (rec,), out, counts)
             if tally is None:  # one record on its own (tests): count it at once
                 counts.flush(self.metrics)
             return
@@ -459,7 +445,6 @@ class Monitor:
         records: Iterable[Any],
         out: list[OutRecord],
         tally: _Tally,
-        insight_partition: int | None,
     ) -> None:
         """The hot path: decode and apply each record of one partition, in order; insights and
         DLQ records go to ``out``. Everything looked up per record is bound once per call."""
@@ -497,8 +482,8 @@ class Monitor:
             for insight in step.insights:
                 append(
                     OutRecord(
-                        topic, insight.deal_id.encode(), insight.value, None, insight_partition
-                    )
+                        topic, insight.deal_id.encode(), insight.value
+                    )  # keyed by deal_id, placed by the default partitioner like the enricher's
                 )
                 raised[insight.rule, insight.priority, insight.lifecycle] += 1
         tally.duplicates += duplicates

@@ -304,25 +304,24 @@ def render(change: Change, deal: DealState, now: int, th: RuleThresholds) -> Ins
         metrics = dict(finding.metrics)
         title, description, specs = _TEMPLATES[rule](deal, metrics)
         actions = _ACTIONS_JSON.get(rule) or _ACTIONS_JSON.setdefault(rule, _actions_json(specs))
-    stage = deal.stage
     body = {
         "schema_version": 1,
         "insight_id": insight_id_for(deal.workspace_id, deal.deal_id, rule, change.raised_at_ms),
-        "lifecycle": change.lifecycle.value,
-        "rule": rule.value,
+        "lifecycle": change.lifecycle,  # str enums: orjson writes their values (no .value calls)
+        "rule": rule,
         "workspace_id": deal.workspace_id,
         "deal_id": deal.deal_id,
         "type": "risk",
         "title": title,
         "description": description,
-        "priority": change.priority.value,
+        "priority": change.priority,
         "confidence": CONFIDENCE[rule],
         "data": {
             "deal_id": deal.deal_id,
             "deal_title": _name(deal),
             "deal_value": deal.value,
             "currency": deal.currency,
-            "stage": None if stage is None else stage.value,
+            "stage": deal.stage,
             "owner_id": deal.owner_id,
             "owner_name": deal.owner_name,
             "company": deal.company,

@@ -70,11 +70,9 @@ class BatchProducer:
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
                     append = batch.append
-                    if append(key=key, value=value, timestamp=None, headers=headers) is None:
-                        raise ValueError(  # never drop a record silently
-                            f"a record of {len(value or b'')} bytes for {topic} does not fit in "
-                            "an empty producer batch; raise the producer's max_batch_size"
-                        )
+                    # an empty batch takes any first record (aiokafka); the monitor's records are
+                    # bounded by VECTOROS_MAX_EVENT_BYTES (<= 256 KiB) and dlq.MAX_KEY_BYTES
+                    append(key=key, value=value, timestamp=None, headers=headers)
             batch.close()  # complete: do not wait linger_ms for more records
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         if futures:

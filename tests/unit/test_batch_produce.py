@@ -1,12 +1,9 @@
-"""BatchProducer: records grouped per partition, a full batch sent and a new one started, and a
-record that fits no batch is an error, never a silent drop."""
+"""BatchProducer: records grouped per partition, a full batch sent and a new one started."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
-
-import pytest
 
 from vectoros.batch_produce import BatchProducer, OutRecord
 
@@ -64,9 +61,3 @@ async def test_keyed_records_follow_the_default_partitioner() -> None:
     ((_, partition, records),) = producer.sent
     assert len(records) == 3
     assert partition in {0, 1, 2}
-
-
-async def test_a_record_larger_than_a_batch_is_an_error() -> None:
-    producer = FakeProducer(limit=10)
-    with pytest.raises(ValueError, match="does not fit"):
-        await BatchProducer(producer).send_all([OutRecord("t", b"k", b"x" * 11, partition=0)])

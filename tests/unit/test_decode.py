@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consumer.decode import REASONS, decode
-from consumer.dlq import ORIGINAL_SIZE, dlq_record
+from consumer.dlq import MAX_KEY_BYTES, ORIGINAL_KEY_SIZE, ORIGINAL_SIZE, dlq_record
 from schemas.events import DealDeleted, Tick
 from vectoros.errors import EventRejected
 
@@ -81,3 +81,20 @@ def test_dlq_record_carries_reason_source_and_truncates() -> None:
     assert headers["vectoros-source-offset"] == b"17"
     assert headers[ORIGINAL_SIZE] == b"100"
     assert rec.value == b"x" * 10
+
+
+def test_dlq_record_truncates_a_huge_key() -> None:
+    rec = dlq_record(
+        dlq_topic="dlq",
+        reason="key_mismatch",
+        detail="wrong key",
+        topic="events",
+        partition=0,
+        offset=1,
+        key=b"k" * 5000,
+        value=b"{}",
+        max_value_bytes=10,
+    )
+    headers = dict(rec.headers or [])
+    assert rec.key == b"k" * MAX_KEY_BYTES
+    assert headers[ORIGINAL_KEY_SIZE] == b"5000"

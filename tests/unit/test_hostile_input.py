@@ -34,6 +34,8 @@ from consumer.decode import REASONS, decode
 from consumer.dlq import (
     DLQ_DETAIL,
     DLQ_REASON,
+    MAX_KEY_BYTES,
+    ORIGINAL_KEY_SIZE,
     ORIGINAL_SIZE,
     SOURCE_OFFSET,
     SOURCE_PARTITION,
@@ -227,7 +229,11 @@ def check_stream(stream: list[Message]) -> Outcome:
         reason = headers[DLQ_REASON].decode()
         assert reason in message.reasons, (message.kind, reason, headers[DLQ_DETAIL], message.value)
         assert headers[DLQ_DETAIL]
-        assert record.key == message.key
+        if message.key is not None and len(message.key) > MAX_KEY_BYTES:
+            assert record.key == message.key[:MAX_KEY_BYTES]
+            assert headers[ORIGINAL_KEY_SIZE] == str(len(message.key)).encode()
+        else:
+            assert record.key == message.key
         assert len(record.value or b"") <= MAX_BYTES
         if len(message.value or b"") > MAX_BYTES:
             assert headers[ORIGINAL_SIZE] == str(len(message.value or b"")).encode()

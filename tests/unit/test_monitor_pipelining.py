@@ -176,10 +176,9 @@ class WatchedMonitor(Monitor):
         records: Iterable[Any],
         out: list[OutRecord],
         tally: _Tally,
-        insight_partition: int | None,
     ) -> None:
         records = list(records)
-        super()._apply_records(state, records, out, tally, insight_partition)
+        super()._apply_records(state, records, out, tally)
         self.world.add("applied", records[0].partition, records[-1].offset)
 
 
