@@ -11,7 +11,8 @@ Value layout (version 2, binary): a 10-byte prefix ``<Bcq`` = version 2, kind, o
   its recent event-id digests), exactly as the monitor holds it in memory;
 - closed deal (kind ``X``): ``<q`` closed_at_ms (remembered so late events are ignored), then
   the digests of its last event ids (so a copy of one is still recognised as a duplicate);
-- meta (kind ``M``):        ``<q`` the partition clock;
+- meta (kind ``M``):        ``<q`` the partition clock, then the digests of its last tick ids
+  (so a copy of a tick is still recognised after a restore);
 - forgotten:                ``null`` (a Kafka tombstone; compaction drops the key).
 
 Version 1 records (JSON ``{"v":1,"o":..,"s":[..]}``, written before the packed form) are still
@@ -56,8 +57,8 @@ def encode_closed(closed_at_ms: int, offset: int, seen: bytes = b"") -> bytes:
     return _PREFIX.pack(VERSION, _CLOSED, offset) + _INT.pack(closed_at_ms) + seen
 
 
-def encode_meta(clock_ms: int, offset: int) -> bytes:
-    return _PREFIX.pack(VERSION, _META, offset) + _INT.pack(clock_ms)
+def encode_meta(clock_ms: int, offset: int, tick_digests: bytes = b"") -> bytes:
+    return _PREFIX.pack(VERSION, _META, offset) + _INT.pack(clock_ms) + tick_digests
 
 
 def decode_deal(deal_id: str, s: list[Any]) -> DealState:
@@ -93,6 +94,7 @@ class Restored:
     closed: dict[str, int] = field(default_factory=dict)
     closed_seen: dict[str, bytes] = field(default_factory=dict)
     clock_ms: int = 0
+    tick_digests: bytes = b""
     has_checkpoint: bool = False
     without_deadline: set[str] = field(default_factory=set)
     records: int = 0
@@ -168,6 +170,8 @@ def _fold(
 def _restore_one(key: bytes, value: bytes, out: Restored) -> None:
     if key == META_KEY:
         clock = _INT.unpack_from(value, _PREFIX.size)[0] if value[:1] == _V2 else None
+        if clock is not None:
+            out.tick_digests = value[_PREFIX.size + 8 :]
         if clock is None:
             clock = _v1_body(value).get("c")
         if clock is not None:
@@ -228,5 +232,5 @@ def checkpoint_records(state: PartitionState, offset: int) -> list[tuple[bytes, 
             value = None
         out.append((deal_id.encode(), value))
     state.dirty.clear()
-    out.append((META_KEY, encode_meta(state.clock_ms, offset)))
+    out.append((META_KEY, encode_meta(state.clock_ms, offset, state.tick_digests)))
     return out

@@ -29,6 +29,7 @@ from schemas.events import DealClosed, DealEvent, Outcome, Tick
 
 BUCKET_MS = 60_000
 TICK_IDS_KEPT = 1024
+TICK_IDS_CHECKPOINTED = 64  # the most recent ones, with the clock: ~an hour of minutely ticks
 
 
 def event_digest(event_id: str) -> bytes:
@@ -90,8 +91,8 @@ class PartitionState:
         self._bucket_heap: list[int] = []
         self._entries = 0
         self._seen_limit = dedupe_per_deal * DIGEST_SIZE
-        self._tick_ids: set[str] = set()
-        self._tick_order: deque[str] = deque()
+        self._tick_ids: set[bytes] = set()
+        self._tick_order: deque[bytes] = deque()
         self.closed: dict[str, int] = {}
         self.closed_seen: dict[str, bytes] = {}  # a closed deal's last event-id digests
         self._closed_order: deque[tuple[int, str]] = deque()
@@ -123,6 +124,7 @@ class PartitionState:
         clock_ms: int,
         *,
         closed_seen: dict[str, bytes] | None = None,
+        tick_digests: bytes = b"",
         without_deadline: frozenset[str] = frozenset(),
     ) -> None:
         """Replace the state with a restored one: packed deals (each with its place in the
@@ -135,6 +137,9 @@ class PartitionState:
         self.closed_seen = {d: s for d, s in (closed_seen or {}).items() if d in closed}
         self._closed_order = deque(sorted((at, d) for d, at in closed.items()))
         self.clock_ms = clock_ms
+        self._tick_ids, self._tick_order = set(), deque()
+        for start in range(0, len(tick_digests) - DIGEST_SIZE + 1, DIGEST_SIZE):
+            self._remember_tick(tick_digests[start : start + DIGEST_SIZE])
         for deal_id in without_deadline:
             deal = unpack(deal_id, self.packed[deal_id])
             th = self.rules.for_workspace(deal.workspace_id)
@@ -222,13 +227,25 @@ class PartitionState:
             self.clock_ms = at_ms
 
     def _tick_seen(self, event_id: str) -> bool:
-        if event_id in self._tick_ids:
+        digest = event_digest(event_id)
+        if digest in self._tick_ids:
             return True
-        self._tick_ids.add(event_id)
-        self._tick_order.append(event_id)
+        self._remember_tick(digest)
+        return False
+
+    def _remember_tick(self, digest: bytes) -> None:
+        self._tick_ids.add(digest)
+        self._tick_order.append(digest)
         if len(self._tick_order) > TICK_IDS_KEPT:
             self._tick_ids.discard(self._tick_order.popleft())
-        return False
+
+    @property
+    def tick_digests(self) -> bytes:
+        """The digests of the last ``TICK_IDS_CHECKPOINTED`` tick ids, oldest first."""
+        order = self._tick_order
+        if len(order) <= TICK_IDS_CHECKPOINTED:
+            return b"".join(order)
+        return b"".join(list(order)[-TICK_IDS_CHECKPOINTED:])
 
     def _evaluate(self, deal: DealState, old_due: int | None) -> list[Insight]:
         now = self.clock_ms

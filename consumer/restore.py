@@ -145,6 +145,7 @@ async def restore_partitions(
             restored.closed,
             restored.clock_ms,
             closed_seen=restored.closed_seen,
+            tick_digests=restored.tick_digests,
             without_deadline=frozenset(restored.without_deadline),
         )
         reports[p] = RestoreReport(

@@ -78,6 +78,7 @@ def restored_at(live: Live, committed: int, *, written_until: int) -> PartitionS
         restored.closed,
         restored.clock_ms,
         closed_seen=restored.closed_seen,
+        tick_digests=restored.tick_digests,
         without_deadline=frozenset(restored.without_deadline),
     )
     return state

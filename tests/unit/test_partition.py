@@ -265,3 +265,24 @@ def test_rendered_insights_are_valid_insight_events() -> None:
         assert event.detected_at.tzinfo is not None
         assert event.source == "rules"
         assert 2 <= len(event.actions) <= 3
+
+
+def test_a_copy_of_a_tick_is_recognised_after_a_restore() -> None:
+    """Tick ids are checkpointed with the clock: a copy of a tick (a producer retry) that comes
+    after a restore must not evaluate the partition's deals early."""
+    live = new()
+    live.apply(created())
+    first = Tick(event_id="tick-1", at=T0 + dt.timedelta(days=1))
+    live.tick(first)
+    restored = restore(checkpoint_records(live, 2), committed=2)
+    copy = new()
+    copy.load(
+        restored.deals,
+        restored.closed,
+        restored.clock_ms,
+        closed_seen=restored.closed_seen,
+        tick_digests=restored.tick_digests,
+    )
+    assert copy.tick_digests == live.tick_digests != b""
+    assert copy.tick(first).duplicate
+    assert not copy.tick(Tick(event_id="tick-2", at=T0 + dt.timedelta(days=2))).duplicate
