@@ -49,13 +49,15 @@ logger = logging.getLogger(__name__)
 
 
 class _Tally:
-    """Counts of one batch, added to the metrics once per batch instead of once per record."""
+    """Counts of one partition's part of a batch, added to the metrics once when that part is
+    sent (a part dropped unsent on a revoke is counted by whoever replays it)."""
 
-    __slots__ = ("duplicates", "events", "ignored", "insights", "touched")
+    __slots__ = ("duplicates", "events", "ignored", "insights", "rejected", "touched")
 
     def __init__(self) -> None:
         self.events: Counter[str] = Counter()
         self.insights: Counter[tuple[RuleName, Priority, Lifecycle]] = Counter()
+        self.rejected: Counter[str] = Counter()
         self.duplicates = 0
         self.ignored = 0
         self.touched = 0
@@ -65,6 +67,9 @@ class _Tally:
             m.events_consumed.labels(kind).inc(n)
         for (rule, priority, lifecycle), n in self.insights.items():
             m.insights.labels(rule.value, priority.value, lifecycle.value).inc(n)
+        for reason, n in self.rejected.items():
+            m.dlq_records.labels(reason).inc(n)
+            m.events_consumed.labels("invalid").inc(n)
         if self.duplicates:
             m.duplicates.inc(self.duplicates)
         if self.ignored:
@@ -76,11 +81,12 @@ class _Tally:
 class _Batch:
     """One fetched batch, applied but not yet published: its outputs, partition by partition."""
 
-    __slots__ = ("out", "parts", "started")
+    __slots__ = ("out", "parts", "started", "tallies")
 
     def __init__(self, started: float) -> None:
         self.started = started  # perf_counter when its processing began
         self.out: list[OutRecord] = []
+        self.tallies: dict[int, _Tally] = {}  # per partition
         # per partition: (tp, the state it was applied to, its slice of ``out``, the offset to
         # commit, the broker timestamp of its first record)
         self.parts: list[tuple[TopicPartition, PartitionState, slice, int, int | None]] = []
@@ -294,7 +300,6 @@ class Monitor:
         (acknowledgements, commit); a partition dropped or re-assigned meanwhile is skipped."""
         applied = _Batch(time.perf_counter())
         out = applied.out
-        tally = _Tally()
         state_topic = self.settings.topic_state
         owned = dict(self.partitions)
         first = True
@@ -311,12 +316,12 @@ class Monitor:
                 # come again.
                 continue
             begin = len(out)
+            tally = applied.tallies[partition] = _Tally()
             self._apply_records(state, records, out, tally)
             end = records[-1].offset + 1
             for key, value in checkpoint_records(state, end):
                 out.append(OutRecord(state_topic, key, value, None, partition))
             applied.parts.append((tp, state, slice(begin, len(out)), end, records[0].timestamp))
-        tally.flush(self.metrics)
         return applied
 
     def _send(self, applied: _Batch, consumer: Any, stop: asyncio.Event) -> None:
@@ -336,6 +341,8 @@ class Monitor:
                 sorted({p[0].partition for p in applied.parts} - {p[0].partition for p in parts}),
             )
             out = [r for p in parts for r in applied.out[p[2]]]
+        for tp, *_ in parts:
+            applied.tallies[tp.partition].flush(self.metrics)
         offsets = {tp: end for tp, _, _, end, _ in parts}
         stamps = [ts for *_, ts in parts if ts is not None]
         oldest_ts = min(stamps) if stamps else None
@@ -460,7 +467,7 @@ class Monitor:
             try:
                 event = decode(rec.value, rec.key, max_bytes=max_bytes)
             except EventRejected as exc:
-                self._reject(rec, exc, out)
+                self._reject(rec, exc, out, tally)
                 continue
             try:
                 if isinstance(event, Tick):
@@ -472,7 +479,7 @@ class Monitor:
                 logger.exception(
                     "processing failed at %s/%d@%d", rec.topic, rec.partition, rec.offset
                 )
-                self._reject(rec, EventRejected("processing_error", repr(exc)[:500]), out)
+                self._reject(rec, EventRejected("processing_error", repr(exc)[:500]), out, tally)
                 continue
             events[event.type] += 1
             if step.duplicate:
@@ -490,7 +497,7 @@ class Monitor:
         tally.ignored += ignored
         tally.touched += touched
 
-    def _reject(self, rec: Any, exc: EventRejected, out: list[OutRecord]) -> None:
+    def _reject(self, rec: Any, exc: EventRejected, out: list[OutRecord], tally: _Tally) -> None:
         s = self.settings
         out.append(
             dlq_record(
@@ -505,8 +512,7 @@ class Monitor:
                 max_value_bytes=s.max_event_bytes,
             )
         )
-        self.metrics.dlq_records.labels(exc.reason).inc()
-        self.metrics.events_consumed.labels("invalid").inc()
+        tally.rejected[exc.reason] += 1
         logger.warning(
             "to DLQ: %s/%d@%d %s: %s", rec.topic, rec.partition, rec.offset, exc.reason, exc.detail
         )

@@ -246,6 +246,16 @@ def harness(
     return Harness(world, monitor, consumer, asyncio.Event(), registry)
 
 
+def consumed(h: Harness) -> float:
+    """vectoros_monitor_events_consumed_total over every type."""
+    return sum(
+        s.value
+        for metric in h.registry.collect()
+        for s in metric.samples
+        if s.name == "vectoros_monitor_events_consumed_total"
+    )
+
+
 async def guarded(awaitable: Any) -> Any:
     return await asyncio.wait_for(awaitable, LIMIT)
 
@@ -299,6 +309,7 @@ async def test_revoke_waits_for_the_batch_in_flight_and_drops_what_was_applied_a
     # batch 1 was applied but never sent: its partitions' new owner replays it from offset 2
     assert sorted(w.of("sent")) == [("sent", 0, 2), ("sent", 1, 2)]
     assert h.monitor._next_offset == {}
+    assert consumed(h) == 4, "what was dropped unsent is counted by whoever replays it"
 
 
 async def test_only_the_revoked_partitions_of_a_batch_applied_ahead_are_dropped() -> None:
@@ -319,6 +330,7 @@ async def test_only_the_revoked_partitions_of_a_batch_applied_ahead_are_dropped(
     assert [offsets for _, offsets in w.of("committed")] == [{0: 2, 1: 2}, {0: 4}]
     assert sorted(w.of("sent")) == [("sent", 0, 2), ("sent", 0, 4), ("sent", 1, 2)]
     assert h.monitor._next_offset == {0: 4}
+    assert consumed(h) == 6  # 2 + 2 of batch 0, the 2 of partition 0 in batch 1
 
 
 async def test_stop_finishes_every_applied_batch_before_leaving() -> None:
