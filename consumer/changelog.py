@@ -102,6 +102,18 @@ class Restored:
     unreadable: int = 0
 
 
+def load_into(state: PartitionState, restored: Restored) -> None:
+    """Give ``state`` everything a changelog restore found."""
+    state.load(
+        restored.deals,
+        restored.closed,
+        restored.clock_ms,
+        closed_seen=restored.closed_seen,
+        tick_digests=restored.tick_digests,
+        without_deadline=frozenset(restored.without_deadline),
+    )
+
+
 def restore(records: Iterable[tuple[bytes | None, bytes | None]], committed: int) -> Restored:
     """Fold changelog records (key, value) in offset order into the state as of ``committed``.
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumer.changelog import gc_paused, restore
+from consumer.changelog import gc_paused, load_into, restore
 from consumer.partition import PartitionState
 
 logger = logging.getLogger(__name__)
@@ -140,14 +140,7 @@ async def restore_partitions(
         if not restored.has_checkpoint:
             without_checkpoint.append(p)
             continue
-        states[p].load(
-            restored.deals,
-            restored.closed,
-            restored.clock_ms,
-            closed_seen=restored.closed_seen,
-            tick_digests=restored.tick_digests,
-            without_deadline=frozenset(restored.without_deadline),
-        )
+        load_into(states[p], restored)
         reports[p] = RestoreReport(
             "changelog",
             restored.records,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from consumer.changelog import checkpoint_records, restore
+from consumer.changelog import checkpoint_records, load_into, restore
 from consumer.partition import PartitionState, StepResult
 from consumer.thresholds import RulesConfig
 from producer.simulator import SimTick, SimulationSpec, generate
@@ -73,14 +73,7 @@ def restored_at(live: Live, committed: int, *, written_until: int) -> PartitionS
     records = [(k, v) for k, v, offset in live.changelog if offset <= written_until]
     restored = restore(records, committed)
     state = PartitionState(RULES)
-    state.load(
-        restored.deals,
-        restored.closed,
-        restored.clock_ms,
-        closed_seen=restored.closed_seen,
-        tick_digests=restored.tick_digests,
-        without_deadline=frozenset(restored.without_deadline),
-    )
+    load_into(state, restored)
     return state
 
 
