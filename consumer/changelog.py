@@ -44,13 +44,8 @@ _DEAL, _CLOSED, _META = b"S", b"X", b"M"
 _V2 = VERSION.to_bytes(1, "little")
 
 
-def encode_packed(data: bytes, offset: int) -> bytes:
-    """The changelog value of an open deal already in packed form."""
-    return _PREFIX.pack(VERSION, _DEAL, offset) + data
-
-
 def encode_deal(deal: DealState, offset: int, deadline: int | None = None) -> bytes:
-    return encode_packed(pack(deal, deadline), offset)
+    return _PREFIX.pack(VERSION, _DEAL, offset) + pack(deal, deadline)
 
 
 def encode_closed(closed_at_ms: int, offset: int, seen: bytes = b"") -> bytes:

@@ -143,9 +143,3 @@ def deadline_of(data: bytes) -> int | None:
     """The deadline stored in a packed deal, without unpacking the rest."""
     (due,) = _DEADLINE.unpack_from(data, _DEADLINE_AT)
     return None if due == NO_DEADLINE else int(due)
-
-
-def with_deadline(data: bytes, deadline: int | None) -> bytes:
-    """The same packed deal with another deadline."""
-    due = NO_DEADLINE if deadline is None else deadline
-    return data[:_DEADLINE_AT] + _DEADLINE.pack(due) + data[_DEADLINE_AT + 8 :]

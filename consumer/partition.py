@@ -24,7 +24,7 @@ from consumer.packed import DIGEST_SIZE, deadline_of, pack, unpack
 from consumer.rules import fired, next_deadline
 from consumer.state import DAY_MS, DealState, apply_event, copy_state, to_ms
 from consumer.templates import Insight, render
-from consumer.thresholds import RulesConfig
+from consumer.thresholds import RulesConfig, RuleThresholds
 from schemas.events import DealClosed, DealEvent, Outcome, Tick
 
 BUCKET_MS = 60_000
@@ -103,10 +103,6 @@ class PartitionState:
     def deals(self) -> DealsView:
         return DealsView(self.packed)
 
-    def deal(self, deal_id: str) -> DealState | None:
-        data = self.packed.get(deal_id)
-        return None if data is None else unpack(deal_id, data)
-
     @property
     def deadlines(self) -> dict[str, int]:
         """Every tracked deal's place in the deadline index (deals without one left out)."""
@@ -170,7 +166,8 @@ class PartitionState:
         if after is None:
             if before is not None:
                 why = _resolution_for(event)
-                out.insights.extend(self._render(before, resolve_all(before, why)))
+                th = self.rules.for_workspace(before.workspace_id)
+                out.insights.extend(self._render(before, resolve_all(before, why), th))
                 del self.packed[deal_id]
             self._tombstone(
                 deal_id, (seen + digest)[-self._seen_limit :] if self._seen_limit else b""
@@ -259,7 +256,7 @@ class PartitionState:
             self._index(deal_id, due)
             if self._entries > 2 * len(self.packed) + 1024:
                 self._rebuild_index()
-        return self._render(deal, changes) if changes else []
+        return self._render(deal, changes, th) if changes else []
 
     def _index(self, deal_id: str, due: int) -> None:
         bucket = due // BUCKET_MS
@@ -281,8 +278,7 @@ class PartitionState:
             if due is not None:
                 self._index(deal_id, due)
 
-    def _render(self, deal: DealState, changes: list[Change]) -> list[Insight]:
-        th = self.rules.for_workspace(deal.workspace_id)
+    def _render(self, deal: DealState, changes: list[Change], th: RuleThresholds) -> list[Insight]:
         return [render(change, deal, self.clock_ms, th) for change in changes]
 
     def _tombstone(self, deal_id: str, seen: bytes) -> None:

@@ -166,28 +166,3 @@ async def restore_partitions(
                 "replay", counts[p], len(state.packed), time.perf_counter() - started
             )
     return reports
-
-
-async def restore_partition(
-    state: PartitionState,
-    *,
-    bootstrap: str,
-    changelog: TopicPartition,
-    source: TopicPartition,
-    committed: int,
-    replay: Callable[[PartitionState, Any], None],
-    client_id: str = "vectoros",
-) -> RestoreReport:
-    """Load ``state`` as it was at source offset ``committed`` (one partition)."""
-    if changelog.partition != source.partition:
-        raise ValueError("the changelog is co-partitioned with its source")
-    reports = await restore_partitions(
-        {source.partition: state},
-        bootstrap=bootstrap,
-        changelog_topic=changelog.topic,
-        source_topic=source.topic,
-        committed={source.partition: committed},
-        replay=replay,
-        client_id=client_id,
-    )
-    return reports[source.partition]

@@ -29,10 +29,6 @@ def to_ms(ts: dt.datetime) -> int:
     return int(ts.timestamp() * 1000)
 
 
-def from_ms(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-
-
 def to_day(d: dt.date) -> int:
     return (d - _EPOCH).days
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.packed import NO_DEADLINE, deadline_of, pack, unpack, with_deadline
+from consumer.packed import NO_DEADLINE, deadline_of, pack, unpack
 from consumer.state import DealState, OpenInsight
 from schemas.events import Stage
 from schemas.insights import Priority, RuleName
@@ -48,9 +48,6 @@ def test_round_trip(deal: DealState, deadline: int | None) -> None:
     data = pack(deal, deadline)
     assert unpack("deal-1", data) == deal
     assert deadline_of(data) == deadline
-    moved = with_deadline(data, 42)
-    assert deadline_of(moved) == 42
-    assert unpack("deal-1", moved) == deal
 
 
 def test_unknown_and_zero_are_different() -> None:
