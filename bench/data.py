@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from bench.env import Record, cache_dir
 from consumer.state import DAY_MS, DealState, OpenInsight
 from schemas.events import TICK_HEADER, TICK_HEADER_VALUE, Stage
 from schemas.insights import Priority, RuleName
+from vectoros.partitioner import murmur2
 
 logger = logging.getLogger("bench")
 

@@ -1,7 +1,8 @@
 """Producing many records with few awaits: one ``create_batch``/``send_batch`` per partition
 instead of one ``send()`` per record (measured on the embedded broker: ~74k records/s with
 ``send()`` against ~850k/s with batches). Keyed records go to the partition Kafka's default
-partitioner (murmur2) would choose, so consumers see the same placement as with ``send()``."""
+partitioner (murmur2, ``vectoros.partitioner``) would choose, so consumers see the same placement
+as with ``send()``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from aiokafka.partitioner import DefaultPartitioner
+from vectoros.partitioner import partition_for
 
 _NO_HEADERS: list[tuple[str, bytes]] = []  # shared, never mutated (aiokafka only reads headers)
 
@@ -33,7 +34,6 @@ class BatchProducer:
     def __init__(self, producer: Any) -> None:
         self._producer = producer
         self._partitions: dict[str, list[int]] = {}
-        self._partitioner = DefaultPartitioner()
 
     async def _partitions_of(self, topic: str) -> list[int]:
         parts = self._partitions.get(topic)
@@ -46,14 +46,13 @@ class BatchProducer:
         error; the caller decides whether to send the whole set again)."""
         grouped: dict[tuple[str, int], list[OutRecord]] = {}
         known = self._partitions
-        partitioner = self._partitioner
         for r in records:
             topic, key, _, _, partition = r
             if partition is None:
                 parts = known.get(topic)
                 if parts is None:
                     parts = await self._partitions_of(topic)
-                partition = partitioner(key, parts, parts)
+                partition = partition_for(key, parts)
             group = grouped.get((topic, partition))
             if group is None:
                 grouped[(topic, partition)] = [r]
