@@ -68,6 +68,18 @@ def _classify(exc: ValidationError, value: bytes) -> EventRejected:
     return EventRejected("schema_violation", _summarise(exc))
 
 
+def _check_range(at: dt.datetime) -> None:
+    """Aware but outside what UTC epoch milliseconds can hold (e.g. 9999-12-31T23:59-14:00)."""
+    try:
+        ms = to_ms(at)
+    except (OverflowError, ValueError, OSError) as exc:
+        raise EventRejected("schema_violation", f"timestamp out of range: {exc}") from None
+    if not _MIN_MS <= ms <= _MAX_MS:
+        raise EventRejected(
+            "schema_violation", f"timestamp out of range: {ms} ms is not in years 1-9999 UTC"
+        )
+
+
 def decode(value: bytes | None, key: bytes | None, *, max_bytes: int) -> DealEvent | Tick:
     """Decode one message (one strict JSON parse). Raises ``EventRejected`` if it is unusable."""
     if value is None:
@@ -78,14 +90,9 @@ def decode(value: bytes | None, key: bytes | None, *, max_bytes: int) -> DealEve
         event = event_adapter.validate_json(value, strict=True)
     except ValidationError as exc:
         raise _classify(exc, value) from None
-    try:  # aware but outside what UTC epoch milliseconds can hold (e.g. 9999-12-31T23:59-14:00)
-        ms = to_ms(event.at if isinstance(event, Tick) else event.occurred_at)
-    except (OverflowError, ValueError, OSError) as exc:
-        raise EventRejected("schema_violation", f"timestamp out of range: {exc}") from None
-    if not _MIN_MS <= ms <= _MAX_MS:
-        raise EventRejected(
-            "schema_violation", f"timestamp out of range: {ms} ms is not in years 1-9999 UTC"
-        )
+    at = event.at if isinstance(event, Tick) else event.occurred_at
+    if not 1 < at.year < 9999:  # offsets are under a day: only these years can leave 1-9999 UTC
+        _check_range(at)
     if isinstance(event, Tick):
         return event
     if key is None:

@@ -53,6 +53,30 @@ def test_valid_event_and_tick() -> None:
     assert isinstance(tick, Tick)
 
 
+@pytest.mark.parametrize(
+    ("when", "ok"),
+    [
+        ("0001-01-01T00:00:00+01:00", False),  # 31 December of year 0 in UTC
+        ("0001-01-01T00:00:00-01:00", True),
+        ("0002-01-01T00:30:00+01:00", True),
+        ("9998-12-31T23:59:59-14:00", True),
+        ("9999-12-31T23:59:59+14:00", True),
+        ("9999-12-31T23:59:59.999+00:00", True),
+        ("9999-12-31T23:59:59-14:00", False),  # the year 10000 in UTC
+    ],
+)
+def test_timestamps_must_be_in_years_1_to_9999_utc(when: str, ok: bool) -> None:
+    """Only the first and the last year can leave the range in UTC; both edges are checked."""
+    value = GOOD.replace(b"2026-01-01T00:00:00+02:00", when.encode())
+    if ok:
+        assert isinstance(decode(value, b"d1", max_bytes=4096), DealDeleted)
+    else:
+        with pytest.raises(EventRejected) as info:
+            decode(value, b"d1", max_bytes=4096)
+        assert info.value.reason == "schema_violation"
+        assert "out of range" in info.value.detail
+
+
 def test_strict_types_no_coercion() -> None:
     value = (
         b'{"type":"deal.created","event_id":"e","workspace_id":"w","deal_id":"d",'
