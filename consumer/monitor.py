@@ -208,7 +208,9 @@ class Monitor:
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     session_timeout_ms=s.session_timeout_ms,
-                    fetch_max_wait_ms=s.fetch_timeout_ms,  # an idle fetch answers this fast
+                    # Kafka answers a waiting fetch as soon as data arrives; the embedded Tansu
+                    # only when this expires, so it bounds what an idle partition adds
+                    fetch_max_wait_ms=s.fetch_max_wait_ms,
                     heartbeat_interval_ms=max(100, s.session_timeout_ms // 3),
                 )
                 consumer.subscribe([s.topic_events], listener=_Rebalance(self))

@@ -81,6 +81,12 @@ class MonitorSettings(KafkaSettings):
     )
     max_batch_records: int = Field(default=5000, ge=1)
     fetch_timeout_ms: int = Field(default=200, ge=1)
+    fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        le=500,
+        description="How long the broker may hold a fetch that finds nothing new.",
+    )
     dedupe_per_deal: int = Field(
         default=16, ge=0, le=255, description="Most recent event ids remembered per deal."
     )
