@@ -57,17 +57,19 @@ class Sizes:
     latency_rate: float
     latency_warmup_s: float
     latency_measure_s: float
+    light_rate: float  # latency at a light load too: what the pipeline adds when nothing queues
+    light_measure_s: float
     sink_events: int
     produce_records: int
     budget_s: float
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(100_000, 1_000_000, 1_000, 5_000, 3, 20, 50_000, 50_000, 150)
+        return cls(100_000, 1_000_000, 1_000, 5_000, 3, 20, 200, 10, 50_000, 50_000, 150)
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(10_000, 100_000, 1_000, 5_000, 2, 8, 20_000, 20_000, 60)
+        return cls(10_000, 100_000, 1_000, 5_000, 2, 8, 200, 5, 20_000, 20_000, 60)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -204,9 +206,20 @@ class Bench:
             target_text="<= 25",
             digits=1,
         )
+        light = f"{s.light_rate:,.0f}/s"
+        light_p50 = self.metric("latency", f"event -> insight p50 at {light}", "ms", digits=1)
+        light_p99 = self.metric("latency", f"event -> insight p99 at {light}", "ms", digits=1)
         last: list[latency.LatencyResult] = []
 
         async def one(i: int) -> str:
+            low = await latency.run_latency(
+                self.session,
+                rate=s.light_rate,
+                warmup_s=s.latency_warmup_s,
+                measure_s=s.light_measure_s,
+            )
+            light_p50.add(low.p50_ms)
+            light_p99.add(low.p99_ms)
             res = await latency.run_latency(
                 self.session,
                 rate=s.latency_rate,
@@ -216,7 +229,10 @@ class Bench:
             p50.add(res.p50_ms)
             p99.add(res.p99_ms)
             last.append(res)
-            return f"p50 {res.p50_ms:,.1f} ms, p99 {res.p99_ms:,.1f} ms, max {res.max_ms:,.1f} ms"
+            return (
+                f"p50 {res.p50_ms:,.1f} ms, p99 {res.p99_ms:,.1f} ms, max {res.max_ms:,.1f} ms "
+                f"(at {light}: p50 {low.p50_ms:,.1f} ms, p99 {low.p99_ms:,.1f} ms)"
+            )
 
         await self.repeat("latency", one)
         r = last[-1]
