@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import latency, memory, produce, profiling, restore, sink, throughput, tick
+from bench import floor, latency, memory, produce, profiling, restore, sink, throughput, tick
 from bench.data import Dataset, events_dataset
 from bench.env import (
     ROOT,
@@ -37,6 +37,7 @@ from bench.report import Metric, markdown_table, notes, text_table
 SCENARIOS = (
     "monitor",
     "bare",
+    "floor",
     "latency",
     "tick",
     "memory",
@@ -193,6 +194,26 @@ class Bench:
             )
             ratio.add(mon[0].median / b.median)
 
+    async def floor(self) -> None:
+        data, topic = self.data, self.topic
+        assert data is not None
+        f = self.metric(
+            "reference: the floor", "bare loop, minimal 5-rule job (orjson, dicts)", "events/s"
+        )
+        last: list[throughput.RunResult] = []
+
+        async def one(i: int) -> str:
+            res = await floor.run_floor_loop(self.session, data, topic)
+            f.add(res.rate)
+            last.append(res)
+            return f"{res.rate:,.0f} events/s, {res.insights:,} insights"
+
+        await self.repeat("floor", one)
+        f.notes.append(
+            f"{_label(data)}; what Kafka I/O in Python costs here: no validation, no templates, "
+            f"no changelog; {_cpu(last[-1])} (last run)"
+        )
+
     async def latency(self) -> None:
         s = self.sizes
         rate = f"{s.latency_rate:,.0f}/s"
@@ -239,7 +260,9 @@ class Bench:
         p99.notes.append(
             f"{r.events:,} events measured after a {s.latency_warmup_s:g}s warm-up, offered "
             f"{r.achieved_rate:,.0f}/s, each raises one insight; max {r.max_ms:,.0f} ms; the "
-            f"monitor process used {r.monitor_cpu_share:.0%} of a core (last run)"
+            f"monitor process used {r.monitor_cpu_share:.0%} of a core, the broker "
+            f"{'?' if r.broker_cpu_share is None else f'{r.broker_cpu_share:.0%}'}, the bench's "
+            f"producer and reader {r.bench_cpu_share:.0%} (of the machine's 200 %; last run)"
         )
 
     async def tick(self) -> None:
@@ -445,7 +468,7 @@ async def run_all(args: argparse.Namespace) -> Bench:
             sizes.budget_s if args.budget is None else args.budget,
             args.quick,
         )
-        if {"monitor", "bare"} & set(chosen) or ("profile" in chosen and args.quick):
+        if {"monitor", "bare", "floor"} & set(chosen) or ("profile" in chosen and args.quick):
             bench.data, bench.topic = await bench.events(sizes)
         for name in chosen:
             await getattr(bench, name)()

@@ -46,6 +46,8 @@ class LatencyResult:
     events: int
     achieved_rate: float
     monitor_cpu_share: float  # CPU seconds of the monitor per wall second while measuring
+    broker_cpu_share: float | None  # the same for the broker
+    bench_cpu_share: float  # and for this process (the paced producer and the insight reader)
 
 
 def low_probability_events(run: str) -> Iterator[tuple[bytes, bytes]]:
@@ -189,12 +191,14 @@ async def run_latency(
             await _first_round_trip(producer, events_topic, gen, inbox)
             total_s = warmup_s + measure_s
             started = time.perf_counter()
-            cpu0 = cpu1 = 0.0
+            cpu0 = cpu1 = own0 = own1 = 0.0
+            broker0 = broker1 = None
             count = int(rate * total_s)
             measured_from = int(rate * warmup_s)
             for i in range(count):
                 if i == measured_from:
                     cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+                    own0, broker0 = time.process_time(), session.broker_cpu_seconds()
                 due = started + i / rate
                 delay = due - time.perf_counter()
                 if delay > 0.0005:
@@ -208,6 +212,7 @@ async def run_latency(
                 await producer.send(events_topic, value=value, key=key)
             produced_s = time.perf_counter() - started
             cpu1, t1 = cpu_seconds(proc.pid), time.perf_counter()
+            own1, broker1 = time.process_time(), session.broker_cpu_seconds()
             measured = list(sent)[measured_from:]
             inbox.close()
             with contextlib.suppress(TimeoutError):
@@ -230,6 +235,10 @@ async def run_latency(
         events=len(lat),
         achieved_rate=count / produced_s,
         monitor_cpu_share=(cpu1 - cpu0) / (t1 - t0),
+        broker_cpu_share=None
+        if broker0 is None or broker1 is None
+        else (broker1 - broker0) / (t1 - t0),
+        bench_cpu_share=(own1 - own0) / (t1 - t0),
     )
 
 
