@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,12 +153,47 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
         self.at = time.perf_counter()
 
 
+# A job for the plain loop: one partition's fetched records -> the insights, (key, value) each.
+Job = Callable[[int, list[Any]], list[tuple[bytes, bytes]]]
+
+
+def pure_core_job(max_bytes: int) -> Job:
+    """The monitor's work: ``decode`` and a ``PartitionState`` per partition."""
+    rules = RulesConfig()
+    states: dict[int, PartitionState] = {}
+
+    def job(partition: int, recs: list[Any]) -> list[tuple[bytes, bytes]]:
+        state = states.get(partition)
+        if state is None:
+            state = states[partition] = PartitionState(rules)
+        found = []
+        for rec in recs:
+            try:
+                event = decode(rec.value, rec.key, max_bytes=max_bytes)
+            except EventRejected:
+                continue
+            step = state.tick(event) if isinstance(event, Tick) else state.apply(event)
+            found += [(insight.deal_id.encode(), insight.value) for insight in step.insights]
+        state.dirty.clear()
+        return found
+
+    return job
+
+
 async def run_bare_loop(session: Session, data: Dataset, events_topic: str) -> RunResult:
-    prefix = session.name("bare")
+    """The reference loop with the project's pure core."""
+    max_bytes = monitor_settings(session, events_topic, "x").max_event_bytes
+    return await run_plain_loop(session, data, events_topic, "bare", pure_core_job(max_bytes))
+
+
+async def run_plain_loop(
+    session: Session, data: Dataset, events_topic: str, name: str, job: Job
+) -> RunResult:
+    """``getmany`` -> ``job`` per partition -> insights with one ``send_batch`` per partition ->
+    every ack -> commit, until every partition is committed to its end."""
+    prefix = session.name(name)
     settings = monitor_settings(session, events_topic, prefix)
     await session.create_topics(settings.topic_insights)
-    rules = RulesConfig()
-    max_bytes = settings.max_event_bytes
     ends = data.end_offsets()
     producer = await start_producer(settings, max_batch_size=BATCH_BYTES)
     parts = session.partitions
@@ -169,7 +205,6 @@ async def run_bare_loop(session: Session, data: Dataset, events_topic: str) -> R
     )
     listener = _Assigned()
     consumer.subscribe([events_topic], listener=listener)
-    states: dict[int, PartitionState] = {}
     position: dict[int, int] = {}
     insights = 0
     records = 0
@@ -180,7 +215,7 @@ async def run_bare_loop(session: Session, data: Dataset, events_topic: str) -> R
         broker0: float | None = None
         while any(position.get(p, 0) < end for p, end in ends.items()):
             if time.perf_counter() - started > LIMIT_S:
-                raise AssertionError("the bare loop did not finish in time")
+                raise AssertionError(f"the {name} loop did not finish in time")
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             if cpu0 is None and listener.at is not None:
                 cpu0, broker0 = time.process_time(), session.broker_cpu_seconds()
@@ -189,20 +224,10 @@ async def run_bare_loop(session: Session, data: Dataset, events_topic: str) -> R
             out: dict[int, list[tuple[bytes, bytes]]] = {}
             offsets: dict[TopicPartition, int] = {}
             for tp, recs in batch.items():
-                state = states.get(tp.partition)
-                if state is None:
-                    state = states[tp.partition] = PartitionState(rules)
-                for rec in recs:
-                    try:
-                        event = decode(rec.value, rec.key, max_bytes=max_bytes)
-                    except EventRejected:
-                        continue
-                    step = state.tick(event) if isinstance(event, Tick) else state.apply(event)
-                    for insight in step.insights:
-                        key = insight.deal_id.encode()
-                        out.setdefault(partition_for(key, parts), []).append((key, insight.value))
-                        insights += 1
-                state.dirty.clear()
+                found = job(tp.partition, recs)
+                for key, value in found:
+                    out.setdefault(partition_for(key, parts), []).append((key, value))
+                insights += len(found)
                 records += len(recs)
                 offsets[tp] = recs[-1].offset + 1
             await _send_batches(producer, settings.topic_insights, out)
@@ -215,7 +240,7 @@ async def run_bare_loop(session: Session, data: Dataset, events_topic: str) -> R
         await consumer.stop()
         await producer.stop()
     if records != data.records:
-        raise AssertionError(f"bare loop read {records} records, expected {data.records}")
+        raise AssertionError(f"{name} loop read {records} records, expected {data.records}")
     assigned = listener.at or started
     await session.drop_topics(settings.topic_insights)
     return RunResult(
