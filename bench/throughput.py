@@ -12,11 +12,11 @@ against its ``vectoros_monitor_events_consumed_total`` counter.
 
 Reference ("bare loop"): what the issue calls the hand-written aiokafka loop keeping state only in
 a dict: ``getmany`` → the same ``decode`` and pure ``PartitionState`` (rules, lifecycle, insight
-rendering) → the insights (JSON via ``model_dump_json``) produced with one
-``create_batch``/``send_batch`` per partition → wait for the acknowledgements → commit. No
-changelog, no metrics, no DLQ handling. It uses the project's pure core, so it gets faster
-with it: the ratio monitor / bare loop is the cost of the Kafka shell (changelog, metrics,
-checkpointing) over the least a correct loop must do.
+rendering) → the insights (the JSON bytes the core renders) produced with one
+``create_batch``/``send_batch`` per partition (``BatchProducer``, as the monitor) → wait for the
+acknowledgements → commit. No changelog, no metrics, no DLQ handling. It uses the project's
+pure core, so it gets faster with it: the ratio monitor / bare loop is the cost of the Kafka
+shell (changelog, metrics, checkpointing) over the least a correct loop must do.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from bench.data import Dataset, partition_for
+from bench.data import Dataset
 from bench.env import Session
 from consumer.decode import decode
 from consumer.monitor import Monitor
 from consumer.partition import PartitionState
 from consumer.thresholds import RulesConfig
 from schemas.events import Tick
+from vectoros.batch_produce import BatchProducer, OutRecord
 from vectoros.errors import EventRejected
 from vectoros.kafka import start_producer
 from vectoros.metrics import MonitorMetrics
@@ -196,7 +197,8 @@ async def run_plain_loop(
     await session.create_topics(settings.topic_insights)
     ends = data.end_offsets()
     producer = await start_producer(settings, max_batch_size=BATCH_BYTES)
-    parts = session.partitions
+    batcher = BatchProducer(producer)  # what the monitor produces with
+    topic = settings.topic_insights
     consumer = AIOKafkaConsumer(
         bootstrap_servers=session.bootstrap,
         group_id=settings.monitor_group_id,
@@ -221,16 +223,16 @@ async def run_plain_loop(
                 cpu0, broker0 = time.process_time(), session.broker_cpu_seconds()
             if not batch:
                 continue
-            out: dict[int, list[tuple[bytes, bytes]]] = {}
+            out: list[OutRecord] = []
             offsets: dict[TopicPartition, int] = {}
             for tp, recs in batch.items():
                 found = job(tp.partition, recs)
                 for key, value in found:
-                    out.setdefault(partition_for(key, parts), []).append((key, value))
+                    out.append(OutRecord(topic, key, value))
                 insights += len(found)
                 records += len(recs)
                 offsets[tp] = recs[-1].offset + 1
-            await _send_batches(producer, settings.topic_insights, out)
+            await batcher.send_all(out)
             await consumer.commit(offsets)
             for tp, offset in offsets.items():
                 position[tp.partition] = offset
@@ -251,19 +253,3 @@ async def run_plain_loop(
         cpu1 - (cpu0 or 0.0),
         None if broker0 is None or broker1 is None else broker1 - broker0,
     )
-
-
-async def _send_batches(
-    producer: Any, topic: str, out: dict[int, list[tuple[bytes, bytes]]]
-) -> None:
-    """One create_batch/send_batch per partition (more when a batch fills), then every ack."""
-    futures = []
-    for partition, recs in out.items():
-        batch = producer.create_batch()
-        for key, value in recs:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*futures)

@@ -3,7 +3,6 @@ watermark or to ``until``; empty partitions end at once."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from consumer.restore import read_partition, read_partitions
+from vectoros.batch_produce import BatchProducer, OutRecord
 from vectoros.kafka import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -24,20 +24,13 @@ async def load(bootstrap: str, topic: str) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=256 * 1024, linger_ms=0)
     await producer.start()
     try:
-        futures = []
-        for partition, count in COUNTS.items():
-            batch = producer.create_batch()
-            for i in range(count):
-                key, value = f"k{partition}-{i}".encode(), b"v" * 200 + str(i).encode()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    batch.close()
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            if batch.record_count():
-                batch.close()
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
+        await BatchProducer(producer).send_all(
+            [
+                OutRecord(topic, f"k{p}-{i}".encode(), b"v" * 200 + str(i).encode(), None, p)
+                for p, count in COUNTS.items()
+                for i in range(count)
+            ]
+        )
     finally:
         await producer.stop()
 
