@@ -4,17 +4,34 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test check lint types demo bench schemas clean
+.PHONY: all venv lock test check lint types demo bench schemas clean
 
 all: check
 
-$(STAMP): pyproject.toml
+LOCK := requirements-dev.lock
+UV_VERSION := 0.13.8
+
+# Installs exactly what the lock pins (hash-checked), then this project itself without its
+# dependencies: pip is all it needs, and pip comes with every Python.
+$(STAMP): pyproject.toml requirements.lock $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## make lock: refresh the locks on purpose (newest versions pyproject.toml allows).
+## requirements.lock: what the services run on (the Dockerfile); requirements-dev.lock: that,
+## at the same versions, plus the test and lint tools (`make venv`, CI).
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	.venv-lock/bin/uv pip compile pyproject.toml --extra build $(LOCK_FLAGS) --upgrade -o requirements.lock
+	.venv-lock/bin/uv pip compile pyproject.toml --extra build --extra dev $(LOCK_FLAGS) \
+		-c requirements.lock -o $(LOCK)
 
 ## make test: set up the virtual environment and run the whole suite (unit + integration)
 test: $(STAMP)
@@ -41,4 +58,4 @@ schemas: $(STAMP)
 	$(BIN)/vectoros schemas export
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-lock .mypy_cache .pytest_cache .ruff_cache

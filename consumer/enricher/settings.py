@@ -13,8 +13,8 @@ from pydantic_settings import SettingsConfigDict
 from schemas.insights import Priority
 from vectoros.settings import DatabaseSettings, KafkaSettings
 
-# The current Sonnet in the installed SDK's model list (anthropic.types.Model); the seed's
-# claude-sonnet-4-5 is in the SDK's DEPRECATED_MODELS (end of life 2026-11-30).
+# A current Sonnet in the installed SDK's model list (anthropic.types.Model). A configured model
+# that the installed SDK lists as deprecated is reported at start (client.check_model).
 DEFAULT_MODEL = "claude-sonnet-5-5"
 
 

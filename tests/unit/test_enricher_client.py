@@ -324,23 +324,41 @@ def test_usage_and_cost() -> None:
 
 
 def test_the_default_model_is_current_in_the_installed_sdk() -> None:
-    """The default is not in the SDK's deprecated-models list, and is one of its models."""
-    from anthropic._data import DEPRECATED_MODELS
+    """The default is one of the installed SDK's models and not in its deprecated-models table
+    (whatever that table holds in this release)."""
     from anthropic.types import Model
 
-    assert DEPRECATED_MODELS, "the SDK's deprecated-models list moved or is empty"
-    assert DEFAULT_MODEL not in DEPRECATED_MODELS
-    assert deprecated_models() is DEPRECATED_MODELS
+    assert DEFAULT_MODEL not in deprecated_models()
     known = Model.__args__[0].__args__  # type: ignore[attr-defined]
     assert DEFAULT_MODEL in known
-    assert "claude-sonnet-4-5" in DEPRECATED_MODELS  # the seed's model is deprecated
 
 
 def test_a_deprecated_model_is_reported_at_start(caplog: pytest.LogCaptureFixture) -> None:
-    check_model("claude-sonnet-4-5")
+    """Any model the installed SDK marks deprecated gets the warning, with its end of life."""
+    table = deprecated_models()
+    assert table, "the installed SDK publishes no deprecated models: nothing to check against"
+    model, end = next(iter(table.items()))
+    check_model(model)
     assert "deprecated" in caplog.text
+    assert model in caplog.text
+    assert str(end) in caplog.text
     caplog.clear()
     check_model(DEFAULT_MODEL)
+    assert caplog.text == ""
+
+
+def test_a_model_missing_from_the_table_gets_no_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warning follows the SDK's table, not a list of our own."""
+    import consumer.enricher.client as client
+
+    monkeypatch.setattr(client, "deprecated_models", lambda: {"claude-test-1": "2030-01-01"})
+    client.check_model("claude-test-1")
+    assert "claude-test-1" in caplog.text
+    assert "2030-01-01" in caplog.text
+    caplog.clear()
+    client.check_model("claude-test-2")
     assert caplog.text == ""
 
 
