@@ -124,7 +124,11 @@ class Monitor:
         self.rules = rules
         self.metrics = metrics
         self.partitions: dict[int, PartitionState] = {}
-        self._next_offset: dict[int, int] = {}
+        self._next_offset: dict[int, int] = {}  # per partition: committed up to here
+        self._applied_offset: dict[int, int] = {}  # per partition: its state includes up to here
+        # Revoked partitions whose state equals their last commit, kept across a rebalance: if
+        # the group hands one back at that same committed offset it needs no restore.
+        self._parked: dict[int, tuple[PartitionState, int]] = {}
         self._wall = wall_clock
         self._consumer: Any = None
         self._batcher: BatchProducer | None = None
@@ -234,32 +238,61 @@ class Monitor:
     # -- rebalancing ----------------------------------------------------------------------------
 
     def drop_partitions(self, revoked: list[TopicPartition]) -> None:
+        """Partitions going away. A state that holds exactly what was committed (nothing applied
+        ahead of the last commit) is parked: a rebalance usually hands most partitions back to
+        the same member, and those then need no restore (``restore_partitions``)."""
         for tp in revoked:
-            self.partitions.pop(tp.partition, None)
-            self._next_offset.pop(tp.partition, None)
-            for gauge in (
-                self.metrics.consumer_lag,
-                self.metrics.clock_lag_seconds,
-                self.metrics.tracked_deals,
-            ):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(str(tp.partition))
+            partition = tp.partition
+            state = self.partitions.pop(partition, None)
+            committed = self._next_offset.pop(partition, None)
+            applied = self._applied_offset.pop(partition, None)
+            if state is not None and committed is not None and applied == committed:
+                self._parked[partition] = (state, committed)
+            else:
+                self._forget_gauges(partition)
         if revoked:
             logger.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    def _forget_gauges(self, partition: int) -> None:
+        for gauge in (
+            self.metrics.consumer_lag,
+            self.metrics.clock_lag_seconds,
+            self.metrics.tracked_deals,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(str(partition))
 
     async def restore_partitions(self, assigned: list[TopicPartition]) -> None:
         """Restore every newly assigned partition before any of its records is processed: the
         partitions are paused while restoring, then positioned at the committed offset."""
         self.metrics.assigned_partitions.set(len(assigned))
         self.metrics.rebalances.inc()
-        todo = [tp for tp in assigned if tp.partition not in self.partitions]
         s = self.settings
         consumer = self._consumer
+        new = [tp for tp in assigned if tp.partition not in self.partitions]
+        parked, self._parked = self._parked, {}
+        for partition in set(parked) - {tp.partition for tp in assigned}:
+            self._forget_gauges(partition)  # went to another member
         self._restoring += 1
-        if todo:
-            consumer.pause(*todo)
+        if new:
+            consumer.pause(*new)
         try:
-            committed = {tp.partition: await consumer.committed(tp) or 0 for tp in todo}
+            committed = {tp.partition: await consumer.committed(tp) or 0 for tp in new}
+            todo = []
+            kept = []
+            for tp in new:
+                state, offset = parked.get(tp.partition, (None, -1))
+                if state is not None and offset == committed[tp.partition]:
+                    # handed back at the offset its state was parked at: nobody else committed
+                    # meanwhile, so the state in memory is exactly what a restore would build
+                    self.partitions[tp.partition] = state
+                    self._next_offset[tp.partition] = self._applied_offset[tp.partition] = offset
+                    consumer.seek(tp, offset)
+                    kept.append(tp.partition)
+                else:
+                    todo.append(tp)
+            if kept:
+                logger.info("partitions kept in memory (no restore needed): %s", sorted(kept))
             states = {tp.partition: self._new_partition() for tp in todo}
             reports = await restore_partitions(
                 states,
@@ -274,6 +307,7 @@ class Monitor:
                 report = reports[tp.partition]
                 self.partitions[tp.partition] = states[tp.partition]
                 self._next_offset[tp.partition] = committed[tp.partition]
+                self._applied_offset[tp.partition] = committed[tp.partition]
                 consumer.seek(tp, committed[tp.partition])  # what was fetched meanwhile comes again
                 self.metrics.restore_seconds.observe(report.seconds)
                 self.metrics.restored_records.inc(report.records)
@@ -290,8 +324,8 @@ class Monitor:
                 )
         finally:
             self._restoring -= 1
-            if todo:
-                consumer.resume(*todo)
+            if new:
+                consumer.resume(*new)
         logger.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
     # -- the hot path ---------------------------------------------------------------------------
@@ -317,10 +351,15 @@ class Monitor:
                 # without the state. The restore seeks back to the committed offset, so these
                 # come again.
                 continue
+            if records[0].offset < self._applied_offset.get(partition, 0):
+                # fetched before a seek back to the committed offset of a partition kept across
+                # a rebalance: the state already holds these; they come again from the seek
+                continue
             begin = len(out)
             tally = applied.tallies[partition] = _Tally()
             self._apply_records(state, records, out, tally)
             end = records[-1].offset + 1
+            self._applied_offset[partition] = end
             for key, value in checkpoint_records(state, end):
                 out.append(OutRecord(state_topic, key, value, None, partition))
             applied.parts.append((tp, state, slice(begin, len(out)), end, records[0].timestamp))

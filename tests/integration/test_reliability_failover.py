@@ -147,3 +147,43 @@ async def test_survivor_restores_the_partitions_of_a_dead_member(
     assert mid_stream, "the stream was over before the member was killed"
     moved_in_flight = [r for r in handover if r.ignored_uncommitted]
     assert not moved_in_flight, f"revoked before their batch was checkpointed: {moved_in_flight}"
+
+
+async def test_a_rebalance_restores_only_the_partitions_a_member_gains(
+    kafka_bootstrap: str, unique_name: Any, tmp_path: Path
+) -> None:
+    """A second monitor joins and later leaves. The first keeps the state of the partitions it
+    holds through both rebalances and restores only the partitions it gains back."""
+    settings = monitor_settings(kafka_bootstrap, unique_name, partitions=PARTITIONS)
+    await ensure_standard_topics(settings)
+    env = monitor_env(settings, max_batch_records=50)
+    everything = set(range(PARTITIONS))
+    items = list(generate(SimulationSpec(deals=40, days=20, seed=5)))
+
+    async with ServiceGroup(tmp_path) as services, publisher_for(settings) as pub:
+        first = await services.start("monitor-a", "monitor", env)
+        await wait_assignment(first, lambda a: a == everything, "assignment")
+        await stream_items(pub, items, 1.0)
+        ends = await end_offsets(kafka_bootstrap, settings.topic_events, PARTITIONS)
+        await wait_committed(
+            kafka_bootstrap, settings.monitor_group_id, settings.topic_events, ends, alive=[first]
+        )
+        before_join = len(first.log())
+
+        second = await services.start("monitor-b", "monitor", env)
+        given = await wait_assignment(second, lambda a: 0 < len(a) < PARTITIONS, "share")
+        kept = await wait_assignment(first, lambda a: 0 < len(a) < PARTITIONS, "share")
+        assert kept | given == everything
+        await first.wait_for_log(r"partitions kept in memory \(no restore needed\)")
+        before_leave = len(first.log())
+        code, _ = await second.stop()
+        assert code == 0, second.tail()
+        await wait_assignment(first, lambda a: a == everything, "take-back")  # after restores
+        restored_at_join = restore_lines(first.log()[before_join:before_leave])
+        restored_at_leave = restore_lines(first.log()[before_leave:])
+        code, _ = await first.stop()
+        assert code == 0, first.tail()
+
+    assert restored_at_join == [], f"the first member reloaded what it kept: {restored_at_join}"
+    assert {r.partition for r in restored_at_leave} == given, restored_at_leave
+    assert all(r.source == "changelog" for r in restored_at_leave), restored_at_leave
