@@ -142,7 +142,7 @@ async def start_client(
         if left <= 0:
             raise BrokerUnavailable(
                 f"cannot reach the broker at {bootstrap} (VECTOROS_KAFKA_BOOTSTRAP_SERVERS) after "
-                f"{wait_seconds:g} s: {reason}. Is it running and is the address right? "
+                f"{wait_seconds:.4g} s: {reason}. Is it running and is the address right? "
                 "(VECTOROS_KAFKA_CONNECT_TIMEOUT_SECONDS sets how long to wait)"
             ) from error
         wait = min(delay, left)
