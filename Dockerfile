@@ -17,9 +17,10 @@ FROM python:3.12-slim
 RUN useradd --system --uid 10001 vectoros
 COPY --from=build /install /usr/local
 USER vectoros
+# Each service has its own default VECTOROS_METRICS_PORT (run 9464, monitor 9465, sink 9466,
+# notifier 9467, enricher 9468, gateway 9469, ticker 9470), so none is set here.
 ENV PYTHONUNBUFFERED=1 \
-    VECTOROS_METRICS_HOST=0.0.0.0 \
-    VECTOROS_METRICS_PORT=9464
-EXPOSE 9464
+    VECTOROS_METRICS_HOST=0.0.0.0
+EXPOSE 9464-9470
 ENTRYPOINT ["vectoros"]
 CMD ["--help"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,9 +16,16 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from schemas.insights import RuleName
-from vectoros.errors import VectorOSError
+from vectoros.errors import ConfigError, VectorOSError
 from vectoros.logs import configure_logging
-from vectoros.settings import KafkaSettings, MonitorSettings, SimulatorSettings, TickerSettings
+from vectoros.settings import (
+    CommonSettings,
+    KafkaSettings,
+    MonitorSettings,
+    SimulatorSettings,
+    TickerSettings,
+    unknown_variables,
+)
 
 logger = logging.getLogger("vectoros")
 
@@ -35,38 +43,126 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def describe_settings_error(exc: ValidationError) -> str:
+    """One sentence naming the ``VECTOROS_*`` variables at fault (never their values)."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        message = str(err["msg"]).removeprefix("Value error, ")
+        loc = err["loc"]
+        if not loc:  # a check across fields: its message names the variables
+            parts.append(message)
+            continue
+        name = str(loc[0])
+        variable = name if name.isupper() else f"VECTOROS_{name.upper()}"
+        variable += "".join(f"[{part}]" for part in loc[1:])
+        parts.append(f"{variable}: {message}")
+    return "invalid settings: " + "; ".join(parts)
+
+
 def load_settings(cls: type[S], **overrides: Any) -> S:
-    """Settings from the environment plus CLI overrides, with a readable error."""
+    """Settings from the environment plus CLI overrides; invalid ones raise ``ConfigError``."""
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        lines = [
-            f"  VECTOROS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        ]
-        raise click.ClickException("invalid configuration:\n" + "\n".join(lines)) from None
+        raise ConfigError(describe_settings_error(exc)) from exc
 
 
 T = TypeVar("T")
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine; our own errors become a clean message and exit code 1."""
+    """Run a coroutine; errors reach ``VectorOSGroup``, which reports them in one line."""
     try:
         return asyncio.run(coro)
-    except VectorOSError as exc:
-        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:  # pragma: no cover - signals are handled inside services
         sys.exit(130)
 
 
-@click.group()
-@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR.")
+def one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip()) or "(no detail)"
+
+
+def describe_error(exc: BaseException) -> str:
+    """What the person at the terminal needs: what is wrong and where, in one line."""
+    if isinstance(exc, VectorOSError):
+        return one_line(str(exc))
+    if isinstance(exc, ValidationError):
+        return one_line(describe_settings_error(exc))
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return one_line(f"{exc.strerror}{where}")
+    return one_line(f"{type(exc).__name__}: {exc} (unexpected; run with --debug for the traceback)")
+
+
+def _debug_requested(argv: Sequence[str]) -> bool:
+    """--debug, --log-level debug or VECTOROS_LOG_LEVEL=debug: tracebacks are wanted."""
+    if "--debug" in argv or os.environ.get("VECTOROS_LOG_LEVEL", "").strip().upper() == "DEBUG":
+        return True
+    for i, arg in enumerate(argv):
+        if arg.lower() == "--log-level=debug":
+            return True
+        if arg == "--log-level" and i + 1 < len(argv) and argv[i + 1].upper() == "DEBUG":
+            return True
+    return False
+
+
+class VectorOSGroup(click.Group):
+    """The ``vectoros`` group: every error (bad setting or argument, rules file, unreachable
+    broker or database, busy port) is one ``Error: ...`` line on stderr and a non-zero exit
+    code; a traceback only with ``--debug`` (or ``VECTOROS_LOG_LEVEL=debug``)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            result = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            message = one_line(exc.format_message())
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                message += f" (see '{exc.ctx.command_path} --help')"
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(exc.exit_code or 1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except Exception as exc:
+            if _debug_requested(argv):
+                raise
+            click.echo(f"Error: {describe_error(exc)}", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def warn_unknown_variables() -> None:
+    for name, closest in unknown_variables(os.environ):
+        hint = f"; did you mean {closest}?" if closest else ""
+        logger.warning("%s is not a VectorOS setting and is ignored%s", name, hint)
+
+
+@click.group(cls=VectorOSGroup)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default=None,
+    help="Log level (default: VECTOROS_LOG_LEVEL, else INFO).",
+)
+@click.option("--debug", is_flag=True, help="Debug logs, and a traceback with every error.")
 @click.version_option(package_name="vectoros-monitor")
-def main(log_level: str | None) -> None:
+def main(log_level: str | None, debug: bool) -> None:
     """VectorOS Deal Monitor: deal events in, risk insights out."""
-    level = log_level or load_settings(KafkaSettings).log_level
+    level = "DEBUG" if debug else log_level or load_settings(CommonSettings).log_level
     configure_logging(level.upper())
+    warn_unknown_variables()
 
 
 @main.command()
@@ -125,12 +221,21 @@ def tick(interval: str | None, once: bool) -> None:
 
 
 @main.command()
-@click.option("--deals", type=int, default=None, help="Number of deals (default 200).")
-@click.option("--days", type=int, default=None, help="Simulated days (default 90).")
-@click.option("--workspaces", type=int, default=None, help="Workspaces (default 3).")
+@click.option(
+    "--deals", type=click.IntRange(min=1), default=None, help="Number of deals (default 200)."
+)
+@click.option(
+    "--days", type=click.IntRange(min=1), default=None, help="Simulated days (default 90)."
+)
+@click.option(
+    "--workspaces", type=click.IntRange(min=1), default=None, help="Workspaces (default 3)."
+)
 @click.option("--seed", type=int, default=None, help="Random seed (default 42).")
 @click.option(
-    "--speedup", type=float, default=None, help="Simulated seconds per second; 0 = max speed."
+    "--speedup",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Simulated seconds per second; 0 = max speed.",
 )
 def simulate(
     deals: int | None,
@@ -255,7 +360,10 @@ def enrich() -> None:
 @main.command()
 @click.option("--host", default=None, help="Address of the webhook endpoints (default 127.0.0.1).")
 @click.option(
-    "--port", type=int, default=None, help="Port of the webhook endpoints (default 8088)."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port of the webhook endpoints (default 8088).",
 )
 def gateway(host: str | None, port: int | None) -> None:
     """Receive CRM webhooks (HubSpot, Pipedrive, Salesforce CDC, Twenty), publish deal events."""
@@ -315,13 +423,13 @@ def run_cmd(no_ticker: bool) -> None:
 
 
 @main.command()
-@click.option("--deals", type=int, default=300, show_default=True)
-@click.option("--days", type=int, default=90, show_default=True)
-@click.option("--workspaces", type=int, default=3, show_default=True)
+@click.option("--deals", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--days", type=click.IntRange(min=1), default=90, show_default=True)
+@click.option("--workspaces", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option(
     "--seconds",
-    type=float,
+    type=click.FloatRange(min=0),
     default=20.0,
     show_default=True,
     help="Wall time to play the simulated days in (0 = as fast as possible).",
@@ -373,7 +481,7 @@ def insights() -> None:
 @click.option("--workspace", default=None, help="Only this workspace id.")
 @click.option("--priority", type=click.Choice(["low", "medium", "high", "critical"]), default=None)
 @click.option("--rule", type=click.Choice([r.value for r in RuleName]), default=None)
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 def insights_list(
     workspace: str | None, priority: str | None, rule: str | None, limit: int, as_json: bool
@@ -426,7 +534,12 @@ def topics() -> None:
 
 
 @topics.command("create")
-@click.option("--partitions", type=int, default=None, help="Partitions per topic (default 6).")
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Partitions per topic (default 6).",
+)
 def topics_create(partitions: int | None) -> None:
     """Create deal-events, deal-insights, deal-events-dlq and deal-monitor-state if missing."""
     from vectoros.kafka import compacted_topics, ensure_standard_topics, standard_topics

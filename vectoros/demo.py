@@ -22,6 +22,7 @@ from vectoros.db import connect_pool
 from vectoros.kafka import start_producer
 from vectoros.ops_server import Health, OpsServer
 from vectoros.pipeline import Pipeline, RunSettings, run_pipeline
+from vectoros.service import start_ops_server
 
 CATCH_UP_LIMIT = 300.0  # seconds: a safety bound so a broken pipeline cannot hang the demo
 
@@ -55,13 +56,9 @@ async def run_demo(
     ops: OpsServer | None = None
     metrics_url: str | None = None
     if settings.metrics_enabled:
-        ops = OpsServer(registry, health, settings.metrics_host, settings.metrics_port)
-        try:
-            await ops.start()
-        except (OSError, SystemExit):  # port taken: any free port will do for a demo
-            ops = OpsServer(registry, health, settings.metrics_host, 0)
-            await ops.start()
-        metrics_url = f"http://{settings.metrics_host}:{ops.port}/metrics"
+        # port taken: any free port will do for a demo (start_ops_server says which)
+        ops = await start_ops_server("demo", settings, registry, health, any_port_if_busy=True)
+        metrics_url = f"{ops.url}/metrics"
     result: dict[str, object] = {}
 
     async def drive(pipeline: Pipeline) -> None:

@@ -7,6 +7,7 @@
 
     VectorOSError (retriable=False)
     ├── ConfigError                 bad settings or rules file; fix and restart
+    │   └── PortInUse               a listening port is taken by another process
     ├── EventRejected               one input message is unusable; it goes to the DLQ
     │                               (.reason is a short, bounded code used as a metric label)
     ├── InfraError                  something we depend on misbehaved
@@ -29,6 +30,10 @@ class VectorOSError(Exception):
 
 class ConfigError(VectorOSError):
     """Settings or a rules file are invalid. Not retriable: fix the configuration."""
+
+
+class PortInUse(ConfigError):
+    """The port a server should listen on is taken (``vectoros run``/``demo`` then take another)."""
 
 
 class EventRejected(VectorOSError):

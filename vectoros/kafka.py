@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Collection
-from typing import Any
+import re
+from collections.abc import Callable, Collection, Iterator
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
+from aiokafka.errors import KafkaError, for_code
 
 from vectoros.errors import BrokerUnavailable, ConfigError
 from vectoros.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 30.0  # default of VECTOROS_KAFKA_CONNECT_TIMEOUT_SECONDS
+FIRST_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 5.0
 _EXISTS = 36  # TOPIC_ALREADY_EXISTS
 _CONFIG_REJECTED = {35, 40, 42}  # UNSUPPORTED_VERSION, INVALID_CONFIG, INVALID_REQUEST
 _warned_no_compaction = False
@@ -40,8 +44,113 @@ def compacted_topics(settings: KafkaSettings) -> frozenset[str]:
 
 async def ensure_standard_topics(settings: KafkaSettings) -> None:
     await ensure_topics(
-        settings.bootstrap(), standard_topics(settings), compacted=compacted_topics(settings)
+        settings.bootstrap(),
+        standard_topics(settings),
+        compacted=compacted_topics(settings),
+        retry_for=settings.kafka_connect_timeout_seconds,
     )
+
+
+class _Client(Protocol):
+    async def start(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Client)
+
+# What aiokafka logs (at ERROR) for each failed connection attempt and for a broker that refuses
+# InitProducerId: we say it once, in our own words, instead.
+_CONNECT_NOISE = re.compile(r"^Unable (?:to )?connect to |^Unexpected error during InitProducerId")
+
+
+class _Swallow(logging.Filter):
+    """Drops aiokafka's per-attempt connection errors, remembering the last for the message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _CONNECT_NOISE.search(message):
+            self.last = message
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_aiokafka() -> Iterator[_Swallow]:
+    swallow = _Swallow()
+    names = ["aiokafka"] + [n for n in logging.root.manager.loggerDict if n.startswith("aiokafka.")]
+    loggers = [logging.getLogger(n) for n in names]
+    for logger in loggers:
+        logger.addFilter(swallow)
+    try:
+        yield swallow
+    finally:
+        for logger in loggers:
+            logger.removeFilter(swallow)
+
+
+def _reason(exc: BaseException, swallowed: str | None) -> str:
+    """Why a connection failed, in words (not "KafkaConnectionError: KafkaConnectionError")."""
+    if swallowed and swallowed.startswith("Unable"):
+        # 'Unable connect to "h:p": [Errno 111] Connect call failed (...)' -> after the colon
+        return swallowed.split(": ", 1)[-1]
+    if isinstance(exc, TimeoutError):
+        return "no answer"
+    text = str(exc)
+    name = type(exc).__name__
+    text = text.removeprefix(f"{name}: ").strip()
+    return f"{name}: {text}" if text and text != name else name
+
+
+async def _close(client: Any) -> None:
+    closer = getattr(client, "stop", None) or getattr(client, "close", None)
+    if closer is not None:
+        with contextlib.suppress(Exception):
+            await closer()
+
+
+async def start_client(
+    make: Callable[[], C],
+    bootstrap: str,
+    *,
+    wait_seconds: float = CONNECT_TIMEOUT,
+    what: str = "client",
+) -> C:
+    """Start an aiokafka client (producer, consumer or admin) made by ``make``: one policy for
+    every command. While the broker cannot be reached it retries with backoff (a new client per
+    attempt, one INFO line per attempt) for up to ``wait_seconds``, then raises
+    ``BrokerUnavailable`` with one readable sentence. Other errors are raised at once (the failed
+    client is closed first: it never leaks a connection)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    delay = FIRST_RETRY_DELAY
+    while True:
+        client = make()
+        error: BaseException
+        with _quiet_aiokafka() as swallowed:
+            try:
+                await asyncio.wait_for(client.start(), max(0.1, deadline - loop.time()))
+                return client
+            except BaseException as exc:
+                await _close(client)
+                if not _retriable(exc):
+                    raise
+                reason, error = _reason(exc, swallowed.last), exc
+        left = deadline - loop.time()
+        if left <= 0:
+            raise BrokerUnavailable(
+                f"cannot reach the broker at {bootstrap} (VECTOROS_KAFKA_BOOTSTRAP_SERVERS) after "
+                f"{wait_seconds:.4g} s: {reason}. Is it running and is the address right? "
+                "(VECTOROS_KAFKA_CONNECT_TIMEOUT_SECONDS sets how long to wait)"
+            ) from error
+        wait = min(delay, left)
+        log.info(
+            "%s: broker %s not reachable (%s); retrying in %.1f s", what, bootstrap, reason, wait
+        )
+        await asyncio.sleep(wait)
+        delay = min(delay * 2, MAX_RETRY_DELAY)
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -60,37 +169,53 @@ async def ensure_topics(
 ) -> None:
     """Create the missing ``topics`` ({name: partitions}); ``compacted`` get cleanup.policy=compact.
 
-    Existing topics are left alone (a different partition count is logged as a warning). Retries
-    with backoff while the broker is unreachable, then raises ``BrokerUnavailable``.
+    Existing topics are left alone (a different partition count is logged as a warning). Waits
+    up to ``retry_for`` seconds for an unreachable broker (``start_client``), then raises
+    ``BrokerUnavailable``; retriable errors of the broker are retried within the same time.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + retry_for
-    delay = 0.1
+    delay = FIRST_RETRY_DELAY
     while True:
         try:
-            await _ensure_once(bootstrap, topics, set(compacted), replication_factor)
+            await _ensure_once(
+                bootstrap,
+                topics,
+                set(compacted),
+                replication_factor,
+                connect=max(0.1, deadline - loop.time()),
+            )
             return
+        except BrokerUnavailable:
+            raise
         except Exception as exc:
             if not _retriable(exc):
                 raise
             if loop.time() + delay > deadline:
                 raise BrokerUnavailable(
-                    f"Kafka broker at {bootstrap} did not answer within {retry_for:.0f} s "
-                    f"({type(exc).__name__}: {exc}). Is it running, and is "
-                    "VECTOROS_KAFKA_BOOTSTRAP_SERVERS right?"
+                    f"the broker at {bootstrap} (VECTOROS_KAFKA_BOOTSTRAP_SERVERS) did not "
+                    f"create the topics within {retry_for:.0f} s: {_reason(exc, None)}"
                 ) from exc
             log.info("broker %s not ready (%s), retrying in %.1f s", bootstrap, exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
 
 
 async def _ensure_once(
-    bootstrap: str, topics: dict[str, int], compacted: set[str], replication: int
+    bootstrap: str,
+    topics: dict[str, int],
+    compacted: set[str],
+    replication: int,
+    *,
+    connect: float = CONNECT_TIMEOUT,
 ) -> None:
     global _warned_no_compaction
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="vectoros-admin")
+
+    def make() -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="vectoros-admin")
+
+    admin = await start_client(make, bootstrap, wait_seconds=connect, what="admin")
     try:
-        await admin.start()
         existing = set(await admin.list_topics())
         missing = [name for name in topics if name not in existing]
         configs: dict[str, dict[str, str]] = {
@@ -136,22 +261,14 @@ async def partition_count(client: Any, topic: str) -> int:
     raise ConfigError(f"topic {topic} does not exist")
 
 
-async def _started(producer: AIOKafkaProducer) -> AIOKafkaProducer:
-    """Start, or close and re-raise: a failed producer never leaks a connection."""
-    try:
-        await asyncio.wait_for(producer.start(), CONNECT_TIMEOUT)
-    except BaseException:
-        await producer.stop()
-        raise
-    return producer
-
-
 async def start_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
     """A started producer: acks=all, linger 5 ms, no compression; ``overrides`` win.
 
     Idempotence follows ``settings.kafka_idempotence`` (or ``enable_idempotence`` in overrides):
-    "auto" falls back, with one warning per broker, to a plain producer when the broker refuses it
-    (the embedded Tansu broker does); "on" raises ``ConfigError`` then.
+    "auto" falls back, with one INFO line per broker, to a plain producer when the broker refuses
+    it (the embedded Tansu broker does); "on" raises ``ConfigError`` then. An unreachable broker is
+    waited for up to ``kafka_connect_timeout_seconds`` (``start_client``), then
+    ``BrokerUnavailable``.
     """
     bootstrap = settings.bootstrap()
     mode = settings.kafka_idempotence
@@ -167,28 +284,28 @@ async def start_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaP
         "compression_type": None,
         **overrides,
     }
-    try:
-        if mode != "off":
-            try:
-                return await _started(AIOKafkaProducer(**options, enable_idempotence=True))
-            except KafkaConnectionError:
-                raise
-            except KafkaError as exc:
-                if mode == "on":
-                    raise ConfigError(
-                        f"VECTOROS_KAFKA_IDEMPOTENCE=on but the broker at {bootstrap} refused an "
-                        f"idempotent producer ({type(exc).__name__}: {exc}); use auto or off"
-                    ) from exc
-                _no_idempotence.add(bootstrap)
-                log.warning(
-                    "broker at %s does not support idempotent producers (%s); using acks=all "
-                    "without idempotence: retries may duplicate records",
-                    bootstrap,
-                    type(exc).__name__,
-                )
-        return await _started(AIOKafkaProducer(**options))
-    except (KafkaConnectionError, TimeoutError, OSError) as exc:
-        raise BrokerUnavailable(
-            f"cannot start a producer: Kafka broker at {bootstrap} not reachable "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
+    timeout = settings.kafka_connect_timeout_seconds
+    if mode != "off":
+        try:
+            return await start_client(
+                lambda: AIOKafkaProducer(**options, enable_idempotence=True),
+                bootstrap,
+                wait_seconds=timeout,
+                what="producer",
+            )
+        except KafkaError as exc:
+            if mode == "on":
+                raise ConfigError(
+                    f"VECTOROS_KAFKA_IDEMPOTENCE=on but the broker at {bootstrap} refused an "
+                    f"idempotent producer ({type(exc).__name__}); use auto or off"
+                ) from exc
+            _no_idempotence.add(bootstrap)
+            log.info(
+                "the broker at %s has no idempotent producer (%s): using acks=all without "
+                "idempotence (VECTOROS_KAFKA_IDEMPOTENCE=off skips this check)",
+                bootstrap,
+                type(exc).__name__,
+            )
+    return await start_client(
+        lambda: AIOKafkaProducer(**options), bootstrap, wait_seconds=timeout, what="producer"
+    )

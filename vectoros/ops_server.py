@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -20,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from vectoros.errors import ConfigError
+from vectoros.errors import ConfigError, PortInUse
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,15 @@ class _ServerWithoutSignals(uvicorn.Server):
 class AppServer:
     """Serves an ASGI app with uvicorn inside the running event loop (ops endpoint, gateway)."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int, *, name: str = "http") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        *,
+        name: str = "http",
+        setting: str | None = None,
+    ) -> None:
         config = uvicorn.Config(
             app,
             host=host,
@@ -87,13 +97,46 @@ class AppServer:
         )
         self._server = _ServerWithoutSignals(config)
         self._name = name
+        self._host = host
+        self._requested_port = port
+        self._setting = setting
         self._task: asyncio.Task[None] | None = None
 
+    def _bind(self) -> socket.socket:
+        """The listening socket, bound here so that a busy port is one clear ``PortInUse`` (uvicorn
+        would log it and call ``sys.exit``)."""
+        host, port = self._host, self._requested_port
+        where = f"{host}:{port}"
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:
+            raise ConfigError(f"the {self._name} server cannot listen on {where}: {exc}") from exc
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            fix = f"; set {self._setting} to a free port (0 = any)" if self._setting else ""
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(
+                    f"port {port} on {host} is already in use (another service?){fix}"
+                ) from exc
+            raise ConfigError(
+                f"the {self._name} server cannot listen on {where}: {exc.strerror}{fix}"
+            ) from exc
+        return sock
+
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(), name=f"{self._name}-server")
+        sock = self._bind()
+        self._task = asyncio.create_task(
+            self._server.serve(sockets=[sock]), name=f"{self._name}-server"
+        )
         while not self._server.started:
             if self._task.done():
-                self._task.result()  # raises the start-up error (e.g. port in use)
+                self._task.result()  # raises the start-up error
                 raise ConfigError(f"the {self._name} HTTP server stopped during start-up")
             await asyncio.sleep(0.01)
 
@@ -116,4 +159,12 @@ class OpsServer(AppServer):
     """``/metrics``, ``/healthz`` and ``/readyz`` of one process."""
 
     def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int) -> None:
-        super().__init__(build_app(registry, health), host, port, name="ops")
+        super().__init__(
+            build_app(registry, health), host, port, name="ops", setting="VECTOROS_METRICS_PORT"
+        )
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the bound endpoint (for banners and logs)."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"

@@ -26,7 +26,7 @@ from vectoros.embedded import EmbeddedBroker, EmbeddedPostgres
 from vectoros.kafka import ensure_standard_topics
 from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings, TickerSettings
+from vectoros.settings import MonitorSettings, TickerSettings, metrics_port_field
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class RunSettings(
 ):
     """``vectoros run``: every setting of the services it runs, plus which of them to run."""
 
+    metrics_port: int = metrics_port_field("run")
     run_ticker: bool = Field(default=True, description="Run the wall-clock ticker.")
     run_notifier: bool = Field(default=True, description="Run the notifier.")
     run_enricher: bool = Field(

@@ -7,13 +7,49 @@ They are frozen; secrets are ``SecretStr``; nothing has a hard-coded host. When
 
 from __future__ import annotations
 
+import difflib
+import importlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vectoros.errors import ConfigError
+
+# The default ops port (/metrics, /healthz, /readyz) of each service, so that any of them can
+# run side by side on one host (docker-compose.yml and deploy/prometheus.yml use the same).
+METRICS_PORTS: dict[str, int] = {
+    "run": 9464,
+    "monitor": 9465,
+    "sink": 9466,
+    "notifier": 9467,
+    "enricher": 9468,
+    "gateway": 9469,
+    "ticker": 9470,
+}
+
+# Every module that defines settings classes: an unknown VECTOROS_* variable is checked against
+# all of their fields (see unknown_variables).
+SETTINGS_MODULES = (
+    "vectoros.settings",
+    "consumer.sink.settings",
+    "consumer.notifier.settings",
+    "consumer.enricher.settings",
+    "producer.gateway.settings",
+    "vectoros.pipeline",
+)
+
+
+def metrics_port_field(service: str) -> Any:
+    """The ``metrics_port`` field of one service, defaulting to its own port."""
+    return Field(
+        default=METRICS_PORTS[service],
+        ge=0,
+        le=65535,
+        description=f"Ops endpoint port (default {METRICS_PORTS[service]}); 0 picks a free port.",
+    )
 
 
 class _Base(BaseSettings):
@@ -23,13 +59,22 @@ class _Base(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+
+class CommonSettings(_Base):
+    """What every command reads at start (the log level)."""
+
 
 class OpsSettings(_Base):
     """Where /metrics, /healthz and /readyz are served."""
 
     metrics_enabled: bool = True
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port.")
+    metrics_port: int = metrics_port_field("run")
 
 
 class KafkaSettings(OpsSettings):
@@ -39,6 +84,12 @@ class KafkaSettings(OpsSettings):
         default=None, description="host:port[,host:port]; unset means the embedded broker."
     )
     kafka_client_id: str = "vectoros"
+    kafka_connect_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="How long a command waits for an unreachable broker before it gives up.",
+    )
     kafka_idempotence: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Idempotent producer: 'auto' uses it when the broker supports it.",
@@ -61,6 +112,7 @@ class KafkaSettings(OpsSettings):
 class MonitorSettings(KafkaSettings):
     """``vectoros monitor``: per-deal state and the rules."""
 
+    metrics_port: int = metrics_port_field("monitor")
     monitor_group_id: str = "vectoros-monitor"
     monitor_group_instance_id: str | None = Field(
         default=None,
@@ -96,6 +148,7 @@ class MonitorSettings(KafkaSettings):
 class TickerSettings(KafkaSettings):
     """``vectoros tick``: one tick to every partition of ``deal-events`` per interval."""
 
+    metrics_port: int = metrics_port_field("ticker")
     tick_interval_seconds: float = Field(default=60, gt=0)
 
 
@@ -124,3 +177,41 @@ class DatabaseSettings(_Base):
                 "`vectoros run` / `vectoros demo`, which start an embedded one."
             )
         return self.database_url.get_secret_value()
+
+
+def _settings_classes() -> set[type[BaseSettings]]:
+    for module in SETTINGS_MODULES:
+        importlib.import_module(module)
+    found: set[type[BaseSettings]] = set()
+    todo: list[type[BaseSettings]] = [_Base]
+    while todo:
+        cls = todo.pop()
+        if cls not in found:
+            found.add(cls)
+            todo.extend(cls.__subclasses__())
+    return found
+
+
+def known_variables() -> set[str]:
+    """Every ``VECTOROS_*`` variable some settings class of the project reads."""
+    names: set[str] = set()
+    for cls in _settings_classes():
+        prefix = str(cls.model_config.get("env_prefix") or "")
+        for name, field in cls.model_fields.items():
+            names.add(f"{prefix}{name}".upper())
+            alias = field.validation_alias
+            choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+            names.update(c.upper() for c in choices if isinstance(c, str))
+    return {name for name in names if name.startswith("VECTOROS_")}
+
+
+def unknown_variables(environ: Mapping[str, str] | Iterable[str]) -> list[tuple[str, str | None]]:
+    """``VECTOROS_*`` names in ``environ`` that no setting reads, each with the closest known
+    name (or None): a typo like VECTOROS_KAFKA_BOOTSTRAP_SERVER is otherwise silently ignored."""
+    known = known_variables()
+    unknown = []
+    for name in sorted(environ):
+        if name.upper().startswith("VECTOROS_") and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.6)
+            unknown.append((name, close[0] if close else None))
+    return unknown

@@ -11,7 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from schemas.insights import Priority
-from vectoros.settings import DatabaseSettings, KafkaSettings
+from vectoros.settings import DatabaseSettings, KafkaSettings, metrics_port_field
 
 # A current Sonnet in the installed SDK's model list (anthropic.types.Model). A configured model
 # that the installed SDK lists as deprecated is reported at start (client.check_model).
@@ -23,6 +23,8 @@ class EnricherSettings(KafkaSettings, DatabaseSettings):
 
     # The key must not appear in validation errors; init by field name works too (tests).
     model_config = SettingsConfigDict(hide_input_in_errors=True, validate_by_name=True)
+
+    metrics_port: int = metrics_port_field("enricher")
 
     llm: bool = Field(
         default=True, description="VECTOROS_LLM=off turns the enricher off even with a key."
@@ -105,5 +107,8 @@ class EnricherSettings(KafkaSettings, DatabaseSettings):
     @model_validator(mode="after")
     def _check_ranges(self) -> EnricherSettings:
         if self.enrich_backoff_cap_seconds < self.enrich_backoff_base_seconds:
-            raise ValueError("enrich_backoff_cap_seconds must be >= enrich_backoff_base_seconds")
+            raise ValueError(
+                "VECTOROS_ENRICH_BACKOFF_CAP_SECONDS must be >= "
+                "VECTOROS_ENRICH_BACKOFF_BASE_SECONDS"
+            )
         return self

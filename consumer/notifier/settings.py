@@ -23,7 +23,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from schemas.insights import Priority
-from vectoros.settings import DatabaseSettings, KafkaSettings
+from vectoros.settings import DatabaseSettings, KafkaSettings, metrics_port_field
 
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 URL_TEMPLATE_FIELDS = frozenset({"deal_id", "workspace_id"})
@@ -75,6 +75,7 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     # Validation errors must not echo the input: it may be a webhook URL or the signing secret.
     model_config = SettingsConfigDict(hide_input_in_errors=True)
 
+    metrics_port: int = metrics_port_field("notifier")
     notifier_group_id: str = "vectoros-notifier"
     notify_min_priority: Priority = Field(
         default=Priority.HIGH, description="Raised/escalated insights below this are skipped."
@@ -195,7 +196,13 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     @model_validator(mode="after")
     def _webhooks_are_signed(self) -> NotifierSettings:
         if self.webhook_urls and self.webhook_secret is None:
-            raise ValueError("webhook_urls need webhook_secret (deliveries are signed)")
+            raise ValueError(
+                "VECTOROS_WEBHOOK_URLS needs VECTOROS_WEBHOOK_SECRET (deliveries are signed): "
+                "set it to 'whsec_<base64>'"
+            )
         if self.notify_backoff_cap_seconds < self.notify_backoff_base_seconds:
-            raise ValueError("notify_backoff_cap_seconds must be >= notify_backoff_base_seconds")
+            raise ValueError(
+                "VECTOROS_NOTIFY_BACKOFF_CAP_SECONDS must be >= "
+                "VECTOROS_NOTIFY_BACKOFF_BASE_SECONDS"
+            )
         return self

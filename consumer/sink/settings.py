@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from vectoros.settings import DatabaseSettings, KafkaSettings
+from vectoros.settings import DatabaseSettings, KafkaSettings, metrics_port_field
 
 
 class SinkSettings(KafkaSettings, DatabaseSettings):
     """``vectoros sink``: insight events into PostgreSQL."""
 
+    metrics_port: int = metrics_port_field("sink")
     sink_group_id: str = "vectoros-sink"
     sink_batch_max: int = Field(
         default=1000, ge=1, le=100_000, description="Most insight events written per transaction."
@@ -41,7 +42,9 @@ class SinkSettings(KafkaSettings, DatabaseSettings):
     @model_validator(mode="after")
     def _check_ranges(self) -> SinkSettings:
         if self.db_pool_min_size > self.db_pool_max_size:
-            raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
+            raise ValueError("VECTOROS_DB_POOL_MIN_SIZE must not exceed VECTOROS_DB_POOL_MAX_SIZE")
         if self.db_retry_initial_seconds > self.db_retry_max_seconds:
-            raise ValueError("db_retry_initial_seconds must not exceed db_retry_max_seconds")
+            raise ValueError(
+                "VECTOROS_DB_RETRY_INITIAL_SECONDS must not exceed VECTOROS_DB_RETRY_MAX_SECONDS"
+            )
         return self

@@ -15,7 +15,7 @@ import orjson
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from vectoros.settings import KafkaSettings
+from vectoros.settings import KafkaSettings, metrics_port_field
 
 SOURCES: tuple[str, ...] = ("hubspot", "pipedrive", "salesforce", "twenty")
 
@@ -44,6 +44,7 @@ class GatewaySettings(KafkaSettings):
 
     model_config = SettingsConfigDict(hide_input_in_errors=True)
 
+    metrics_port: int = metrics_port_field("gateway")
     gateway_host: str = Field(
         default="127.0.0.1", description="Address the webhooks are served on."
     )
@@ -147,7 +148,8 @@ class GatewaySettings(KafkaSettings):
         user, password = self.gateway_pipedrive_username, self.gateway_pipedrive_password
         if (user is None) != (password is None) or user == "":
             raise ValueError(
-                "VECTOROS_GATEWAY_PIPEDRIVE_USERNAME and _PASSWORD must be set together"
+                "VECTOROS_GATEWAY_PIPEDRIVE_USERNAME and VECTOROS_GATEWAY_PIPEDRIVE_PASSWORD "
+                "must be set together"
             )
         return self
 

@@ -79,7 +79,7 @@ async def test_standard_topics_follow_settings(
 
 
 async def test_ensure_topics_gives_up_when_no_broker() -> None:
-    with pytest.raises(BrokerUnavailable, match="did not answer"):
+    with pytest.raises(BrokerUnavailable, match="cannot reach the broker"):
         await ensure_topics(f"127.0.0.1:{_closed_port()}", {"x": 1}, retry_for=1.0)
 
 
@@ -115,13 +115,13 @@ async def test_idempotence_auto_falls_back_once_and_on_fails(
 ) -> None:
     monkeypatch.setattr(kafka, "_no_idempotence", set())
     auto = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, kafka_idempotence="auto")
-    with caplog.at_level(logging.WARNING, logger="vectoros.kafka"):
+    with caplog.at_level(logging.INFO, logger="vectoros.kafka"):
         for _ in range(2):
             producer = await start_producer(auto)
             await producer.stop()
-    warnings = [r for r in caplog.records if r.name == "vectoros.kafka"]
-    assert len(warnings) == 1
-    assert "idempotent" in warnings[0].getMessage()
+    said = [r for r in caplog.records if "idempotent" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].levelname == "INFO"
 
     on = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, kafka_idempotence="on")
     with pytest.raises(ConfigError, match="refused an idempotent producer"):
@@ -131,9 +131,11 @@ async def test_idempotence_auto_falls_back_once_and_on_fails(
 
 async def test_start_producer_without_broker() -> None:
     settings = KafkaSettings(
-        kafka_bootstrap_servers=f"127.0.0.1:{_closed_port()}", kafka_idempotence="off"
+        kafka_bootstrap_servers=f"127.0.0.1:{_closed_port()}",
+        kafka_idempotence="off",
+        kafka_connect_timeout_seconds=1,
     )
-    with pytest.raises(BrokerUnavailable, match="not reachable"):
+    with pytest.raises(BrokerUnavailable, match="cannot reach the broker"):
         await start_producer(settings)
     gc.collect()
 

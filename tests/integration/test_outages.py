@@ -34,6 +34,7 @@ async def test_monitor_waits_for_a_broker_that_is_not_up_yet(
     settings = MonitorSettings(
         kafka_bootstrap_servers=address,
         kafka_idempotence="off",
+        kafka_connect_timeout_seconds=1,
         topic_events=unique_name("events"),
         topic_insights=unique_name("insights"),
         topic_dlq=unique_name("dlq"),

@@ -12,10 +12,21 @@ import click
 import yaml
 from pydantic_settings import BaseSettings
 
+from consumer.enricher.settings import EnricherSettings
+from consumer.notifier.settings import NotifierSettings
+from consumer.sink.settings import SinkSettings
 from producer.gateway.settings import GatewaySettings
 from vectoros.cli import main
 from vectoros.pipeline import RunSettings
-from vectoros.settings import DatabaseSettings, SimulatorSettings
+from vectoros.settings import (
+    METRICS_PORTS,
+    DatabaseSettings,
+    MonitorSettings,
+    OpsSettings,
+    SimulatorSettings,
+    TickerSettings,
+    known_variables,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS: list[type[BaseSettings]] = [
@@ -26,8 +37,20 @@ SETTINGS: list[type[BaseSettings]] = [
 ]
 
 
-def known_variables() -> set[str]:
-    return {f"VECTOROS_{name.upper()}" for cls in SETTINGS for name in cls.model_fields}
+# The settings class each compose service's command reads.
+SERVICE_SETTINGS: dict[str, type[OpsSettings]] = {
+    "monitor": MonitorSettings,
+    "ticker": TickerSettings,
+    "sink": SinkSettings,
+    "notifier": NotifierSettings,
+    "enricher": EnricherSettings,
+    "gateway": GatewaySettings,
+}
+
+
+def test_known_variables_cover_every_settings_class() -> None:
+    fields = {f"VECTOROS_{name.upper()}" for cls in SETTINGS for name in cls.model_fields}
+    assert fields <= known_variables()
 
 
 def compose() -> dict[str, Any]:
@@ -68,6 +91,25 @@ def test_every_environment_variable_is_a_setting() -> None:
     docker_env = re.findall(r"(VECTOROS_[A-Z_]+)=", (ROOT / "Dockerfile").read_text())
     assert docker_env
     assert set(docker_env) <= known
+
+
+def test_every_service_has_its_own_metrics_port() -> None:
+    ports = {name: cls().metrics_port for name, cls in SERVICE_SETTINGS.items()}
+    ports["run"] = RunSettings().metrics_port
+    assert len(set(ports.values())) == len(ports), ports
+    assert ports == METRICS_PORTS
+    for name, svc in vectoros_services().items():
+        assert "VECTOROS_METRICS_PORT" not in svc.get("environment", {}), name
+    assert "VECTOROS_METRICS_PORT=" not in (ROOT / "Dockerfile").read_text()
+
+
+def test_prometheus_scrapes_each_service_on_its_port() -> None:
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = {t for job in scrape["scrape_configs"] for sc in job["static_configs"]
+               for t in sc["targets"]}  # fmt: skip
+    expected = {f"{name}:{cls().metrics_port}" for name, cls in SERVICE_SETTINGS.items()}
+    assert targets == expected
+    assert set(SERVICE_SETTINGS) == set(vectoros_services()) - {"topics"}
 
 
 def test_prometheus_scrapes_every_service() -> None:

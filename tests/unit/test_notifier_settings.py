@@ -57,7 +57,7 @@ def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     ("env", "message"),
     [
         ({"VECTOROS_SLACK_WEBHOOK_URLS": "ftp://x/SLACKSECRET"}, "slack_webhook_urls[0]"),
-        ({"VECTOROS_WEBHOOK_URLS": HOOK}, "webhook_secret"),
+        ({"VECTOROS_WEBHOOK_URLS": HOOK}, "VECTOROS_WEBHOOK_SECRET"),
         (
             {"VECTOROS_WEBHOOK_URLS": HOOK, "VECTOROS_WEBHOOK_SECRET": "HOOKSECRET"},
             "whsec_",
