@@ -13,7 +13,7 @@ from consumer.changelog import (
     encode_meta,
     restore,
 )
-from consumer.packed import deadline_of, unpack
+from consumer.deal_codec import deadline_of, unpack
 from consumer.partition import PartitionState
 from consumer.state import DealState, OpenInsight
 from consumer.thresholds import RulesConfig

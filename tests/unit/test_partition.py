@@ -245,6 +245,7 @@ def test_rendered_insights_are_valid_insight_events() -> None:
     out = []
     for step in (
         p.apply(created(probability=5, value=50_000, close_date=T0.date() + dt.timedelta(days=3))),
+        *(p.apply(activity(at=T0)) for _ in range(4)),  # a baseline that then goes silent
         p.tick(tick(4)),
         p.tick(tick(9)),
         p.tick(tick(40)),
