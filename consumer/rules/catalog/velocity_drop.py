@@ -94,19 +94,35 @@ def check(deal: DealState, now: int, th: VelocityThresholds) -> Finding | None:
 
 
 def deadline(deal: DealState, now: int, th: VelocityThresholds) -> int | None:
-    """The next day boundary at which an active day leaves the window or the baseline and the
-    answer changes (the answer can only change at those)."""
+    """The next day boundary at which the answer changes as active days leave the window (day
+    + window) or the baseline (day + window + baseline): the counts change only then, so one
+    pass over those moves in day order, updating the counts, finds it."""
     if not deal.activity:
         return None
     history = activity_days(deal.activity)
     today = now // DAY_MS
-    current = _priority(deal, *_counts(history, today, th), th)
+    recent, baseline = _counts(history, today, th)
+    current = _priority(deal, recent, baseline, th)
     if current is None and sum(n for _, n in history) < th.velocity_min_baseline_activities:
         return None  # too few activities to fire without a new one
-    window, span = th.velocity_window_days, th.velocity_window_days + th.velocity_baseline_days
-    moves = sorted({d + k for d, _ in history for k in (window, span) if d + k > today})
-    for day in moves:
-        if _priority(deal, *_counts(history, day, th), th) is not current:
+    window = th.velocity_window_days
+    span = window + th.velocity_baseline_days
+    moves: list[tuple[int, int, int]] = []  # (day, change of recent, change of baseline)
+    for d, n in history:
+        if d > today:
+            continue
+        if d + window > today:
+            moves.append((d + window, -n, n))
+        if d + span > today:
+            moves.append((d + span, 0, -n))
+    moves.sort()
+    last = len(moves) - 1
+    for i, (day, d_recent, d_baseline) in enumerate(moves):
+        recent += d_recent
+        baseline += d_baseline
+        if i < last and moves[i + 1][0] == day:
+            continue  # the counts of that day are complete after its last move
+        if _priority(deal, recent, baseline, th) is not current:
             return day * DAY_MS
     return None
 
