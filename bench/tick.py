@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from bench.data import HOUR_MS, START_MS, deal_states
-from consumer.packed import pack
+from consumer.deal_codec import pack
 from consumer.partition import PartitionState
 from consumer.state import DAY_MS
 from consumer.thresholds import RulesConfig

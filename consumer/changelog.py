@@ -6,17 +6,19 @@ checkpoint commits (the offset after the batch), so a restore can ignore what a 
 before it crashed without committing. A per-partition meta record (key ``META_KEY``) carries the
 partition clock. Pure: bytes in, state out.
 
-Value layout (version 2, binary): a 10-byte prefix ``<Bcq`` = version 2, kind, offset; then
-- open deal (kind ``S``):   the packed deal (``consumer.packed``: the state, its next deadline,
-  its recent event-id digests), exactly as the monitor holds it in memory;
+Value layout (version 3, binary): a 10-byte prefix ``<Bcq`` = version 3, kind, offset; then
+- open deal (kind ``S``):   the packed deal (``consumer.deal_codec``, itself versioned: the
+  state, its next deadline, its recent event-id digests, its activity history), exactly as the
+  monitor holds it in memory;
 - closed deal (kind ``X``): ``<q`` closed_at_ms (remembered so late events are ignored), then
   the digests of its last event ids (so a copy of one is still recognised as a duplicate);
 - meta (kind ``M``):        ``<q`` the partition clock, then the digests of its last tick ids
   (so a copy of a tick is still recognised after a restore);
 - forgotten:                ``null`` (a Kafka tombstone; compaction drops the key).
 
-Version 1 records (JSON ``{"v":1,"o":..,"s":[..]}``, written before the packed form) are still
-read, so a changelog written by an older monitor restores.
+Older records are still read, so a changelog written by an older monitor restores: version 2
+(the same layout with a format 1 packed deal, which has no version byte: upgraded on restore)
+and version 1 (JSON ``{"v":1,"o":..,"s":[..]}``, written before the packed form).
 """
 
 from __future__ import annotations
@@ -30,18 +32,20 @@ from typing import Any
 
 import orjson
 
-from consumer.packed import HEADER_SIZE, pack
+from consumer.deal_codec import FORMAT, HEADER_SIZE, pack, upgrade_v1
 from consumer.partition import PartitionState
 from consumer.state import DealState, OpenInsight
 from schemas.events import Stage
 from schemas.insights import Priority, RuleName
 
-VERSION = 2
+VERSION = 3
 META_KEY = b"\x00meta"
 _PREFIX = struct.Struct("<Bcq")
 _INT = struct.Struct("<q")
 _DEAL, _CLOSED, _META = b"S", b"X", b"M"
-_V2 = VERSION.to_bytes(1, "little")
+_V3 = VERSION.to_bytes(1, "little")
+_V2 = b"\x02"
+_BINARY = (_V2, _V3)
 
 
 def encode_deal(deal: DealState, offset: int, deadline: int | None = None) -> bytes:
@@ -141,7 +145,7 @@ def gc_paused() -> Iterator[None]:
 
 def record_offset(value: bytes) -> int | None:
     """The source offset a changelog value was checkpointed at (None if unreadable)."""
-    if value[:1] == _V2:
+    if value[:1] in _BINARY:
         return int(_PREFIX.unpack_from(value)[2]) if len(value) >= _PREFIX.size + 8 else None
     if value[:1] == b"{":  # version 1
         try:
@@ -176,7 +180,7 @@ def _fold(
 
 def _restore_one(key: bytes, value: bytes, out: Restored) -> None:
     if key == META_KEY:
-        clock = _INT.unpack_from(value, _PREFIX.size)[0] if value[:1] == _V2 else None
+        clock = _INT.unpack_from(value, _PREFIX.size)[0] if value[:1] in _BINARY else None
         if clock is not None:
             out.tick_digests = value[_PREFIX.size + 8 :]
         if clock is None:
@@ -187,10 +191,14 @@ def _restore_one(key: bytes, value: bytes, out: Restored) -> None:
         return
     try:
         deal_id = key.decode()
-        if value[:1] == _V2:
+        version = value[:1]
+        if version in _BINARY:
             kind = value[1:2]
-            if kind == _DEAL and len(value) >= _PREFIX.size + HEADER_SIZE:
-                out.deals[deal_id] = value[_PREFIX.size :]
+            packed = value[_PREFIX.size :]
+            if kind == _DEAL and version == _V2:
+                out.deals[deal_id] = upgrade_v1(deal_id, packed)
+            elif kind == _DEAL and len(packed) >= HEADER_SIZE and packed[0] == FORMAT:
+                out.deals[deal_id] = packed
             elif kind == _CLOSED:
                 out.closed[deal_id] = _INT.unpack_from(value, _PREFIX.size)[0]
                 seen = value[_PREFIX.size + 8 :]

@@ -19,6 +19,7 @@ class Resolution(StrEnum):
     WON = "won"
     LOST = "lost"
     DELETED = "deleted"
+    FORGOTTEN = "forgotten"  # never identified (no stage, no value) and silent: dropped
 
 
 class Change(NamedTuple):

@@ -5,10 +5,14 @@ No I/O, no wall clock, no logging: the shell feeds it decoded events and ticks a
 comes back. Time is the partition clock: the largest ``occurred_at`` / tick ``at`` seen so far.
 
 Memory is what limits how many deals one process can track, so the deals are kept packed
-(``consumer.packed``: one ``bytes`` per deal, holding its next deadline and the digests of its
-most recent event ids too) and the deadline index is a wheel of one-minute buckets of deal ids
+(``consumer.deal_codec``: one ``bytes`` per deal, holding its next deadline and the digests of
+its most recent event ids too) and the deadline index is a wheel of one-minute buckets of deal ids
 instead of a heap of ``(deadline, deal_id)`` tuples. An entry whose deal has moved on is skipped
 when its bucket comes due (lazy deletion); the buckets are rebuilt when such entries pile up.
+
+A deal known only from partial updates that never gets a stage or a value (``DealState.partial``)
+is dropped once no event has come for it for the tombstone period (its open insights resolve as
+``forgotten``), so random deal ids cannot grow the state without bound.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from consumer.deal_codec import DIGEST_SIZE, deadline_of, pack, unpack
 from consumer.lifecycle import Change, Resolution, reconcile, resolve_all
-from consumer.packed import DIGEST_SIZE, deadline_of, pack, unpack
 from consumer.rules import fired, next_deadline
 from consumer.state import DAY_MS, DealState, apply_event, copy_state, to_ms
 from consumer.templates import Insight, render
@@ -177,6 +181,8 @@ class PartitionState:
         if after is before:
             after = copy_state(before)
         after.seen = (after.seen + digest)[-self._seen_limit :] if self._seen_limit else b""
+        if after.partial:
+            after.last_event_at_ms = max(after.last_event_at_ms, at)
         old_due = None if data is None else deadline_of(data)
         out.insights.extend(self._evaluate(after, old_due))
         return out
@@ -247,8 +253,16 @@ class PartitionState:
     def _evaluate(self, deal: DealState, old_due: int | None) -> list[Insight]:
         now = self.clock_ms
         th = self.rules.for_workspace(deal.workspace_id)
+        if deal.partial:
+            seen_at = max(deal.last_event_at_ms, deal.created_at_ms, deal.last_activity_at_ms)
+            if now - seen_at >= self._tombstone_ms:
+                return self._forget(deal, th)
         deal, changes = reconcile(deal, fired(deal, now, th), now)
         due = next_deadline(deal, now, th)
+        if deal.partial:
+            drop_at = seen_at + self._tombstone_ms
+            if due is None or drop_at < due:
+                due = drop_at
         deal_id = deal.deal_id
         self.packed[deal_id] = pack(deal, due)
         self.dirty.add(deal_id)
@@ -257,6 +271,12 @@ class PartitionState:
             if self._entries > 2 * len(self.packed) + 1024:
                 self._rebuild_index()
         return self._render(deal, changes, th) if changes else []
+
+    def _forget(self, deal: DealState, th: RuleThresholds) -> list[Insight]:
+        """Stop tracking a never-identified deal (a later event starts it afresh)."""
+        del self.packed[deal.deal_id]
+        self.dirty.add(deal.deal_id)  # the checkpoint writes a tombstone: compaction drops it
+        return self._render(deal, resolve_all(deal, Resolution.FORGOTTEN), th)
 
     def _index(self, deal_id: str, due: int) -> None:
         bucket = due // BUCKET_MS

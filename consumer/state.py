@@ -7,6 +7,7 @@ Times are integer milliseconds since the epoch (UTC); the close date is an integ
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -22,6 +23,11 @@ from schemas.insights import Priority, RuleName
 
 DAY_MS = 86_400_000
 _EPOCH = dt.date(1970, 1, 1)
+
+HISTORY_DAYS = 90
+"""How many days of activity history a deal keeps (before its most recent activity day)."""
+_ENTRY = struct.Struct("<HB")
+ENTRY_SIZE = _ENTRY.size
 
 
 def to_ms(ts: dt.datetime) -> int:
@@ -75,6 +81,15 @@ class DealState:
     activity_count: int = 0
     open: tuple[OpenInsight, ...] = ()
     seen: bytes = b""  # digests of the most recent event ids (``consumer.partition``)
+    activity: bytes = b""  # activity history: ``activity_days`` reads it
+    last_event_at_ms: int = 0
+    """When the monitor last heard of the deal (set by ``consumer.partition``); kept only while
+    the deal is ``partial`` (0 otherwise): it decides when a never-identified deal is dropped."""
+
+    @property
+    def partial(self) -> bool:
+        """Known only from partial updates: never given a stage or a value."""
+        return self.stage is None and self.value is None
 
     def open_insight(self, rule: RuleName) -> OpenInsight | None:
         for item in self.open:
@@ -103,6 +118,8 @@ def copy_state(b: DealState) -> DealState:
         b.activity_count,
         b.open,
         b.seen,
+        b.activity,
+        b.last_event_at_ms,
     )
 
 
@@ -157,5 +174,32 @@ def apply_event(
         new = copy_state(base)  # not shared yet: setting its fields keeps states immutable
         new.last_activity_at_ms = max(base.last_activity_at_ms, at)
         new.activity_count = base.activity_count + 1
+        new.activity = record_activity(base.activity, at // DAY_MS)
         return new
     raise AssertionError(f"unhandled event type {event.type}")  # pragma: no cover
+
+
+def activity_days(history: bytes) -> list[tuple[int, int]]:
+    """``(day, activities that day)`` of a deal's activity history, oldest first."""
+    return [(day, count) for day, count in _ENTRY.iter_unpack(history)]
+
+
+def record_activity(history: bytes, day: int) -> bytes:
+    """``history`` with one more activity on ``day``: compact (3 bytes per day with activity,
+    ``<HB`` day number and count, saturating at 255) and bounded (days more than
+    ``HISTORY_DAYS`` before the newest one are dropped, so at most ``HISTORY_DAYS + 1``
+    entries). A day outside ``0..65535`` (before 1970 or after 2149) is not recorded."""
+    if not 0 <= day <= 0xFFFF:
+        return history
+    if history:
+        last_day, last_count = _ENTRY.unpack_from(history, len(history) - ENTRY_SIZE)
+        if day == last_day:  # the common case: another activity today
+            if last_count == 255:
+                return history
+            return history[:-1] + bytes((last_count + 1,))
+        if day > last_day and day - HISTORY_DAYS <= _ENTRY.unpack_from(history)[0]:
+            return history + _ENTRY.pack(day, 1)  # a new day, nothing ages out
+    counts = dict(activity_days(history))
+    counts[day] = min(counts.get(day, 0) + 1, 255)
+    horizon = max(counts) - HISTORY_DAYS
+    return b"".join(_ENTRY.pack(d, c) for d, c in sorted(counts.items()) if d >= horizon)

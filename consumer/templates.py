@@ -1,4 +1,5 @@
-"""Insight text from templates: the deterministic fallback that every insight starts with.
+"""Insight events from the rules' own text (``Rule.text``, ``Rule.actions``, ``Rule.confidence``
+in each rule's module): the deterministic fallback that every insight starts with.
 
 The structure is the seed's: a title, a description with the concrete numbers, 2-3 actions with
 priority, timeline and expected impact, and the key metrics. Pure: the same change, deal and
@@ -8,14 +9,14 @@ clock always render the same insight (replays are byte-identical).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import NamedTuple
 
 import orjson
 
 from consumer.lifecycle import Change, Resolution
-from consumer.rules import RULE_BY_NAME, Finding
-from consumer.state import DAY_MS, DealState, from_day
+from consumer.rules import BY_NAME, RULES, Finding
+from consumer.rules.base import Action
+from consumer.state import DAY_MS, DealState
 from consumer.thresholds import RuleThresholds
 from schemas.insights import (
     InsightEvent,
@@ -29,189 +30,20 @@ from schemas.insights import (
 Metrics = dict[str, float | int | str | None]
 ActionSpec = tuple[str, Priority, str, str]
 
-CONFIDENCE: dict[RuleName, float] = {
-    RuleName.STALE_DEAL: 0.9,
-    RuleName.STUCK_IN_STAGE: 0.8,
-    RuleName.LOW_PROBABILITY: 0.75,
-    RuleName.HIGH_VALUE_AT_RISK: 0.85,
-    RuleName.CLOSE_DATE_PRESSURE: 0.8,
-    RuleName.CLOSE_DATE_PASSED: 0.95,
-}
-
-
-def _money(deal: DealState) -> str:
-    if deal.value is None:
-        return "an unknown amount"
-    return f"{deal.value:,.0f} {deal.currency or ''}".strip()
+CONFIDENCE: dict[RuleName, float] = {rule.name: rule.confidence for rule in RULES}
 
 
 def _name(deal: DealState) -> str:
     return deal.title or deal.deal_id
 
 
-def _stale(deal: DealState, m: Metrics) -> tuple[str, str, list[ActionSpec]]:
-    days = m["days_inactive"]
-    return (
-        f"'{_name(deal)}' has gone quiet for {days} days",
-        f"No calls, emails, meetings or notes have been logged on this {_money(deal)} deal for "
-        f"{days} days (threshold {m['threshold_days']:g}). Deals that stay silent this long "
-        "rarely close on schedule.",
-        [
-            (
-                "Contact the main stakeholder with a concrete next step",
-                Priority.HIGH,
-                "within 24 hours",
-                "Re-engages the buyer before the deal goes cold",
-            ),
-            (
-                "Confirm the decision timeline and who signs",
-                Priority.MEDIUM,
-                "this week",
-                "Reveals whether the close date is still real",
-            ),
-            (
-                "Log every touchpoint in the CRM",
-                Priority.LOW,
-                "ongoing",
-                "Keeps the activity signal accurate",
-            ),
-        ],
-    )
-
-
-def _stuck(deal: DealState, m: Metrics) -> tuple[str, str, list[ActionSpec]]:
-    return (
-        f"'{_name(deal)}' is stuck in {m['stage']} for {m['days_in_stage']} days",
-        f"The deal has been in the {m['stage']} stage for {m['days_in_stage']} days, longer than "
-        f"the {m['threshold_days']:g}-day norm for that stage. Value at stake: {_money(deal)}.",
-        [
-            (
-                "Identify the blocker to the next stage with the buyer",
-                Priority.HIGH,
-                "within 2 days",
-                "Unblocks progression or exposes a stalled deal",
-            ),
-            (
-                "Agree on a mutual action plan with dates",
-                Priority.MEDIUM,
-                "this week",
-                "Shortens the remaining sales cycle",
-            ),
-        ],
-    )
-
-
-def _low_probability(deal: DealState, m: Metrics) -> tuple[str, str, list[ActionSpec]]:
-    return (
-        f"'{_name(deal)}' has a low win probability for its stage",
-        f"Probability is {m['probability']:g}% while {m['stage']} deals normally sit at "
-        f"{m['stage_min_probability']:g}% or more. Value: {_money(deal)}.",
-        [
-            (
-                "Re-qualify budget, authority, need and timeline",
-                Priority.HIGH,
-                "this week",
-                "Either raises confidence or frees time for better deals",
-            ),
-            (
-                "Review the forecast with the sales manager",
-                Priority.MEDIUM,
-                "next pipeline review",
-                "Keeps the forecast honest",
-            ),
-        ],
-    )
-
-
-def _high_value(deal: DealState, m: Metrics) -> tuple[str, str, list[ActionSpec]]:
-    prob = m["probability"]
-    prob_text = "unknown" if prob is None else f"{prob:g}%"
-    return (
-        f"High-value deal '{_name(deal)}' is at risk",
-        f"{_money(deal)} is at stake: {m['days_inactive']} days since the last activity and a "
-        f"win probability of {prob_text} ({m['reason']}).",
-        [
-            (
-                "Escalate to the account executive's manager",
-                Priority.CRITICAL,
-                "today",
-                "Senior attention on the largest risks in the pipeline",
-            ),
-            (
-                "Schedule an executive-level call with the buyer",
-                Priority.HIGH,
-                "within 3 days",
-                "Restores momentum on a deal that matters",
-            ),
-            (
-                "Prepare a recovery plan with concrete concessions or value proof",
-                Priority.MEDIUM,
-                "this week",
-                "Raises the chance of saving the deal",
-            ),
-        ],
-    )
-
-
-def _pressure(deal: DealState, m: Metrics) -> tuple[str, str, list[ActionSpec]]:
-    return (
-        f"'{_name(deal)}' closes in {m['days_to_close']} days at {m['probability']:g}%",
-        f"The close date is {m['days_to_close']} days away but the win probability is only "
-        f"{m['probability']:g}%. Value: {_money(deal)}.",
-        [
-            (
-                "Confirm the close plan and remaining steps with the buyer",
-                Priority.HIGH,
-                "within 2 days",
-                "Shows whether the date can hold",
-            ),
-            (
-                "Move the close date if it is no longer realistic",
-                Priority.MEDIUM,
-                "this week",
-                "Keeps the forecast accurate",
-            ),
-        ],
-    )
-
-
-def _passed(deal: DealState, m: Metrics) -> tuple[str, str, list[ActionSpec]]:
-    close = "unknown" if deal.close_day is None else from_day(deal.close_day).isoformat()
-    return (
-        f"'{_name(deal)}' is past its close date",
-        f"The expected close date {close} passed {m['days_overdue']} days ago and the deal is "
-        f"still open. Value: {_money(deal)}.",
-        [
-            (
-                "Set a new, realistic close date with the buyer",
-                Priority.HIGH,
-                "today",
-                "Restores an accurate forecast",
-            ),
-            (
-                "Close the deal as lost if the buyer has moved on",
-                Priority.MEDIUM,
-                "this week",
-                "Removes a phantom deal from the pipeline",
-            ),
-        ],
-    )
-
-
-_TEMPLATES: dict[RuleName, Callable[[DealState, Metrics], tuple[str, str, list[ActionSpec]]]] = {
-    RuleName.STALE_DEAL: _stale,
-    RuleName.STUCK_IN_STAGE: _stuck,
-    RuleName.LOW_PROBABILITY: _low_probability,
-    RuleName.HIGH_VALUE_AT_RISK: _high_value,
-    RuleName.CLOSE_DATE_PRESSURE: _pressure,
-    RuleName.CLOSE_DATE_PASSED: _passed,
-}
-
 _RESOLVED_TEXT: dict[Resolution, str] = {
     Resolution.CLEARED: "The condition behind this insight no longer holds.",
     Resolution.WON: "The deal was closed as won.",
     Resolution.LOST: "The deal was closed as lost.",
     Resolution.DELETED: "The deal was deleted in the CRM.",
+    Resolution.FORGOTTEN: "The deal never got a stage or a value and nothing was heard of it "
+    "for the tombstone period, so the monitor stopped tracking it.",
 }
 
 _RESOLVED_ACTIONS: list[ActionSpec] = [
@@ -248,7 +80,7 @@ class Insight(NamedTuple):
         return insight_adapter.validate_json(self.value)
 
 
-def _actions_json(actions: list[ActionSpec]) -> orjson.Fragment:
+def _actions_json(actions: list[ActionSpec] | list[Action]) -> orjson.Fragment:
     return orjson.Fragment(
         orjson.dumps(
             [
@@ -291,8 +123,9 @@ def render(change: Change, deal: DealState, now: int, th: RuleThresholds) -> Ins
     (~4x; the contract tests validate what this produces against ``InsightEvent``)."""
     rule = change.rule
     finding: Finding | None = None
+    definition = BY_NAME[rule]
     if change.lifecycle is not Lifecycle.RESOLVED:
-        finding = RULE_BY_NAME[rule](deal, now, th)
+        finding = definition.check(deal, now, th.of(definition))
     if finding is None:
         why = change.resolution or Resolution.CLEARED
         metrics = _snapshot_metrics(deal, now)
@@ -302,8 +135,10 @@ def render(change: Change, deal: DealState, now: int, th: RuleThresholds) -> Ins
         actions = _RESOLVED_ACTIONS_JSON
     else:
         metrics = dict(finding.metrics)
-        title, description, specs = _TEMPLATES[rule](deal, metrics)
-        actions = _ACTIONS_JSON.get(rule) or _ACTIONS_JSON.setdefault(rule, _actions_json(specs))
+        title, description = definition.text(deal, metrics)
+        actions = _ACTIONS_JSON.get(rule) or _ACTIONS_JSON.setdefault(
+            rule, _actions_json(list(definition.actions))
+        )
     body = {
         "schema_version": 1,
         "insight_id": insight_id_for(deal.workspace_id, deal.deal_id, rule, change.raised_at_ms),

@@ -1,4 +1,5 @@
-"""Rule thresholds: the defaults of DESIGN.md, a rules file, and per-workspace overrides.
+"""Rule thresholds: each rule's defaults (declared in its module), a rules file, and
+per-workspace overrides.
 
 A rules file (YAML or JSON) looks like::
 
@@ -9,96 +10,114 @@ A rules file (YAML or JSON) looks like::
         stale_days: 5
         stuck_days: {proposal: 45}
 
-Unknown keys are rejected (a typo must not silently leave a default in force).
+The keys are the rules' own (``consumer.rules.registry.keys``). Unknown keys are rejected (a typo
+must not silently leave a default in force). Every error is a ``ConfigError`` of one line naming
+the file, the key and what to do.
 """
 
 from __future__ import annotations
 
-from functools import cache, cached_property
+import difflib
+from functools import cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from schemas.events import Stage
+from consumer.rules.base import Rule, Thresholds
+from consumer.rules.registry import RULES, keys
 from vectoros.errors import ConfigError
 
+T = TypeVar("T", bound=Thresholds)
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PerStage(_Frozen):
-    lead: float = Field(gt=0)
-    qualified: float = Field(gt=0)
-    proposal: float = Field(gt=0)
-    negotiation: float = Field(gt=0)
-
-    def for_stage(self, stage: Stage) -> float:
-        return getattr(self, stage)  # type: ignore[no-any-return]  # Stage is a str enum
+_KEYS = keys()
 
 
-DAY_MS = 86_400_000
+class ThresholdError(ConfigError):
+    """A bad threshold: ``key`` (a dotted path; ``None`` when several keys disagree) and what is
+    wrong with it and what to do."""
+
+    def __init__(self, key: str | None, problem: str) -> None:
+        super().__init__(problem if key is None else f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
 
 
-class Limits(NamedTuple):
-    """The thresholds in the units the hot path compares (milliseconds), computed once per
-    ``RuleThresholds``. ``*_after`` are the deadline offsets: the first millisecond past the
-    limit, as ``rules.next_deadline`` schedules them."""
-
-    stale: float
-    stale_critical: float
-    stale_after: int
-    stale_critical_after: int
-    high_value_inactive: float
-    high_value_inactive_after: int
-    stuck: dict[Stage, float]
-    stuck_critical: dict[Stage, float]
-    stuck_after: dict[Stage, int]
-    stuck_critical_after: dict[Stage, int]
-    min_probability: dict[Stage, float]
+def _unknown(key: str, known: list[str]) -> ThresholdError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(known)}"
+    return ThresholdError(key, f"unknown key; {hint} (or remove it)")
 
 
-class RuleThresholds(_Frozen):
-    """Every number a rule uses. Days are calendar days of 24 h on the partition clock."""
+class RuleThresholds:
+    """Every number the rules use, one ``Thresholds`` model per rule, from flat keyword
+    arguments (the rules file's keys). Invalid values raise ``ConfigError``. Days are calendar
+    days of 24 h on the partition clock."""
 
-    stale_days: float = Field(default=7, gt=0)
-    stale_critical_days: float = Field(default=14, gt=0)
-    stuck_days: PerStage = PerStage(lead=14, qualified=21, proposal=30, negotiation=21)
-    stuck_critical_factor: float = Field(default=2.0, gt=1)
-    min_probability: PerStage = PerStage(lead=15, qualified=25, proposal=40, negotiation=60)
-    low_probability_high_value: float = Field(default=10_000, ge=0)
-    high_value: float = Field(default=10_000, ge=0)
-    high_value_inactive_days: float = Field(default=5, gt=0)
-    high_value_min_probability: float = Field(default=30, ge=0, le=100)
-    close_pressure_days: int = Field(default=14, ge=0)
-    close_pressure_max_probability: float = Field(default=70, ge=0, le=100)
+    __slots__ = ("_by_code", "_values", "cache", "checks")
 
-    @cached_property
-    def limits(self) -> Limits:
-        factor = self.stuck_critical_factor
-        stuck = {s: self.stuck_days.for_stage(s) * DAY_MS for s in Stage}
-        critical = {s: self.stuck_days.for_stage(s) * factor * DAY_MS for s in Stage}
-        return Limits(
-            stale=self.stale_days * DAY_MS,
-            stale_critical=self.stale_critical_days * DAY_MS,
-            stale_after=int(self.stale_days * DAY_MS) + 1,
-            stale_critical_after=int(self.stale_critical_days * DAY_MS) + 1,
-            high_value_inactive=self.high_value_inactive_days * DAY_MS,
-            high_value_inactive_after=int(self.high_value_inactive_days * DAY_MS) + 1,
-            stuck=stuck,
-            stuck_critical=critical,
-            stuck_after={s: int(v) + 1 for s, v in stuck.items()},
-            stuck_critical_after={s: int(v) + 1 for s, v in critical.items()},
-            min_probability={s: self.min_probability.for_stage(s) for s in Stage},
+    def __init__(self, **values: Any) -> None:
+        unknown = sorted(set(values) - set(_KEYS))
+        if unknown:
+            raise _unknown(unknown[0], sorted(_KEYS))
+        self._by_code: dict[int, Thresholds] = {}
+        for rule in RULES:
+            own = {k: v for k, v in values.items() if k in rule.thresholds.model_fields}
+            try:
+                self._by_code[rule.code] = rule.thresholds.model_validate(own)
+            except ValidationError as exc:
+                raise _describe(exc, rule.thresholds) from None
+        self._values: dict[str, Any] = {}
+        for model in self._by_code.values():
+            self._values.update(model.model_dump())
+        self.checks: tuple[tuple[Rule[Any], Thresholds], ...] = tuple(
+            (rule, self._by_code[rule.code]) for rule in RULES
         )
+        """Every registered rule with its thresholds, in evaluation order."""
+        self.cache: dict[str, Any] = {}
+        """Derived values the evaluator computes once per thresholds (``consumer.rules``)."""
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RuleThresholds:
-        if self.stale_critical_days <= self.stale_days:
-            raise ValueError("stale_critical_days must be greater than stale_days")
-        return self
+    def of(self, rule: Rule[T]) -> T:
+        """``rule``'s thresholds."""
+        return self._by_code[rule.code]  # type: ignore[return-value]  # built by rule.thresholds
+
+    def model_dump(self) -> dict[str, Any]:
+        """Every key with its value, as a rules file would give it."""
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._values.items()}
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return getattr(self._by_code[_KEYS[key][0].code], key)
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RuleThresholds) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"RuleThresholds({self._values!r})"
+
+
+def _describe(exc: ValidationError, model: type[Thresholds]) -> ThresholdError:
+    """The first error of ``exc``: the key's path, what is wrong, what to do."""
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if not loc:  # a model validator: the message names the keys
+        return ThresholdError(None, f"{msg}; change one of them")
+    key = ".".join(loc)
+    if err["type"] == "extra_forbidden" and len(loc) == 2:
+        nested = model.model_fields[loc[0]].annotation
+        known = list(getattr(nested, "model_fields", {}))
+        return _unknown(key, [f"{loc[0]}.{k}" for k in known])
+    got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+    return ThresholdError(
+        key, f"{msg[:1].lower()}{msg[1:]}{got}; fix the value or remove the key for the default"
+    )
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -126,19 +145,25 @@ class RulesConfig:
         return self._workspaces.get(workspace_id, self.defaults)
 
     @classmethod
-    def from_mapping(cls, raw: dict[str, Any]) -> RulesConfig:
-        unknown = set(raw) - {"defaults", "workspaces"}
+    def from_mapping(cls, raw: dict[str, Any], source: str = "rules") -> RulesConfig:
+        """``raw`` as a rules file gives it; errors name ``source`` and the key's path."""
+        unknown = sorted(set(raw) - {"defaults", "workspaces"})
         if unknown:
-            raise ConfigError(f"rules: unknown top-level keys {sorted(unknown)}")
-        try:
-            base = _merge(RuleThresholds().model_dump(), raw.get("defaults") or {})
-            defaults = RuleThresholds.model_validate(base)
-            workspaces = {
-                str(ws): RuleThresholds.model_validate(_merge(base, over or {}))
-                for ws, over in (raw.get("workspaces") or {}).items()
-            }
-        except ValidationError as exc:
-            raise ConfigError(f"rules: {exc}") from exc
+            raise ConfigError(
+                f"{source}: unknown top-level key {unknown[0]!r}; "
+                "use 'defaults' and 'workspaces' only"
+            )
+        base = _section(raw, "defaults", source)
+        merged = _merge(RuleThresholds().model_dump(), base)
+        defaults = _build(merged, "defaults", source)
+        workspaces = {}
+        for ws, over in _section(raw, "workspaces", source).items():
+            if over is not None and not isinstance(over, dict):
+                raise ConfigError(
+                    f"{source}: workspaces.{ws}: expected a mapping of keys to values "
+                    f"(got {over!r})"
+                )
+            workspaces[str(ws)] = _build(_merge(merged, over or {}), f"workspaces.{ws}", source)
         return cls(defaults, workspaces)
 
     @classmethod
@@ -146,13 +171,50 @@ class RulesConfig:
         """Read a rules file; ``None`` gives the built-in defaults."""
         if path is None:
             return cls()
+        source = f"rules file {path}"
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"rules file {path}: {exc}") from exc
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{source}: no such file; create it or unset VECTOROS_RULES_FILE"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(
+                f"{source}: cannot be read ({reason}); check VECTOROS_RULES_FILE"
+            ) from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+            problem = getattr(exc, "problem", None) or "invalid syntax"
+            raise ConfigError(
+                f"{source}: YAML syntax error{where} ({problem}); fix the file"
+            ) from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"rules file {path}: expected a mapping at the top level")
-        return cls.from_mapping(raw)
+            raise ConfigError(
+                f"{source}: expected a mapping with 'defaults' and/or 'workspaces' at the top "
+                "level; see the README's Rules section"
+            )
+        return cls.from_mapping(raw, source)
+
+
+def _section(raw: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key}: expected a mapping (got {value!r})")
+    return value
+
+
+def _build(values: dict[str, Any], where: str, source: str) -> RuleThresholds:
+    try:
+        return RuleThresholds(**{str(k): v for k, v in values.items()})
+    except ThresholdError as exc:
+        key = where if exc.key is None else f"{where}.{exc.key}"
+        raise ConfigError(f"{source}: {key}: {exc.problem}") from None
 
 
 @cache

@@ -66,6 +66,7 @@ class RuleName(StrEnum):
     HIGH_VALUE_AT_RISK = "high_value_at_risk"
     CLOSE_DATE_PRESSURE = "close_date_pressure"
     CLOSE_DATE_PASSED = "close_date_passed"
+    VELOCITY_DROP = "velocity_drop"
 
 
 class _Model(BaseModel):

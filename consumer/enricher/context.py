@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from consumer.rules.registry import RULES
 from schemas.insights import InsightEvent, Lifecycle, MetricValue, RuleName
 
 MAX_TEXT: Final = 300  # characters of any one untrusted string
@@ -30,14 +31,7 @@ MAX_METRICS: Final = 24  # key_metrics entries passed on
 RECENT_STEPS: Final = 8
 STAGES_KEPT: Final = 8
 
-RULE_MEANING: Final[dict[RuleName, str]] = {
-    RuleName.STALE_DEAL: "No activity (call, email, meeting, note) for longer than the threshold.",
-    RuleName.STUCK_IN_STAGE: "In the current stage for longer than the norm for that stage.",
-    RuleName.LOW_PROBABILITY: "Win probability below the minimum expected for the stage.",
-    RuleName.HIGH_VALUE_AT_RISK: "A large deal that is inactive or unlikely to close.",
-    RuleName.CLOSE_DATE_PRESSURE: "Close date near while the win probability is still low.",
-    RuleName.CLOSE_DATE_PASSED: "The expected close date has passed; the deal is still open.",
-}
+RULE_MEANING: Final[dict[RuleName, str]] = {rule.name: rule.meaning for rule in RULES}
 
 # key_metrics that describe activity (passed on under "activity" as well).
 _ACTIVITY_KEYS: Final = re.compile(r"(activit|inactive|touch|email|call|meeting|note|task)")

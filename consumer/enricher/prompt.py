@@ -26,6 +26,7 @@ from anthropic import transform_schema
 from anthropic.types import TextBlockParam, ToolChoiceToolParam, ToolParam
 
 from consumer.enricher.text import EnrichedAction, EnrichedText
+from consumer.rules.registry import RULES
 
 __all__ = [
     "DATA_CLOSE",
@@ -60,6 +61,8 @@ TOOL: Final[ToolParam] = {
 }
 TOOL_CHOICE: Final[ToolChoiceToolParam] = {"type": "tool", "name": TOOL_NAME}
 
+_RULE_LINES: Final = "\n".join(f"- {rule.name.value}: {rule.meaning}" for rule in RULES)
+
 SYSTEM_PROMPT: Final = f"""\
 You are the revenue-intelligence analyst of VectorOS, a product that watches every open deal in \
 a company's CRM and warns the sales team when a deal is at risk. A deterministic rule has just \
@@ -78,12 +81,7 @@ escalated), its numbers ("key_metrics"), and the rule's own template text ("rule
 Fields may be missing or null when unknown; never invent values for them.
 
 # The rules (what each alert means)
-- stale_deal: no call, email, meeting or note was logged for longer than the threshold.
-- stuck_in_stage: the deal has stayed in its current stage longer than the norm for that stage.
-- low_probability: the win probability is below the minimum expected for the stage.
-- high_value_at_risk: a large deal is inactive or unlikely to close.
-- close_date_pressure: the close date is near and the win probability is still low.
-- close_date_passed: the expected close date has passed and the deal is still open.
+{_RULE_LINES}
 
 # What you write
 Call the tool {TOOL_NAME} exactly once, with:

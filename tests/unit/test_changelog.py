@@ -13,7 +13,7 @@ from consumer.changelog import (
     encode_meta,
     restore,
 )
-from consumer.packed import deadline_of, unpack
+from consumer.deal_codec import deadline_of, unpack
 from consumer.partition import PartitionState
 from consumer.state import DealState, OpenInsight
 from consumer.thresholds import RulesConfig
@@ -149,3 +149,28 @@ def test_checkpoint_coalesces_and_restore_reproduces_the_partition() -> None:
             a, b = live.apply(item), copy.apply(item)
         assert a.insights == b.insights
     assert copy.deals == live.deals
+
+
+def test_a_changelog_written_by_the_previous_format_restores() -> None:
+    """Records written by the encoder of main at 4e0dea1 (record version 2, packed form 1;
+    tests/fixtures/changelog-v2.json) restore into the current code, deal for deal."""
+    import json
+    from pathlib import Path
+
+    fixture = json.loads(
+        (Path(__file__).resolve().parents[1] / "fixtures/changelog-v2.json").read_text("utf-8")
+    )
+    records = [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in fixture["records"]]
+    out = restore(records, fixture["committed"])
+    assert out.unreadable == 0
+    assert out.clock_ms == fixture["clock_ms"]
+    assert out.tick_digests.hex() == fixture["tick_digests"]
+    assert {d: [at, out.closed_seen[d].hex()] for d, at in out.closed.items()} == fixture["closed"]
+    assert set(out.deals) == set(fixture["deals"])
+    for deal_id, want in fixture["deals"].items():
+        deal = unpack(deal_id, out.deals[deal_id])
+        assert deadline_of(out.deals[deal_id]) == want.pop("deadline")
+        got = {k: getattr(deal, k) for k in want}
+        got["open"] = [[o.rule, o.priority, o.raised_at_ms] for o in deal.open]
+        got["seen"] = deal.seen.hex()
+        assert got == want

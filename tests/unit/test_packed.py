@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.packed import NO_DEADLINE, deadline_of, pack, unpack
+from consumer.deal_codec import NO_DEADLINE, deadline_of, pack, unpack
 from consumer.state import DealState, OpenInsight
 from schemas.events import Stage
 from schemas.insights import Priority, RuleName

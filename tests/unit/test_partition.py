@@ -245,6 +245,7 @@ def test_rendered_insights_are_valid_insight_events() -> None:
     out = []
     for step in (
         p.apply(created(probability=5, value=50_000, close_date=T0.date() + dt.timedelta(days=3))),
+        *(p.apply(activity(at=T0)) for _ in range(4)),  # a baseline that then goes silent
         p.tick(tick(4)),
         p.tick(tick(9)),
         p.tick(tick(40)),
@@ -286,3 +287,25 @@ def test_a_copy_of_a_tick_is_recognised_after_a_restore() -> None:
     assert copy.tick_digests == live.tick_digests != b""
     assert copy.tick(first).duplicate
     assert not copy.tick(Tick(event_id="tick-2", at=T0 + dt.timedelta(days=2))).duplicate
+
+
+def test_a_deal_never_identified_is_dropped_after_the_tombstone_period() -> None:
+    """Random ids from partial updates (no stage, no value) cannot grow the state for ever; a
+    deal that got a stage is kept however long it is silent."""
+    p = PartitionState(RulesConfig(), tombstone_days=30)
+    partial = DealUpdated(  # type: ignore[call-arg]
+        event_id=eid(), workspace_id="ws", deal_id="ghost", occurred_at=T0,
+        changes=DealFields(probability=40),  # type: ignore[call-arg]
+    )  # fmt: skip
+    out = run(p, partial, created("real"))
+    out += run(p, tick(20))
+    assert set(p.deals) == {"ghost", "real"}
+    out += run(p, tick(30))
+    assert set(p.deals) == {"real"}
+    ghost = [i for i in out if i.deal_id == "ghost"]
+    assert ghost
+    assert ghost[-1].lifecycle is Lifecycle.RESOLVED
+    assert ghost[-1].data.key_metrics["resolution"] == "forgotten"
+    assert all("unknown" not in i.description for i in out)
+    records = dict(checkpoint_records(p, 10))
+    assert records[b"ghost"] is None  # a tombstone: compaction forgets it

@@ -1,0 +1,271 @@
+"""The deal codec: one deal's state as one ``bytes`` object, versioned.
+
+The monitor keeps every open deal in this form (about 170 bytes for a typical deal, against ~700
+for the same state as Python objects) and unpacks a deal only while an event or a due deadline is
+being applied to it. The same bytes are what the changelog stores (``consumer.changelog``), so a
+checkpoint does not encode and a restore does not decode: both copy bytes. Pure.
+
+Every packed deal starts with its format version (``FORMAT``). Rules are stored by their own
+wire code (``Rule.code`` in each rule's module), never by a position in a list, so adding or
+reordering rules changes no stored state; a code no registered rule has is dropped on unpack.
+
+Layout of format 2 (little-endian)::
+
+    header  <BqqqqddiIBBBBB6H  (74 bytes)
+        format (2),
+        created_at_ms, last_activity_at_ms, stage_entered_at_ms,
+        deadline_ms   (the deal's place in the deadline index; NO_DEADLINE if none),
+        value, probability (0.0 when unknown, see flags),
+        close_day (int32), activity_count (uint32),
+        stage   (0 unknown, 1 lead, 2 qualified, 3 proposal, 4 negotiation),
+        flags   (1 value unknown, 2 probability unknown, 4 close date unknown,
+                 8 partial: last_event_at_ms follows the header),
+        n_open, n_seen, n_activity,
+        the lengths in characters of workspace_id, title, currency, owner_id, owner_name,
+        company (0xFFFF: unknown; at most 2,000 characters each per the event schema)
+    [<q last_event_at_ms, only with flag 8: a deal with neither stage nor value]
+    n_open x <BBq       open insights: rule code, priority code, raised_at_ms
+    n_seen x 8 bytes    digests of the deal's most recent event ids (oldest first)
+    n_activity x 3      activity history (``consumer.state.record_activity``)
+    the six strings concatenated, UTF-8 (one encode and one decode per pack/unpack)
+
+Format 1 (before the version byte: the same header without format and n_activity, rules by
+their position in ``RuleName``, which then was their code) is read by ``upgrade_v1``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+from consumer.rules.base import Rule
+from consumer.rules.registry import RULES
+from consumer.state import ENTRY_SIZE, DealState, OpenInsight
+from schemas.events import Stage
+from schemas.insights import Priority, RuleName
+
+FORMAT = 2
+NO_DEADLINE = -(2**63)
+
+_HEAD = struct.Struct("<BqqqqddiIBBBBB6H")
+_HEAD_V1 = struct.Struct("<qqqqddiIBBBB6H")
+_OPEN = struct.Struct("<BBq")
+_DEADLINE = _INT = struct.Struct("<q")
+_OPEN_SIZE = _OPEN.size
+_DEADLINE_AT = 25  # byte offset of deadline_ms in the header
+_NONE = 0xFFFF
+
+_STAGES: tuple[Stage | None, ...] = (
+    None,
+    Stage.LEAD,
+    Stage.QUALIFIED,
+    Stage.PROPOSAL,
+    Stage.NEGOTIATION,
+)
+_STAGE_CODE: dict[Stage | None, int] = {s: i for i, s in enumerate(_STAGES)}
+_PRIORITY_BY_CODE: dict[int, Priority] = {
+    0: Priority.LOW,
+    1: Priority.MEDIUM,
+    2: Priority.HIGH,
+    3: Priority.CRITICAL,
+}
+_PRIORITY_CODE = {p: c for c, p in _PRIORITY_BY_CODE.items()}
+
+
+def rule_codes(rules: Iterable[Rule[Any]]) -> tuple[dict[int, RuleName], dict[RuleName, int]]:
+    """Code to rule and rule to code, from the rules' own codes."""
+    by_code = {rule.code: rule.name for rule in rules}
+    return by_code, {name: code for code, name in by_code.items()}
+
+
+_RULE_BY_CODE, _RULE_CODE = rule_codes(RULES)
+
+HEADER_SIZE = _HEAD.size
+DIGEST_SIZE = 8
+
+
+def pack(deal: DealState, deadline: int | None) -> bytes:
+    """``deal`` and its next deadline as bytes (``deal_id`` is the key, not part of the value)."""
+    ws, title, currency = deal.workspace_id, deal.title, deal.currency
+    owner_id, owner_name, company = deal.owner_id, deal.owner_name, deal.company
+    value, probability, close_day = deal.value, deal.probability, deal.close_day
+    seen, activity = deal.seen, deal.activity
+    stage = deal.stage
+    partial = stage is None and value is None
+    head = _HEAD.pack(
+        FORMAT,
+        deal.created_at_ms,
+        deal.last_activity_at_ms,
+        deal.stage_entered_at_ms,
+        NO_DEADLINE if deadline is None else deadline,
+        0.0 if value is None else value,
+        0.0 if probability is None else probability,
+        0 if close_day is None else close_day,
+        deal.activity_count,
+        _STAGE_CODE[stage],
+        (value is None) | (probability is None) << 1 | (close_day is None) << 2 | partial << 3,
+        len(deal.open),
+        len(seen) // DIGEST_SIZE,
+        len(activity) // ENTRY_SIZE,
+        len(ws),
+        _NONE if title is None else len(title),
+        _NONE if currency is None else len(currency),
+        _NONE if owner_id is None else len(owner_id),
+        _NONE if owner_name is None else len(owner_name),
+        _NONE if company is None else len(company),
+    )
+    texts = "".join(
+        [ws, title or "", currency or "", owner_id or "", owner_name or "", company or ""]
+    )
+    if partial:
+        head += _INT.pack(deal.last_event_at_ms)
+    if deal.open:
+        opened = b"".join(
+            [
+                _OPEN.pack(_RULE_CODE[o.rule], _PRIORITY_CODE[o.priority], o.raised_at_ms)
+                for o in deal.open
+            ]
+        )
+        return b"".join((head, opened, seen, activity, texts.encode()))
+    return b"".join((head, seen, activity, texts.encode()))
+
+
+def unpack(deal_id: str, data: bytes) -> DealState:
+    """The ``DealState`` that ``pack`` was given (``ValueError``/``struct.error`` if corrupt or
+    of another format)."""
+    (fmt, created, activity, entered, _deadline, value, probability, close_day, count, stage,
+     flags, n_open, n_seen, n_activity, n_ws, n_title, n_currency, n_owner_id, n_owner_name,
+     n_company) = _HEAD.unpack_from(data)  # fmt: skip
+    if fmt != FORMAT:
+        raise ValueError(f"packed deal {deal_id!r}: format {fmt}, expected {FORMAT}")
+    pos = HEADER_SIZE
+    last_event = 0
+    if flags & 8:
+        (last_event,) = _INT.unpack_from(data, pos)
+        pos += 8
+    open_: tuple[OpenInsight, ...] = ()
+    if n_open:
+        open_, pos = _open(data, pos, n_open, _RULE_BY_CODE)
+    end = pos + n_seen * DIGEST_SIZE
+    seen = data[pos:end]
+    pos, end = end, end + n_activity * ENTRY_SIZE
+    history = data[pos:end]
+    texts = data[end:].decode()
+    # lengths are in characters (0xFFFF: unknown): one decode, then str slices
+    i = n_ws
+    workspace_id = texts[:i]
+    title = None if n_title == _NONE else texts[i : (i := i + n_title)]
+    currency = None if n_currency == _NONE else texts[i : (i := i + n_currency)]
+    owner_id = None if n_owner_id == _NONE else texts[i : (i := i + n_owner_id)]
+    owner_name = None if n_owner_name == _NONE else texts[i : (i := i + n_owner_name)]
+    company = None if n_company == _NONE else texts[i : (i := i + n_company)]
+    if i != len(texts):
+        raise ValueError(f"packed deal {deal_id!r}: the text lengths do not add up")
+    return DealState(
+        workspace_id,
+        deal_id,
+        title,
+        None if flags & 1 else value,
+        currency,
+        _STAGES[stage],
+        None if flags & 2 else probability,
+        None if flags & 4 else close_day,
+        owner_id,
+        owner_name,
+        company,
+        created,
+        activity,
+        entered,
+        count,
+        open_,
+        seen,
+        history,
+        last_event,
+    )
+
+
+def _open(
+    data: bytes, pos: int, n: int, by_code: dict[int, RuleName]
+) -> tuple[tuple[OpenInsight, ...], int]:
+    items = []
+    for _ in range(n):
+        code, priority, raised = _OPEN.unpack_from(data, pos)
+        pos += _OPEN_SIZE
+        rule = by_code.get(code)
+        if rule is not None:  # a rule no longer registered: its insight cannot be evaluated
+            items.append(OpenInsight(rule, _PRIORITY_BY_CODE[priority], raised))
+    return tuple(items), pos
+
+
+# Format 1 stored a rule's position in RuleName as it was then: these six, in this order.
+_V1_RULES: dict[int, RuleName] = dict(
+    enumerate(
+        (
+            RuleName.STALE_DEAL,
+            RuleName.STUCK_IN_STAGE,
+            RuleName.LOW_PROBABILITY,
+            RuleName.HIGH_VALUE_AT_RISK,
+            RuleName.CLOSE_DATE_PRESSURE,
+            RuleName.CLOSE_DATE_PASSED,
+        )
+    )
+)
+
+
+def unpack_v1(deal_id: str, data: bytes) -> tuple[DealState, int | None]:
+    """A format 1 packed deal (no version byte) and its deadline."""
+    (created, activity, entered, deadline, value, probability, close_day, count, stage, flags,
+     n_open, n_seen, n_ws, n_title, n_currency, n_owner_id, n_owner_name, n_company,
+     ) = _HEAD_V1.unpack_from(data)  # fmt: skip
+    pos = _HEAD_V1.size
+    open_: tuple[OpenInsight, ...] = ()
+    if n_open:
+        open_, pos = _open(data, pos, n_open, _V1_RULES)
+    end = pos + n_seen * DIGEST_SIZE
+    seen = data[pos:end]
+    texts = data[end:].decode()
+    lengths = (n_title, n_currency, n_owner_id, n_owner_name, n_company)
+    i = n_ws
+    parts: list[str | None] = []
+    for n in lengths:
+        parts.append(None if n == _NONE else texts[i : (i := i + n)])
+    if i != len(texts):
+        raise ValueError(f"packed deal {deal_id!r}: the text lengths do not add up")
+    title, currency, owner_id, owner_name, company = parts
+    deal = DealState(
+        texts[:n_ws],
+        deal_id,
+        title,
+        None if flags & 1 else value,
+        currency,
+        _STAGES[stage],
+        None if flags & 2 else probability,
+        None if flags & 4 else close_day,
+        owner_id,
+        owner_name,
+        company,
+        created,
+        activity,
+        entered,
+        count,
+        open_,
+        seen,
+    )
+    return deal, None if deadline == NO_DEADLINE else int(deadline)
+
+
+def upgrade_v1(deal_id: str, data: bytes) -> bytes:
+    """A format 1 packed deal in the current format (same state, same deadline)."""
+    deal, deadline = unpack_v1(deal_id, data)
+    if deal.partial:  # format 1 did not keep it: the latest instant it did keep
+        deal.last_event_at_ms = max(
+            deal.created_at_ms, deal.last_activity_at_ms, deal.stage_entered_at_ms
+        )
+    return pack(deal, deadline)
+
+
+def deadline_of(data: bytes) -> int | None:
+    """The deadline stored in a packed deal, without unpacking the rest."""
+    (due,) = _DEADLINE.unpack_from(data, _DEADLINE_AT)
+    return None if due == NO_DEADLINE else int(due)

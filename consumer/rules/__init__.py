@@ -1,0 +1,92 @@
+"""The risk rules: pure functions of ``(deal, now, thresholds)``, one module each
+(``consumer/rules/catalog/``), listed in ``consumer.rules.registry``.
+
+``evaluate`` runs every registered rule's ``check`` (with the numbers behind each finding);
+``fired`` says what fires and how badly without building numbers, and ``next_deadline`` when the
+answer can next change by time alone: those two run on every event and every due deal, so the
+six original rules run there as one fused pass (``consumer.rules.fused``, proven equal to their
+modules' ``check`` and ``deadline`` on random deals by ``tests/unit/test_rules.py``) and every
+other registered rule through its own functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from consumer.rules import fused
+from consumer.rules.base import Finding, Rule
+from consumer.rules.registry import BY_NAME, RULES
+from consumer.state import DealState
+from schemas.insights import Priority, RuleName
+
+if TYPE_CHECKING:  # consumer.thresholds imports the registry
+    from consumer.thresholds import RuleThresholds
+
+__all__ = [
+    "BY_NAME",
+    "RULES",
+    "Finding",
+    "Rule",
+    "evaluate",
+    "fired",
+    "next_deadline",
+]
+
+
+def _split(th: RuleThresholds) -> tuple[fused.Limits, tuple[tuple[Rule[Any], Any], ...]]:
+    """The fused pass's limits and the registered rules it does not cover (once per ``th``)."""
+    lim = fused.Limits.of(th)
+    rest = tuple((r, t) for r, t in th.checks if r.name not in fused.COVERS)
+    th.cache["split"] = out = (lim, rest)
+    return out
+
+
+def fired(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Priority]:
+    """What fires, and how badly (no numbers): the hot path."""
+    lim, rest = th.cache.get("split") or _split(th)
+    out = fused.fired(deal, now, lim)
+    for rule, t in rest:
+        finding = rule.check(deal, now, t)
+        if finding is not None:
+            out[rule.name] = finding.priority
+    return out
+
+
+def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Finding]:
+    """Every rule that fires for ``deal`` at ``now``, with its numbers, in registry order."""
+    out: dict[RuleName, Finding] = {}
+    for rule, t in th.checks:
+        finding = rule.check(deal, now, t)
+        if finding is not None:
+            out[finding.rule] = finding
+    return out
+
+
+def next_deadline(deal: DealState, now: int, th: RuleThresholds) -> int | None:
+    """The earliest instant after ``now`` at which a rule's answer may change by time alone."""
+    lim, rest = th.cache.get("split") or _split(th)
+    best = fused.next_deadline(deal, now, lim)
+    for rule, t in rest:
+        due = rule.deadline(deal, now, t)
+        if due is not None and (best is None or due < best):
+            best = due
+    return best
+
+
+def _finder(name: RuleName) -> Any:
+    rule = BY_NAME[name]
+
+    def find(deal: DealState, now: int, th: RuleThresholds) -> Finding | None:
+        return rule.check(deal, now, th.of(rule))
+
+    find.__name__ = find.__qualname__ = name.value
+    find.__doc__ = f"The {name.value} rule's finding (``Rule.check`` with its thresholds)."
+    return find
+
+
+stale_deal = _finder(RuleName.STALE_DEAL)
+stuck_in_stage = _finder(RuleName.STUCK_IN_STAGE)
+low_probability = _finder(RuleName.LOW_PROBABILITY)
+high_value_at_risk = _finder(RuleName.HIGH_VALUE_AT_RISK)
+close_date_pressure = _finder(RuleName.CLOSE_DATE_PRESSURE)
+close_date_passed = _finder(RuleName.CLOSE_DATE_PASSED)

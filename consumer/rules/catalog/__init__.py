@@ -1,0 +1,1 @@
+"""One module per rule, each defining ``RULE`` (``consumer.rules.base.Rule``)."""

@@ -1,0 +1,222 @@
+"""The rule registry: one module per rule, and everything that reads it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer import deal_codec
+from consumer.changelog import restore
+from consumer.deal_codec import rule_codes, unpack
+from consumer.lifecycle import Change
+from consumer.rules import RULES, evaluate, fired, next_deadline
+from consumer.rules.base import Finding, Rule, Text, Thresholds
+from consumer.rules.catalog import stale_deal
+from consumer.rules.registry import check, keys, readme_table
+from consumer.state import DAY_MS, DealState, record_activity
+from consumer.templates import render
+from consumer.thresholds import RuleThresholds
+from schemas.events import Stage
+from schemas.insights import Lifecycle, Priority, RuleName
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = json.loads((ROOT / "tests/fixtures/changelog-v2.json").read_text(encoding="utf-8"))
+TH = RuleThresholds()
+T0 = 20_000 * DAY_MS
+
+
+def test_every_rule_name_is_registered_once_with_its_own_code() -> None:
+    assert [r.name for r in RULES] == list(RuleName)
+    assert len({r.code for r in RULES}) == len(RULES)
+    check(RULES)
+
+
+def test_a_duplicate_code_is_refused() -> None:
+    twin = dataclasses.replace(stale_deal.RULE, name=RuleName.VELOCITY_DROP)
+    with pytest.raises(ValueError, match="duplicate"):
+        check([stale_deal.RULE, twin])
+
+
+def test_the_readme_rules_table_is_the_registry() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme_table() in readme
+    for key in keys():
+        assert f"`{key}" in readme, key
+
+
+def _deal(**kw: Any) -> DealState:
+    base = DealState(
+        workspace_id="ws",
+        deal_id="d1",
+        title="Deal",
+        value=5_000,
+        currency="USD",
+        stage=Stage.LEAD,
+        probability=50,
+        close_day=T0 // DAY_MS + 60,
+        owner_id="u1",
+        created_at_ms=T0,
+        last_activity_at_ms=T0,
+        stage_entered_at_ms=T0,
+    )
+    return replace(base, **kw)
+
+
+def _history(days: list[int]) -> bytes:
+    out = b""
+    for day in sorted(days):
+        out = record_activity(out, day)
+    return out
+
+
+deals = st.builds(
+    lambda value, probability, stage, close_in, inactive, in_stage, activity: _deal(
+        value=value,
+        probability=probability,
+        stage=stage,
+        close_day=None if close_in is None else (T0 + 100 * DAY_MS) // DAY_MS + close_in,
+        last_activity_at_ms=T0 + 100 * DAY_MS - inactive,
+        stage_entered_at_ms=T0 + 100 * DAY_MS - in_stage,
+        activity=_history([T0 // DAY_MS + 100 - d for d in activity]),
+    ),
+    value=st.one_of(st.none(), st.floats(0, 300_000)),
+    probability=st.one_of(st.none(), st.floats(0, 100)),
+    stage=st.one_of(st.none(), st.sampled_from(list(Stage))),
+    close_in=st.one_of(st.none(), st.integers(-60, 120)),
+    inactive=st.integers(0, 60 * DAY_MS),
+    in_stage=st.integers(0, 90 * DAY_MS),
+    activity=st.lists(st.integers(0, 60), max_size=30),
+)
+
+
+@given(deal=deals, later=st.integers(0, 30 * DAY_MS))
+def test_the_fused_path_is_the_registry(deal: DealState, later: int) -> None:
+    """``fired`` and ``next_deadline`` (a fused pass for the first six rules) agree with every
+    registered rule's own ``check`` and ``deadline``."""
+    now = T0 + 100 * DAY_MS + later
+    assert fired(deal, now, TH) == {
+        r.name: f.priority for r in RULES if (f := r.find(deal, now, TH)) is not None
+    }
+    assert fired(deal, now, TH) == {r: f.priority for r, f in evaluate(deal, now, TH).items()}
+    dues = [d for r in RULES if (d := r.next_deadline(deal, now, TH)) is not None]
+    assert next_deadline(deal, now, TH) == (min(dues) if dues else None)
+
+
+def _inserted() -> list[Rule[Any]]:
+    """The registry with a new rule in the middle (code 200)."""
+
+    def never(deal: DealState, now: int, th: Thresholds) -> Finding | None:
+        return None
+
+    extra: Rule[Thresholds] = Rule(
+        name=RuleName.VELOCITY_DROP,  # any name: only codes reach the wire
+        code=200,
+        thresholds=Thresholds,
+        check=never,
+        deadline=lambda deal, now, th: None,
+        text=lambda deal, m: Text("", ""),
+        actions=(),
+        confidence=0.5,
+        meaning="",
+        fires_when="",
+        priority_text="",
+    )
+    rules = [r for r in RULES if r.name is not RuleName.VELOCITY_DROP]
+    return [*rules[:2], extra, *rules[2:]]
+
+
+def test_inserting_a_rule_in_the_middle_changes_no_restored_insight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    records = [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in FIXTURE["records"]]
+    before = restore(records, FIXTURE["committed"])
+    packed = deal_codec.pack(unpack("d-full", before.deals["d-full"]), None)
+    opened = {d: unpack(d, v).open for d, v in before.deals.items()}
+    monkeypatch.setattr(deal_codec, "_RULE_BY_CODE", rule_codes(_inserted())[0])
+    monkeypatch.setattr(deal_codec, "_RULE_CODE", rule_codes(_inserted())[1])
+    after = restore(records, FIXTURE["committed"])
+    assert {d: unpack(d, v).open for d, v in after.deals.items()} == opened
+    assert unpack("d-full", packed).open == opened["d-full"]
+    assert len(opened["d-full"]) == 6
+
+
+OPTIONAL = ("title", "value", "currency", "stage", "probability", "close_day", "owner_id")
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name.value)
+@pytest.mark.parametrize("missing", [(), *[(f,) for f in OPTIONAL], OPTIONAL])
+def test_rule_text_has_no_holes_with_fields_missing(
+    rule: Rule[Any], missing: tuple[str, ...]
+) -> None:
+    """A deal known only from partial updates: a rule that needs a missing field does not fire,
+    and every text that does render reads without holes."""
+    now = T0 + 50 * DAY_MS
+    deal = _deal(
+        value=50_000,
+        probability=5,
+        close_day=now // DAY_MS + (-3 if rule.name is RuleName.CLOSE_DATE_PASSED else 3),
+        activity=_history([now // DAY_MS - 30 - i for i in range(6)]),
+    )
+    deal = replace(deal, **dict.fromkeys(missing))
+    finding = rule.find(deal, now, TH)
+    if set(missing) & set(rule.needs):
+        assert finding is None
+        return
+    if finding is None:  # a rule that needs a field this table does not list
+        pytest.fail(f"{rule.name} did not fire with {missing} missing; list what it needs")
+    for lifecycle in (Lifecycle.RAISED, Lifecycle.RESOLVED):
+        event = render(Change(rule.name, lifecycle, finding.priority, now), deal, now, TH)
+        texts = [event.event().title, event.event().description]
+        texts += [a.action for a in event.event().actions]
+        for text in texts:
+            low = text.lower()
+            holes = ("unknown", "  ", " .", " ,", "''", "()", "%%")
+            assert not [h for h in holes if h in low], text
+            assert "none" not in low.split(), text
+
+
+def test_velocity_drop_fires_for_the_fixture_deal_in_the_text_test() -> None:
+    """The text test above covers velocity_drop firing, not only its absence."""
+    now = T0 + 50 * DAY_MS
+    deal = _deal(activity=_history([now // DAY_MS - 30 - i for i in range(6)]))
+    assert fired(deal, now, TH).get(RuleName.VELOCITY_DROP) is Priority.MEDIUM
+
+
+def _load(tmp_path: Path, text: str) -> str:
+    from consumer.thresholds import RulesConfig
+    from vectoros.errors import ConfigError
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        RulesConfig.load(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    return message
+
+
+def test_rules_file_errors_are_one_line_naming_file_and_key(tmp_path: Path) -> None:
+    from consumer.thresholds import RulesConfig
+    from vectoros.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"rules file .*missing.yaml: no such file; create it"):
+        RulesConfig.load(tmp_path / "missing.yaml")
+    assert "YAML syntax error at line 2" in _load(tmp_path, "defaults:\n  stale_days: 7: 8\n")
+    msg = _load(tmp_path, "defaults:\n  stale_dayz: 7\n")
+    assert "defaults.stale_dayz: unknown key; did you mean 'stale_days'?" in msg
+    msg = _load(tmp_path, "workspaces:\n  ws-a:\n    stale_days: -1\n")
+    assert "workspaces.ws-a.stale_days: input should be greater than 0 (got -1)" in msg
+    msg = _load(tmp_path, "workspaces:\n  ws-a:\n    stuck_days: {proposl: 4}\n")
+    assert "workspaces.ws-a.stuck_days.proposl: unknown key; did you mean" in msg
+    msg = _load(tmp_path, "defaults:\n  stale_days: 20\n")
+    assert "defaults: stale_critical_days must be greater than stale_days" in msg
+    assert "unknown top-level key 'default'" in _load(tmp_path, "default: {}\n")
+    assert "expected a mapping" in _load(tmp_path, "- 1\n")
