@@ -132,12 +132,20 @@ def tick(interval: str | None, once: bool) -> None:
 @click.option(
     "--speedup", type=float, default=None, help="Simulated seconds per second; 0 = max speed."
 )
+@click.option(
+    "--start",
+    default=None,
+    metavar="TIME",
+    help="First simulated moment: RFC 3339 or an age like 30d (default: --days before now, "
+    "so the simulation ends now and a wall-clock ticker continues it).",
+)
 def simulate(
     deals: int | None,
     days: int | None,
     workspaces: int | None,
     seed: int | None,
     speedup: float | None,
+    start: str | None,
 ) -> None:
     """Publish a realistic, reproducible pipeline of deals (with ticks) to deal-events."""
     import datetime as dt
@@ -147,8 +155,9 @@ def simulate(
 
     from producer.publisher import DealEventPublisher
     from producer.simulate import SimProgress, run_simulation
-    from producer.simulator import SimulationSpec
+    from producer.simulator import SimulationSpec, start_ending_at
     from vectoros.kafka import ensure_standard_topics, start_producer
+    from vectoros.when import parse_when
 
     settings = load_settings(
         SimulatorSettings,
@@ -159,11 +168,17 @@ def simulate(
         sim_speedup=speedup,
     )
     settings.bootstrap()
+    now = dt.datetime.now(dt.UTC)
+    try:
+        first = start_ending_at(now, settings.sim_days) if start is None else parse_when(start, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--start'") from None
     spec = SimulationSpec(
         deals=settings.sim_deals,
         days=settings.sim_days,
         workspaces=settings.sim_workspaces,
         seed=settings.sim_seed,
+        start=first,
         tick_every=dt.timedelta(hours=settings.sim_tick_hours),
     )
 
@@ -196,6 +211,44 @@ def simulate(
             f"published {done.events} events for {len(done.deals)} deals and "
             f"{done.ticks} tick rounds: {dict(sorted(done.by_type.items()))}"
         )
+        click.echo(f"simulated {spec.start.isoformat()} to {spec.end.isoformat()}")
+
+    run_async(go())
+
+
+@main.command()
+@click.argument("source", type=click.File("rb"), metavar="FILE|-")
+def send(source: Any) -> None:
+    """Publish deal events from JSON (an object, an array or JSON lines; - is stdin).
+
+    Every event is validated against the contract first: if any is invalid, each bad one is
+    named and nothing is published. Events are keyed by deal_id; ticks are refused.
+    """
+    from producer.send import parse_events, send_events
+    from vectoros.kafka import ensure_standard_topics, start_producer
+
+    settings = load_settings(MonitorSettings, metrics_enabled=False)  # the monitor's limits
+    parsed = parse_events(source.read(), max_bytes=settings.max_event_bytes)
+    if parsed.errors:
+        for error in parsed.errors:
+            click.echo(error, err=True)
+        raise click.ClickException(f"{len(parsed.errors)} invalid event(s); nothing was published")
+    settings.bootstrap()
+
+    async def go() -> None:
+        await ensure_standard_topics(settings)
+        producer = await start_producer(settings)
+        try:
+            sent = await send_events(producer, settings.topic_events, parsed.events)
+        finally:
+            await producer.stop()
+        for item in sent:
+            e = item.event
+            click.echo(
+                f"sent {e.type} deal {e.deal_id} (workspace {e.workspace_id}, event {e.event_id})"
+                f" to {settings.topic_events} partition {item.partition} offset {item.offset}"
+            )
+        click.echo(f"{len(sent)} event(s) published")
 
     run_async(go())
 
@@ -332,7 +385,7 @@ def demo(deals: int, days: int, workspaces: int, seed: int, seconds: float) -> N
 
     from rich.console import Console
 
-    from producer.simulator import SimulationSpec
+    from producer.simulator import SimulationSpec, start_ending_at
     from vectoros.demo import print_report, run_demo
     from vectoros.pipeline import RunSettings
 
@@ -351,6 +404,7 @@ def demo(deals: int, days: int, workspaces: int, seed: int, seconds: float) -> N
         days=days,
         workspaces=workspaces,
         seed=seed,
+        start=start_ending_at(dt.datetime.now(dt.UTC), days),
         tick_every=dt.timedelta(hours=6),
     )
     console = Console()
