@@ -233,7 +233,6 @@ def send(source: Any) -> None:
         for error in parsed.errors:
             click.echo(error, err=True)
         raise click.ClickException(f"{len(parsed.errors)} invalid event(s); nothing was published")
-    settings.bootstrap()
 
     async def go() -> None:
         await ensure_standard_topics(settings)
