@@ -424,53 +424,82 @@ def insights() -> None:
 
 @insights.command("list")
 @click.option("--workspace", default=None, help="Only this workspace id.")
-@click.option("--priority", type=click.Choice(["low", "medium", "high", "critical"]), default=None)
+@click.option(
+    "--priority",
+    type=click.Choice(["low", "medium", "high", "critical"]),
+    default=None,
+    help="This priority and above.",
+)
 @click.option("--rule", type=click.Choice([r.value for r in RuleName]), default=None)
+@click.option("--deal", default=None, help="Only this deal id.")
+@click.option("--owner", default=None, help="Only deals of this owner (id, or name in any case).")
+@click.option(
+    "--status",
+    type=click.Choice(["open", "resolved", "all"]),
+    default="open",
+    show_default=True,
+)
+@click.option(
+    "--since",
+    default=None,
+    metavar="TIME",
+    help="Raised, escalated or resolved at or after TIME: RFC 3339 or an age like 7d, 12h.",
+)
 @click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (every field) instead.")
 def insights_list(
-    workspace: str | None, priority: str | None, rule: str | None, limit: int, as_json: bool
+    workspace: str | None,
+    priority: str | None,
+    rule: str | None,
+    deal: str | None,
+    owner: str | None,
+    status: str,
+    since: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
-    """Open insights, most urgent and most valuable first."""
+    """Insights (open by default), most urgent and most valuable first."""
+    import datetime as dt
+
     import orjson
     from rich.console import Console
-    from rich.table import Table
 
-    from consumer.sink.queries import open_insights
+    from consumer.sink.queries import InsightPage, list_insights
     from vectoros.db import connect_pool
+    from vectoros.listing import insights_table
     from vectoros.settings import DatabaseSettings
+    from vectoros.when import parse_when
 
+    now = dt.datetime.now(dt.UTC)
+    try:
+        since_at = None if since is None else parse_when(since, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--since'") from None
     dsn = load_settings(DatabaseSettings).dsn()
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> InsightPage:
         pool = await connect_pool(dsn)
         try:
-            return await open_insights(
-                pool, workspace=workspace, priority=priority, rule=rule, limit=limit
+            return await list_insights(
+                pool,
+                status=status,
+                workspace=workspace,
+                priority=priority,
+                rule=rule,
+                deal=deal,
+                owner=owner,
+                since=since_at,
+                limit=limit,
             )
         finally:
             await pool.close()
 
-    rows = run_async(go())
+    page = run_async(go())
     if as_json:
-        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(page.rows, option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table(title=f"{len(rows)} open insights")
-    for col in ("priority", "rule", "workspace", "deal", "value", "title", "detected"):
-        table.add_column(col)
-    for row in rows:
-        data = row["data"]
-        value = data.get("deal_value")
-        table.add_row(
-            row["priority"],
-            row["rule"],
-            row["workspace_id"],
-            str(data.get("deal_title") or row["deal_id"]),
-            "" if value is None else f"{value:,.0f} {data.get('currency') or ''}",
-            row["title"],
-            row["detected_at"][:16],
-        )
-    Console().print(table)
+    console = Console()
+    console.print(insights_table(page.rows, page.total, status, now, console.width))
 
 
 @main.group()
@@ -481,15 +510,49 @@ def topics() -> None:
 @topics.command("create")
 @click.option("--partitions", type=int, default=None, help="Partitions per topic (default 6).")
 def topics_create(partitions: int | None) -> None:
-    """Create deal-events, deal-insights, deal-events-dlq and deal-monitor-state if missing."""
-    from vectoros.kafka import compacted_topics, ensure_standard_topics, standard_topics
+    """Create deal-events, deal-insights, deal-events-dlq and deal-monitor-state if missing.
+
+    An existing topic with another partition count is an error (exit 1): the count cannot be
+    changed in place without moving deals to other partitions.
+    """
+    from vectoros.kafka import (
+        PARTITIONS_MOVE_KEYS,
+        compacted_topics,
+        ensure_standard_topics,
+        standard_topic_partitions,
+        standard_topics,
+    )
 
     settings = load_settings(KafkaSettings, topic_partitions=partitions, metrics_enabled=False)
-    settings.bootstrap()
-    run_async(ensure_standard_topics(settings))
     wanted, compacted = standard_topics(settings), compacted_topics(settings)
+
+    async def go() -> dict[str, int | None]:
+        before = await standard_topic_partitions(settings)
+        if all(count in (None, wanted[name]) for name, count in before.items()):
+            await ensure_standard_topics(settings)
+        return before
+
+    before = run_async(go())
+    mismatched = []
     for name, count in wanted.items():
-        click.echo(f"{name}: {count} partitions" + (" (compacted)" if name in compacted else ""))
+        kind = " (compacted)" if name in compacted else ""
+        have = before[name]
+        if have is None:
+            state = "created"
+        elif have == count:
+            state = "exists"
+        else:
+            mismatched.append(name)
+            click.echo(f"{name}: exists with {have} partitions{kind}, {count} requested")
+            continue
+        click.echo(f"{name}: {count} partitions{kind}, {state}")
+    if mismatched:
+        raise click.ClickException(
+            f"{', '.join(mismatched)} "
+            + ("has" if len(mismatched) == 1 else "have")
+            + f" another partition count than {settings.topic_partitions}; nothing was created. "
+            + PARTITIONS_MOVE_KEYS
+        )
 
 
 @main.group()

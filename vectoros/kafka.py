@@ -44,6 +44,34 @@ async def ensure_standard_topics(settings: KafkaSettings) -> None:
     )
 
 
+PARTITIONS_MOVE_KEYS = (
+    "The partition count of a topic cannot be changed in place: a record goes to partition "
+    "hash(key) mod count, so with another count most deals' next events would land on another "
+    "partition than the one whose monitor holds their state (and their order would break). To "
+    "change it, create new topics: set VECTOROS_TOPIC_EVENTS, _INSIGHTS, _DLQ and _STATE to new "
+    "names (e.g. deal-events-v2), run `vectoros topics create --partitions N`, and switch the "
+    "producers and every service to them (the monitor starts with empty state on them). "
+    "Or keep the existing count (VECTOROS_TOPIC_PARTITIONS / --partitions)."
+)
+
+
+async def standard_topic_partitions(settings: KafkaSettings) -> dict[str, int | None]:
+    """The partition count of each standard topic as it is now (None: it does not exist).
+    Waits for the broker like ``ensure_topics``."""
+    bootstrap = settings.bootstrap()
+    await ensure_topics(bootstrap, {})  # the broker answers (same retry policy), creates nothing
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="vectoros-admin")
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        return {
+            name: await partition_count(admin, name) if name in existing else None
+            for name in standard_topics(settings)
+        }
+    finally:
+        await admin.close()
+
+
 def _retriable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError) or (
         isinstance(exc, KafkaError) and exc.retriable
