@@ -355,13 +355,20 @@ def db_migrate() -> None:
 @click.option("--no-ticker", is_flag=True, help="Do not run the wall-clock ticker.")
 def run_cmd(no_ticker: bool) -> None:
     """Monitor, ticker, sink and notifier in one process (embedded broker/DB when unset)."""
-    from vectoros.pipeline import RunSettings, run_pipeline
+    from vectoros.pipeline import Pipeline, RunSettings, ready_banner, run_pipeline
     from vectoros.service import serve
 
     settings = load_settings(RunSettings, run_ticker=False if no_ticker else None)
 
     async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
-        await run_pipeline(settings, registry, health, stop)
+        def announce(pipeline: Pipeline) -> None:
+            port = getattr(health, "metrics_port", None) or settings.metrics_port
+            url = None
+            if settings.metrics_enabled:
+                url = f"http://{settings.metrics_host}:{port}/metrics" if port else None
+            click.echo(ready_banner(pipeline, url))
+
+        await run_pipeline(settings, registry, health, stop, on_ready=announce)
 
     run_async(serve("run", settings, body))
 
