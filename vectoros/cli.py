@@ -364,8 +364,10 @@ def run_cmd(no_ticker: bool) -> None:
         def announce(pipeline: Pipeline) -> None:
             port = getattr(health, "metrics_port", None) or settings.metrics_port
             url = None
-            if settings.metrics_enabled:
-                url = f"http://{settings.metrics_host}:{port}/metrics" if port else None
+            if settings.metrics_enabled and port:
+                url = f"http://{settings.metrics_host}:{port}/metrics"
+            elif settings.metrics_enabled:
+                url = "a free port (VECTOROS_METRICS_PORT=0), named in the log above"
             click.echo(ready_banner(pipeline, url))
 
         await run_pipeline(settings, registry, health, stop, on_ready=announce)
@@ -473,7 +475,7 @@ def insights_list(
 
     from consumer.sink.queries import InsightPage, list_insights
     from vectoros.db import connect_pool
-    from vectoros.listing import insights_table
+    from vectoros.listing import insights_table, print_table
     from vectoros.settings import DatabaseSettings
     from vectoros.when import parse_when
 
@@ -506,7 +508,7 @@ def insights_list(
         click.echo(orjson.dumps(page.rows, option=orjson.OPT_INDENT_2).decode())
         return
     console = Console()
-    console.print(insights_table(page.rows, page.total, status, now, console.width))
+    print_table(console, insights_table(page.rows, page.total, status, now, console.width))
 
 
 @main.group()

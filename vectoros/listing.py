@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
+from rich.console import Console
 from rich.table import Table
 
 MIN_TITLE = 8
@@ -89,7 +90,13 @@ def insights_table(
             break
     longest = max((len(r["title"]) for r in rows), default=0)
     title_width = max(MIN_TITLE, min(room, max(longest, len("title"))))
-    table = Table(title=heading(len(rows), total, status), box=None, padding=(0, 1, 0, 0))
+    needed = sum(widths.values()) + title_width + len(columns) + 1
+    table = Table(
+        title=heading(len(rows), total, status),
+        box=None,
+        padding=(0, 1, 0, 0),
+        min_width=needed,  # ids too long for the terminal: a wider line, never a cut id
+    )
     for name, _ in columns[:-1]:
         justify: Literal["left", "right"] = "right" if name == "value" else "left"
         table.add_column(name, width=widths[name], no_wrap=True, justify=justify)
@@ -99,3 +106,11 @@ def insights_table(
         cells = [values[n] for _, values in columns]
         table.add_row(*cells[:-1], row["title"], cells[-1])
     return table
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print ``table``; ids longer than the terminal is wide make a wider table (which the
+    terminal wraps), never a cut id."""
+    if (table.min_width or 0) > console.width:
+        console = Console(file=console.file, width=table.min_width)
+    console.print(table)
