@@ -440,6 +440,8 @@ def insights() -> None:
     help="This priority and above.",
 )
 @click.option("--rule", type=click.Choice([r.value for r in RuleName]), default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 @click.option("--deal", default=None, help="Only this deal id.")
 @click.option("--owner", default=None, help="Only deals of this owner (id, or name in any case).")
 @click.option(
@@ -454,8 +456,6 @@ def insights() -> None:
     metavar="TIME",
     help="Raised, escalated or resolved at or after TIME: RFC 3339 or an age like 7d, 12h.",
 )
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON array (every field) instead.")
 def insights_list(
     workspace: str | None,
     priority: str | None,

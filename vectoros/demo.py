@@ -62,10 +62,11 @@ async def run_demo(
             ops = OpsServer(registry, health, settings.metrics_host, 0)
             await ops.start()
         metrics_url = f"http://{settings.metrics_host}:{ops.port}/metrics"
-        console.print(f"Metrics while it runs: {metrics_url} (also /healthz, /readyz)")
     result: dict[str, object] = {}
 
     async def drive(pipeline: Pipeline) -> None:
+        if metrics_url:
+            console.print(f"Metrics while it runs: {metrics_url} (also /healthz, /readyz)")
         s = pipeline.settings
         producer = await start_producer(s)
         try:

@@ -34,16 +34,6 @@ def standard_topics(settings: KafkaSettings) -> dict[str, int]:
     return dict.fromkeys(names, settings.topic_partitions)
 
 
-def compacted_topics(settings: KafkaSettings) -> frozenset[str]:
-    return frozenset({settings.topic_state})
-
-
-async def ensure_standard_topics(settings: KafkaSettings) -> None:
-    await ensure_topics(
-        settings.bootstrap(), standard_topics(settings), compacted=compacted_topics(settings)
-    )
-
-
 PARTITIONS_MOVE_KEYS = (
     "The partition count of a topic cannot be changed in place: a record goes to partition "
     "hash(key) mod count, so with another count most deals' next events would land on another "
@@ -59,7 +49,8 @@ async def standard_topic_partitions(settings: KafkaSettings) -> dict[str, int | 
     """The partition count of each standard topic as it is now (None: it does not exist).
     Waits for the broker like ``ensure_topics``."""
     bootstrap = settings.bootstrap()
-    await ensure_topics(bootstrap, {})  # the broker answers (same retry policy), creates nothing
+    wait = getattr(settings, "kafka_connect_timeout_seconds", CONNECT_TIMEOUT)
+    await ensure_topics(bootstrap, {}, retry_for=wait)  # waits for the broker, creates nothing
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="vectoros-admin")
     try:
         await admin.start()
@@ -70,6 +61,16 @@ async def standard_topic_partitions(settings: KafkaSettings) -> dict[str, int | 
         }
     finally:
         await admin.close()
+
+
+def compacted_topics(settings: KafkaSettings) -> frozenset[str]:
+    return frozenset({settings.topic_state})
+
+
+async def ensure_standard_topics(settings: KafkaSettings) -> None:
+    await ensure_topics(
+        settings.bootstrap(), standard_topics(settings), compacted=compacted_topics(settings)
+    )
 
 
 def _retriable(exc: BaseException) -> bool:
