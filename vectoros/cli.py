@@ -362,9 +362,16 @@ def run_cmd(no_ticker: bool) -> None:
 
     async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
         def announce(pipeline: Pipeline) -> None:
-            port = getattr(health, "metrics_port", None) or settings.metrics_port
+            import vectoros.service
+
+            # the bound port (a free one when the default was busy), where the server says it
+            current = getattr(vectoros.service, "current_ops_server", None)
+            ops = current() if current is not None else None
+            port = settings.metrics_port
             url = None
-            if settings.metrics_enabled and port:
+            if ops is not None:
+                url = f"{ops.url}/metrics"
+            elif settings.metrics_enabled and port:
                 url = f"http://{settings.metrics_host}:{port}/metrics"
             elif settings.metrics_enabled:
                 url = "a free port (VECTOROS_METRICS_PORT=0), named in the log above"
