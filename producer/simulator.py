@@ -86,6 +86,18 @@ class SimulationSpec:
         return self.start + timedelta(days=self.days)
 
 
+def start_ending_at(end: datetime, days: int) -> datetime:
+    """The start of a ``days``-day simulation that ends at ``end`` (whole seconds).
+
+    ``vectoros simulate`` and ``vectoros demo`` end their simulation now by default, so a
+    wall-clock ticker started afterwards (``vectoros run``) continues the simulated clock instead
+    of jumping it months ahead (every deal "stuck in qualified for 321.9 days").
+    """
+    if end.utcoffset() is None:
+        raise ValueError("end must be timezone-aware")
+    return end.replace(microsecond=0) - timedelta(days=days)
+
+
 @dataclass(frozen=True, slots=True)
 class SimTick:
     """Advance the clock to ``at`` (a publisher sends it as a ``tick`` to every partition)."""

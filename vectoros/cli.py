@@ -237,12 +237,20 @@ def tick(interval: str | None, once: bool) -> None:
     default=None,
     help="Simulated seconds per second; 0 = max speed.",
 )
+@click.option(
+    "--start",
+    default=None,
+    metavar="TIME",
+    help="First simulated moment: RFC 3339 or an age like 30d (default: --days before now, "
+    "so the simulation ends now and a wall-clock ticker continues it).",
+)
 def simulate(
     deals: int | None,
     days: int | None,
     workspaces: int | None,
     seed: int | None,
     speedup: float | None,
+    start: str | None,
 ) -> None:
     """Publish a realistic, reproducible pipeline of deals (with ticks) to deal-events."""
     import datetime as dt
@@ -252,8 +260,9 @@ def simulate(
 
     from producer.publisher import DealEventPublisher
     from producer.simulate import SimProgress, run_simulation
-    from producer.simulator import SimulationSpec
+    from producer.simulator import SimulationSpec, start_ending_at
     from vectoros.kafka import ensure_standard_topics, start_producer
+    from vectoros.when import parse_when
 
     settings = load_settings(
         SimulatorSettings,
@@ -264,11 +273,17 @@ def simulate(
         sim_speedup=speedup,
     )
     settings.bootstrap()
+    now = dt.datetime.now(dt.UTC)
+    try:
+        first = start_ending_at(now, settings.sim_days) if start is None else parse_when(start, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--start'") from None
     spec = SimulationSpec(
         deals=settings.sim_deals,
         days=settings.sim_days,
         workspaces=settings.sim_workspaces,
         seed=settings.sim_seed,
+        start=first,
         tick_every=dt.timedelta(hours=settings.sim_tick_hours),
     )
 
@@ -301,6 +316,43 @@ def simulate(
             f"published {done.events} events for {len(done.deals)} deals and "
             f"{done.ticks} tick rounds: {dict(sorted(done.by_type.items()))}"
         )
+        click.echo(f"simulated {spec.start.isoformat()} to {spec.end.isoformat()}")
+
+    run_async(go())
+
+
+@main.command()
+@click.argument("source", type=click.File("rb"), metavar="FILE|-")
+def send(source: Any) -> None:
+    """Publish deal events from JSON (an object, an array or JSON lines; - is stdin).
+
+    Every event is validated against the contract first: if any is invalid, each bad one is
+    named and nothing is published. Events are keyed by deal_id; ticks are refused.
+    """
+    from producer.send import parse_events, send_events
+    from vectoros.kafka import ensure_standard_topics, start_producer
+
+    settings = load_settings(MonitorSettings, metrics_enabled=False)  # the monitor's limits
+    parsed = parse_events(source.read(), max_bytes=settings.max_event_bytes)
+    if parsed.errors:
+        for error in parsed.errors:
+            click.echo(error, err=True)
+        raise click.ClickException(f"{len(parsed.errors)} invalid event(s); nothing was published")
+
+    async def go() -> None:
+        await ensure_standard_topics(settings)
+        producer = await start_producer(settings)
+        try:
+            sent = await send_events(producer, settings.topic_events, parsed.events)
+        finally:
+            await producer.stop()
+        for item in sent:
+            e = item.event
+            click.echo(
+                f"sent {e.type} deal {e.deal_id} (workspace {e.workspace_id}, event {e.event_id})"
+                f" to {settings.topic_events} partition {item.partition} offset {item.offset}"
+            )
+        click.echo(f"{len(sent)} event(s) published")
 
     run_async(go())
 
@@ -411,13 +463,29 @@ def db_migrate() -> None:
 @click.option("--no-ticker", is_flag=True, help="Do not run the wall-clock ticker.")
 def run_cmd(no_ticker: bool) -> None:
     """Monitor, ticker, sink and notifier in one process (embedded broker/DB when unset)."""
-    from vectoros.pipeline import RunSettings, run_pipeline
+    from vectoros.pipeline import Pipeline, RunSettings, ready_banner, run_pipeline
     from vectoros.service import serve
 
     settings = load_settings(RunSettings, run_ticker=False if no_ticker else None)
 
     async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
-        await run_pipeline(settings, registry, health, stop)
+        def announce(pipeline: Pipeline) -> None:
+            import vectoros.service
+
+            # the bound port (a free one when the default was busy), where the server says it
+            current = getattr(vectoros.service, "current_ops_server", None)
+            ops = current() if current is not None else None
+            port = settings.metrics_port
+            url = None
+            if ops is not None:
+                url = f"{ops.url}/metrics"
+            elif settings.metrics_enabled and port:
+                url = f"http://{settings.metrics_host}:{port}/metrics"
+            elif settings.metrics_enabled:
+                url = "a free port (VECTOROS_METRICS_PORT=0), named in the log above"
+            click.echo(ready_banner(pipeline, url))
+
+        await run_pipeline(settings, registry, health, stop, on_ready=announce)
 
     run_async(serve("run", settings, body))
 
@@ -440,7 +508,7 @@ def demo(deals: int, days: int, workspaces: int, seed: int, seconds: float) -> N
 
     from rich.console import Console
 
-    from producer.simulator import SimulationSpec
+    from producer.simulator import SimulationSpec, start_ending_at
     from vectoros.demo import print_report, run_demo
     from vectoros.pipeline import RunSettings
 
@@ -459,6 +527,7 @@ def demo(deals: int, days: int, workspaces: int, seed: int, seconds: float) -> N
         days=days,
         workspaces=workspaces,
         seed=seed,
+        start=start_ending_at(dt.datetime.now(dt.UTC), days),
         tick_every=dt.timedelta(hours=6),
     )
     console = Console()
@@ -479,53 +548,82 @@ def insights() -> None:
 
 @insights.command("list")
 @click.option("--workspace", default=None, help="Only this workspace id.")
-@click.option("--priority", type=click.Choice(["low", "medium", "high", "critical"]), default=None)
+@click.option(
+    "--priority",
+    type=click.Choice(["low", "medium", "high", "critical"]),
+    default=None,
+    help="This priority and above.",
+)
 @click.option("--rule", type=click.Choice([r.value for r in RuleName]), default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+@click.option("--deal", default=None, help="Only this deal id.")
+@click.option("--owner", default=None, help="Only deals of this owner (id, or name in any case).")
+@click.option(
+    "--status",
+    type=click.Choice(["open", "resolved", "all"]),
+    default="open",
+    show_default=True,
+)
+@click.option(
+    "--since",
+    default=None,
+    metavar="TIME",
+    help="Raised, escalated or resolved at or after TIME: RFC 3339 or an age like 7d, 12h.",
+)
 def insights_list(
-    workspace: str | None, priority: str | None, rule: str | None, limit: int, as_json: bool
+    workspace: str | None,
+    priority: str | None,
+    rule: str | None,
+    deal: str | None,
+    owner: str | None,
+    status: str,
+    since: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
-    """Open insights, most urgent and most valuable first."""
+    """Insights (open by default), most urgent and most valuable first."""
+    import datetime as dt
+
     import orjson
     from rich.console import Console
-    from rich.table import Table
 
-    from consumer.sink.queries import open_insights
+    from consumer.sink.queries import InsightPage, list_insights
     from vectoros.db import connect_pool
+    from vectoros.listing import insights_table, print_table
     from vectoros.settings import DatabaseSettings
+    from vectoros.when import parse_when
 
+    now = dt.datetime.now(dt.UTC)
+    try:
+        since_at = None if since is None else parse_when(since, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--since'") from None
     dsn = load_settings(DatabaseSettings).dsn()
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> InsightPage:
         pool = await connect_pool(dsn)
         try:
-            return await open_insights(
-                pool, workspace=workspace, priority=priority, rule=rule, limit=limit
+            return await list_insights(
+                pool,
+                status=status,
+                workspace=workspace,
+                priority=priority,
+                rule=rule,
+                deal=deal,
+                owner=owner,
+                since=since_at,
+                limit=limit,
             )
         finally:
             await pool.close()
 
-    rows = run_async(go())
+    page = run_async(go())
     if as_json:
-        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(page.rows, option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table(title=f"{len(rows)} open insights")
-    for col in ("priority", "rule", "workspace", "deal", "value", "title", "detected"):
-        table.add_column(col)
-    for row in rows:
-        data = row["data"]
-        value = data.get("deal_value")
-        table.add_row(
-            row["priority"],
-            row["rule"],
-            row["workspace_id"],
-            str(data.get("deal_title") or row["deal_id"]),
-            "" if value is None else f"{value:,.0f} {data.get('currency') or ''}",
-            row["title"],
-            row["detected_at"][:16],
-        )
-    Console().print(table)
+    console = Console()
+    print_table(console, insights_table(page.rows, page.total, status, now, console.width))
 
 
 @main.group()
@@ -541,15 +639,49 @@ def topics() -> None:
     help="Partitions per topic (default 6).",
 )
 def topics_create(partitions: int | None) -> None:
-    """Create deal-events, deal-insights, deal-events-dlq and deal-monitor-state if missing."""
-    from vectoros.kafka import compacted_topics, ensure_standard_topics, standard_topics
+    """Create deal-events, deal-insights, deal-events-dlq and deal-monitor-state if missing.
+
+    An existing topic with another partition count is an error (exit 1): the count cannot be
+    changed in place without moving deals to other partitions.
+    """
+    from vectoros.kafka import (
+        PARTITIONS_MOVE_KEYS,
+        compacted_topics,
+        ensure_standard_topics,
+        standard_topic_partitions,
+        standard_topics,
+    )
 
     settings = load_settings(KafkaSettings, topic_partitions=partitions, metrics_enabled=False)
-    settings.bootstrap()
-    run_async(ensure_standard_topics(settings))
     wanted, compacted = standard_topics(settings), compacted_topics(settings)
+
+    async def go() -> dict[str, int | None]:
+        before = await standard_topic_partitions(settings)
+        if all(count in (None, wanted[name]) for name, count in before.items()):
+            await ensure_standard_topics(settings)
+        return before
+
+    before = run_async(go())
+    mismatched = []
     for name, count in wanted.items():
-        click.echo(f"{name}: {count} partitions" + (" (compacted)" if name in compacted else ""))
+        kind = " (compacted)" if name in compacted else ""
+        have = before[name]
+        if have is None:
+            state = "created"
+        elif have == count:
+            state = "exists"
+        else:
+            mismatched.append(name)
+            click.echo(f"{name}: exists with {have} partitions{kind}, {count} requested")
+            continue
+        click.echo(f"{name}: {count} partitions{kind}, {state}")
+    if mismatched:
+        raise click.ClickException(
+            f"{', '.join(mismatched)} "
+            + ("has" if len(mismatched) == 1 else "have")
+            + f" another partition count than {settings.topic_partitions}; nothing was created. "
+            + PARTITIONS_MOVE_KEYS
+        )
 
 
 @main.group()

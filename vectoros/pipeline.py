@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr
@@ -52,9 +54,62 @@ class Pipeline:
     monitor: Monitor
     sink: Any = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    embedded_broker: bool = False
+    embedded_database: bool = False
 
     def caught_up(self) -> bool:
         return self.monitor.caught_up() and (self.sink is None or self.sink.caught_up())
+
+    def ready(self) -> bool:
+        return self.monitor.ready() and self.sink is not None
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def ready_banner(pipeline: Pipeline, metrics_url: str | None) -> str:
+    """What ``vectoros run`` prints once everything is up: where the broker and database are
+    (as ``export`` lines for another shell), the metrics, and how to feed it."""
+    s = pipeline.settings
+    services = [t.get_name() for t in pipeline.tasks]
+    dsn = s.database_url.get_secret_value() if s.database_url is not None else ""
+    broker = "embedded Tansu broker" if pipeline.embedded_broker else "broker"
+    database = "embedded PostgreSQL" if pipeline.embedded_database else "PostgreSQL"
+    lines = [
+        f"VectorOS is running: {', '.join(services)}.",
+        f"The {broker} and the {database}, for commands in another shell:",
+        f"  export VECTOROS_KAFKA_BOOTSTRAP_SERVERS={shlex.quote(s.bootstrap())}",
+    ]
+    if pipeline.embedded_database or masked_url(dsn) == dsn:
+        lines.append(f"  export VECTOROS_DATABASE_URL={shlex.quote(dsn)}")
+    else:
+        lines.append(
+            f"  export VECTOROS_DATABASE_URL={shlex.quote(masked_url(dsn))}  # password masked"
+        )
+    if s.topic_events != "deal-events":
+        lines.append(f"  export VECTOROS_TOPIC_EVENTS={shlex.quote(s.topic_events)}")
+    if metrics_url:
+        lines.append(f"Metrics: {metrics_url} (also /healthz, /readyz)")
+    lines += [
+        "Feed it (with the exports above):",
+        "  vectoros simulate --deals 200 --days 90   # a realistic pipeline that ends now",
+        "  vectoros send events.json                 # your own events as JSON (- reads stdin)",
+        "  vectoros insights list                    # what it found",
+        "Ctrl-C stops it"
+        + (
+            " (the embedded broker and database, and their data, go with it)."
+            if pipeline.embedded_broker or pipeline.embedded_database
+            else "."
+        ),
+    ]
+    return "\n".join(lines)
 
 
 @contextlib.asynccontextmanager
@@ -91,8 +146,10 @@ async def run_pipeline(
     stop: asyncio.Event,
     *,
     on_started: Callable[[Pipeline], Coroutine[Any, Any, None]] | None = None,
+    on_ready: Callable[[Pipeline], None] | None = None,
 ) -> None:
-    """Run every service until ``stop`` is set or one of them fails (then stop the rest)."""
+    """Run every service until ``stop`` is set or one of them fails (then stop the rest).
+    ``on_ready`` is called once the monitor has its partitions and the sink runs."""
     from consumer.notifier.service import run_notifier
     from consumer.sink.service import run_sink
     from producer.publisher import DealEventPublisher
@@ -104,7 +161,12 @@ async def run_pipeline(
         await ensure_standard_topics(s)
         rules = RulesConfig.load(s.rules_file)
         monitor = Monitor(s, rules, MonitorMetrics(registry), health)
-        pipeline = Pipeline(s, monitor)
+        pipeline = Pipeline(
+            s,
+            monitor,
+            embedded_broker=not settings.kafka_bootstrap_servers,
+            embedded_database=settings.database_url is None,
+        )
 
         def sink_started(service: Any) -> None:
             pipeline.sink = service
@@ -135,14 +197,17 @@ async def run_pipeline(
         if on_started is not None:
             watched.append(asyncio.create_task(on_started(pipeline), name="driver"))
         waiter = asyncio.create_task(stop.wait(), name="stop")
+        helpers: list[asyncio.Task[Any]] = [waiter]
+        if on_ready is not None:
+            helpers.append(asyncio.create_task(_when_ready(pipeline, on_ready), name="ready"))
         try:
             await asyncio.wait([waiter, *watched], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.set()
             await asyncio.gather(*pipeline.tasks, return_exceptions=True)
-            for task in (*watched, waiter):
+            for task in (*watched, *helpers):
                 task.cancel()
-            await asyncio.gather(*watched, waiter, return_exceptions=True)
+            await asyncio.gather(*watched, *helpers, return_exceptions=True)
             if producer is not None:
                 await producer.stop()
         for task in watched:
@@ -153,3 +218,9 @@ async def run_pipeline(
 
 async def _run(coro: Awaitable[None]) -> None:
     await coro
+
+
+async def _when_ready(pipeline: Pipeline, on_ready: Callable[[Pipeline], None]) -> None:
+    while not pipeline.ready():  # noqa: ASYNC110 - readiness is a predicate, not an event
+        await asyncio.sleep(0.1)
+    on_ready(pipeline)

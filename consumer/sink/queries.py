@@ -4,28 +4,86 @@ the demo's report. All SQL is parameterised."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from vectoros.db import PgPool
 
-_OPEN_SQL = """
-SELECT insight_id, workspace_id, deal_id, rule, priority, title, description, source,
-       data, key_metrics, raised_at, detected_at
+_LIST_SQL = """
+SELECT insight_id, workspace_id, deal_id, rule, type, status, lifecycle, priority, title,
+       description, actions, key_metrics, data, confidence, source, rule_title,
+       rule_description, raised_at, detected_at, resolved_at, updated_at,
+       count(*) OVER () AS total
 FROM insights
-WHERE status = 'open'
-  AND ($1::text IS NULL OR workspace_id = $1)
-  AND ($2::text IS NULL OR priority = $2)
-  AND ($3::text IS NULL OR rule = $3)
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::text IS NULL OR workspace_id = $2)
+  AND ($3::smallint IS NULL OR priority_rank >= $3)
+  AND ($4::text IS NULL OR rule = $4)
+  AND ($5::text IS NULL OR deal_id = $5)
+  AND ($6::text IS NULL OR data->>'owner_id' = $6 OR lower(data->>'owner_name') = lower($6))
+  AND ($7::timestamptz IS NULL OR detected_at >= $7)
 ORDER BY priority_rank DESC, (data->>'deal_value')::double precision DESC NULLS LAST,
-         detected_at DESC
-LIMIT $4
+         detected_at DESC, insight_id
+LIMIT $8
 """
+
+PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+STATUSES = ("open", "resolved", "all")
 
 
 def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+@dataclass(frozen=True)
+class InsightPage:
+    """Up to ``limit`` insights, and how many match the filters in all."""
+
+    rows: list[dict[str, Any]]
+    total: int
+
+
+async def list_insights(
+    pool: PgPool,
+    *,
+    status: str = "open",
+    workspace: str | None = None,
+    priority: str | None = None,
+    rule: str | None = None,
+    deal: str | None = None,
+    owner: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> InsightPage:
+    """Insights, most urgent and most valuable first. ``status``: open, resolved or all;
+    ``priority``: that priority and above; ``owner``: owner id, or name (any case);
+    ``since``: changed (raised, escalated, resolved) at or after."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+    rank = None if priority is None else PRIORITY_RANK[priority]
+    rows = await pool.fetch(
+        _LIST_SQL,
+        None if status == "all" else status,
+        workspace,
+        rank,
+        rule,
+        deal,
+        owner,
+        since,
+        limit,
+    )
+    out = []
+    for row in rows:
+        item = dict(row)
+        item.pop("total")
+        for key in ("data", "key_metrics", "actions"):
+            item[key] = _json(item[key])
+        for key in ("raised_at", "detected_at", "resolved_at", "updated_at"):
+            item[key] = None if item[key] is None else item[key].isoformat()
+        out.append(item)
+    return InsightPage(out, rows[0]["total"] if rows else 0)
 
 
 async def open_insights(
@@ -36,17 +94,9 @@ async def open_insights(
     rule: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Open insights, most urgent and most valuable first."""
-    rows = await pool.fetch(_OPEN_SQL, workspace, priority, rule, limit)
-    out = []
-    for row in rows:
-        item = dict(row)
-        item["data"] = _json(item["data"])
-        item["key_metrics"] = _json(item["key_metrics"])
-        item["raised_at"] = item["raised_at"].isoformat()
-        item["detected_at"] = item["detected_at"].isoformat()
-        out.append(item)
-    return out
+    """Open insights (at ``priority`` or above), most urgent and most valuable first."""
+    page = await list_insights(pool, workspace=workspace, priority=priority, rule=rule, limit=limit)
+    return page.rows
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from vectoros import kafka
+from tests.kafka_utils import WAIT_LIMIT
+from vectoros import embedded, kafka
 from vectoros.embedded import EmbeddedBroker, EmbeddedPostgres
 from vectoros.errors import BrokerUnavailable, ConfigError, EmbeddedStartError
 from vectoros.kafka import ensure_topics, partition_count, standard_topics, start_producer
@@ -212,3 +221,105 @@ async def test_postgres_pause_and_resume_keep_data_and_dsn() -> None:
     finally:
         await asyncio.to_thread(postgres.stop)
     assert not postgres.running
+
+
+_STARTER = """
+import json, sys
+from vectoros import embedded
+broker, postgres = embedded.EmbeddedBroker(), embedded.EmbeddedPostgres()
+broker.start()
+postgres.start()
+print(json.dumps({
+    "pids": [broker.pid, postgres.pid],
+    "dirs": [str(broker.directory), str(postgres.directory)],
+    "watchdog": embedded._Watchdog.pid(),
+}), flush=True)
+sys.stdin.read()
+"""
+NEEDS_PROC = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+
+
+def _descendants(pid: int) -> set[int]:
+    """``pid`` and every process below it (by /proc ppid)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = {pid}, [pid]
+    while todo:
+        current = todo.pop()
+        for child, parent in parents.items():
+            if parent == current and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _live(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if embedded._stamp(pid) is not None}
+
+
+def _wait_gone(pids: set[int]) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT  # a bound for "never", not a timing goal
+    while _live(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _live(pids), f"still running: {_live(pids)}"
+
+
+def _start_servers_in_a_child() -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """A process that starts the embedded broker and PostgreSQL, then waits on its stdin."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STARTER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, f"the child exited with {proc.wait()}"
+    info = json.loads(line)
+    servers: set[int] = set()
+    for pid in info["pids"]:
+        servers |= _descendants(pid)  # the postmaster's backends too
+    info["servers"] = servers
+    assert _live(set(info["pids"])) == set(info["pids"])
+    assert all(Path(d).is_dir() for d in info["dirs"])
+    return proc, info
+
+
+def _reap(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
+@NEEDS_PROC
+def test_servers_die_with_a_killed_parent() -> None:
+    proc, info = _start_servers_in_a_child()
+    _reap(proc)  # SIGKILL: no finalizer, no atexit
+
+    _wait_gone(info["servers"] | {info["watchdog"]})
+    assert not any(Path(d).exists() for d in info["dirs"])
+
+
+@NEEDS_PROC
+def test_next_start_removes_what_a_dead_run_left() -> None:
+    proc, info = _start_servers_in_a_child()
+    try:
+        os.kill(info["watchdog"], signal.SIGKILL)  # everything killed, the watchdog first
+        _wait_gone({info["watchdog"]})
+    finally:
+        _reap(proc)
+    assert _live(set(info["pids"])), "the servers outlived their parent (the watchdog was dead)"
+    assert all(Path(d).is_dir() for d in info["dirs"])
+
+    broker = EmbeddedBroker()  # the next start
+    broker.close()
+
+    _wait_gone(info["servers"])
+    assert not any(Path(d).exists() for d in info["dirs"])

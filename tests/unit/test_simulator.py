@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from producer.simulator import SimItem, SimTick, SimulationSpec, generate, summary
+from producer.simulator import (
+    SimItem,
+    SimTick,
+    SimulationSpec,
+    generate,
+    start_ending_at,
+    summary,
+)
 from schemas.events import (
     ActivityLogged,
     DealClosed,
@@ -306,3 +313,14 @@ def test_more_workspaces_than_names_still_get_unique_ids() -> None:
     ids = {e.workspace_id for e in generate(spec) if not isinstance(e, SimTick)}
     assert len(ids) == 12
     assert all(re.fullmatch(r"ws-[a-z]+(-\d+)?", i) for i in ids)
+
+
+def test_start_ending_at_ends_the_simulation_then() -> None:
+    end = datetime(2026, 12, 2, 9, 30, 15, 123456, tzinfo=UTC)
+    spec = SimulationSpec(days=90, start=start_ending_at(end, 90))
+    assert spec.end == end.replace(microsecond=0)
+    assert spec.start == datetime(2026, 9, 3, 9, 30, 15, tzinfo=UTC)
+    last_tick = [item for item in generate(spec) if isinstance(item, SimTick)][-1]
+    assert last_tick.at <= spec.end
+    with pytest.raises(ValueError, match="aware"):
+        start_ending_at(datetime(2026, 1, 1), 3)
