@@ -2,11 +2,17 @@
 
 The reasons are a small fixed set (they label a metric and a DLQ header); the detail says what
 exactly was wrong, in words a producer's developer can act on.
+
+Event time is bounded by the Kafka record's own timestamp (deterministic on replay, unlike the wall
+clock): an event or tick more than ``TimeBounds.ahead_ms`` ahead of it, or more than
+``TimeBounds.behind_ms`` behind it, is ``implausible_time``, so one bad timestamp cannot move a
+partition clock. A record without a timestamp (None, or Kafka's -1) is not checked.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -27,8 +33,47 @@ REASONS = (
     "unsupported_schema_version",
     "schema_violation",
     "key_mismatch",
+    "implausible_time",
     "processing_error",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """How far an event's own time may be from its record timestamp: ``ahead_ms`` after it,
+    ``behind_ms`` before it (both inclusive)."""
+
+    ahead_ms: int
+    behind_ms: int
+
+    @classmethod
+    def of_seconds(cls, ahead: float, behind: float) -> TimeBounds:
+        return cls(round(ahead * 1000), round(behind * 1000))
+
+    def check(self, at: dt.datetime, reference_ms: int, against: str) -> None:
+        """Raise ``implausible_time`` if ``at`` is too far from ``reference_ms`` (``against``
+        names the reference in the detail, e.g. "the record timestamp")."""
+        at_ms = to_ms(at)
+        if at_ms - reference_ms > self.ahead_ms:
+            gap, limit, where = at_ms - reference_ms, self.ahead_ms, "ahead of"
+        elif reference_ms - at_ms > self.behind_ms:
+            gap, limit, where = reference_ms - at_ms, self.behind_ms, "behind"
+        else:
+            return
+        reference = dt.datetime.fromtimestamp(reference_ms / 1000, tz=dt.UTC)
+        raise EventRejected(
+            "implausible_time",
+            f"{at.isoformat()} is {_span(gap)} {where} {against} "
+            f"{reference.isoformat(timespec='milliseconds')} (the limit is {_span(limit)})",
+        )
+
+
+def _span(ms: int) -> str:
+    if ms >= 86_400_000:
+        return f"{ms / 86_400_000:.1f} days"
+    if ms >= 3_600_000:
+        return f"{ms / 3_600_000:.1f} hours"
+    return f"{ms / 1000:.1f} s"
 
 
 def _summarise(exc: ValidationError, limit: int = 5) -> str:
@@ -80,8 +125,18 @@ def _check_range(at: dt.datetime) -> None:
         )
 
 
-def decode(value: bytes | None, key: bytes | None, *, max_bytes: int) -> DealEvent | Tick:
-    """Decode one message (one strict JSON parse). Raises ``EventRejected`` if it is unusable."""
+def decode(
+    value: bytes | None,
+    key: bytes | None,
+    *,
+    max_bytes: int,
+    record_ms: int | None = None,
+    bounds: TimeBounds | None = None,
+) -> DealEvent | Tick:
+    """Decode one message (one strict JSON parse). Raises ``EventRejected`` if it is unusable.
+
+    With ``bounds``, the event's time is checked against ``record_ms`` (the record's broker
+    timestamp); a record without one (None or negative) is not checked."""
     if value is None:
         raise EventRejected("invalid_json", "empty message value (null)")
     if len(value) > max_bytes:
@@ -93,6 +148,8 @@ def decode(value: bytes | None, key: bytes | None, *, max_bytes: int) -> DealEve
     at = event.at if isinstance(event, Tick) else event.occurred_at
     if not 1 < at.year < 9999:  # offsets are under a day: only these years can leave 1-9999 UTC
         _check_range(at)
+    if bounds is not None and record_ms is not None and record_ms >= 0:
+        bounds.check(at, record_ms, "its record timestamp")
     if isinstance(event, Tick):
         return event
     if key is None:
