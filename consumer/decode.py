@@ -2,6 +2,11 @@
 
 The reasons are a small fixed set (they label a metric and a DLQ header); the detail says what
 exactly was wrong, in words a producer's developer can act on.
+
+Event time is bounded by the Kafka record's own timestamp (deterministic on replay, unlike the wall
+clock): an event or tick more than ``TimeBounds.ahead_ms`` ahead of it, or more than
+``TimeBounds.behind_ms`` behind it, is ``implausible_time``, so one bad timestamp cannot move a
+partition clock. A record without a timestamp (None, or Kafka's -1) is not checked.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from pydantic import ValidationError
 from consumer.state import to_ms
 from schemas.events import EVENT_TYPES, DealEvent, Tick, event_adapter
 from vectoros.errors import EventRejected
+from vectoros.event_time import TimeBounds
+
+__all__ = ["REASONS", "TimeBounds", "decode"]
 
 _MIN_MS = to_ms(dt.datetime(1, 1, 1, tzinfo=dt.UTC))
 _MAX_MS = to_ms(dt.datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=dt.UTC))
@@ -27,6 +35,7 @@ REASONS = (
     "unsupported_schema_version",
     "schema_violation",
     "key_mismatch",
+    "implausible_time",
     "processing_error",
 )
 
@@ -80,8 +89,18 @@ def _check_range(at: dt.datetime) -> None:
         )
 
 
-def decode(value: bytes | None, key: bytes | None, *, max_bytes: int) -> DealEvent | Tick:
-    """Decode one message (one strict JSON parse). Raises ``EventRejected`` if it is unusable."""
+def decode(
+    value: bytes | None,
+    key: bytes | None,
+    *,
+    max_bytes: int,
+    record_ms: int | None = None,
+    bounds: TimeBounds | None = None,
+) -> DealEvent | Tick:
+    """Decode one message (one strict JSON parse). Raises ``EventRejected`` if it is unusable.
+
+    With ``bounds``, the event's time is checked against ``record_ms`` (the record's broker
+    timestamp); a record without one (None or negative) is not checked."""
     if value is None:
         raise EventRejected("invalid_json", "empty message value (null)")
     if len(value) > max_bytes:
@@ -93,6 +112,8 @@ def decode(value: bytes | None, key: bytes | None, *, max_bytes: int) -> DealEve
     at = event.at if isinstance(event, Tick) else event.occurred_at
     if not 1 < at.year < 9999:  # offsets are under a day: only these years can leave 1-9999 UTC
         _check_range(at)
+    if bounds is not None and record_ms is not None and record_ms >= 0:
+        bounds.check(at, record_ms, "its record timestamp")
     if isinstance(event, Tick):
         return event
     if key is None:

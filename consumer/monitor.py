@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumer.changelog import checkpoint_records
-from consumer.decode import decode
+from consumer.decode import TimeBounds, decode
 from consumer.dlq import dlq_record
 from consumer.partition import PartitionState
 from consumer.restore import restore_partitions
@@ -52,7 +52,7 @@ class _Tally:
     """Counts of one partition's part of a batch, added to the metrics once when that part is
     sent (a part dropped unsent on a revoke is counted by whoever replays it)."""
 
-    __slots__ = ("duplicates", "events", "ignored", "insights", "rejected", "touched")
+    __slots__ = ("duplicates", "events", "ignored", "insights", "rejected", "touched", "untimed")
 
     def __init__(self) -> None:
         self.events: Counter[str] = Counter()
@@ -61,6 +61,7 @@ class _Tally:
         self.duplicates = 0
         self.ignored = 0
         self.touched = 0
+        self.untimed = 0
 
     def flush(self, m: MonitorMetrics) -> None:
         for kind, n in self.events.items():
@@ -76,6 +77,8 @@ class _Tally:
             m.ignored.inc(self.ignored)
         if self.touched:
             m.tick_deals_touched.inc(self.touched)
+        if self.untimed:
+            m.untimed_records.inc(self.untimed)
 
 
 class _Batch:
@@ -123,6 +126,7 @@ class Monitor:
         self.settings = settings
         self.rules = rules
         self.metrics = metrics
+        self.time_bounds = TimeBounds.of_seconds(settings.max_clock_skew, settings.max_event_age)
         self.partitions: dict[int, PartitionState] = {}
         self._next_offset: dict[int, int] = {}  # per partition: committed up to here
         self._applied_offset: dict[int, int] = {}  # per partition: its state includes up to here
@@ -476,7 +480,13 @@ class Monitor:
                 counts.flush(self.metrics)
             return
         try:
-            event = decode(rec.value, rec.key, max_bytes=self.settings.max_event_bytes)
+            event = decode(
+                rec.value,
+                rec.key,
+                max_bytes=self.settings.max_event_bytes,
+                record_ms=rec.timestamp,
+                bounds=self.time_bounds,
+            )
         except EventRejected:
             return
         try:
@@ -503,10 +513,16 @@ class Monitor:
         raised = tally.insights
         apply = state.apply
         tick = state.tick
-        duplicates = ignored = touched = 0
+        bounds = self.time_bounds
+        duplicates = ignored = touched = untimed = 0
         for rec in records:
+            stamp = rec.timestamp
+            if stamp is None or stamp < 0:
+                untimed += 1  # nothing to check its time against: accepted, counted
             try:
-                event = decode(rec.value, rec.key, max_bytes=max_bytes)
+                event = decode(
+                    rec.value, rec.key, max_bytes=max_bytes, record_ms=stamp, bounds=bounds
+                )
             except EventRejected as exc:
                 self._reject(rec, exc, out, tally)
                 continue
@@ -537,6 +553,7 @@ class Monitor:
         tally.duplicates += duplicates
         tally.ignored += ignored
         tally.touched += touched
+        tally.untimed += untimed
 
     def _reject(self, rec: Any, exc: EventRejected, out: list[OutRecord], tally: _Tally) -> None:
         s = self.settings

@@ -14,16 +14,32 @@ from schemas.events import TICK_HEADER, TICK_HEADER_VALUE, DealEvent, Tick, enco
 
 class DealEventPublisher:
     """Wraps a started ``AIOKafkaProducer``. ``publish`` returns once the record is queued;
-    ``flush``/``publish_and_wait`` wait for the broker's acknowledgement."""
+    ``flush``/``publish_and_wait`` wait for the broker's acknowledgement.
 
-    def __init__(self, producer: Any, topic: str) -> None:
+    Records carry the producer's clock as their Kafka timestamp, which the monitor bounds event
+    time by. ``event_time=True`` stamps each record with the event's own time instead: for
+    producers that replay history or simulate time (the simulator, tests), whose events are
+    otherwise implausibly far from when they are produced. A live producer leaves it off."""
+
+    def __init__(self, producer: Any, topic: str, *, event_time: bool = False) -> None:
         self._producer = producer
         self.topic = topic
+        self.event_time = event_time
         self._pending: list[asyncio.Future[Any]] = []
+
+    def with_event_time(self) -> DealEventPublisher:
+        """A publisher on the same producer and topic that stamps records with event time."""
+        return DealEventPublisher(self._producer, self.topic, event_time=True)
+
+    def _stamp(self, at: dt.datetime) -> int | None:
+        return int(at.timestamp() * 1000) if self.event_time else None
 
     async def publish(self, event: DealEvent) -> None:
         fut = await self._producer.send(
-            self.topic, value=encode_event(event), key=event.deal_id.encode()
+            self.topic,
+            value=encode_event(event),
+            key=event.deal_id.encode(),
+            timestamp_ms=self._stamp(event.occurred_at),
         )
         self._pending.append(fut)
 
@@ -51,6 +67,7 @@ class DealEventPublisher:
                 self.topic,
                 value=encode_event(tick),
                 partition=partition,
+                timestamp_ms=self._stamp(at),
                 headers=[(TICK_HEADER, TICK_HEADER_VALUE)],
             )
             self._pending.append(fut)

@@ -42,6 +42,7 @@ async def run_simulation(
 ) -> SimProgress:
     """Publish the whole scenario (or until ``stop``); returns the final counts."""
     progress = SimProgress()
+    publisher = publisher.with_event_time()  # records carry simulated time (see the publisher)
     partitions = await publisher.partitions(refresh=True)
     wall_start = time.monotonic()
     queued = 0

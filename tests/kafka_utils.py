@@ -125,7 +125,8 @@ async def wait_caught_up(monitor: Monitor) -> None:
 async def publisher_for(settings: MonitorSettings) -> AsyncIterator[DealEventPublisher]:
     producer = await start_producer(settings)
     try:
-        yield DealEventPublisher(producer, settings.topic_events)
+        # scenarios run in their own time: records carry it, as the simulator's do
+        yield DealEventPublisher(producer, settings.topic_events, event_time=True)
     finally:
         await producer.stop()
 

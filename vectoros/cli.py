@@ -713,3 +713,42 @@ def schemas_export(check: bool, out: Path | None) -> None:
         return
     for written in write_all(root):
         click.echo(f"wrote {written}")
+
+
+@main.group()
+def state() -> None:
+    """Inspect and repair the monitor's durable state (the deal-monitor-state changelog)."""
+
+
+@state.command("reset-clock")
+@click.option(
+    "--partition", type=click.IntRange(min=0), required=True, help="Partition of deal-events."
+)
+@click.option(
+    "--to", "to", required=True, help="The new clock, RFC 3339 (e.g. 2026-11-30T12:00:00Z)."
+)
+@click.option("--force", is_flag=True, help="Even while the monitor's consumer group has members.")
+def state_reset_clock(partition: int, to: str, force: bool) -> None:
+    """Move a partition clock back (after a bad timestamp advanced it), through the changelog.
+
+    Stop every monitor first: the next one to restore the partition takes the new clock, and
+    every deal of the partition is evaluated again at its next tick."""
+    import datetime as dt
+
+    from consumer.clock_reset import describe, reset_clock
+
+    try:
+        at = dt.datetime.fromisoformat(to.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{to!r} is not an RFC 3339 time like 2026-11-30T12:00:00Z", param_hint="--to"
+        ) from None
+    if at.tzinfo is None:
+        raise click.BadParameter(
+            f"{to!r} has no offset; add Z or +HH:MM (e.g. 2026-11-30T12:00:00Z)",
+            param_hint="--to",
+        )
+    settings = load_settings(MonitorSettings, metrics_enabled=False)
+    settings.bootstrap()
+    plan = run_async(reset_clock(settings, partition, at, force=force))
+    click.echo(describe(plan, settings.topic_state))

@@ -36,6 +36,11 @@ class MonitorMetrics:
             ["reason"],
             registry=registry,
         )
+        self.untimed_records = Counter(
+            f"{PREFIX}_monitor_records_without_timestamp_total",
+            "Records without a broker timestamp: their event time could not be checked.",
+            registry=registry,
+        )
         self.duplicates = Counter(
             f"{PREFIX}_monitor_duplicate_events_total",
             "Events skipped because their event_id was seen recently.",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vectoros.errors import ConfigError
@@ -109,6 +110,28 @@ class KafkaSettings(OpsSettings):
         return self.kafka_bootstrap_servers
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def _duration_seconds(value: Any) -> Any:
+    """``'90s'``, ``'15m'``, ``'1h'``, ``'400d'``, ``'250ms'`` or a plain number of seconds ->
+    seconds; anything else is left to pydantic (which rejects it)."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError("expected a duration such as 3600, 90s, 15m, 1h or 400d")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration_seconds)]
+"""Seconds; from the environment also as ``90s``, ``15m``, ``1h``, ``400d``."""
+
+MAX_CLOCK_SKEW_DEFAULT = 3600.0
+MAX_EVENT_AGE_DEFAULT = 400 * 86400.0
+
+
 class MonitorSettings(KafkaSettings):
     """``vectoros monitor``: per-deal state and the rules."""
 
@@ -143,6 +166,16 @@ class MonitorSettings(KafkaSettings):
         default=16, ge=0, le=255, description="Most recent event ids remembered per deal."
     )
     tombstone_days: float = Field(default=30, gt=0, description="How long closed deals are kept.")
+    max_clock_skew: Duration = Field(
+        default=MAX_CLOCK_SKEW_DEFAULT,
+        gt=0,
+        description="Seconds an event or tick may be ahead of its record timestamp (else DLQ).",
+    )
+    max_event_age: Duration = Field(
+        default=MAX_EVENT_AGE_DEFAULT,
+        gt=0,
+        description="Seconds an event or tick may be behind its record timestamp (else DLQ).",
+    )
 
 
 class TickerSettings(KafkaSettings):

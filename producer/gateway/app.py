@@ -4,7 +4,10 @@ Per request, in this order: the source must be enabled (else 404) and the worksp
 the route, or ``VECTOROS_GATEWAY_DEFAULT_WORKSPACE``; else 404) -> the body is read up to
 ``VECTOROS_GATEWAY_MAX_BODY_BYTES`` (else 413) -> the source's authentication is checked on the
 raw bytes (else 401) -> JSON is parsed (else 400 ``invalid_json``) -> the normalizer turns it into
-validated deal events (a broken payload: 400 with the reason, nothing published) -> the events
+validated deal events (a broken payload: 400 with the reason, nothing published) -> every event's
+time must be within ``VECTOROS_MAX_CLOCK_SKEW`` ahead of / ``VECTOROS_MAX_EVENT_AGE`` behind the
+receive time (else 400 ``implausible_time``, nothing published; the monitor applies the same
+bounds against the record timestamp) -> the events
 are published, keyed by ``deal_id``, and the broker's acknowledgements awaited (else 503, so the
 CRM retries; the deterministic event ids make the retry harmless) -> 200 with the counts.
 """
@@ -29,6 +32,8 @@ from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import SOURCES, WORKSPACE_PATTERN, GatewaySettings
 from producer.gateway.stages import StageMap
 from schemas.events import DealEvent
+from vectoros.errors import EventRejected
+from vectoros.event_time import TimeBounds
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +107,7 @@ class Gateway:
         self.metrics = metrics
         self.stages = stages or StageMap()
         self.clock = clock
+        self.time_bounds = TimeBounds.of_seconds(settings.max_clock_skew, settings.max_event_age)
         self.enabled = frozenset(settings.enabled_sources())
         self.app = Starlette(
             routes=[
@@ -163,6 +169,12 @@ class Gateway:
         except PayloadError as exc:
             return self._reject(label, 400, exc.reason, exc.detail)
         events = result.sorted_events()
+        received_ms = int(self.clock() * 1000)
+        try:
+            for event in events:
+                self.time_bounds.check(event.occurred_at, received_ms, "the time it was received")
+        except EventRejected as exc:
+            return self._reject(label, 400, exc.reason, exc.detail)
         if events:
             try:
                 await asyncio.wait_for(

@@ -15,7 +15,13 @@ import orjson
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from vectoros.settings import KafkaSettings, metrics_port_field
+from vectoros.settings import (
+    MAX_CLOCK_SKEW_DEFAULT,
+    MAX_EVENT_AGE_DEFAULT,
+    Duration,
+    KafkaSettings,
+    metrics_port_field,
+)
 
 SOURCES: tuple[str, ...] = ("hubspot", "pipedrive", "salesforce", "twenty")
 
@@ -68,6 +74,16 @@ class GatewaySettings(KafkaSettings):
     )
     gateway_max_timestamp_age_seconds: float = Field(
         default=300, gt=0, le=3600, description="Signed timestamps older (or newer) are rejected."
+    )
+    max_clock_skew: Duration = Field(
+        default=MAX_CLOCK_SKEW_DEFAULT,
+        gt=0,
+        description="Seconds an event may be ahead of its receive time (else 400).",
+    )
+    max_event_age: Duration = Field(
+        default=MAX_EVENT_AGE_DEFAULT,
+        gt=0,
+        description="Seconds an event may be behind its receive time (else 400).",
     )
     gateway_publish_timeout_seconds: float = Field(
         default=4,

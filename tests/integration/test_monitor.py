@@ -253,9 +253,13 @@ async def test_poison_messages_go_to_the_dlq_and_valid_ones_are_processed(
     async with running_monitor(settings) as monitor, publisher_for(settings) as pub:
         producer = pub._producer
         for good, (key, value, _) in zip(valid, POISON, strict=True):
-            await producer.send(settings.topic_events, key=key, value=value)
+            stamp = int(NOW.timestamp() * 1000)  # the record timestamp a live producer gives
+            await producer.send(settings.topic_events, key=key, value=value, timestamp_ms=stamp)
             await producer.send(
-                settings.topic_events, key=good.deal_id.encode(), value=encode_event(good)
+                settings.topic_events,
+                key=good.deal_id.encode(),
+                value=encode_event(good),
+                timestamp_ms=stamp,
             )
         await pub.flush()
         await producer.flush()

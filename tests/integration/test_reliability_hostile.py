@@ -6,6 +6,7 @@ expected reason and its source position; the insights equal those of the valid s
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from consumer.dlq import DLQ_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from producer.simulator import SimulationSpec
 from schemas.events import TICK_HEADER, TICK_HEADER_VALUE
 from tests.kafka_utils import monitor_settings, read_all, running_monitor, wait_caught_up
 from tests.processes import (
@@ -34,6 +36,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTITIONS = 3
 HOSTILE_COUNT = 2500
+# The record timestamp of every message: after the valid stream (45 simulated days from
+# SimulationSpec's start) and the up-to-60-day-later copies, so the monitor's event-time bounds
+# (VECTOROS_MAX_CLOCK_SKEW ahead, VECTOROS_MAX_EVENT_AGE behind) hold whatever today's date is.
+STAMP_MS = int((SimulationSpec().start + dt.timedelta(days=120)).timestamp() * 1000)
 
 
 async def publish(
@@ -51,10 +57,13 @@ async def publish(
                         topic,
                         message.value,
                         partition=partition,
+                        timestamp_ms=STAMP_MS,
                         headers=[(TICK_HEADER, TICK_HEADER_VALUE)],
                     )
                 continue
-            future = await producer.send(topic, message.value, key=message.key)
+            future = await producer.send(
+                topic, message.value, key=message.key, timestamp_ms=STAMP_MS
+            )
             if message.reasons:
                 pending.append((future, message))
         await producer.flush()

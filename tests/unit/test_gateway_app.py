@@ -61,6 +61,8 @@ def settings(**kw: Any) -> GatewaySettings:
         "gateway_salesforce_token": SALESFORCE_TOKEN,
         "gateway_twenty_secret": TWENTY_SECRET,
         "gateway_default_currency": "USD",
+        # the samples are CRM payloads recorded in 2025: far behind today's receive time
+        "max_event_age": "3650d",
     }
     values.update(kw)
     return GatewaySettings(**values)
@@ -253,3 +255,27 @@ async def test_only_ignored_items_answer_200_without_publishing() -> None:
     assert response.status_code == 200
     assert response.json() == {"published": 0, "ignored": {"unknown_object": 1}}
     assert h.publisher.sent == []
+
+
+async def test_an_implausible_event_time_is_400_and_nothing_is_published() -> None:
+    """The same bounds as the monitor's, against the receive time: a webhook whose event is
+    over VECTOROS_MAX_CLOCK_SKEW ahead or VECTOROS_MAX_EVENT_AGE behind is refused as a whole."""
+    h = Harness(max_clock_skew="1h", max_event_age="400d")
+    now_ms = int(time.time() * 1000)
+    day_ms = 86_400_000
+    future = hubspot_change(7, 70, 32_472_144_000_000, "amount", "10")  # the year 2999
+    old = hubspot_change(7, 71, now_ms - 401 * day_ms, "amount", "10")
+    epoch = hubspot_change(7, 72, day_ms, "amount", "10")  # 1970-01-02
+    fine = hubspot_change(7, 73, now_ms - day_ms, "amount", "10")
+    soon = hubspot_change(7, 74, now_ms + 59 * 60_000, "amount", "10")  # 59 minutes ahead
+    answers = [await h.hubspot([fine, bad]) for bad in (future, old, epoch)]
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == "implausible_time"
+    assert "ahead of the time it was received" in answers[0].json()["detail"]
+    assert "behind the time it was received" in answers[1].json()["detail"]
+    assert h.publisher.sent == []  # nothing of a refused webhook is published
+    assert h.metric("rejected_requests_total", source="hubspot", reason="implausible_time") == 3
+    accepted = await h.hubspot([fine, soon])
+    assert accepted.status_code == 200, accepted.text
+    assert len(h.publisher.sent) == 1
