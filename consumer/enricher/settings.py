@@ -107,3 +107,12 @@ class EnricherSettings(KafkaSettings, DatabaseSettings):
         if self.enrich_backoff_cap_seconds < self.enrich_backoff_base_seconds:
             raise ValueError("enrich_backoff_cap_seconds must be >= enrich_backoff_base_seconds")
         return self
+
+    enrich_db_retry_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Cap of the back-off (doubling from enrich_db_retry_seconds) while PostgreSQL or the "
+            "broker is unreachable."
+        ),
+    )

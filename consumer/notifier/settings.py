@@ -199,3 +199,12 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         if self.notify_backoff_cap_seconds < self.notify_backoff_base_seconds:
             raise ValueError("notify_backoff_cap_seconds must be >= notify_backoff_base_seconds")
         return self
+
+    notify_db_retry_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Cap of the back-off (doubling from notify_db_retry_seconds) while PostgreSQL or the "
+            "broker is unreachable."
+        ),
+    )
