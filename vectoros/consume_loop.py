@@ -202,7 +202,14 @@ class KafkaBroker:
         return KafkaProducer(self._settings)
 
     async def ensure_topics(self, topics: Mapping[str, int]) -> None:
-        await ensure_topics(self._settings.bootstrap(), dict(topics), retry_for=0)
+        """One attempt (the loop does the waiting); raises what made it fail."""
+        try:
+            await ensure_topics(self._settings.bootstrap(), dict(topics), retry_for=0)
+        except BrokerUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
 
 
 # --- handlers ------------------------------------------------------------------------------------
@@ -304,8 +311,26 @@ async def unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T:
 
 def describe_error(exc: BaseException) -> str:
     """``Type: message`` on one line, bounded."""
-    text = " ".join(str(exc).split())[:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())
+    text = text.removeprefix(f"{name}: ")[:200]  # aiokafka's errors start with their name
+    return f"{name}: {text}" if text else name
+
+
+class _QuietWhileConnecting(logging.Filter):
+    """Drops aiokafka's own "Unable connect to ..." error while a loop is trying to connect:
+    the loop logs one line per attempt itself. Later (a broker lost mid-run) they pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connecting = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.connecting and str(record.msg).startswith("Unable connect to"))
+
+
+_quiet = _QuietWhileConnecting()
+logging.getLogger("aiokafka").addFilter(_quiet)
 
 
 async def fetch_batch(
@@ -448,6 +473,14 @@ class ConsumeLoop(Generic[D]):
         return consumer
 
     async def _connect(self, stop: asyncio.Event) -> None:
+        _quiet.connecting += 1
+        try:
+            await self._connect_all(stop)
+        finally:
+            _quiet.connecting -= 1
+        logger.info("%s: connected", self.options.name)
+
+    async def _connect_all(self, stop: asyncio.Event) -> None:
         o = self.options
         kafka = self.broker.description
         if o.database is not None:

@@ -475,7 +475,8 @@ async def run_enricher(
             )
             health.register("enricher", loop.ready)
             logger.info(
-                "enricher consuming %s as group %s: %s for %s+ insights, %d calls at once",
+                "enricher consuming %s as group %s (once the broker and PostgreSQL answer): "
+                "%s for %s+ insights, %d calls at once",
                 settings.topic_insights,
                 settings.enricher_group_id,
                 settings.enrich_model,

@@ -741,7 +741,8 @@ async def run_notifier(
             )
             health.register("notifier", loop.ready)
             logger.info(
-                "notifier consuming %s as group %s; destinations: %s",
+                "notifier consuming %s as group %s (once the broker and PostgreSQL answer); "
+                "destinations: %s",
                 settings.topic_insights,
                 settings.notifier_group_id,
                 ", ".join(d.label for d in destinations),

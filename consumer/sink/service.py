@@ -309,7 +309,7 @@ async def run_sink(
     if on_service is not None:
         on_service(service)
     logger.info(
-        "sink consuming %s as group %s into PostgreSQL at %s",
+        "sink consuming %s as group %s into PostgreSQL at %s (once both answer)",
         settings.topic_insights,
         settings.sink_group_id,
         describe_dsn(settings.dsn()),
