@@ -38,7 +38,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from vectoros.db import TRANSIENT_ERRORS, PgPool, backoff_delay, connect_pool, describe_dsn
 from vectoros.errors import BrokerUnavailable, DatabaseUnavailable
@@ -608,7 +608,7 @@ class ConsumeLoop(Generic[D]):
                 self.options.name,
                 failures,
             )
-        await self._commit(next_offsets(records))
+        await self._commit(next_offsets(records), stop)
         return True
 
     async def _publish(self, outputs: Sequence[Output]) -> None:
@@ -618,18 +618,41 @@ class ConsumeLoop(Generic[D]):
             raise RuntimeError(f"{self.options.name}: outputs to publish but publishes=False")
         await asyncio.gather(*(self.producer.send(o.topic, o.value, o.key) for o in outputs))
 
-    async def _commit(self, offsets: Mapping[Any, int]) -> None:
+    async def _commit(self, offsets: Mapping[Any, int], stop: asyncio.Event) -> None:
+        """Commit; while the broker is unreachable, wait and try again (not ready meanwhile)."""
         if not offsets or self.consumer is None:
             return
-        try:
-            await self.consumer.commit(dict(offsets))
-        except KafkaError as exc:
-            # E.g. a rebalance took the partition away: whoever reads these records again
-            # handles them again, and handlers make that harmless.
-            logger.warning(
-                "%s: committing offsets failed (%s); the records will be read again",
-                self.options.name,
-                describe_error(exc),
-            )
+        failures = 0
+        while True:
+            try:
+                await self.consumer.commit(dict(offsets))
+            except KafkaError as exc:
+                if not (exc.retriable or isinstance(exc, KafkaConnectionError)):
+                    # E.g. a rebalance took the partition away: whoever reads these records
+                    # again handles them again, and handlers make that harmless.
+                    logger.warning(
+                        "%s: committing offsets failed (%s); the records will be read again",
+                        self.options.name,
+                        describe_error(exc),
+                    )
+                    return
+                failures += 1
+                self._failing = True
+                delay = self._delay(failures)
+                logger.error(
+                    "%s: committing offsets failed (attempt %d, %s); retrying in %.1fs",
+                    self.options.name,
+                    failures,
+                    describe_error(exc),
+                    delay,
+                )
+                if await stopped_within(stop, delay):
+                    return  # handled, not committed: read again (harmlessly) on the next start
+                continue
+            if failures:
+                self._failing = False
+                logger.warning(
+                    "%s: offsets committed after %d failures", self.options.name, failures
+                )
+            self._committed.update(offsets)
             return
-        self._committed.update(offsets)

@@ -224,6 +224,33 @@ async def test_a_failed_publish_is_retried_before_the_commit() -> None:
     assert broker.values(OUT) == [b"X"]
 
 
+async def test_a_commit_during_a_broker_outage_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = MemoryBroker(partitions=1)
+
+    class Quiet(Echo):
+        async def handle(self, values: list[bytes], stop: asyncio.Event) -> Sequence[Output]:
+            await super().handle(values, stop)
+            broker.down = True  # the broker goes away before the commit
+            return ()
+
+    handler = Quiet()
+    loop = ConsumeLoop(handler, broker, options())
+    await broker.append(IN, b"x")
+    stop = asyncio.Event()
+    with caplog.at_level(logging.ERROR, logger="vectoros.consume_loop"):
+        task = asyncio.create_task(loop.run(stop))
+        await until(lambda: any("committing" in r.getMessage() for r in caplog.records), task)
+        assert not loop.ready()
+        broker.down = False
+        await until(lambda: bool(broker.committed_offsets("g")), task)
+        assert loop.ready()
+        stop.set()
+        await asyncio.wait_for(task, LIMIT)
+    assert handler.handled == [[b"x"]]  # committed without handling the batch again
+
+
 async def test_stop_during_an_outage_leaves_the_batch_uncommitted() -> None:
     broker = MemoryBroker(partitions=1)
     handler = Echo()
