@@ -20,7 +20,9 @@ Outage policy, the same for the broker and for PostgreSQL, at start and later:
   one line per attempt (no traceback) and reports not ready. It never exits because of it.
 * An outage while handling (a database or broker error raised by ``handle``, or a publish
   that fails) retries the same batch, uncommitted, until it succeeds: handlers are written so
-  that running a batch again is harmless (idempotent writes, claims, logs).
+  that running a batch again is harmless (idempotent writes, claims, logs). A commit that meets
+  an outage is retried the same way; one refused after a rebalance is only logged (the new
+  owner reads those records again).
 * The stop event ends every wait at once; a connection attempt in progress is abandoned. A
   batch left unfinished is not committed and is read again on the next start.
 
