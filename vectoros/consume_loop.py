@@ -61,10 +61,6 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors that waiting can fix: the broker or PostgreSQL is down, starting or restarting."""
 
-DB_CONNECT_TIMEOUT = 10.0
-"""Seconds one PostgreSQL connection attempt may take."""
-
-
 # --- the broker interface ------------------------------------------------------------------------
 
 
@@ -446,13 +442,20 @@ class ConsumeLoop(Generic[D]):
             return result
 
     async def _connect_pool(self, database: Database) -> PgPool:
-        return await connect_pool(
-            database.dsn,
-            min_size=database.min_size,
-            max_size=database.max_size,
-            deadline_seconds=0,
-            command_timeout=database.command_timeout,
-        )
+        """One attempt (the loop does the waiting); raises what made it fail."""
+        try:
+            return await connect_pool(
+                database.dsn,
+                min_size=database.min_size,
+                max_size=database.max_size,
+                deadline_seconds=0,
+                command_timeout=database.command_timeout,
+            )
+        except DatabaseUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
 
     async def _start_producer(self) -> Producer:
         producer = self.broker.producer()
