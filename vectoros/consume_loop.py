@@ -61,6 +61,10 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors that waiting can fix: the broker or PostgreSQL is down, starting or restarting."""
 
+TOPICS_ATTEMPT_SECONDS = 10.0
+"""How long one attempt to create the topics may wait for the broker (a busy broker may take
+more than a moment to answer; an unreachable one fails at once)."""
+
 # --- the broker interface ------------------------------------------------------------------------
 
 
@@ -200,9 +204,12 @@ class KafkaBroker:
         return KafkaProducer(self._settings)
 
     async def ensure_topics(self, topics: Mapping[str, int]) -> None:
-        """One attempt (the loop does the waiting); raises what made it fail."""
+        """One attempt of at most ``TOPICS_ATTEMPT_SECONDS`` (the loop does the waiting);
+        raises what made it fail."""
         try:
-            await ensure_topics(self._settings.bootstrap(), dict(topics), retry_for=0)
+            await ensure_topics(
+                self._settings.bootstrap(), dict(topics), retry_for=TOPICS_ATTEMPT_SECONDS
+            )
         except BrokerUnavailable as exc:
             cause = exc.__cause__
             if isinstance(cause, Exception):

@@ -236,7 +236,7 @@ async def test_sigterm_ends_a_service_waiting_for_the_broker(
     ):
         services = await start_three(group, bootstrap, dsn, topic, model.base_url)
         for service in services.values():
-            await service.wait_for_log(r"Kafka broker at \S+ not reachable \(attempt 2")
+            await service.wait_for_log(r"Kafka broker at \S+ not reachable \(attempt 1")
         measured: dict[str, float] = {}
         for name, service in services.items():
             code, seconds = await service.stop(within=10)
