@@ -32,7 +32,7 @@ from bench.data import events_dataset, partition_for
 from bench.env import Record, Session, cache_dir, load
 from consumer.decode import decode
 from consumer.partition import PartitionState
-from consumer.sink.service import SinkService, create_consumer
+from consumer.sink.service import sink_loop
 from consumer.sink.settings import SinkSettings
 from consumer.sink.store import PostgresInsightStore, SourcePosition, WriteResult
 from consumer.thresholds import RulesConfig
@@ -139,19 +139,12 @@ async def run_service(session: Session, s: SinkSetup) -> SinkResult:
         metrics_enabled=False,
     )
     store = _CountingStore(PostgresInsightStore(s.pool))
-    consumer = create_consumer(settings)
-    service = SinkService.from_settings(
-        settings,
-        consumer,
-        store,
-        SinkMetrics(CollectorRegistry()),
-    )
+    service = sink_loop(settings, SinkMetrics(CollectorRegistry()), store=store)
     stop = asyncio.Event()
     started = time.perf_counter()
-    await consumer.start()
     task = asyncio.create_task(service.run(stop))
     try:
-        while not consumer.assignment():
+        while service.consumer is None or not service.consumer.assignment():
             await _check(task, started)
         assigned = time.perf_counter()
         while store.events < s.count or not service.caught_up():
@@ -160,7 +153,6 @@ async def run_service(session: Session, s: SinkSetup) -> SinkResult:
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
-        await consumer.stop()
     async with s.pool.acquire() as conn:
         rows = await conn.fetchval("SELECT count(*) FROM insight_events")
     if rows != s.count:

@@ -10,7 +10,8 @@ Modules, each small and testable alone:
 - ``budget``: the daily call/token budget per workspace.
 - ``store``: the enrichment log (no second call), the heartbeat, the notifier's lookup.
 - ``metrics``: ``EnricherMetrics`` and ``NotifierEnrichmentMetrics``.
-- ``service``: ``Enricher`` (no Kafka inside) and ``run_enricher`` (``vectoros enrich``).
+- ``service``: ``Enricher`` (no Kafka inside), ``EnricherHandler`` (it on the consume loop) and
+  ``run_enricher`` (``vectoros enrich``).
 
 Importing this package does not import the ``anthropic`` SDK (a slow import); ``prompt``,
 ``client`` and ``service`` do.

@@ -1,6 +1,7 @@
 """``vectoros enrich``: Claude rewrites the text of raised and escalated insights.
 
-One loop: fetch a batch from ``deal-insights`` (group ``vectoros-enricher``) -> remember every
+An ``EnricherHandler`` on the consume loop (``vectoros.consume_loop``): fetch a batch from
+``deal-insights`` (group ``vectoros-enricher``) -> remember every
 event in the per-deal memory and pick the ones to enrich (raised or escalated, priority at or
 above ``enrich_min_priority``) -> enrich them concurrently (at most ``enrich_concurrency`` model
 calls at once) -> commit the batch's offsets. Per insight:
@@ -18,10 +19,12 @@ calls at once) -> commit the batch's offsets. Per insight:
 Detection never waits for this: the monitor has already published the complete insight with
 the rule text, and the sink and notifier use it as it is when no enrichment comes.
 
-A database or broker error re-runs the batch after ``enrich_db_retry_seconds`` (the log turns
-what was done into no-ops, and outcomes not yet recorded are kept in memory, so no call is
-repeated). Stopping cancels the calls in flight, releases their claims and leaves the batch
-uncommitted: the next start enriches those insights.
+A database or broker error re-runs the batch (the consume loop's back-off, from
+``enrich_db_retry_seconds`` up to ``enrich_db_retry_max_seconds``; the log turns what was done
+into no-ops, and outcomes not yet recorded are kept in memory, so no call is repeated). At
+start the enricher waits the same way for PostgreSQL and the broker, as long as it takes.
+Stopping cancels the calls in flight, releases their claims and leaves the batch uncommitted:
+the next start enriches those insights.
 
 Without an API key, or with ``VECTOROS_LLM=off``, :func:`run_enricher` says so once, sets
 ``vectoros_enricher_enabled`` to 0 and waits for the stop event: nothing else changes.
@@ -33,13 +36,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -58,9 +59,19 @@ from consumer.enricher.store import (
 )
 from consumer.notifier.service import redact_logs
 from schemas.insights import InsightEvent, Lifecycle, insight_adapter
-from vectoros.db import TRANSIENT_ERRORS, PgPool, connect_pool, migrate
-from vectoros.errors import BrokerUnavailable, ConfigError
-from vectoros.kafka import ensure_topics, start_producer
+from vectoros.consume_loop import (
+    Broker,
+    ConsumeLoop,
+    Database,
+    KafkaBroker,
+    LoopOptions,
+    Output,
+    Records,
+    Resources,
+    Subscription,
+)
+from vectoros.db import TRANSIENT_ERRORS, PgPool, migrate
+from vectoros.errors import ConfigError
 from vectoros.ops_server import Health
 
 logger = logging.getLogger(__name__)
@@ -270,47 +281,25 @@ class Enricher:
 # --- the Kafka service ------------------------------------------------------------------------
 
 
-def _offsets(batch: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPartition, int]:
-    return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+async def process_or_stop(enricher: Enricher, jobs: Sequence[Job], stop: asyncio.Event) -> bool:
+    """Run the jobs: True when done, False when ``stop`` came first (the calls in flight are
+    cancelled and their claims released). A database or broker error is raised once every job
+    has ended (the consume loop runs the batch again)."""
+    work = asyncio.create_task(enricher.process(jobs), name="enrich-batch")
+    stopper = asyncio.create_task(stop.wait(), name="enrich-stop")
     try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
+        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not work.done():
+            work.cancel()
+        await asyncio.gather(work, stopper, return_exceptions=True)
+    if work.cancelled():
         return False
+    error = work.exception()
+    if error is not None:
+        raise error
     return True
-
-
-async def process_until_done(
-    enricher: Enricher, jobs: Sequence[Job], stop: asyncio.Event, retry_seconds: float
-) -> bool:
-    """Run the jobs until they are done (True) or ``stop`` is set (False: cancelled)."""
-    while True:
-        work = asyncio.create_task(enricher.process(jobs), name="enrich-batch")
-        stopper = asyncio.create_task(stop.wait(), name="enrich-stop")
-        try:
-            await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            if not work.done():
-                work.cancel()
-            await asyncio.gather(work, stopper, return_exceptions=True)
-        if work.cancelled():
-            return False
-        error = work.exception()
-        if error is None:
-            return True
-        if not isinstance(error, RETRIABLE_ERRORS):
-            raise error
-        logger.warning(
-            "enrichment batch interrupted (%s: %s); running it again in %.1f s",
-            type(error).__name__,
-            error,
-            retry_seconds,
-        )
-        if await _stopped_within(stop, retry_seconds):
-            return False
 
 
 async def _beat(log: EnrichmentStore, settings: EnricherSettings) -> None:
@@ -329,6 +318,117 @@ async def _heartbeat(log: EnrichmentStore, settings: EnricherSettings) -> None:
         await _beat(log, settings)
 
 
+class EnricherHandler:
+    """The enricher's logic for the consume loop. ``open`` builds the log, the budget and the
+    ``Enricher`` on the pool (or takes ``log``/``budget`` given, e.g. in memory), publishes
+    through the loop's producer (each event acknowledged before it is marked published) and
+    starts the heartbeat."""
+
+    def __init__(
+        self,
+        settings: EnricherSettings,
+        writer: TextWriter,
+        metrics: EnricherMetrics,
+        *,
+        log: EnrichmentStore | None = None,
+        budget: Budget | None = None,
+        wall_clock: WallClock = _utc_now,
+    ) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.metrics = metrics
+        self.log = log
+        self.budget = budget
+        self._wall_clock = wall_clock
+        self.enricher: Enricher | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def open(self, resources: Resources) -> None:
+        settings = self.settings
+        if resources.pool is not None:
+            await migrate(resources.pool)
+            if self.log is None:
+                self.log = EnrichmentLog(
+                    resources.pool, stale_after_seconds=settings.enrich_claim_stale_seconds
+                )
+            if self.budget is None:
+                self.budget = PostgresBudget(
+                    resources.pool,
+                    settings.enrich_daily_calls_per_workspace,
+                    settings.enrich_daily_tokens_per_workspace,
+                )
+        if self.log is None or self.budget is None or resources.producer is None:
+            raise RuntimeError("the enricher needs a log, a budget and a producer")
+        producer = resources.producer
+        topic = settings.topic_insights
+
+        async def publish(event: InsightEvent) -> None:
+            await producer.send(topic, event.model_dump_json().encode(), event.deal_id.encode())
+
+        self.enricher = Enricher(
+            settings,
+            self.writer,
+            self.log,
+            self.budget,
+            publish,
+            self.metrics,
+            wall_clock=self._wall_clock,
+        )
+        await _beat(self.log, settings)  # before the first fetch: the notifier waits from now on
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(
+                _heartbeat(self.log, settings), name="enricher-heartbeat"
+            )
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        if self.log is not None and self.enricher is not None:
+            with contextlib.suppress(*RETRIABLE_ERRORS):
+                await self.log.deregister()
+
+    def decode(self, records: Records) -> list[Job]:
+        assert self.enricher is not None
+        enricher = self.enricher
+        return [
+            job
+            for tp, recs in records.items()
+            for rec in recs
+            if (job := enricher.observe(rec.value, f"{tp.topic}/{tp.partition}@{rec.offset}"))
+            is not None
+        ]
+
+    async def handle(self, jobs: Sequence[Job], stop: asyncio.Event) -> Sequence[Output] | None:
+        assert self.enricher is not None
+        if jobs and not await process_or_stop(self.enricher, jobs, stop):
+            return None
+        return ()
+
+
+def loop_options(settings: EnricherSettings, database: Database | None) -> LoopOptions:
+    """The enricher's loop: one fetch per batch, a producer, the one outage policy."""
+    return LoopOptions(
+        name="enricher",
+        subscription=Subscription(
+            topics=(settings.topic_insights,),
+            group_id=settings.enricher_group_id,
+            client_id=f"{settings.kafka_client_id}-enricher",
+            max_poll_interval_ms=settings.enrich_max_poll_interval_ms,
+        ),
+        batch_max=settings.enrich_max_batch_records,
+        idle_poll_ms=settings.enrich_fetch_timeout_ms,
+        publishes=True,
+        topics={settings.topic_insights: settings.topic_partitions},
+        database=database,
+        retry_initial_seconds=settings.enrich_db_retry_seconds,
+        retry_max_seconds=max(
+            settings.enrich_db_retry_seconds, settings.enrich_db_retry_max_seconds
+        ),
+    )
+
+
 async def run_enricher(
     settings: EnricherSettings,
     registry: CollectorRegistry,
@@ -336,11 +436,13 @@ async def run_enricher(
     stop: asyncio.Event,
     *,
     pool: PgPool | None = None,
+    broker: Broker | None = None,
 ) -> None:
     """``vectoros enrich`` (and part of ``vectoros run``): run until ``stop`` is set.
 
     ``pool`` is borrowed when given (and left open). Off without a key or with
-    ``VECTOROS_LLM=off``: says so once and waits. Registers the readiness check ``enricher``.
+    ``VECTOROS_LLM=off``: says so once and waits. Waits for PostgreSQL and the broker as long
+    as it takes (not ready meanwhile). Registers the readiness check ``enricher``.
     """
     metrics = EnricherMetrics(registry)
     off = settings.off_reason
@@ -354,115 +456,35 @@ async def run_enricher(
     secret = settings.anthropic_api_key.get_secret_value()
     metrics.enabled.set(1)
     check_model(settings.enrich_model)
-    bootstrap = settings.bootstrap()
-    started = False
-    health.register("enricher", lambda: started)
-    own_pool = pool is None
     writer: ClaudeWriter | None = None
-    producer: Any = None
-    consumer: AIOKafkaConsumer | None = None
-    heartbeat: asyncio.Task[None] | None = None
-    log: EnrichmentLog | None = None
     try:
         with redact_logs([secret], names=("anthropic", "httpx2", "httpcore", "httpx")):
-            if pool is None:
-                pool = await connect_pool(settings.dsn(), max_size=settings.enrich_concurrency + 2)
-            await migrate(pool)
-            await ensure_topics(bootstrap, {settings.topic_insights: settings.topic_partitions})
-            log = EnrichmentLog(pool, stale_after_seconds=settings.enrich_claim_stale_seconds)
-            budget = PostgresBudget(
-                pool,
-                settings.enrich_daily_calls_per_workspace,
-                settings.enrich_daily_tokens_per_workspace,
-            )
             try:
                 writer = ClaudeWriter.from_settings(settings, metrics)
             except ValueError as exc:  # e.g. a base URL the SDK refuses
                 raise ConfigError(f"enricher: {exc}") from None
-            producer = await start_producer(settings)
-            topic = settings.topic_insights
-
-            async def publish(event: InsightEvent) -> None:
-                await producer.send_and_wait(
-                    topic, event.model_dump_json().encode(), key=event.deal_id.encode()
-                )
-
-            enricher = Enricher(settings, writer, log, budget, publish, metrics)
-            consumer = AIOKafkaConsumer(
-                topic,
-                bootstrap_servers=bootstrap,
-                group_id=settings.enricher_group_id,
-                client_id=f"{settings.kafka_client_id}-enricher",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_interval_ms=settings.enrich_max_poll_interval_ms,
+            database = Database(
+                dsn=settings.dsn() if pool is None else "",
+                max_size=settings.enrich_concurrency + 2,
+                pool=pool,
             )
-            try:
-                await consumer.start()
-            except (KafkaConnectionError, OSError) as exc:
-                raise BrokerUnavailable(
-                    f"enricher: Kafka broker at {bootstrap} not reachable "
-                    f"({type(exc).__name__}: {exc})"
-                ) from exc
-            await _beat(log, settings)  # before the first fetch: the notifier waits from now on
-            heartbeat = asyncio.create_task(_heartbeat(log, settings), name="enricher-heartbeat")
-            started = True
+            loop = ConsumeLoop(
+                EnricherHandler(settings, writer, metrics),
+                broker or KafkaBroker(settings),
+                loop_options(settings, database),
+            )
+            health.register("enricher", loop.ready)
             logger.info(
-                "enricher consuming %s as group %s: %s for %s+ insights, %d calls at once",
-                topic,
+                "enricher consuming %s as group %s (once the broker and PostgreSQL answer): "
+                "%s for %s+ insights, %d calls at once",
+                settings.topic_insights,
                 settings.enricher_group_id,
                 settings.enrich_model,
                 settings.enrich_min_priority.value,
                 settings.enrich_concurrency,
             )
-            await _consume(consumer, enricher, settings, stop)
+            await loop.run(stop)
     finally:
-        started = False
-        if heartbeat is not None:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
-        if log is not None:
-            with contextlib.suppress(*RETRIABLE_ERRORS):
-                await log.deregister()
-        if consumer is not None:
-            await consumer.stop()
-        if producer is not None:
-            await producer.stop()
         if writer is not None:
             await writer.close()
-        if own_pool and pool is not None:
-            await pool.close()
         logger.info("enricher stopped")
-
-
-async def _consume(
-    consumer: AIOKafkaConsumer,
-    enricher: Enricher,
-    settings: EnricherSettings,
-    stop: asyncio.Event,
-) -> None:
-    while not stop.is_set():
-        batch = await consumer.getmany(
-            timeout_ms=settings.enrich_fetch_timeout_ms,
-            max_records=settings.enrich_max_batch_records,
-        )
-        if not batch:
-            continue
-        jobs = [
-            job
-            for tp, records in batch.items()
-            for rec in records
-            if (job := enricher.observe(rec.value, f"{tp.topic}/{tp.partition}@{rec.offset}"))
-            is not None
-        ]
-        if jobs and not await process_until_done(
-            enricher, jobs, stop, settings.enrich_db_retry_seconds
-        ):
-            logger.info("stopping with a batch unfinished; it resumes on the next start")
-            return
-        try:
-            await consumer.commit(_offsets(batch))
-        except (CommitFailedError, IllegalStateError) as exc:
-            logger.warning("commit failed after a rebalance; the batch will be re-read: %s", exc)
-        except KafkaError as exc:
-            logger.warning("commit failed (%s); the batch will be re-read", exc)

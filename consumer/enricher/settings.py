@@ -112,3 +112,12 @@ class EnricherSettings(KafkaSettings, DatabaseSettings):
                 "VECTOROS_ENRICH_BACKOFF_BASE_SECONDS"
             )
         return self
+
+    enrich_db_retry_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Cap of the back-off (doubling from enrich_db_retry_seconds) while PostgreSQL or the "
+            "broker is unreachable."
+        ),
+    )

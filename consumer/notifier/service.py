@@ -1,10 +1,11 @@
 """``vectoros notify``: insight events -> Slack, signed webhooks and the console.
 
-One loop: fetch a batch from ``deal-insights`` (group ``vectoros-notifier``) -> pick the events
-worth telling people about -> deliver them to every destination (destinations concurrently, each
-destination in order) -> record every outcome in the notification log -> commit the batch's
-offsets. A crash before the commit replays the batch; the log (``log.py``) turns the replay into
-no-ops, so nobody gets a message twice.
+A ``NotifierHandler`` on the consume loop (``vectoros.consume_loop``): fetch a batch from
+``deal-insights`` (group ``vectoros-notifier``) -> pick the events worth telling people about
+-> deliver them to every destination (destinations concurrently, each destination in order) ->
+record every outcome in the notification log -> commit the batch's offsets. A crash before the
+commit replays the batch; the log (``log.py``) turns the replay into no-ops, so nobody gets a
+message twice.
 
 Selection (metric ``vectoros_notifier_skipped_total{reason}``):
 
@@ -28,7 +29,9 @@ no wait at all; an unreadable log is treated as "no enrichment". Metric:
 
 A destination that is down costs at most its retry budget per notification (and, once its
 circuit opens, nothing), is recorded as ``failed``, and never blocks the others for longer. A
-database error stops the batch; it is re-run (idempotently) after ``notify_db_retry_seconds``.
+database error stops the batch; the consume loop (``vectoros.consume_loop``) re-runs it
+(idempotently) with capped exponential back-off from ``notify_db_retry_seconds`` up to
+``notify_db_retry_max_seconds``, and waits the same way for PostgreSQL or the broker at start.
 Stopping (the stop event) interrupts backoff and rate-limit waits at once and lets an HTTP
 request already on the wire finish (bounded by ``notify_http_timeout_seconds``); the unfinished
 batch is not committed and resumes on the next start.
@@ -43,18 +46,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 import asyncpg
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaConnectionError,
-    KafkaError,
-)
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -83,8 +79,19 @@ from consumer.notifier.slack import SlackClient, build_message, deal_url
 from consumer.notifier.webhook import WebhookClient, payload, webhook_id
 from schemas.insights import InsightEvent, Lifecycle, insight_adapter
 from vectoros import __version__
-from vectoros.db import TRANSIENT_ERRORS, PgPool, connect_pool, migrate
-from vectoros.errors import BrokerUnavailable, ConfigError, DeliveryError
+from vectoros.consume_loop import (
+    Broker,
+    ConsumeLoop,
+    Database,
+    KafkaBroker,
+    LoopOptions,
+    Output,
+    Records,
+    Resources,
+    Subscription,
+)
+from vectoros.db import TRANSIENT_ERRORS, PgPool, migrate
+from vectoros.errors import ConfigError, DeliveryError
 from vectoros.metrics import NotifierMetrics
 from vectoros.ops_server import Health
 
@@ -414,33 +421,25 @@ class Notifier:
         """Deliver ``insights`` to every destination and record the outcomes.
 
         True when all are recorded; False when the stop event interrupted the batch (nothing
-        is lost: the unrecorded rest is redone on the next start). Database errors make the
-        batch run again after a pause, until it succeeds or the service is stopped.
+        is lost: the unrecorded rest is redone on the next start). A database error is raised
+        once every destination has stopped; running the same batch again then resends nothing
+        already delivered (the log, and the outcomes kept in memory until recorded).
         """
         if not insights:
             return True
-        while True:
-            results = await asyncio.gather(
-                *(self._run_destination(d, insights) for d in self.destinations),
-                return_exceptions=True,
-            )
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if not errors:
-                return True
-            for error in errors:
-                if not isinstance(error, (Stopping, *DB_ERRORS)):
-                    raise error  # a bug, or a cancellation: crash loudly rather than loop
-            if any(isinstance(e, Stopping) for e in errors) or self._stop.is_set():
-                return False
-            logger.warning(
-                "notification log unavailable (%s); retrying the batch in %.1f s",
-                "; ".join(sorted({type(e).__name__ for e in errors})),
-                self.settings.notify_db_retry_seconds,
-            )
-            try:
-                await self._sleep(self.settings.notify_db_retry_seconds)
-            except Stopping:
-                return False
+        results = await asyncio.gather(
+            *(self._run_destination(d, insights) for d in self.destinations),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if not errors:
+            return True
+        for error in errors:
+            if not isinstance(error, (Stopping, *DB_ERRORS)):
+                raise error  # a bug, or a cancellation: crash loudly rather than loop
+        if any(isinstance(e, Stopping) for e in errors) or self._stop.is_set():
+            return False
+        raise errors[0]
 
     async def _run_destination(self, dest: Destination, insights: Sequence[InsightEvent]) -> None:
         for insight in insights:
@@ -585,8 +584,108 @@ class Notifier:
         del self._unrecorded[ref]
 
 
-def _offsets(batch: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPartition, int]:
-    return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+class NotifierHandler:
+    """The notifier's logic for the consume loop: select, wait for the model's text, deliver."""
+
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        destinations: Sequence[Destination],
+        metrics: NotifierMetrics,
+        stop: asyncio.Event,
+        *,
+        secrets: Sequence[str] = (),
+        enrichment_metrics: NotifierEnrichmentMetrics | None = None,
+        log: NotificationStore | None = None,
+        enrichments: EnrichmentLookup | None = None,
+    ) -> None:
+        self.settings = settings
+        self._destinations = list(destinations)
+        self._metrics = metrics
+        self._stop = stop
+        self._secrets = list(secrets)
+        self._enrichment_metrics = enrichment_metrics
+        self._log = log
+        self._enrichments = enrichments
+        self.notifier: Notifier | None = None
+        if log is not None:
+            self.notifier = self._new_notifier(log, enrichments)
+
+    def _new_notifier(
+        self, log: NotificationStore, enrichments: EnrichmentLookup | None
+    ) -> Notifier:
+        return Notifier(
+            self.settings,
+            self._destinations,
+            log,
+            self._metrics,
+            self._stop,
+            secrets=self._secrets,
+            enrichments=enrichments,
+            enrichment_metrics=self._enrichment_metrics,
+        )
+
+    async def open(self, resources: Resources) -> None:
+        """Migrate, then the notification and enrichment logs on the pool (unless given)."""
+        if self.notifier is not None:
+            return
+        pool = resources.pool
+        if pool is None:
+            raise RuntimeError("the notifier needs a database")
+        await migrate(pool)
+        log = NotificationLog(
+            pool,
+            stale_after_seconds=self.settings.notify_http_timeout_seconds + STALE_GRACE_SECONDS,
+        )
+        self.notifier = self._new_notifier(log, EnrichmentLog(pool))
+
+    async def close(self) -> None:
+        return None
+
+    def decode(self, records: Records) -> list[InsightEvent]:
+        assert self.notifier is not None
+        return [
+            insight
+            for tp, recs in records.items()
+            for rec in recs
+            if (
+                insight := self.notifier.select(
+                    rec.value, f"{tp.topic}/{tp.partition}@{rec.offset}"
+                )
+            )
+            is not None
+        ]
+
+    async def handle(
+        self, insights: Sequence[InsightEvent], stop: asyncio.Event
+    ) -> Sequence[Output] | None:
+        assert self.notifier is not None
+        if not insights:
+            return ()
+        ready = await self.notifier.with_enrichments(insights)
+        if not await self.notifier.process(ready):
+            return None
+        return ()
+
+
+def loop_options(settings: NotifierSettings, database: Database | None) -> LoopOptions:
+    """The notifier's loop: one fetch per batch, no read-ahead, the one outage policy."""
+    return LoopOptions(
+        name="notifier",
+        subscription=Subscription(
+            topics=(settings.topic_insights,),
+            group_id=settings.notifier_group_id,
+            client_id=f"{settings.kafka_client_id}-notifier",
+            max_poll_interval_ms=settings.notify_max_poll_interval_ms,
+        ),
+        batch_max=settings.notify_max_batch_records,
+        idle_poll_ms=settings.notify_fetch_timeout_ms,
+        database=database,
+        retry_initial_seconds=settings.notify_db_retry_seconds,
+        retry_max_seconds=max(
+            settings.notify_db_retry_seconds, settings.notify_db_retry_max_seconds
+        ),
+    )
 
 
 async def run_notifier(
@@ -598,12 +697,14 @@ async def run_notifier(
     *,
     pool: PgPool | None = None,
     console_stream: TextIO | None = None,
+    broker: Broker | None = None,
 ) -> None:
     """Run the notifier until ``stop_event`` is set.
 
     ``http_client``/``pool`` are borrowed when given (and left open), else created and closed
-    here. The pool is migrated (``vectoros.db.migrate``) either way. Raises ``ConfigError``
-    when no destination is configured.
+    here. The pool is migrated (``vectoros.db.migrate``) either way. Waits for PostgreSQL and
+    the broker as long as it takes (not ready meanwhile). Raises ``ConfigError`` when no
+    destination is configured.
     """
     metrics = NotifierMetrics(registry)
     secrets = secrets_of(settings)
@@ -613,10 +714,6 @@ async def run_notifier(
         follow_redirects=False,
         headers={"user-agent": f"vectoros-notifier/{__version__}"},
     )
-    own_pool = pool is None
-    consumer: AIOKafkaConsumer | None = None
-    started = False
-    health.register("notifier", lambda: started)
     try:
         with redact_logs(secrets):
             destinations = build_destinations(settings, http, console_stream=console_stream)
@@ -626,87 +723,32 @@ async def run_notifier(
                     "VECTOROS_WEBHOOK_URLS (with VECTOROS_WEBHOOK_SECRET) or "
                     "VECTOROS_NOTIFY_CONSOLE=true"
                 )
-            if pool is None:
-                pool = await connect_pool(settings.dsn(), max_size=len(destinations) + 2)
-            await migrate(pool)
-            log = NotificationLog(
-                pool,
-                stale_after_seconds=settings.notify_http_timeout_seconds + STALE_GRACE_SECONDS,
-            )
-            notifier = Notifier(
+            handler = NotifierHandler(
                 settings,
                 destinations,
-                log,
                 metrics,
                 stop_event,
                 secrets=secrets,
-                enrichments=EnrichmentLog(pool),
                 enrichment_metrics=NotifierEnrichmentMetrics(registry),
             )
-            consumer = AIOKafkaConsumer(
-                settings.topic_insights,
-                bootstrap_servers=settings.bootstrap(),
-                group_id=settings.notifier_group_id,
-                client_id=f"{settings.kafka_client_id}-notifier",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_interval_ms=settings.notify_max_poll_interval_ms,
+            database = Database(
+                dsn=settings.dsn() if pool is None else "",
+                max_size=len(destinations) + 2,
+                pool=pool,
             )
-            try:
-                await consumer.start()
-            except (KafkaConnectionError, OSError) as exc:
-                raise BrokerUnavailable(
-                    f"notifier: Kafka broker at {settings.bootstrap()} not reachable "
-                    f"({type(exc).__name__}: {exc})"
-                ) from exc
-            started = True
+            loop = ConsumeLoop(
+                handler, broker or KafkaBroker(settings), loop_options(settings, database)
+            )
+            health.register("notifier", loop.ready)
             logger.info(
-                "notifier consuming %s as group %s; destinations: %s",
+                "notifier consuming %s as group %s (once the broker and PostgreSQL answer); "
+                "destinations: %s",
                 settings.topic_insights,
                 settings.notifier_group_id,
                 ", ".join(d.label for d in destinations),
             )
-            await _consume(consumer, notifier, settings, stop_event)
+            await loop.run(stop_event)
     finally:
-        started = False
-        if consumer is not None:
-            await consumer.stop()
-        if own_pool and pool is not None:
-            await pool.close()
         if own_http:
             await http.aclose()
         logger.info("notifier stopped")
-
-
-async def _consume(
-    consumer: AIOKafkaConsumer,
-    notifier: Notifier,
-    settings: NotifierSettings,
-    stop: asyncio.Event,
-) -> None:
-    while not stop.is_set():
-        batch = await consumer.getmany(
-            timeout_ms=settings.notify_fetch_timeout_ms,
-            max_records=settings.notify_max_batch_records,
-        )
-        if not batch:
-            continue
-        insights = [
-            insight
-            for tp, records in batch.items()
-            for rec in records
-            if (insight := notifier.select(rec.value, f"{tp.topic}/{tp.partition}@{rec.offset}"))
-            is not None
-        ]
-        insights = await notifier.with_enrichments(insights)
-        if not await notifier.process(insights):
-            logger.info("stopping with a batch unfinished; it resumes on the next start")
-            return
-        try:
-            await consumer.commit(_offsets(batch))
-        except (CommitFailedError, IllegalStateError) as exc:
-            # A rebalance moved partitions away: their new owner re-reads the batch and the log
-            # turns the deliveries already made into no-ops.
-            logger.warning("commit failed after a rebalance; the batch will be re-read: %s", exc)
-        except KafkaError as exc:
-            logger.warning("commit failed (%s); the batch will be re-read", exc)

@@ -206,3 +206,12 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
                 "VECTOROS_NOTIFY_BACKOFF_BASE_SECONDS"
             )
         return self
+
+    notify_db_retry_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Cap of the back-off (doubling from notify_db_retry_seconds) while PostgreSQL or the "
+            "broker is unreachable."
+        ),
+    )

@@ -29,7 +29,9 @@ class SinkSettings(KafkaSettings, DatabaseSettings):
     )
     db_pool_max_size: int = Field(default=4, ge=1, le=100)
     db_connect_deadline_seconds: float = Field(
-        default=60, gt=0, description="Start-up gives up (DatabaseUnavailable) after this."
+        default=60,
+        gt=0,
+        description="Unused: the sink waits for PostgreSQL as long as it takes (consume loop).",
     )
     db_command_timeout_seconds: float = Field(default=30, gt=0)
     db_retry_initial_seconds: float = Field(

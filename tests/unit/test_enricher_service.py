@@ -16,7 +16,7 @@ from consumer.enricher.budget import InMemoryBudget
 from consumer.enricher.client import CallOutcome, Usage
 from consumer.enricher.metrics import EnricherMetrics
 from consumer.enricher.prompt import DATA_CLOSE, DATA_OPEN
-from consumer.enricher.service import Enricher, Job, enriched_event, process_until_done
+from consumer.enricher.service import Enricher, Job, enriched_event, process_or_stop
 from consumer.enricher.settings import DEFAULT_MODEL, EnricherSettings
 from consumer.enricher.store import EnrichmentKey, InMemoryEnrichmentLog, MemoryRow
 from consumer.enricher.text import EnrichedText
@@ -348,7 +348,7 @@ async def test_stopping_cancels_calls_and_releases_their_claims() -> None:
     w.writer.gate = asyncio.Event()  # never opened: the call hangs
     stop = asyncio.Event()
     jobs = w.jobs(raw(1))
-    task = asyncio.create_task(process_until_done(w.enricher, jobs, stop, 0.01))
+    task = asyncio.create_task(process_or_stop(w.enricher, jobs, stop))
     await asyncio.sleep(0.05)
     assert w.log.rows[EnrichmentKey.of(insight(1))].status == "pending"
     stop.set()
@@ -359,10 +359,15 @@ async def test_stopping_cancels_calls_and_releases_their_claims() -> None:
     assert len(w.published) == 1
 
 
-async def test_process_until_done_reruns_after_a_database_error() -> None:
+async def test_a_database_error_is_raised_for_the_loop_to_rerun_the_batch() -> None:
+    # the re-run itself (back-off, no commit before) is the consume loop's: see
+    # test_enricher_handler.py::test_a_database_outage_reruns_the_batch_then_commits
     w = World()
     w.log.fail_with = [OSError("connection refused")]
-    assert await process_until_done(w.enricher, w.jobs(raw(1)), asyncio.Event(), 0.01)
+    jobs = w.jobs(raw(1))
+    with pytest.raises(OSError, match="connection refused"):
+        await process_or_stop(w.enricher, jobs, asyncio.Event())
+    assert await process_or_stop(w.enricher, jobs, asyncio.Event())
     assert len(w.published) == 1
 
 
@@ -370,7 +375,7 @@ async def test_a_bug_is_not_retried() -> None:
     w = World()
     w.log.fail_with = [RuntimeError("bug")]
     with pytest.raises(RuntimeError):
-        await process_until_done(w.enricher, w.jobs(raw(1)), asyncio.Event(), 0.01)
+        await process_or_stop(w.enricher, w.jobs(raw(1)), asyncio.Event())
 
 
 def test_the_enriched_event_is_schema_valid_and_changes_only_text() -> None:

@@ -1,4 +1,5 @@
-"""The sink loop on a fake consumer and the in-memory store: decode, retry, commit order."""
+"""The sink (``SinkHandler`` on the consume loop) on a fake consumer and the in-memory store:
+decode, retry, commit order."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from prometheus_client import CollectorRegistry
 
 from consumer.sink.service import (
     IDLE_POLL_MS,
+    SinkHandler,
     SinkService,
     decode_batch,
     describe_invalid,
     is_data_error,
+    loop_options,
+    sink_loop,
 )
 from consumer.sink.store import InMemoryInsightStore, SourcePosition, WriteResult
 from schemas.insights import (
@@ -31,6 +35,7 @@ from schemas.insights import (
     RuleName,
     insight_adapter,
 )
+from vectoros.consume_loop import ConsumeLoop, LoopOptions, Subscription, fetch_batch
 from vectoros.metrics import SinkMetrics
 
 TOPIC = "deal-insights"
@@ -121,18 +126,59 @@ class FakeConsumer:
     def highwater(self, partition: Any) -> int | None:
         return self.highwaters.get(partition)
 
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def pause(self, *partitions: Any) -> None:
+        pass
+
+    def resume(self, *partitions: Any) -> None:
+        pass
+
+    def seek(self, partition: Any, offset: int) -> None:
+        pass
+
+
+@dataclass
+class FakeBroker:
+    """Hands the consume loop the one ``FakeConsumer``."""
+
+    fake: FakeConsumer
+    description: str = "fake broker"
+
+    def consumer(self, subscription: Subscription) -> FakeConsumer:
+        return self.fake
+
+    def producer(self) -> Any:
+        raise AssertionError("the sink publishes nothing")
+
+    async def ensure_topics(self, topics: Mapping[str, int]) -> None:
+        pass
+
 
 def new_service(
     consumer: FakeConsumer, store: Any, **kw: Any
 ) -> tuple[SinkService, CollectorRegistry]:
     registry = CollectorRegistry()
     options: dict[str, Any] = {
+        "batch_max": 1000,
         "flush_ms": 5,
         "retry_initial_seconds": 0.001,
         "retry_max_seconds": 0.01,
         **kw,
     }
-    return SinkService(consumer, store, SinkMetrics(registry), **options), registry
+    loop_settings = LoopOptions(
+        name="sink",
+        subscription=Subscription((TOPIC,), "sink", "sink"),
+        idle_poll_ms=IDLE_POLL_MS,
+        read_ahead=True,
+        **options,
+    )
+    handler = SinkHandler(SinkMetrics(registry), store)
+    return ConsumeLoop(handler, FakeBroker(consumer), loop_settings), registry
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -220,12 +266,17 @@ async def test_fetch_caps_the_batch_and_waits_flush_ms_for_more() -> None:
     consumer = FakeConsumer(
         [{0: [rec(i, make_event(i)) for i in range(3)]}, {1: [rec(0, make_event(9), 1)]}]
     )
-    service, _ = new_service(consumer, InMemoryInsightStore(), batch_max=2, flush_ms=50)
-    got = await service.fetch(asyncio.Event())
+
+    async def fetch() -> dict[Any, list[Any]]:
+        return await fetch_batch(
+            consumer, asyncio.Event(), batch_max=2, flush_ms=50, idle_poll_ms=IDLE_POLL_MS
+        )
+
+    got = await fetch()
     assert sum(len(v) for v in got.values()) == 2
-    got = await service.fetch(asyncio.Event())  # 1 left + the next poll's 1, within flush_ms
+    got = await fetch()  # 1 left + the next poll's 1, within flush_ms
     assert {tp: [r.offset for r in recs] for tp, recs in got.items()} == {0: [2], 1: [0]}
-    assert await service.fetch(asyncio.Event()) == {}
+    assert await fetch() == {}
 
 
 class FlakyStore(InMemoryInsightStore):
@@ -379,11 +430,21 @@ def test_from_settings() -> None:
         sink_flush_ms=9,
         database_url="postgresql://sink:hunter2@db/x",  # type: ignore[arg-type]
     )
-    service = SinkService.from_settings(
-        settings, FakeConsumer(), InMemoryInsightStore(), SinkMetrics(CollectorRegistry())
+    service = sink_loop(
+        settings,
+        SinkMetrics(CollectorRegistry()),
+        FakeBroker(FakeConsumer()),
+        InMemoryInsightStore(),
     )
-    assert service._batch_max == 7
-    assert service._database == "PostgreSQL at sink@db/x"
+    assert service.options.batch_max == 7
+    assert service.options.flush_ms == 9
+    assert service.options.read_ahead
+    assert service.options.database is None  # the given store, no pool
+    assert isinstance(service.handler, SinkHandler)
+    assert service.handler.database == "PostgreSQL at sink@db/x"
+    options = loop_options(settings)
+    assert options.database is not None
+    assert options.database.description == "PostgreSQL at sink@db/x"
 
 
 async def test_next_batch_is_read_ahead_and_written_after_the_previous_commit() -> None:
