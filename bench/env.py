@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from consumer.thresholds import RulesConfig
 from vectoros.embedded import EmbeddedBroker, EmbeddedPostgres
 from vectoros.kafka import ensure_topics
 
@@ -225,3 +226,10 @@ def _child_pid(name: str) -> int | None:
         if ppid == me and name in comm:
             return int(entry)
     return None
+
+
+def bench_rules() -> RulesConfig:
+    """The rules the scenarios run: ``VECTOROS_RULES_FILE`` if set (e.g. to measure with a rule
+    disabled), else the built-in defaults."""
+    path = os.environ.get("VECTOROS_RULES_FILE")
+    return RulesConfig.load(Path(path) if path else None)

@@ -32,11 +32,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from bench.data import Dataset
-from bench.env import Session
+from bench.env import Session, bench_rules
 from consumer.decode import decode
 from consumer.monitor import Monitor
 from consumer.partition import PartitionState
-from consumer.thresholds import RulesConfig
 from schemas.events import Tick
 from vectoros.batch_produce import BatchProducer, OutRecord
 from vectoros.errors import EventRejected
@@ -99,7 +98,7 @@ async def run_monitor(
     outputs = (settings.topic_insights, settings.topic_dlq, settings.topic_state)
     await session.create_topics(*outputs)
     registry = CollectorRegistry()
-    monitor = Monitor(settings, RulesConfig(), MonitorMetrics(registry), Health())
+    monitor = Monitor(settings, bench_rules(), MonitorMetrics(registry), Health())
     stop = asyncio.Event()
     started = time.perf_counter()
     if profile is not None:
@@ -160,7 +159,7 @@ Job = Callable[[int, list[Any]], list[tuple[bytes, bytes]]]
 
 def pure_core_job(max_bytes: int) -> Job:
     """The monitor's work: ``decode`` and a ``PartitionState`` per partition."""
-    rules = RulesConfig()
+    rules = bench_rules()
     states: dict[int, PartitionState] = {}
 
     def job(partition: int, recs: list[Any]) -> list[tuple[bytes, bytes]]:

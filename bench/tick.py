@@ -18,10 +18,10 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from bench.data import HOUR_MS, START_MS, deal_states
+from bench.env import bench_rules
 from consumer.deal_codec import pack
 from consumer.partition import PartitionState
 from consumer.state import DAY_MS
-from consumer.thresholds import RulesConfig
 from schemas.events import Tick
 
 
@@ -38,7 +38,7 @@ class TickSetup:
 
 def setup(deals: int, due: int, groups: int) -> TickSetup:
     clock = START_MS + 60 * DAY_MS
-    stale = RulesConfig().defaults.stale_days
+    stale = bench_rules().defaults.stale_days
     stride = max(1, deals // (due * groups))
     states = {}
     for i, deal in enumerate(deal_states(deals, clock)):
@@ -50,7 +50,7 @@ def setup(deals: int, due: int, groups: int) -> TickSetup:
             deal = replace(deal, last_activity_at_ms=last_activity, open=())
         states[deal.deal_id] = deal
     packed = {deal_id: pack(deal, None) for deal_id, deal in states.items()}
-    state = PartitionState(RulesConfig())
+    state = PartitionState(bench_rules())
     started = time.perf_counter()
     state.load(packed, {}, clock, without_deadline=frozenset(packed))
     load_s = time.perf_counter() - started

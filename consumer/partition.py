@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from consumer.deal_codec import DIGEST_SIZE, deadline_of, pack, unpack
 from consumer.lifecycle import Change, Resolution, reconcile, resolve_all
-from consumer.rules import fired, next_deadline
+from consumer.rules import assess, next_deadline
 from consumer.state import DAY_MS, DealState, apply_event, copy_state, to_ms
 from consumer.templates import Insight, render
 from consumer.thresholds import RulesConfig, RuleThresholds
@@ -257,8 +257,8 @@ class PartitionState:
             seen_at = max(deal.last_event_at_ms, deal.created_at_ms, deal.last_activity_at_ms)
             if now - seen_at >= self._tombstone_ms:
                 return self._forget(deal, th)
-        deal, changes = reconcile(deal, fired(deal, now, th), now)
-        due = next_deadline(deal, now, th)
+        fired, due = assess(deal, now, th)  # rules read no open insights: reconcile changes none
+        deal, changes = reconcile(deal, fired, now)
         if deal.partial:
             drop_at = seen_at + self._tombstone_ms
             if due is None or drop_at < due:

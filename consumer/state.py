@@ -179,6 +179,10 @@ def apply_event(
     raise AssertionError(f"unhandled event type {event.type}")  # pragma: no cover
 
 
+iter_activity = _ENTRY.iter_unpack
+"""``(day, activities that day)`` of a deal's activity history, oldest first, lazily."""
+
+
 def activity_days(history: bytes) -> list[tuple[int, int]]:
     """``(day, activities that day)`` of a deal's activity history, oldest first."""
     return [(day, count) for day, count in _ENTRY.iter_unpack(history)]

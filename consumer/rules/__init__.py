@@ -3,10 +3,11 @@
 
 ``evaluate`` runs every registered rule's ``check`` (with the numbers behind each finding);
 ``fired`` says what fires and how badly without building numbers, and ``next_deadline`` when the
-answer can next change by time alone: those two run on every event and every due deal, so the
-six original rules run there as one fused pass (``consumer.rules.fused``, proven equal to their
-modules' ``check`` and ``deadline`` on random deals by ``tests/unit/test_rules.py``) and every
-other registered rule through its own functions.
+answer can next change by time alone; ``assess`` says both at once. They run on every event and
+every due deal, so the rules of ``fused.COVERS`` run there as one fused pass
+(``consumer.rules.fused``, proven equal to their modules' ``check`` and ``deadline`` on random
+deals by ``tests/unit/test_rules_registry.py``) and every other registered rule through its own
+functions.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "RULES",
     "Finding",
     "Rule",
+    "assess",
     "evaluate",
     "fired",
     "next_deadline",
@@ -42,14 +44,30 @@ def _split(th: RuleThresholds) -> tuple[fused.Limits, tuple[tuple[Rule[Any], Any
 
 
 def fired(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Priority]:
-    """What fires, and how badly (no numbers): the hot path."""
+    """What fires, and how badly (no numbers)."""
     lim, rest = th.cache.get("split") or _split(th)
-    out = fused.fired(deal, now, lim)
+    out = fused.assess(deal, now, lim)[0]
     for rule, t in rest:
         finding = rule.check(deal, now, t)
         if finding is not None:
             out[rule.name] = finding.priority
     return out
+
+
+def assess(
+    deal: DealState, now: int, th: RuleThresholds
+) -> tuple[dict[RuleName, Priority], int | None]:
+    """``fired`` and ``next_deadline`` at once: the hot path (one pass over the fused rules)."""
+    lim, rest = th.cache.get("split") or _split(th)
+    out, best = fused.assess(deal, now, lim)
+    for rule, t in rest:
+        finding = rule.check(deal, now, t)
+        if finding is not None:
+            out[rule.name] = finding.priority
+        due = rule.deadline(deal, now, t)
+        if due is not None and (best is None or due < best):
+            best = due
+    return out, best
 
 
 def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Finding]:
@@ -65,7 +83,7 @@ def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Fi
 def next_deadline(deal: DealState, now: int, th: RuleThresholds) -> int | None:
     """The earliest instant after ``now`` at which a rule's answer may change by time alone."""
     lim, rest = th.cache.get("split") or _split(th)
-    best = fused.next_deadline(deal, now, lim)
+    best = fused.assess(deal, now, lim)[1]
     for rule, t in rest:
         due = rule.deadline(deal, now, t)
         if due is not None and (best is None or due < best):

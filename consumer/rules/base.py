@@ -70,7 +70,9 @@ class Rule(Generic[T]):
     code: int
     thresholds: type[T]
     check: Callable[[DealState, int, T], Finding | None]
-    """Whether the rule fires for a deal at clock ``now``, how badly, and the numbers."""
+    """Whether the rule fires for a deal at clock ``now``, how badly, and the numbers. Reads the
+    deal's fields, never its open insights: ``check`` and ``deadline`` are evaluated once, before
+    the lifecycle reconciles the open insights (``consumer.rules.assess``)."""
     deadline: Callable[[DealState, int, T], int | None]
     """The earliest instant after ``now`` at which ``check``'s answer may change without an
     event (earlier is allowed: the deal is evaluated once more for nothing; later is a bug)."""

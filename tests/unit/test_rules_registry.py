@@ -9,18 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer import deal_codec
 from consumer.changelog import restore
 from consumer.deal_codec import rule_codes, unpack
 from consumer.lifecycle import Change
-from consumer.rules import RULES, evaluate, fired, next_deadline
+from consumer.rules import RULES, assess, evaluate, fired, next_deadline
 from consumer.rules.base import Finding, Rule, Text, Thresholds
 from consumer.rules.catalog import stale_deal
 from consumer.rules.registry import check, keys, readme_table
-from consumer.state import DAY_MS, DealState, record_activity
+from consumer.state import DAY_MS, DealState, OpenInsight, record_activity
 from consumer.templates import render
 from consumer.thresholds import RuleThresholds
 from schemas.events import Stage
@@ -77,7 +77,7 @@ def _history(days: list[int]) -> bytes:
 
 
 deals = st.builds(
-    lambda value, probability, stage, close_in, inactive, in_stage, activity: _deal(
+    lambda value, probability, stage, close_in, inactive, in_stage, activity, open_: _deal(
         value=value,
         probability=probability,
         stage=stage,
@@ -85,6 +85,7 @@ deals = st.builds(
         last_activity_at_ms=T0 + 100 * DAY_MS - inactive,
         stage_entered_at_ms=T0 + 100 * DAY_MS - in_stage,
         activity=_history([T0 // DAY_MS + 100 - d for d in activity]),
+        open=tuple(OpenInsight(r, p, T0) for r, p in open_.items()),
     ),
     value=st.one_of(st.none(), st.floats(0, 300_000)),
     probability=st.one_of(st.none(), st.floats(0, 100)),
@@ -92,21 +93,59 @@ deals = st.builds(
     close_in=st.one_of(st.none(), st.integers(-60, 120)),
     inactive=st.integers(0, 60 * DAY_MS),
     in_stage=st.integers(0, 90 * DAY_MS),
-    activity=st.lists(st.integers(0, 60), max_size=30),
+    # days before the clock's first day (negative: after it, as a restored clock may be)
+    activity=st.lists(st.integers(-5, 95), max_size=40),
+    open_=st.dictionaries(st.sampled_from(list(RuleName)), st.sampled_from(list(Priority))),
+)
+
+only_velocity = st.builds(
+    lambda value, activity, silent: DealState(
+        "ws",
+        "d2",
+        value=value,
+        last_activity_at_ms=0 if silent is None else T0 + 100 * DAY_MS - silent,
+        activity=_history([T0 // DAY_MS + 100 - d for d in activity]),
+    ),
+    value=st.one_of(st.none(), st.floats(0, 20_000)),
+    activity=st.lists(st.integers(-5, 95), max_size=60),
+    silent=st.one_of(st.none(), st.integers(0, 30 * DAY_MS)),
+)
+"""Deals with no stage and no close date: velocity_drop's deadline alone (silent for decades)
+or racing stale_deal's."""
+
+velocity_thresholds = st.builds(
+    lambda window, before, ratio, least: RuleThresholds(
+        velocity_window_days=window,
+        velocity_baseline_days=before,
+        velocity_drop_ratio=ratio,
+        velocity_min_baseline_activities=least,
+    ),
+    window=st.one_of(st.just(14), st.integers(1, 45)),
+    before=st.one_of(st.just(14), st.integers(1, 45)),
+    ratio=st.one_of(st.sampled_from([1 / 3, 0.5, 0.25, 0.1]), st.floats(0.01, 0.99)),
+    least=st.integers(1, 12),
 )
 
 
-@given(deal=deals, later=st.integers(0, 30 * DAY_MS))
-def test_the_fused_path_is_the_registry(deal: DealState, later: int) -> None:
-    """``fired`` and ``next_deadline`` (a fused pass for the first six rules) agree with every
-    registered rule's own ``check`` and ``deadline``."""
+@settings(max_examples=400)
+@given(
+    deal=st.one_of(deals, only_velocity),
+    later=st.integers(0, 30 * DAY_MS),
+    th=st.one_of(st.just(TH), velocity_thresholds),
+)
+def test_the_fused_path_is_the_registry(deal: DealState, later: int, th: RuleThresholds) -> None:
+    """``fired``, ``next_deadline`` and ``assess`` (one fused pass for the rules of
+    ``fused.COVERS``, velocity_drop included) agree with every registered rule's own ``check``
+    and ``deadline``, whatever the deal's open insights (``assess`` runs before ``reconcile``)."""
     now = T0 + 100 * DAY_MS + later
-    assert fired(deal, now, TH) == {
-        r.name: f.priority for r in RULES if (f := r.find(deal, now, TH)) is not None
-    }
-    assert fired(deal, now, TH) == {r: f.priority for r, f in evaluate(deal, now, TH).items()}
-    dues = [d for r in RULES if (d := r.next_deadline(deal, now, TH)) is not None]
-    assert next_deadline(deal, now, TH) == (min(dues) if dues else None)
+    expected = {r.name: f.priority for r in RULES if (f := r.find(deal, now, th)) is not None}
+    assert fired(deal, now, th) == expected
+    assert fired(deal, now, th) == {r: f.priority for r, f in evaluate(deal, now, th).items()}
+    dues = [d for r in RULES if (d := r.next_deadline(deal, now, th)) is not None]
+    due = min(dues) if dues else None
+    assert next_deadline(deal, now, th) == due
+    assert assess(deal, now, th) == (expected, due)
+    assert assess(replace(deal, open=()), now, th) == (expected, due)
 
 
 def _inserted() -> list[Rule[Any]]:

@@ -80,3 +80,23 @@ def test_history_is_bounded() -> None:
         for _ in range(300):
             history = record_activity(history, day)
     assert len(history) <= 3 * 91
+
+
+def test_the_deadline_skips_a_day_where_the_rates_are_equal() -> None:
+    """At an exact tie of the two rates the rule does not fire, so the deadline is the day after
+    which the recent rate is strictly lower (here: day 14, not day 1)."""
+    th = RuleThresholds(
+        velocity_window_days=14,
+        velocity_baseline_days=14,
+        velocity_drop_ratio=0.5,
+        velocity_min_baseline_activities=1,
+    )
+    history = b""
+    for day in (TODAY - 13, TODAY - 13, TODAY):
+        history = record_activity(history, day)
+    d = DealState("ws", "d", activity=history)  # no stage, no close date, silent for decades
+    tie = (TODAY + 1) * DAY_MS  # recent 1 a fortnight, baseline 2: 1/14 = 0.5 * 2/14
+    assert fired(d, tie, th).get(RuleName.VELOCITY_DROP) is None
+    assert next_deadline(d, NOW, th) == (TODAY + 14) * DAY_MS
+    assert velocity_drop.RULE.next_deadline(d, NOW, th) == (TODAY + 14) * DAY_MS
+    assert fired(d, (TODAY + 14) * DAY_MS, th).get(RuleName.VELOCITY_DROP) is Priority.MEDIUM
