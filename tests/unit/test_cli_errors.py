@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from vectoros.cli import main
+from app.cli import main
 
 NO_BROKER = "VECTOROS_KAFKA_BOOTSTRAP_SERVERS is not set"
 NO_DATABASE = "VECTOROS_DATABASE_URL is not set"
@@ -201,7 +201,7 @@ def test_a_busy_metrics_port_is_one_line_naming_the_variable() -> None:
 def run_process(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
     return subprocess.run(
-        [sys.executable, "-m", "vectoros", *args],
+        [sys.executable, "-m", "app", *args],
         env={**clean, **env},
         capture_output=True,
         text=True,
