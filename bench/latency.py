@@ -1,6 +1,6 @@
 """Event → insight latency at a fixed offered load, against a live monitor in its own process.
 
-The monitor runs as ``python -m vectoros monitor`` (default settings; its own topics and group;
+The monitor runs as ``python -m app monitor`` (default settings; its own topics and group;
 ready when ``/readyz`` says so). This process produces ``deal.created`` events for new deals
 with a probability below the lead-stage minimum, so each raises exactly one ``low_probability``
 insight at once, paced at ``rate`` events/s with a plain producer (acks=all, no linger), and
@@ -78,7 +78,7 @@ def low_probability_events(run: str) -> Iterator[tuple[bytes, bytes]]:
 def _spawn_monitor(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "vectoros", "monitor"],
+            [sys.executable, "-m", "app", "monitor"],
             cwd=ROOT,
             env={**os.environ, **env},
             stdin=subprocess.DEVNULL,

@@ -32,6 +32,7 @@ from bench.data import events_dataset, partition_for
 from bench.env import Record, Session, cache_dir, load
 from consumer.decode import decode
 from consumer.partition import PartitionState
+from consumer.sink.metrics import SinkMetrics
 from consumer.sink.service import sink_loop
 from consumer.sink.settings import SinkSettings
 from consumer.sink.store import PostgresInsightStore, SourcePosition, WriteResult
@@ -39,7 +40,6 @@ from consumer.thresholds import RulesConfig
 from schemas.events import Tick
 from schemas.insights import InsightEvent, insight_adapter
 from vectoros.db import PgPool, connect_pool, migrate
-from vectoros.metrics import SinkMetrics
 
 BATCH = 1000
 VERSION = 1

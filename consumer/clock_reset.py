@@ -43,7 +43,7 @@ from consumer.changelog import (
 from consumer.deal_codec import unpack
 from consumer.restore import read_partition
 from vectoros.errors import VectorOSError
-from vectoros.kafka import start_producer
+from vectoros.kafka import start_client, start_producer
 from vectoros.settings import MonitorSettings
 
 logger = logging.getLogger(__name__)
@@ -122,10 +122,16 @@ def describe(plan: ResetPlan, topic: str) -> str:
 # -- Kafka I/O ----------------------------------------------------------------------------------
 
 
-async def active_members(bootstrap: str, group: str, client_id: str) -> int:
+async def active_members(
+    bootstrap: str, group: str, client_id: str, *, wait_seconds: float = 30.0
+) -> int:
     """How many members the consumer group has now (0 for an empty or unknown group)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{client_id}-admin")
-    await admin.start()
+    admin = await start_client(
+        lambda: AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{client_id}-admin"),
+        bootstrap,
+        wait_seconds=wait_seconds,
+        what="admin client",
+    )
     try:
         responses: list[Any] = await admin.describe_consumer_groups([group])
     finally:
@@ -141,13 +147,17 @@ async def active_members(bootstrap: str, group: str, client_id: str) -> int:
 async def committed_offset(settings: MonitorSettings, partition: int) -> int:
     """The monitor group's committed offset of ``partition`` of the events topic (0: none).
     Reading it does not join the group."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap(),
-        group_id=settings.monitor_group_id,
-        client_id=f"{settings.kafka_client_id}-state",
-        enable_auto_commit=False,
+    consumer = await start_client(
+        lambda: AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap(),
+            group_id=settings.monitor_group_id,
+            client_id=f"{settings.kafka_client_id}-state",
+            enable_auto_commit=False,
+        ),
+        settings.bootstrap(),
+        wait_seconds=settings.kafka_connect_timeout_seconds,
+        what="consumer",
     )
-    await consumer.start()
     try:
         tp = TopicPartition(settings.topic_events, partition)
         partitions = consumer.partitions_for_topic(settings.topic_events)
@@ -170,7 +180,12 @@ async def reset_clock(
     """Set ``partition``'s clock to ``to`` through the changelog; returns what was written."""
     bootstrap = settings.bootstrap()
     group = settings.monitor_group_id
-    members = await active_members(bootstrap, group, settings.kafka_client_id)
+    members = await active_members(
+        bootstrap,
+        group,
+        settings.kafka_client_id,
+        wait_seconds=settings.kafka_connect_timeout_seconds,
+    )
     if members and not force:
         raise ClockResetRefused(
             f"consumer group {group} has {members} active member(s): a running monitor would "

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pydantic import Field
+
 from producer.publisher import DealEventPublisher
 from producer.simulator import SimTick, SimulationSpec, generate
+from vectoros.settings import KafkaSettings
 
 FLUSH_EVERY = 2_000
 
@@ -75,3 +78,16 @@ async def run_simulation(
     if on_progress is not None:
         on_progress(progress)
     return progress
+
+
+class SimulatorSettings(KafkaSettings):
+    """``vectoros simulate``: a seeded, realistic pipeline."""
+
+    sim_deals: int = Field(default=200, ge=1)
+    sim_days: int = Field(default=90, ge=1)
+    sim_workspaces: int = Field(default=3, ge=1)
+    sim_seed: int = 42
+    sim_speedup: float = Field(
+        default=0, ge=0, description="Simulated seconds per wall second; 0 = as fast as possible."
+    )
+    sim_tick_hours: float = Field(default=6, gt=0, description="Simulated hours between ticks.")

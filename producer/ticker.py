@@ -14,9 +14,12 @@ import logging
 from collections.abc import Callable
 
 from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import Field
 
 from producer.publisher import DealEventPublisher
-from vectoros.metrics import TickerMetrics
+from vectoros.metrics import PREFIX
+from vectoros.settings import KafkaSettings, metrics_port_field
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +56,24 @@ async def run_ticker(
             logger.error("tick round failed (%s); trying again next interval", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+
+
+class TickerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ticks_sent = Counter(
+            f"{PREFIX}_ticker_ticks_sent_total",
+            "Ticks produced (one per partition per interval).",
+            registry=registry,
+        )
+        self.tick_failures = Counter(
+            f"{PREFIX}_ticker_failures_total",
+            "Tick rounds that failed to publish.",
+            registry=registry,
+        )
+
+
+class TickerSettings(KafkaSettings):
+    """``vectoros tick``: one tick to every partition of ``deal-events`` per interval."""
+
+    metrics_port: int = metrics_port_field("ticker")
+    tick_interval_seconds: float = Field(default=60, gt=0)

@@ -1,7 +1,7 @@
 """Plumbing of the reliability tests: services as real child processes, and what the tests read
 back from Kafka and PostgreSQL to compare a disturbed run with an undisturbed one.
 
-Services run as ``python -m vectoros <command>`` with a clean environment (only the
+Services run as ``python -m app <command>`` with a clean environment (only the
 ``VECTOROS_*`` variables a test gives), one log file per start, and are killed (SIGKILL), stopped
 (SIGTERM) and restarted on purpose. ``ServiceGroup`` reaps every child on exit, whatever
 happened, and prints where their logs are (shown by pytest when a test fails): no process
@@ -152,7 +152,7 @@ class ServiceGroup:
         self.services: list[Service] = []
 
     async def start(self, name: str, command: str, env: Mapping[str, str]) -> Service:
-        """``python -m vectoros <command>`` with ``env``; its log is ``<name>-<n>.log``."""
+        """``python -m app <command>`` with ``env``; its log is ``<name>-<n>.log``."""
         n = 1 + sum(1 for s in self.services if s.name == name)
         log_path = self.directory / f"{name}-{n}.log"
         with log_path.open("ab") as log:  # the child keeps its own descriptor

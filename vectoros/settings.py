@@ -8,7 +8,6 @@ They are frozen; secrets are ``SecretStr``; nothing has a hard-coded host. When
 from __future__ import annotations
 
 import difflib
-import importlib
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -30,17 +29,6 @@ METRICS_PORTS: dict[str, int] = {
     "gateway": 9469,
     "ticker": 9470,
 }
-
-# Every module that defines settings classes: an unknown VECTOROS_* variable is checked against
-# all of their fields (see unknown_variables).
-SETTINGS_MODULES = (
-    "vectoros.settings",
-    "consumer.sink.settings",
-    "consumer.notifier.settings",
-    "consumer.enricher.settings",
-    "producer.gateway.settings",
-    "vectoros.pipeline",
-)
 
 
 def metrics_port_field(service: str) -> Any:
@@ -178,26 +166,6 @@ class MonitorSettings(KafkaSettings):
     )
 
 
-class TickerSettings(KafkaSettings):
-    """``vectoros tick``: one tick to every partition of ``deal-events`` per interval."""
-
-    metrics_port: int = metrics_port_field("ticker")
-    tick_interval_seconds: float = Field(default=60, gt=0)
-
-
-class SimulatorSettings(KafkaSettings):
-    """``vectoros simulate``: a seeded, realistic pipeline."""
-
-    sim_deals: int = Field(default=200, ge=1)
-    sim_days: int = Field(default=90, ge=1)
-    sim_workspaces: int = Field(default=3, ge=1)
-    sim_seed: int = 42
-    sim_speedup: float = Field(
-        default=0, ge=0, description="Simulated seconds per wall second; 0 = as fast as possible."
-    )
-    sim_tick_hours: float = Field(default=6, gt=0, description="Simulated hours between ticks.")
-
-
 class DatabaseSettings(_Base):
     database_url: SecretStr | None = Field(
         default=None, description="postgresql://...; unset means the embedded PostgreSQL."
@@ -212,23 +180,10 @@ class DatabaseSettings(_Base):
         return self.database_url.get_secret_value()
 
 
-def _settings_classes() -> set[type[BaseSettings]]:
-    for module in SETTINGS_MODULES:
-        importlib.import_module(module)
-    found: set[type[BaseSettings]] = set()
-    todo: list[type[BaseSettings]] = [_Base]
-    while todo:
-        cls = todo.pop()
-        if cls not in found:
-            found.add(cls)
-            todo.extend(cls.__subclasses__())
-    return found
-
-
-def known_variables() -> set[str]:
-    """Every ``VECTOROS_*`` variable some settings class of the project reads."""
+def known_variables(classes: Iterable[type[BaseSettings]]) -> set[str]:
+    """Every ``VECTOROS_*`` variable one of ``classes`` reads (the app layer knows them all)."""
     names: set[str] = set()
-    for cls in _settings_classes():
+    for cls in classes:
         prefix = str(cls.model_config.get("env_prefix") or "")
         for name, field in cls.model_fields.items():
             names.add(f"{prefix}{name}".upper())
@@ -238,10 +193,11 @@ def known_variables() -> set[str]:
     return {name for name in names if name.startswith("VECTOROS_")}
 
 
-def unknown_variables(environ: Mapping[str, str] | Iterable[str]) -> list[tuple[str, str | None]]:
-    """``VECTOROS_*`` names in ``environ`` that no setting reads, each with the closest known
+def unknown_variables(
+    environ: Mapping[str, str] | Iterable[str], known: set[str]
+) -> list[tuple[str, str | None]]:
+    """``VECTOROS_*`` names in ``environ`` that are not in ``known``, each with the closest known
     name (or None): a typo like VECTOROS_KAFKA_BOOTSTRAP_SERVER is otherwise silently ignored."""
-    known = known_variables()
     unknown = []
     for name in sorted(environ):
         if name.upper().startswith("VECTOROS_") and name.upper() not in known:

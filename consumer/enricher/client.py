@@ -43,7 +43,7 @@ from pydantic import ValidationError
 from consumer.enricher.metrics import EnricherMetrics
 from consumer.enricher.prompt import SYSTEM_BLOCKS, TOOL, TOOL_CHOICE, TOOL_NAME
 from consumer.enricher.settings import EnricherSettings
-from consumer.enricher.text import EnrichedText
+from schemas.enriched_text import EnrichedText
 
 logger = logging.getLogger(__name__)
 

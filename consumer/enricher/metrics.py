@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 PREFIX = "vectoros"
 
 _CALL_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120)
-_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30)
 
 # Label values (bounded): what can go wrong with one HTTP attempt, and why an insight keeps its
 # rule text.
@@ -121,22 +120,3 @@ class EnricherMetrics:
             self.failures.labels(kind=kind)
         for reason in FALLBACK_REASONS:
             self.fallbacks.labels(reason=reason)
-
-
-class NotifierEnrichmentMetrics:
-    """The notifier's wait for the enricher's text (``notify_enrichment_window_seconds``)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.waits = Counter(
-            f"{PREFIX}_notifier_enrichment_waits_total",
-            "Insights held for the model's text, by how the wait ended (enriched, fallback: the "
-            "enricher gave up, timeout: the window ran out, unavailable: the log was unreadable).",
-            ["status"],
-            registry=registry,
-        )
-        self.wait_seconds = Histogram(
-            f"{PREFIX}_notifier_enrichment_wait_seconds",
-            "Time a batch of notifications waited for the model's text.",
-            buckets=_WAIT_BUCKETS,
-            registry=registry,
-        )

@@ -5,7 +5,7 @@
   of every request.
 * The answer is a call of the one tool :data:`TOOL_NAME` (``tool_choice`` forces it, ``strict``
   asks the API to keep to the schema). Its input is validated with
-  :class:`~consumer.enricher.text.EnrichedText`; an
+  :class:`~schemas.enriched_text.EnrichedText`; an
   answer that does not validate is discarded and the insight keeps its rule text.
 * The insight's context (:mod:`consumer.enricher.context`) is untrusted: deal titles, company
   and owner names, and the rule text that quotes them come from the CRM. It is sent as one JSON
@@ -25,8 +25,8 @@ import orjson
 from anthropic import transform_schema
 from anthropic.types import TextBlockParam, ToolChoiceToolParam, ToolParam
 
-from consumer.enricher.text import EnrichedAction, EnrichedText
 from consumer.rules.registry import RULES
+from schemas.enriched_text import EnrichedAction, EnrichedText
 
 __all__ = [
     "DATA_CLOSE",
@@ -42,7 +42,7 @@ __all__ = [
     "user_message",
 ]
 
-TOOL_NAME: Final = "write_insight"  # also in consumer.enricher.text (no SDK import there)
+TOOL_NAME: Final = "write_insight"  # also in schemas.enriched_text (no SDK import there)
 DATA_OPEN: Final = "<crm_data>"
 DATA_CLOSE: Final = "</crm_data>"
 

@@ -50,14 +50,7 @@ from consumer.enricher.context import DealMemory, build_context
 from consumer.enricher.metrics import EnricherMetrics
 from consumer.enricher.prompt import user_message
 from consumer.enricher.settings import EnricherSettings
-from consumer.enricher.store import (
-    ClaimState,
-    EnrichmentKey,
-    EnrichmentLog,
-    EnrichmentStore,
-    StoredText,
-)
-from consumer.notifier.service import redact_logs
+from consumer.enricher.store import ClaimState, EnrichmentLog, EnrichmentStore
 from schemas.insights import InsightEvent, Lifecycle, insight_adapter
 from vectoros.consume_loop import (
     Broker,
@@ -71,7 +64,9 @@ from vectoros.consume_loop import (
     Subscription,
 )
 from vectoros.db import TRANSIENT_ERRORS, PgPool, migrate
+from vectoros.enrichments import EnrichmentKey, StoredText
 from vectoros.errors import ConfigError
+from vectoros.logs import redact_logs
 from vectoros.ops_server import Health
 
 logger = logging.getLogger(__name__)

@@ -185,18 +185,6 @@ def redact_url(kind: str, url: str) -> str:
     return f"{kind}:{where}#{destination_key(kind, url)[:8]}"
 
 
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret replaced by ``***`` (belt and braces for error messages)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-# ---------------------------------------------------------------------------------------------
-# Policy parts
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5

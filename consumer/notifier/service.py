@@ -44,7 +44,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -54,8 +54,6 @@ import orjson
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from consumer.enricher.metrics import NotifierEnrichmentMetrics
-from consumer.enricher.store import EnrichmentKey, EnrichmentLog, EnrichmentLookup, Outcome
 from consumer.notifier.console import ConsoleClient, format_insight
 from consumer.notifier.delivery import (
     CircuitBreaker,
@@ -70,10 +68,10 @@ from consumer.notifier.delivery import (
     destination_key,
     error_text,
     redact_url,
-    scrub,
     status_code_of,
 )
 from consumer.notifier.log import ClaimState, NotificationLog, NotificationRef, NotificationStore
+from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack import SlackClient, build_message, deal_url
 from consumer.notifier.webhook import WebhookClient, payload, webhook_id
@@ -91,8 +89,9 @@ from vectoros.consume_loop import (
     Subscription,
 )
 from vectoros.db import TRANSIENT_ERRORS, PgPool, migrate
+from vectoros.enrichments import EnrichmentKey, EnrichmentLookup, Outcome, PgEnrichmentLookup
 from vectoros.errors import ConfigError, DeliveryError
-from vectoros.metrics import NotifierMetrics
+from vectoros.logs import redact_logs, scrub
 from vectoros.ops_server import Health
 
 logger = logging.getLogger(__name__)
@@ -204,37 +203,6 @@ def secrets_of(settings: NotifierSettings) -> list[str]:
     if settings.webhook_secret is not None:
         values.append(settings.webhook_secret.get_secret_value())
     return sorted(values, key=len, reverse=True)
-
-
-class RedactingFilter(logging.Filter):
-    """Replaces secrets in records of a third-party logger (httpx logs every request URL at
-    INFO; a Slack webhook URL is a credential)."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self._secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = scrub(message, self._secrets)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-@contextlib.contextmanager
-def redact_logs(
-    secrets: Sequence[str], names: Sequence[str] = ("httpx", "httpcore")
-) -> Iterator[RedactingFilter]:
-    flt = RedactingFilter(secrets)
-    loggers = [logging.getLogger(name) for name in names]
-    for lg in loggers:
-        lg.addFilter(flt)
-    try:
-        yield flt
-    finally:
-        for lg in loggers:
-            lg.removeFilter(flt)
 
 
 class _Hooks:
@@ -637,7 +605,7 @@ class NotifierHandler:
             pool,
             stale_after_seconds=self.settings.notify_http_timeout_seconds + STALE_GRACE_SECONDS,
         )
-        self.notifier = self._new_notifier(log, EnrichmentLog(pool))
+        self.notifier = self._new_notifier(log, PgEnrichmentLookup(pool))
 
     async def close(self) -> None:
         return None

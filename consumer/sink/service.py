@@ -32,6 +32,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from consumer.sink.metrics import SinkMetrics
 from consumer.sink.settings import SinkSettings
 from consumer.sink.store import InsightStore, PostgresInsightStore, SourcePosition, WriteResult
 from schemas.insights import InsightEvent, insight_adapter
@@ -48,7 +49,6 @@ from vectoros.consume_loop import (
 )
 from vectoros.db import TRANSIENT_ERRORS, describe_dsn, migrate
 from vectoros.errors import DatabaseUnavailable
-from vectoros.metrics import SinkMetrics
 from vectoros.ops_server import Health
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from tests.kafka_utils import WAIT_LIMIT, read_all, read_insights
 
 pytestmark = pytest.mark.integration
 
-VECTOROS = [sys.executable, "-m", "vectoros"]
+VECTOROS = [sys.executable, "-m", "app"]
 
 
 def env_for(bootstrap: str, prefix: str, **extra: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from app.cli import main
 from consumer.clock_reset import active_members
 from consumer.monitor import Monitor
 from consumer.state import to_ms
@@ -24,7 +25,6 @@ from tests.kafka_utils import (
     wait_caught_up,
     wait_ready,
 )
-from vectoros.cli import main
 from vectoros.kafka import start_producer
 from vectoros.settings import MonitorSettings
 

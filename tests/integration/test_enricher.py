@@ -25,6 +25,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from app.pipeline import Pipeline, RunSettings, run_pipeline
 from consumer.enricher.service import run_enricher
 from consumer.enricher.settings import DEFAULT_MODEL, EnricherSettings
 from consumer.enricher.store import EnrichmentLog
@@ -60,7 +61,6 @@ from vectoros.db import PgPool
 from vectoros.kafka import ensure_standard_topics, ensure_topics, start_producer
 from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
-from vectoros.pipeline import Pipeline, RunSettings, run_pipeline
 from vectoros.settings import KafkaSettings, MonitorSettings
 
 pytestmark = pytest.mark.integration

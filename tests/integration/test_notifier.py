@@ -32,6 +32,7 @@ from pydantic import SecretStr
 from consumer.lifecycle import Change, Resolution
 from consumer.notifier.delivery import destination_key
 from consumer.notifier.log import ClaimState, NotificationLog, NotificationRef
+from consumer.notifier.metrics import NotifierMetrics
 from consumer.notifier.service import Notifier, build_destinations, run_notifier
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.webhook import webhook_id
@@ -45,7 +46,6 @@ from tests.databases import fresh_database, migrated_pool
 from tests.http_stand_in import Hit, StandIn
 from vectoros.db import PgPool
 from vectoros.kafka import ensure_topics, start_producer
-from vectoros.metrics import NotifierMetrics
 from vectoros.ops_server import Health
 from vectoros.settings import KafkaSettings
 

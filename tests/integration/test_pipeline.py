@@ -17,13 +17,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from app.pipeline import Pipeline, RunSettings, run_pipeline
 from producer.simulate import run_simulation
 from producer.simulator import SimulationSpec
 from schemas.insights import Lifecycle, Priority, insight_adapter
 from tests.http_stand_in import StandIn
 from tests.kafka_utils import WAIT_LIMIT, publisher_for, read_all, running_monitor, wait_caught_up
 from vectoros.ops_server import Health
-from vectoros.pipeline import Pipeline, RunSettings, run_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -188,7 +188,7 @@ async def test_sink_and_notifier_killed_mid_stream_lose_and_duplicate_nothing(
     async def start(cmd: str) -> asyncio.subprocess.Process:
         with (tmp_path / f"{cmd}.log").open("a") as log:  # the child keeps its own descriptor
             return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "vectoros", cmd, env=env, stdout=log, stderr=log
+                sys.executable, "-m", "app", cmd, env=env, stdout=log, stderr=log
             )
 
     rows_sql = (

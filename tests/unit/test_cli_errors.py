@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from vectoros.cli import main
+from app.cli import main
 
 NO_BROKER = "VECTOROS_KAFKA_BOOTSTRAP_SERVERS is not set"
 NO_DATABASE = "VECTOROS_DATABASE_URL is not set"
@@ -65,6 +65,7 @@ def closed_port() -> int:
         (["tick", "--once"], NO_BROKER),
         (["simulate"], NO_BROKER),
         (["topics", "create"], NO_BROKER),
+        (["state", "reset-clock", "--partition", "0", "--to", "2026-01-01T00:00:00Z"], NO_BROKER),
         (["db", "migrate"], NO_DATABASE),
         (["insights", "list"], NO_DATABASE),
     ],
@@ -163,7 +164,15 @@ def test_known_variables_of_every_service_are_not_warned_about() -> None:
     assert NO_DATABASE in error_line(result)
 
 
-@pytest.mark.parametrize("args", [["topics", "create"], ["simulate"], ["tick", "--once"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["topics", "create"],
+        ["simulate"],
+        ["tick", "--once"],
+        ["state", "reset-clock", "--partition", "0", "--to", "2026-01-01T00:00:00Z"],
+    ],
+)
 def test_an_unreachable_broker_is_one_line_after_the_connect_timeout(args: list[str]) -> None:
     port = closed_port()
     result = invoke(
@@ -201,7 +210,7 @@ def test_a_busy_metrics_port_is_one_line_naming_the_variable() -> None:
 def run_process(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
     return subprocess.run(
-        [sys.executable, "-m", "vectoros", *args],
+        [sys.executable, "-m", "app", *args],
         env={**clean, **env},
         capture_output=True,
         text=True,

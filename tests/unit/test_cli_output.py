@@ -10,8 +10,8 @@ from typing import Any, cast
 from pydantic import SecretStr
 from rich.console import Console
 
-from vectoros.listing import heading, insights_table, print_table, short_money
-from vectoros.pipeline import Pipeline, RunSettings, masked_url, ready_banner
+from app.listing import heading, insights_table, print_table, short_money
+from app.pipeline import Pipeline, RunSettings, masked_url, ready_banner
 
 NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
 

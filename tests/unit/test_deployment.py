@@ -12,20 +12,20 @@ import click
 import yaml
 from pydantic_settings import BaseSettings
 
+from app.cli import main
+from app.pipeline import RunSettings
+from app.settings_index import known_variables
 from consumer.enricher.settings import EnricherSettings
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
 from producer.gateway.settings import GatewaySettings
-from vectoros.cli import main
-from vectoros.pipeline import RunSettings
+from producer.simulate import SimulatorSettings
+from producer.ticker import TickerSettings
 from vectoros.settings import (
     METRICS_PORTS,
     DatabaseSettings,
     MonitorSettings,
     OpsSettings,
-    SimulatorSettings,
-    TickerSettings,
-    known_variables,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

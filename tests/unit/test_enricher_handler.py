@@ -12,11 +12,12 @@ from consumer.enricher.budget import InMemoryBudget
 from consumer.enricher.metrics import EnricherMetrics
 from consumer.enricher.service import EnricherHandler, loop_options
 from consumer.enricher.settings import EnricherSettings
-from consumer.enricher.store import EnrichmentKey, InMemoryEnrichmentLog
+from consumer.enricher.store import InMemoryEnrichmentLog
 from schemas.insights import Lifecycle, insight_adapter
 from tests.unit.test_consume_loop import LIMIT, until
 from tests.unit.test_enricher_service import DAY, TEXT, FakeWriter, insight, raw
 from vectoros.consume_loop import ConsumeLoop
+from vectoros.enrichments import EnrichmentKey
 from vectoros.memory_broker import MemoryBroker
 
 TOPIC = "deal-insights"

@@ -8,12 +8,8 @@ import re
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.enricher.metrics import (
-    FAILURE_KINDS,
-    FALLBACK_REASONS,
-    EnricherMetrics,
-    NotifierEnrichmentMetrics,
-)
+from consumer.enricher.metrics import FAILURE_KINDS, FALLBACK_REASONS, EnricherMetrics
+from consumer.notifier.metrics import NotifierEnrichmentMetrics
 
 UNITS = ("_seconds", "_total", "_tokens", "_usd", "_enabled")
 

@@ -9,18 +9,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from consumer.enricher.metrics import NotifierEnrichmentMetrics
-from consumer.enricher.store import (
-    EnrichmentKey,
-    InMemoryEnrichmentLog,
-    MemoryRow,
-    StoredText,
-)
-from consumer.enricher.text import EnrichedText
+from consumer.enricher.store import InMemoryEnrichmentLog, MemoryRow
+from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
 from consumer.notifier.service import Notifier
 from consumer.notifier.settings import NotifierSettings
+from schemas.enriched_text import EnrichedText
 from schemas.insights import InsightEvent, Priority, insight_adapter
-from vectoros.metrics import NotifierMetrics
+from vectoros.enrichments import EnrichmentKey, StoredText
 
 TEXT = EnrichedText.model_validate(
     {

@@ -22,7 +22,7 @@ from consumer.enricher.prompt import (
     data_block,
     user_message,
 )
-from consumer.enricher.text import EnrichedText
+from schemas.enriched_text import EnrichedText
 
 
 def good(**overrides: Any) -> dict[str, Any]:

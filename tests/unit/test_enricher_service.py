@@ -18,9 +18,10 @@ from consumer.enricher.metrics import EnricherMetrics
 from consumer.enricher.prompt import DATA_CLOSE, DATA_OPEN
 from consumer.enricher.service import Enricher, Job, enriched_event, process_or_stop
 from consumer.enricher.settings import DEFAULT_MODEL, EnricherSettings
-from consumer.enricher.store import EnrichmentKey, InMemoryEnrichmentLog, MemoryRow
-from consumer.enricher.text import EnrichedText
+from consumer.enricher.store import InMemoryEnrichmentLog, MemoryRow
+from schemas.enriched_text import EnrichedText
 from schemas.insights import InsightEvent, Lifecycle, insight_adapter
+from vectoros.enrichments import EnrichmentKey
 
 DAY = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
 INJECTION = (
@@ -379,7 +380,7 @@ async def test_a_bug_is_not_retried() -> None:
 
 
 def test_the_enriched_event_is_schema_valid_and_changes_only_text() -> None:
-    from consumer.enricher.store import StoredText
+    from vectoros.enrichments import StoredText
 
     original = insight(1, data={**insight_dict(1)["data"], "deal_title": INJECTION})
     event = enriched_event(original, StoredText(TEXT, DEFAULT_MODEL))

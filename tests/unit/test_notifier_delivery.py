@@ -21,9 +21,9 @@ from consumer.notifier.delivery import (
     destination_key,
     parse_retry_after,
     redact_url,
-    scrub,
 )
 from vectoros.errors import DeliveryError
+from vectoros.logs import scrub
 
 
 class FakeClock:

@@ -10,13 +10,13 @@ import orjson
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from consumer.notifier.metrics import NotifierMetrics
 from consumer.notifier.service import NotifierHandler, build_destinations, loop_options
 from consumer.notifier.settings import NotifierSettings
 from tests.unit.test_consume_loop import LIMIT, until
 from tests.unit.test_notifier_service import FakeStore, insight_dict
 from vectoros.consume_loop import ConsumeLoop
 from vectoros.memory_broker import MemoryBroker
-from vectoros.metrics import NotifierMetrics
 
 TOPIC = "deal-insights"
 GROUP = "vectoros-notifier"

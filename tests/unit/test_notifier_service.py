@@ -17,17 +17,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumer.notifier.log import Claim, ClaimState, NotificationRef
-from consumer.notifier.service import (
-    DB_ERRORS,
-    Notifier,
-    build_destinations,
-    redact_logs,
-    run_notifier,
-)
+from consumer.notifier.metrics import NotifierMetrics
+from consumer.notifier.service import DB_ERRORS, Notifier, build_destinations, run_notifier
 from consumer.notifier.settings import NotifierSettings
 from schemas.insights import insight_adapter
 from vectoros.errors import ConfigError
-from vectoros.metrics import NotifierMetrics
+from vectoros.logs import redact_logs
 from vectoros.ops_server import Health
 
 SLACK = "https://hooks.slack.test/services/T0/B0/SLACKSECRET"

@@ -7,6 +7,7 @@ import asyncio
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from consumer.sink.metrics import SinkMetrics
 from consumer.sink.service import sink_loop
 from consumer.sink.settings import SinkSettings
 from consumer.sink.store import InMemoryInsightStore
@@ -14,7 +15,6 @@ from schemas.insights import Lifecycle, insight_adapter
 from tests.unit.test_consume_loop import LIMIT, until
 from tests.unit.test_sink_service import make_event
 from vectoros.memory_broker import MemoryBroker
-from vectoros.metrics import SinkMetrics
 
 TOPIC = "deal-insights"
 

@@ -15,6 +15,7 @@ import pytest
 from aiokafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry
 
+from consumer.sink.metrics import SinkMetrics
 from consumer.sink.service import (
     IDLE_POLL_MS,
     SinkHandler,
@@ -36,7 +37,6 @@ from schemas.insights import (
     insight_adapter,
 )
 from vectoros.consume_loop import ConsumeLoop, LoopOptions, Subscription, fetch_batch
-from vectoros.metrics import SinkMetrics
 
 TOPIC = "deal-insights"
 T0 = datetime(2025, 3, 1, tzinfo=UTC)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.pipeline import Pipeline, RunSettings, run_pipeline
 from consumer.sink.queries import Summary, open_insights, summary
 from producer.publisher import DealEventPublisher
 from producer.simulate import SimProgress, run_simulation
@@ -21,7 +22,6 @@ from schemas.insights import Priority, RuleName
 from vectoros.db import connect_pool
 from vectoros.kafka import start_producer
 from vectoros.ops_server import Health, OpsServer
-from vectoros.pipeline import Pipeline, RunSettings, run_pipeline
 from vectoros.service import start_ops_server
 
 CATCH_UP_LIMIT = 300.0  # seconds: a safety bound so a broken pipeline cannot hang the demo

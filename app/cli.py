@@ -15,17 +15,12 @@ import click
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from producer.simulate import SimulatorSettings
+from producer.ticker import TickerSettings
 from schemas.insights import RuleName
 from vectoros.errors import ConfigError, VectorOSError
 from vectoros.logs import configure_logging
-from vectoros.settings import (
-    CommonSettings,
-    KafkaSettings,
-    MonitorSettings,
-    SimulatorSettings,
-    TickerSettings,
-    unknown_variables,
-)
+from vectoros.settings import CommonSettings, KafkaSettings, MonitorSettings
 
 logger = logging.getLogger("vectoros")
 
@@ -144,6 +139,8 @@ class VectorOSGroup(click.Group):
 
 
 def warn_unknown_variables() -> None:
+    from app.settings_index import unknown_variables
+
     for name, closest in unknown_variables(os.environ):
         hint = f"; did you mean {closest}?" if closest else ""
         logger.warning("%s is not a VectorOS setting and is ignored%s", name, hint)
@@ -189,9 +186,8 @@ def monitor() -> None:
 def tick(interval: str | None, once: bool) -> None:
     """Send a tick to every partition of deal-events at a fixed interval."""
     from producer.publisher import DealEventPublisher
-    from producer.ticker import run_ticker, tick_once
+    from producer.ticker import TickerMetrics, run_ticker, tick_once
     from vectoros.kafka import start_producer
-    from vectoros.metrics import TickerMetrics
     from vectoros.service import serve
 
     seconds = parse_duration(interval) if interval else None
@@ -463,7 +459,7 @@ def db_migrate() -> None:
 @click.option("--no-ticker", is_flag=True, help="Do not run the wall-clock ticker.")
 def run_cmd(no_ticker: bool) -> None:
     """Monitor, ticker, sink and notifier in one process (embedded broker/DB when unset)."""
-    from vectoros.pipeline import Pipeline, RunSettings, ready_banner, run_pipeline
+    from app.pipeline import Pipeline, RunSettings, ready_banner, run_pipeline
     from vectoros.service import serve
 
     settings = load_settings(RunSettings, run_ticker=False if no_ticker else None)
@@ -508,9 +504,9 @@ def demo(deals: int, days: int, workspaces: int, seed: int, seconds: float) -> N
 
     from rich.console import Console
 
+    from app.demo import print_report, run_demo
+    from app.pipeline import RunSettings
     from producer.simulator import SimulationSpec, start_ending_at
-    from vectoros.demo import print_report, run_demo
-    from vectoros.pipeline import RunSettings
 
     # The demo's clock is the simulation's: the wall-clock ticker would jump it to today.
     settings = load_settings(
@@ -588,9 +584,9 @@ def insights_list(
     import orjson
     from rich.console import Console
 
+    from app.listing import insights_table, print_table
     from consumer.sink.queries import InsightPage, list_insights
     from vectoros.db import connect_pool
-    from vectoros.listing import insights_table, print_table
     from vectoros.settings import DatabaseSettings
     from vectoros.when import parse_when
 

@@ -24,11 +24,12 @@ from consumer.monitor import Monitor
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
 from consumer.thresholds import RulesConfig
+from producer.ticker import TickerSettings
 from vectoros.embedded import EmbeddedBroker, EmbeddedPostgres
 from vectoros.kafka import ensure_standard_topics
 from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings, TickerSettings, metrics_port_field
+from vectoros.settings import MonitorSettings, metrics_port_field
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +154,8 @@ async def run_pipeline(
     from consumer.notifier.service import run_notifier
     from consumer.sink.service import run_sink
     from producer.publisher import DealEventPublisher
-    from producer.ticker import run_ticker
+    from producer.ticker import TickerMetrics, run_ticker
     from vectoros.kafka import start_producer
-    from vectoros.metrics import TickerMetrics
 
     async with embedded_infrastructure(settings) as s:
         await ensure_standard_topics(s)

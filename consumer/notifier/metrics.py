@@ -1,0 +1,64 @@
+"""The notifier's Prometheus metrics (conventions in ``vectoros.metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from vectoros.metrics import LATENCY_BUCKETS, PREFIX
+
+# how long a notification waited for the enricher's text (VECTOROS_NOTIFY_ENRICHMENT_WINDOW_SECONDS)
+_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30)
+
+
+class NotifierMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sent = Counter(
+            f"{PREFIX}_notifier_notifications_sent_total",
+            "Notifications delivered, by destination type.",
+            ["destination"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            f"{PREFIX}_notifier_notifications_failed_total",
+            "Notifications that failed for good, by destination type and kind.",
+            ["destination", "kind"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            f"{PREFIX}_notifier_retries_total",
+            "Delivery attempts retried (429, 5xx, network), by destination type.",
+            ["destination"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            f"{PREFIX}_notifier_skipped_total",
+            "Insight events not delivered, by reason (below_threshold, lifecycle, already_sent).",
+            ["reason"],
+            registry=registry,
+        )
+        self.delivery_seconds = Histogram(
+            f"{PREFIX}_notifier_delivery_seconds",
+            "Time to deliver one notification, retries included.",
+            ["destination"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+class NotifierEnrichmentMetrics:
+    """The notifier's wait for the enricher's text (``notify_enrichment_window_seconds``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.waits = Counter(
+            f"{PREFIX}_notifier_enrichment_waits_total",
+            "Insights held for the model's text, by how the wait ended (enriched, fallback: the "
+            "enricher gave up, timeout: the window ran out, unavailable: the log was unreadable).",
+            ["status"],
+            registry=registry,
+        )
+        self.wait_seconds = Histogram(
+            f"{PREFIX}_notifier_enrichment_wait_seconds",
+            "Time a batch of notifications waited for the model's text.",
+            buckets=_WAIT_BUCKETS,
+            registry=registry,
+        )

@@ -1,5 +1,0 @@
-"""``python -m vectoros`` is the ``vectoros`` command."""
-
-from vectoros.cli import main
-
-main()
