@@ -16,7 +16,7 @@ from bench.data import Dataset
 from bench.env import Session, cache_dir
 from bench.throughput import RunResult, run_monitor
 
-PROJECT = ("consumer", "schemas", "vectoros", "producer")
+PROJECT = ("consumer", "schemas", "vectoros", "producer", "app")
 
 
 async def profile_monitor(

@@ -159,7 +159,7 @@ class ServiceGroup:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "vectoros",
+                "app",
                 command,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
