@@ -189,3 +189,25 @@ def test_tokens_are_encrypted_at_rest(tmp_path: Path) -> None:
     other.close()
     with pytest.raises(ValueError, match="not a Fernet key"):
         TokenCipher(SecretStr("short"))
+
+
+def test_the_workspaces_file_is_the_opt_in(tmp_path: Path) -> None:
+    from producer.capture.settings import load_policies
+    from vectoros.errors import ConfigError
+
+    path = tmp_path / "ws.yaml"
+    path.write_text(
+        "ws-a:\n  own_domains: [Vendor.io]\n  subjects: true\nws-b:\n  own_domains: [b.io]\n"
+    )
+    policies = load_policies(path)
+    assert policies["ws-a"] == WorkspacePolicy(frozenset({"vendor.io"}), subjects=True)
+    assert policies["ws-b"].subjects is False
+    assert load_policies(None) == {}
+    for text, message in (
+        ("ws-a:\n  own_domain: [x.io]\n", "ws-a.own_domain: unknown key"),
+        ("ws-a: {}\n", "ws-a.own_domains: list the workspace's mail domains"),
+        ("- 1\n", "expected a mapping"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_policies(path)
