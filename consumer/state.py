@@ -210,8 +210,9 @@ def apply_event(
 ) -> DealState | None:
     """The next state of a deal after ``event``; ``None`` means the deal is gone (closed/deleted).
 
-    Applying the same event twice gives the same state (except ``activity_count``), so a
-    redelivery that slips past de-duplication changes nothing that rules read.
+    Applying the same event twice gives the same state (except ``activity_count`` and, for an
+    outbound email, ``Engagement.unanswered``), so a redelivery that slips past de-duplication
+    changes nothing that rules read, except that ghosting may count that email twice.
     """
     if event.type in ("deal.closed", "deal.deleted"):
         return None
