@@ -12,6 +12,7 @@ from app.pipeline import RunSettings
 from consumer.enricher.settings import EnricherSettings
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
+from producer.capture.settings import CaptureSettings
 from producer.gateway.settings import GatewaySettings
 from producer.simulate import SimulatorSettings
 from producer.ticker import TickerSettings
@@ -29,6 +30,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     NotifierSettings,
     EnricherSettings,
     GatewaySettings,
+    CaptureSettings,
     RunSettings,
 )
 

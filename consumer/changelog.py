@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from consumer.deal_codec import FORMAT, HEADER_SIZE, pack, upgrade_v1
+from consumer.deal_codec import HEADER_SIZE, READABLE, pack, upgrade, upgrade_v1
 from consumer.partition import PartitionState
 from consumer.state import DealState, OpenInsight
 from schemas.events import Stage
@@ -197,8 +197,8 @@ def _restore_one(key: bytes, value: bytes, out: Restored) -> None:
             packed = value[_PREFIX.size :]
             if kind == _DEAL and version == _V2:
                 out.deals[deal_id] = upgrade_v1(deal_id, packed)
-            elif kind == _DEAL and len(packed) >= HEADER_SIZE and packed[0] == FORMAT:
-                out.deals[deal_id] = packed
+            elif kind == _DEAL and len(packed) >= HEADER_SIZE and packed[0] in READABLE:
+                out.deals[deal_id] = upgrade(deal_id, packed)
             elif kind == _CLOSED:
                 out.closed[deal_id] = _INT.unpack_from(value, _PREFIX.size)[0]
                 seen = value[_PREFIX.size + 8 :]

@@ -9,25 +9,35 @@ Every packed deal starts with its format version (``FORMAT``). Rules are stored 
 wire code (``Rule.code`` in each rule's module), never by a position in a list, so adding or
 reordering rules changes no stored state; a code no registered rule has is dropped on unpack.
 
-Layout of format 2 (little-endian)::
+Layout of format 3 (little-endian)::
 
     header  <BqqqqddiIBBBBB6H  (74 bytes)
-        format (2),
+        format (3),
         created_at_ms, last_activity_at_ms, stage_entered_at_ms,
         deadline_ms   (the deal's place in the deadline index; NO_DEADLINE if none),
         value, probability (0.0 when unknown, see flags),
         close_day (int32), activity_count (uint32),
         stage   (0 unknown, 1 lead, 2 qualified, 3 proposal, 4 negotiation),
         flags   (1 value unknown, 2 probability unknown, 4 close date unknown,
-                 8 partial: last_event_at_ms follows the header),
+                 8 partial: last_event_at_ms follows the header,
+                 16 engagement: the engagement block follows),
         n_open, n_seen, n_activity,
         the lengths in characters of workspace_id, title, currency, owner_id, owner_name,
         company (0xFFFF: unknown; at most 2,000 characters each per the event schema)
     [<q last_event_at_ms, only with flag 8: a deal with neither stage nor value]
+    [engagement block, only with flag 16 (``consumer.state.Engagement``):
+        <qqqBBBB  last_inbound_ms, last_outbound_ms, unanswered_since_ms, unanswered,
+                  n_held, n_scheduled, n_contacts  (28 bytes)
+        n_held x <q        held meetings' starts
+        n_scheduled x <Iq  scheduled meetings: id digest, start
+        n_contacts x <Ii   engaged contacts: address digest, last day]
     n_open x <BBq       open insights: rule code, priority code, raised_at_ms
     n_seen x 8 bytes    digests of the deal's most recent event ids (oldest first)
     n_activity x 3      activity history (``consumer.state.record_activity``)
     the six strings concatenated, UTF-8 (one encode and one decode per pack/unpack)
+
+Format 2 is format 3 without the engagement block (flag 16 never set): ``unpack`` reads it as
+it is, ``upgrade`` rewrites its version byte.
 
 Format 1 (before the version byte: the same header without format and n_activity, rules by
 their position in ``RuleName``, which then was their code) is read by ``upgrade_v1``.
@@ -41,11 +51,13 @@ from typing import Any
 
 from consumer.rules.base import Rule
 from consumer.rules.registry import RULES
-from consumer.state import ENTRY_SIZE, DealState, OpenInsight
+from consumer.state import ENTRY_SIZE, DealState, Engagement, OpenInsight
 from schemas.events import Stage
 from schemas.insights import Priority, RuleName
 
-FORMAT = 2
+FORMAT = 3
+READABLE = (2, 3)
+"""Formats ``unpack`` reads (2 is 3 without engagement)."""
 NO_DEADLINE = -(2**63)
 
 _HEAD = struct.Struct("<BqqqqddiIBBBBB6H")
@@ -53,6 +65,10 @@ _HEAD_V1 = struct.Struct("<qqqqddiIBBBB6H")
 _OPEN = struct.Struct("<BBq")
 _DEADLINE = _INT = struct.Struct("<q")
 _OPEN_SIZE = _OPEN.size
+_ENGAGEMENT = struct.Struct("<qqqBBBB")
+_HELD = struct.Struct("<q")
+_SCHEDULED = struct.Struct("<Iq")
+_CONTACT = struct.Struct("<Ii")
 _DEADLINE_AT = 25  # byte offset of deadline_ms in the header
 _NONE = 0xFFFF
 
@@ -93,6 +109,7 @@ def pack(deal: DealState, deadline: int | None) -> bytes:
     seen, activity = deal.seen, deal.activity
     stage = deal.stage
     partial = stage is None and value is None
+    engagement = deal.engagement
     head = _HEAD.pack(
         FORMAT,
         deal.created_at_ms,
@@ -104,7 +121,11 @@ def pack(deal: DealState, deadline: int | None) -> bytes:
         0 if close_day is None else close_day,
         deal.activity_count,
         _STAGE_CODE[stage],
-        (value is None) | (probability is None) << 1 | (close_day is None) << 2 | partial << 3,
+        (value is None)
+        | (probability is None) << 1
+        | (close_day is None) << 2
+        | partial << 3
+        | (engagement is not None) << 4,
         len(deal.open),
         len(seen) // DIGEST_SIZE,
         len(activity) // ENTRY_SIZE,
@@ -120,6 +141,8 @@ def pack(deal: DealState, deadline: int | None) -> bytes:
     )
     if partial:
         head += _INT.pack(deal.last_event_at_ms)
+    if engagement is not None:
+        head += _pack_engagement(engagement)
     if deal.open:
         opened = b"".join(
             [
@@ -137,13 +160,16 @@ def unpack(deal_id: str, data: bytes) -> DealState:
     (fmt, created, activity, entered, _deadline, value, probability, close_day, count, stage,
      flags, n_open, n_seen, n_activity, n_ws, n_title, n_currency, n_owner_id, n_owner_name,
      n_company) = _HEAD.unpack_from(data)  # fmt: skip
-    if fmt != FORMAT:
+    if fmt != FORMAT and fmt not in READABLE:
         raise ValueError(f"packed deal {deal_id!r}: format {fmt}, expected {FORMAT}")
     pos = HEADER_SIZE
     last_event = 0
     if flags & 8:
         (last_event,) = _INT.unpack_from(data, pos)
         pos += 8
+    engagement = None
+    if flags & 16:
+        engagement, pos = _unpack_engagement(data, pos)
     open_: tuple[OpenInsight, ...] = ()
     if n_open:
         open_, pos = _open(data, pos, n_open, _RULE_BY_CODE)
@@ -182,7 +208,50 @@ def unpack(deal_id: str, data: bytes) -> DealState:
         seen,
         history,
         last_event,
+        engagement,
     )
+
+
+def _pack_engagement(e: Engagement) -> bytes:
+    parts = [
+        _ENGAGEMENT.pack(
+            e.last_inbound_ms,
+            e.last_outbound_ms,
+            e.unanswered_since_ms,
+            e.unanswered,
+            len(e.held),
+            len(e.scheduled),
+            len(e.contacts),
+        )
+    ]
+    parts += [_HELD.pack(start) for start in e.held]
+    parts += [_SCHEDULED.pack(digest, start) for digest, start in e.scheduled]
+    parts += [_CONTACT.pack(digest, day) for digest, day in e.contacts]
+    return b"".join(parts)
+
+
+def _unpack_engagement(data: bytes, pos: int) -> tuple[Engagement, int]:
+    inbound, outbound, since, unanswered, n_held, n_scheduled, n_contacts = _ENGAGEMENT.unpack_from(
+        data, pos
+    )
+    pos += _ENGAGEMENT.size
+    end = pos + _HELD.size * n_held
+    held = tuple(start for (start,) in _HELD.iter_unpack(data[pos:end]))
+    pos, end = end, end + _SCHEDULED.size * n_scheduled
+    scheduled = tuple(_SCHEDULED.iter_unpack(data[pos:end]))
+    pos, end = end, end + _CONTACT.size * n_contacts
+    contacts = tuple(_CONTACT.iter_unpack(data[pos:end]))
+    pos = end
+    return Engagement(inbound, outbound, since, unanswered, held, scheduled, contacts), pos
+
+
+def upgrade(deal_id: str, data: bytes) -> bytes:
+    """A packed deal of a readable format in the current one (``ValueError`` otherwise)."""
+    if data[:1] == bytes((FORMAT,)):
+        return data
+    if len(data) < HEADER_SIZE or data[0] not in READABLE:
+        raise ValueError(f"packed deal {deal_id!r}: format {data[:1].hex()} is not readable")
+    return bytes((FORMAT,)) + data[1:]
 
 
 def _open(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -17,6 +18,10 @@ from schemas.events import (
     DealEvent,
     DealFields,
     DealUpdated,
+    Direction,
+    EmailLogged,
+    MeetingLogged,
+    MeetingStatus,
     Stage,
 )
 from schemas.insights import Priority, RuleName
@@ -52,6 +57,48 @@ class OpenInsight(NamedTuple):
     raised_at_ms: int
 
 
+MINUTE_MS = 60_000
+HELD_KEPT = 8
+"""How many held meetings a deal remembers (their starts: the cadence's median reads them)."""
+SCHEDULED_KEPT = 8
+CONTACTS_KEPT = 8
+"""How many distinct external contacts a deal remembers (the most recently engaged)."""
+
+
+def short_digest(text: str) -> int:
+    """32 bits standing for a meeting id or a contact address (case-insensitive, stable)."""
+    return zlib.crc32(text.strip().lower().encode())
+
+
+class Engagement(NamedTuple):
+    """What captured email and calendar events (``email.logged``, ``meeting.logged``) taught
+    the monitor about a deal; ``None`` on a deal that never had one. Compact on purpose (the
+    deal codec stores it only when present): times in epoch ms, meeting starts at minute
+    precision, meeting ids and contacts by ``short_digest``."""
+
+    last_inbound_ms: int = 0
+    last_outbound_ms: int = 0
+    unanswered_since_ms: int = 0
+    """When the first outbound email after the last inbound one was sent (0: none pending)."""
+    unanswered: int = 0
+    """Outbound emails since the last inbound one (saturates at 255)."""
+    held: tuple[int, ...] = ()
+    """Starts of the last ``HELD_KEPT`` held meetings, oldest first."""
+    scheduled: tuple[tuple[int, int], ...] = ()
+    """``(meeting digest, start)`` of meetings scheduled after the time they were seen."""
+    contacts: tuple[tuple[int, int], ...] = ()
+    """``(contact digest, last day engaged)`` of the most recently engaged external contacts
+    (an inbound email's participants, a held meeting's attendees), oldest first."""
+
+
+def hold_until(engagement: Engagement | None) -> int:
+    """The start of the last scheduled meeting (0: none): until then the buyer has a meeting
+    on the calendar, which holds off ``stale_deal`` and ``ghosting``."""
+    if engagement is None or not engagement.scheduled:
+        return 0
+    return max(start for _, start in engagement.scheduled)
+
+
 @dataclass(slots=True)
 class DealState:
     """What the monitor knows about one open deal.
@@ -85,6 +132,8 @@ class DealState:
     last_event_at_ms: int = 0
     """When the monitor last heard of the deal (set by ``consumer.partition``); kept only while
     the deal is ``partial`` (0 otherwise): it decides when a never-identified deal is dropped."""
+    engagement: Engagement | None = None
+    """Captured email and meetings (``Engagement``); ``None`` when none was captured."""
 
     @property
     def partial(self) -> bool:
@@ -120,6 +169,7 @@ def copy_state(b: DealState) -> DealState:
         b.seen,
         b.activity,
         b.last_event_at_ms,
+        b.engagement,
     )
 
 
@@ -139,7 +189,8 @@ def _merge_fields(state: DealState, fields: DealFields | DealCreated, at_ms: int
     return new
 
 
-_DEAL_FIELD_NAMES = frozenset(DealFields.model_fields)
+_DEAL_FIELD_NAMES = frozenset(DealFields.model_fields) - {"contacts", "account_domains"}
+"""The fields the monitor keeps (contacts and account domains are for the capture matcher)."""
 
 
 def new_deal(event: DealEvent, at_ms: int | None = None) -> DealState:
@@ -159,8 +210,9 @@ def apply_event(
 ) -> DealState | None:
     """The next state of a deal after ``event``; ``None`` means the deal is gone (closed/deleted).
 
-    Applying the same event twice gives the same state (except ``activity_count``), so a
-    redelivery that slips past de-duplication changes nothing that rules read.
+    Applying the same event twice gives the same state (except ``activity_count`` and, for an
+    outbound email, ``Engagement.unanswered``), so a redelivery that slips past de-duplication
+    changes nothing that rules read, except that ghosting may count that email twice.
     """
     if event.type in ("deal.closed", "deal.deleted"):
         return None
@@ -171,12 +223,77 @@ def apply_event(
     if isinstance(event, DealUpdated):
         return _merge_fields(base, event.changes, at)
     if isinstance(event, ActivityLogged):
-        new = copy_state(base)  # not shared yet: setting its fields keeps states immutable
-        new.last_activity_at_ms = max(base.last_activity_at_ms, at)
-        new.activity_count = base.activity_count + 1
-        new.activity = record_activity(base.activity, at // DAY_MS)
+        return _activity(base, at)
+    if isinstance(event, EmailLogged):
+        new = _activity(base, at)
+        new.engagement = _email(base.engagement or Engagement(), event, at)
+        return new
+    if isinstance(event, MeetingLogged):
+        held = event.status is MeetingStatus.HELD
+        new = _activity(base, at) if held else copy_state(base)
+        new.engagement = _meeting(base.engagement or Engagement(), event, at)
         return new
     raise AssertionError(f"unhandled event type {event.type}")  # pragma: no cover
+
+
+def _activity(base: DealState, at: int) -> DealState:
+    new = copy_state(base)  # not shared yet: setting its fields keeps states immutable
+    new.last_activity_at_ms = max(base.last_activity_at_ms, at)
+    new.activity_count = base.activity_count + 1
+    new.activity = record_activity(base.activity, at // DAY_MS)
+    return new
+
+
+def _email(e: Engagement, event: EmailLogged, at: int) -> Engagement:
+    if event.direction is Direction.INBOUND:
+        since, unanswered = e.unanswered_since_ms, e.unanswered
+        if since == 0 or at >= since:  # a reply: nothing is pending any more
+            since, unanswered = 0, 0
+        return e._replace(
+            last_inbound_ms=max(e.last_inbound_ms, at),
+            unanswered_since_ms=since,
+            unanswered=unanswered,
+            contacts=engage(e.contacts, event.participants, at // DAY_MS),
+        )
+    if at < e.last_inbound_ms:  # sent before the latest reply: answered already
+        return e._replace(last_outbound_ms=max(e.last_outbound_ms, at))
+    since = e.unanswered_since_ms
+    return e._replace(
+        last_outbound_ms=max(e.last_outbound_ms, at),
+        unanswered_since_ms=at if since == 0 else min(since, at),
+        unanswered=min(e.unanswered + 1, 255),
+    )
+
+
+def _meeting(e: Engagement, event: MeetingLogged, at: int) -> Engagement:
+    digest = short_digest(event.meeting_id)
+    start = to_ms(event.start) // MINUTE_MS * MINUTE_MS
+    # this meeting's earlier status and every meeting that has started by now are dropped
+    scheduled = tuple(m for m in e.scheduled if m[0] != digest and m[1] > at)
+    if event.status is MeetingStatus.SCHEDULED:
+        if start > at:
+            scheduled = (*scheduled, (digest, start))[-SCHEDULED_KEPT:]
+        return e._replace(scheduled=scheduled)
+    if event.status is MeetingStatus.HELD:
+        held = e.held if start in e.held else tuple(sorted((*e.held, start))[-HELD_KEPT:])
+        contacts = engage(e.contacts, event.attendees, at // DAY_MS)
+        return e._replace(scheduled=scheduled, held=held, contacts=contacts)
+    return e._replace(scheduled=scheduled)  # cancelled or no-show
+
+
+def engage(
+    contacts: tuple[tuple[int, int], ...], addresses: tuple[str, ...], day: int
+) -> tuple[tuple[int, int], ...]:
+    """``contacts`` with each of ``addresses`` engaged on ``day``: at most ``CONTACTS_KEPT``,
+    the most recently engaged, oldest first."""
+    if not addresses:
+        return contacts
+    last = dict(contacts)
+    for address in addresses:
+        digest = short_digest(address)
+        last[digest] = max(last.get(digest, day), day)
+    ordered = sorted(last.items(), key=lambda item: (item[1], item[0]))
+    return tuple(ordered[-CONTACTS_KEPT:])
 
 
 iter_activity = _ENTRY.iter_unpack

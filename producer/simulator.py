@@ -6,6 +6,14 @@ is a small state machine with one entry in a heap keyed by its next event time, 
 with the deals open at once, not with the events. A deal plans one *episode* at a time: a gap
 (0.3-4 days, or a silence of 8-30 days so ``stale_deal`` fires), a burst of 2-5 activities, then
 maybe a pushed close date, a value or owner change, a stage advance, a win, loss or deletion.
+
+With ``spec.capture`` (the default) deals also get buyer contacts and an account domain, and
+each episode what ``vectoros capture`` would see of it: email exchanges (outbound, then a reply
+from one or more contacts), meetings scheduled ahead and then held (or cancelled, or missed).
+About one deal in six has a buyer who stops replying (``ghosting``); deals with one contact are
+single-threaded; a silence stops the meetings (``meeting_cadence_drop``). Those come from a
+second generator seeded from the same seed, and never after an episode's last CRM action, so
+the CRM events are the same with or without capture.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ from schemas.events import (
     DealFields,
     DealUpdated,
     Direction,
+    EmailLogged,
+    MeetingLogged,
+    MeetingStatus,
     Outcome,
     Stage,
 )
@@ -75,6 +86,8 @@ class SimulationSpec:
     seed: int = 42
     start: datetime = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
     tick_every: timedelta = timedelta(hours=6)
+    capture: bool = True
+    """Also emit captured emails and meetings (``email.logged``, ``meeting.logged``)."""
 
     def __post_init__(self) -> None:
         bad = self.deals < 0 or self.days < 1 or self.workspaces < 1
@@ -122,12 +135,18 @@ class _Deal:
     close_date: date = date.min
     cold_prone: bool = False
     product: str = ""
+    contacts: tuple[str, ...] = ()
+    ghoster: bool = False  # stops replying to emails after a while
+    replies_left: int = 0
+    captures: list[Any] = field(default_factory=list)  # built captured events, by plan action
+    meetings: int = 0
 
 
 class _Simulation:
     def __init__(self, spec: SimulationSpec) -> None:
         self.spec = spec
         self.rng = rng = random.Random(spec.seed)
+        self.crng = random.Random(spec.seed * 1_000_003 + 16)  # captured emails and meetings
         self.end = spec.days * _DAY
         self.heap: list[tuple[int, int, _Deal]] = []  # (next event time, tie-break, deal)
         self.seq = self.created = 0
@@ -145,9 +164,9 @@ class _Simulation:
     def _date(self, t: int) -> date:
         return (self.spec.start + timedelta(microseconds=t)).date()
 
-    def _base(self, d: _Deal, t: int) -> dict[str, Any]:
+    def _base(self, d: _Deal, t: int, rng: random.Random | None = None) -> dict[str, Any]:
         # A version 4 UUID from the seeded generator: reproducible and (practically) unique.
-        h = f"{self.rng.getrandbits(128) & _UUID_CLEAR | _UUID_SET:032x}"
+        h = f"{(rng or self.rng).getrandbits(128) & _UUID_CLEAR | _UUID_SET:032x}"
         return {
             "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
             "workspace_id": d.workspace_id,
@@ -201,6 +220,9 @@ class _Simulation:
         d.cold_prone = rng.random() < 0.3
         d.product = rng.choice(_PRODUCTS)
         company = f"{rng.choice(_PREFIX)}{rng.choice(_CORE)} {rng.choice(_KIND)}"
+        extra: dict[str, Any] = {}
+        if self.spec.capture:
+            extra = self._buyer(d, company)
         return DealCreated(
             **self._base(d, t),
             title=f"{d.product} - {company}",
@@ -212,7 +234,70 @@ class _Simulation:
             owner_id=d.owner_id,
             owner_name=d.owner_name,
             company=company,
+            **extra,
         )
+
+    def _buyer(self, d: _Deal, company: str) -> dict[str, Any]:
+        """The buyer's contacts and domain (from the capture generator)."""
+        crng = self.crng
+        domain = company.lower().replace(" ", "-") + ".com"
+        people = crng.choice((1, 1, 2, 2, 3, 4))
+        d.contacts = tuple(
+            f"{crng.choice(_FIRST).lower()}.{crng.choice(_LAST).lower()}{i or ''}@{domain}"
+            for i in range(people)
+        )
+        d.ghoster = crng.random() < 0.18
+        d.replies_left = crng.randint(1, 4)  # a ghoster's replies before the silence
+        return {"contacts": d.contacts, "account_domains": (domain,)}
+
+    def _capture(self, d: _Deal, start: int, until: int, cold: bool) -> list[tuple[int, str]]:
+        """What a mailbox and a calendar see of an episode from ``start`` to ``until`` (its
+        last CRM action): plan entries ``cap<i>`` for the events built into ``d.captures``."""
+        crng, out = self.crng, []
+
+        def add(t: int, kind: str, **fields: Any) -> None:
+            if t < until:  # never after the episode's last CRM action
+                out.append((t, f"cap{len(d.captures)}"))
+                d.captures.append((kind, fields))
+
+        t = start + int(crng.uniform(0, 6) * _HOUR)
+        for _ in range(crng.randint(1, 3)):
+            thread = f"thr-{crng.getrandbits(40):010x}"
+            to = tuple(crng.sample(d.contacts, crng.randint(1, len(d.contacts))))
+            add(t, "email", direction=Direction.OUTBOUND, thread_id=thread, participants=to)
+            silent = d.ghoster and d.replies_left <= 0
+            if not silent and crng.random() < 0.85:
+                d.replies_left -= 1
+                who = (crng.choice(to),) if crng.random() < 0.7 else to
+                reply = t + int(crng.uniform(1, 30) * _HOUR)
+                add(reply, "email", direction=Direction.INBOUND, thread_id=thread, participants=who)
+            t += int(crng.uniform(6, 48) * _HOUR)
+        if not cold and not (d.ghoster and d.replies_left <= 0) and crng.random() < 0.85:
+            seen = start + int(crng.uniform(0, 12) * _HOUR)
+            begin = seen + int(crng.uniform(0.5, 3) * _DAY)
+            begin -= begin % (15 * 60 * _US)  # on a quarter hour
+            end = begin + int(crng.choice((0.5, 1.0)) * _HOUR)
+            d.meetings += 1
+            mid = f"mtg-{d.deal_id}-{d.meetings}"
+            attendees = tuple(crng.sample(d.contacts, crng.randint(1, len(d.contacts))))
+            when = {"meeting_id": mid, "start": begin, "end": end, "attendees": attendees}
+            add(seen, "meeting", status=MeetingStatus.SCHEDULED, **when)
+            r = crng.random()
+            status = MeetingStatus.HELD if r < 0.85 else MeetingStatus.CANCELLED
+            if r >= 0.95:
+                status = MeetingStatus.NO_SHOW
+            add(end if status is not MeetingStatus.CANCELLED else seen + _HOUR, "meeting",
+                status=status, **when)  # fmt: skip
+        return out
+
+    def _captured(self, d: _Deal, t: int, index: int) -> DealEvent:
+        kind, fields = d.captures[index]
+        base = self._base(d, t, self.crng)
+        if kind == "email":
+            return EmailLogged(**base, **fields)
+        start = self.spec.start + timedelta(microseconds=fields["start"])
+        end = self.spec.start + timedelta(microseconds=fields["end"])
+        return MeetingLogged(**base, **{**fields, "start": start, "end": end})
 
     def _plan(self, d: _Deal, now: int) -> None:
         """Plan the next episode: a gap or a silence, a burst of activity, then what came of it."""
@@ -241,11 +326,17 @@ class _Simulation:
         if last:
             acts.append((last, 0))
         times = accumulate((int(hours * _HOUR) for _, hours in acts), initial=t)
-        d.plan = [(when, action) for when, (action, _) in zip(times, acts, strict=False)][::-1]
+        plan = [(when, action) for when, (action, _) in zip(times, acts, strict=False)]
+        if self.spec.capture and d.contacts:
+            # ties: the CRM action first (the captured one is built for times before the last)
+            plan = sorted(plan + self._capture(d, t, plan[-1][0], cold), key=lambda p: p[0])
+        d.plan = plan[::-1]
 
     def _act(self, d: _Deal, t: int, action: str) -> tuple[DealEvent, bool]:
         """The event for ``action`` and whether the deal is finished."""
         rng = self.rng
+        if action.startswith("cap"):
+            return self._captured(d, t, int(action[3:])), False
         if action == "activity":
             kind, direction = _ACTIVITY_MIX[int(rng.random() * len(_ACTIVITY_MIX))]
             subject = f"{_SUBJECTS[d.stage]}: {d.product}"

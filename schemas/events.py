@@ -31,6 +31,17 @@ Text = Annotated[str, StringConstraints(max_length=2000)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Address = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=320, pattern=r"^[^@\s]*@?[^@\s]+\.[^@\s]+$"),
+]
+"""An email address (``ana@acme.com``) or, where a workspace keeps only domains, a domain
+(``acme.com``). Compared case-insensitively by the monitor and the matcher."""
+Domain = Annotated[
+    str, StringConstraints(min_length=3, max_length=253, pattern=r"^[^@\s]+\.[^@\s]+$")
+]
+Addresses = Annotated[tuple[Address, ...], Field(max_length=100)]
+Domains = Annotated[tuple[Domain, ...], Field(max_length=50)]
 
 
 class Stage(StrEnum):
@@ -53,6 +64,13 @@ class ActivityType(StrEnum):
 class Direction(StrEnum):
     INBOUND = "inbound"
     OUTBOUND = "outbound"
+
+
+class MeetingStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    HELD = "held"
+    CANCELLED = "cancelled"
+    NO_SHOW = "no-show"
 
 
 class Outcome(StrEnum):
@@ -106,6 +124,12 @@ class DealFields(_Strict):
     owner_id: Id | None = None
     owner_name: Text | None = None
     company: Text | None = None
+    contacts: Addresses | None = Field(
+        default=None, description="The buyer's contacts' email addresses (additive, optional)."
+    )
+    account_domains: Domains | None = Field(
+        default=None, description="The buyer's email domains (additive, optional)."
+    )
 
 
 class DealCreated(_EventBase):
@@ -119,6 +143,12 @@ class DealCreated(_EventBase):
     owner_id: Id
     owner_name: Text | None = None
     company: Text | None = None
+    contacts: Addresses | None = Field(
+        default=None, description="The buyer's contacts' email addresses (additive, optional)."
+    )
+    account_domains: Domains | None = Field(
+        default=None, description="The buyer's email domains (additive, optional)."
+    )
 
 
 class DealUpdated(_EventBase):
@@ -144,6 +174,47 @@ class ActivityLogged(_EventBase):
     subject: Text | None = None
 
 
+class EmailLogged(_EventBase):
+    """An email on a deal, captured from a mailbox (``vectoros capture``): metadata only, never
+    a body. ``occurred_at`` is when it was sent or received."""
+
+    type: Literal["email.logged"] = "email.logged"
+    direction: Direction = Field(description="outbound: from the workspace to the buyer.")
+    thread_id: Id | None = Field(default=None, description="The provider's thread id.")
+    participants: Addresses = Field(
+        description="The buyer-side participants (addresses, or domains where the workspace "
+        "keeps only domains); the workspace's own people are not listed.",
+        json_schema_extra={"minItems": 1},
+    )
+    subject: Text | None = Field(
+        default=None, description="Only when the workspace turned subjects on."
+    )
+
+    @model_validator(mode="after")
+    def _has_participants(self) -> EmailLogged:
+        if not self.participants:
+            raise ValueError("participants must name at least one buyer-side participant")
+        return self
+
+
+class MeetingLogged(_EventBase):
+    """A meeting on a deal, captured from a calendar: each change of its status is one event
+    (the same ``meeting_id``). ``occurred_at`` is when the status was observed."""
+
+    type: Literal["meeting.logged"] = "meeting.logged"
+    meeting_id: Id = Field(description="Stable per meeting (the provider's event id).")
+    status: MeetingStatus
+    start: AwareDatetime
+    end: AwareDatetime
+    attendees: Addresses = Field(default=(), description="The external (buyer-side) attendees.")
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> MeetingLogged:
+        if self.end < self.start:
+            raise ValueError("end must not be before start")
+        return self
+
+
 class DealClosed(_EventBase):
     type: Literal["deal.closed"] = "deal.closed"
     outcome: Outcome
@@ -164,7 +235,15 @@ class Tick(_Strict):
     at: AwareDatetime
 
 
-DealEvent = DealCreated | DealUpdated | ActivityLogged | DealClosed | DealDeleted
+DealEvent = (
+    DealCreated
+    | DealUpdated
+    | ActivityLogged
+    | DealClosed
+    | DealDeleted
+    | EmailLogged
+    | MeetingLogged
+)
 AnyEvent = Annotated[DealEvent | Tick, Field(discriminator="type")]
 
 EVENT_TYPES: tuple[str, ...] = (
@@ -173,6 +252,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "activity.logged",
     "deal.closed",
     "deal.deleted",
+    "email.logged",
+    "meeting.logged",
     "tick",
 )
 

@@ -31,6 +31,10 @@ _DESCRIPTIONS = {
     "activity.logged": "An email, call, meeting, note or task on a deal; resets inactivity.",
     "deal.closed": "The deal was won or lost; resolves every open insight on it.",
     "deal.deleted": "The deal was deleted; the monitor forgets it.",
+    "email.logged": "A captured email on a deal (metadata only, with its direction); counts "
+    "as activity and feeds ghosting.",
+    "meeting.logged": "A captured meeting on a deal (scheduled, held, cancelled, no-show); a "
+    "held one counts as activity, a scheduled one holds off stale_deal and ghosting.",
     "tick": f"Advances a partition's clock; sent to every partition, header `{TICK_HEADER}: tick`.",
     "insight-event": "One lifecycle step (raised, escalated, resolved) of an insight.",
 }

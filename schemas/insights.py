@@ -67,6 +67,9 @@ class RuleName(StrEnum):
     CLOSE_DATE_PRESSURE = "close_date_pressure"
     CLOSE_DATE_PASSED = "close_date_passed"
     VELOCITY_DROP = "velocity_drop"
+    GHOSTING = "ghosting"
+    MEETING_CADENCE_DROP = "meeting_cadence_drop"
+    SINGLE_THREADED = "single_threaded"
 
 
 class _Model(BaseModel):

@@ -1,6 +1,6 @@
 """The seven rules of ``COVERS`` fused into one pass (``assess``) that says what fires and the
-next deadline at once: the hot path (every event, every due deal) builds no metrics and calls no
-function per rule.
+next deadline at once (stale_deal with its hold-off by a scheduled meeting): the hot path
+(every event, every due deal) builds no metrics and calls no function per rule.
 
 Not the definition of any rule: each rule's module is. ``tests/unit/test_rules_registry.py``
 proves this pass equal to the modules' ``check`` and ``deadline`` on random deals and thresholds
@@ -27,7 +27,7 @@ from consumer.rules.catalog import (
     stuck_in_stage,
     velocity_drop,
 )
-from consumer.state import DAY_MS, DealState, iter_activity
+from consumer.state import DAY_MS, DealState, hold_until, iter_activity
 from schemas.events import Stage
 from schemas.insights import Priority, RuleName
 
@@ -126,9 +126,10 @@ def assess(deal: DealState, now: int, lim: Limits) -> tuple[dict[RuleName, Prior
     activity = deal.last_activity_at_ms
     inactive = now - activity
     best: int | None = None
-    if inactive > lim.stale:
+    hold = 0 if deal.engagement is None else hold_until(deal.engagement)
+    if inactive > lim.stale and hold <= now:
         out[_STALE] = _CRIT if inactive > lim.stale_critical else _HIGH
-    for t in (activity + lim.stale_after, activity + lim.stale_critical_after):
+    for t in (activity + lim.stale_after, activity + lim.stale_critical_after, hold):
         if t > now and (best is None or t < best):
             best = t
     stage = deal.stage

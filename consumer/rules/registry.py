@@ -23,6 +23,9 @@ MODULES: tuple[str, ...] = (
     "close_date_pressure",
     "close_date_passed",
     "velocity_drop",
+    "ghosting",
+    "meeting_cadence_drop",
+    "single_threaded",
 )
 
 

@@ -18,6 +18,7 @@ from app.settings_index import known_variables
 from consumer.enricher.settings import EnricherSettings
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
+from producer.capture.settings import CaptureSettings
 from producer.gateway.settings import GatewaySettings
 from producer.simulate import SimulatorSettings
 from producer.ticker import TickerSettings
@@ -96,6 +97,7 @@ def test_every_environment_variable_is_a_setting() -> None:
 def test_every_service_has_its_own_metrics_port() -> None:
     ports = {name: cls().metrics_port for name, cls in SERVICE_SETTINGS.items()}
     ports["run"] = RunSettings().metrics_port
+    ports["capture"] = CaptureSettings().metrics_port  # not in docker-compose yet
     assert len(set(ports.values())) == len(ports), ports
     assert ports == METRICS_PORTS
     for name, svc in vectoros_services().items():
@@ -122,6 +124,7 @@ def test_prometheus_scrapes_every_service() -> None:
 
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text() + (ROOT / "docs" / "gateway.md").read_text()
+    readme += (ROOT / "docs" / "capture.md").read_text()
     missing = sorted(v for v in known_variables() if v not in readme and not _grouped(v, readme))
     assert not missing, f"settings missing from the README: {missing}"
 

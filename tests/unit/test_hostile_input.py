@@ -52,6 +52,8 @@ from schemas.events import (
     DealCreated,
     DealDeleted,
     DealUpdated,
+    EmailLogged,
+    MeetingLogged,
     Tick,
     encode_event,
 )
@@ -70,6 +72,8 @@ MODELS: dict[str, Any] = {
     "activity.logged": ActivityLogged,
     "deal.closed": DealClosed,
     "deal.deleted": DealDeleted,
+    "email.logged": EmailLogged,
+    "meeting.logged": MeetingLogged,
     "tick": Tick,
 }
 

@@ -16,6 +16,8 @@ from schemas.events import (
     DealEvent,
     DealFields,
     DealUpdated,
+    EmailLogged,
+    MeetingLogged,
     Tick,
 )
 from schemas.insights import InsightEvent, Lifecycle, Priority, RuleName
@@ -238,6 +240,31 @@ def test_the_window_survives_a_restore_and_covers_closed_deals() -> None:
     assert copy.clock_ms == live.clock_ms
 
 
+def _captured_then_silent(deal_id: str) -> list[DealEvent]:
+    """A large negotiation with one buyer contact, three daily meetings and two unanswered
+    emails, then nothing: single_threaded, meeting_cadence_drop and ghosting fire."""
+    day = dt.timedelta(days=1)
+    out: list[DealEvent] = [created(deal_id, value=50_000)]
+    for i in range(3):
+        at = T0 + i * day
+        out.append(
+            MeetingLogged(
+                event_id=eid(), workspace_id="ws", deal_id=deal_id, occurred_at=at,
+                meeting_id=f"m{i}", status="held", start=at, end=at + day / 24,
+                attendees=("ana@acme.com",),
+            )  # type: ignore[arg-type]
+        )  # fmt: skip
+    for hours in (60, 72):
+        out.append(
+            EmailLogged(
+                event_id=eid(), workspace_id="ws", deal_id=deal_id,
+                occurred_at=T0 + dt.timedelta(hours=hours), direction="outbound",
+                participants=("ana@acme.com",),
+            )  # type: ignore[arg-type]
+        )  # fmt: skip
+    return out
+
+
 def test_rendered_insights_are_valid_insight_events() -> None:
     """The renderer writes JSON directly; every rule and lifecycle must be a valid
     ``InsightEvent`` whose routing fields agree with the JSON."""
@@ -246,6 +273,7 @@ def test_rendered_insights_are_valid_insight_events() -> None:
     for step in (
         p.apply(created(probability=5, value=50_000, close_date=T0.date() + dt.timedelta(days=3))),
         *(p.apply(activity(at=T0)) for _ in range(4)),  # a baseline that then goes silent
+        *(p.apply(e) for e in _captured_then_silent("d9")),
         p.tick(tick(4)),
         p.tick(tick(9)),
         p.tick(tick(40)),

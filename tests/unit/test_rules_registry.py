@@ -20,7 +20,7 @@ from consumer.rules import RULES, assess, evaluate, fired, next_deadline
 from consumer.rules.base import Finding, Rule, Text, Thresholds
 from consumer.rules.catalog import stale_deal
 from consumer.rules.registry import check, keys, readme_table
-from consumer.state import DAY_MS, DealState, OpenInsight, record_activity
+from consumer.state import DAY_MS, DealState, Engagement, OpenInsight, record_activity
 from consumer.templates import render
 from consumer.thresholds import RuleThresholds
 from schemas.events import Stage
@@ -76,8 +76,29 @@ def _history(days: list[int]) -> bytes:
     return out
 
 
+NOW0 = T0 + 100 * DAY_MS
+engagements = st.one_of(
+    st.none(),
+    st.builds(
+        lambda unanswered, since, held, scheduled, contacts: Engagement(
+            unanswered_since_ms=NOW0 - since if unanswered else 0,
+            unanswered=unanswered,
+            held=tuple(sorted({NOW0 - h for h in held})),
+            scheduled=tuple((i, NOW0 + s) for i, s in enumerate(scheduled)),
+            contacts=tuple((i, NOW0 // DAY_MS - c) for i, c in enumerate(sorted(contacts)[::-1])),
+        ),
+        unanswered=st.integers(0, 4),
+        since=st.integers(0, 30 * DAY_MS),
+        held=st.lists(st.integers(0, 90 * DAY_MS), max_size=8),
+        # a scheduled meeting before, at or after the clock
+        scheduled=st.lists(st.integers(-5 * DAY_MS, 20 * DAY_MS), max_size=3),
+        contacts=st.lists(st.integers(-2, 60), max_size=8),
+    ),
+)
+"""Captured email and meetings (or none): stale_deal's hold-off runs in the fused pass too."""
+
 deals = st.builds(
-    lambda value, probability, stage, close_in, inactive, in_stage, activity, open_: _deal(
+    lambda value, probability, stage, close_in, inactive, in_stage, activity, open_, eng: _deal(
         value=value,
         probability=probability,
         stage=stage,
@@ -86,6 +107,7 @@ deals = st.builds(
         stage_entered_at_ms=T0 + 100 * DAY_MS - in_stage,
         activity=_history([T0 // DAY_MS + 100 - d for d in activity]),
         open=tuple(OpenInsight(r, p, T0) for r, p in open_.items()),
+        engagement=eng,
     ),
     value=st.one_of(st.none(), st.floats(0, 300_000)),
     probability=st.one_of(st.none(), st.floats(0, 100)),
@@ -96,6 +118,7 @@ deals = st.builds(
     # days before the clock's first day (negative: after it, as a restored clock may be)
     activity=st.lists(st.integers(-5, 95), max_size=40),
     open_=st.dictionaries(st.sampled_from(list(RuleName)), st.sampled_from(list(Priority))),
+    eng=engagements,
 )
 
 only_velocity = st.builds(
@@ -202,6 +225,14 @@ def test_rule_text_has_no_holes_with_fields_missing(
         probability=5,
         close_day=now // DAY_MS + (-3 if rule.name is RuleName.CLOSE_DATE_PASSED else 3),
         activity=_history([now // DAY_MS - 30 - i for i in range(6)]),
+        # emails unanswered for 10 days, 3 weekly meetings until 20 days ago, one contact
+        engagement=Engagement(
+            unanswered_since_ms=now - 10 * DAY_MS,
+            unanswered=3,
+            held=(now - 34 * DAY_MS, now - 27 * DAY_MS, now - 20 * DAY_MS),
+            contacts=((1, now // DAY_MS - 3),),
+        ),
+        stage=Stage.NEGOTIATION if rule.name is RuleName.SINGLE_THREADED else Stage.LEAD,
     )
     deal = replace(deal, **dict.fromkeys(missing))
     finding = rule.find(deal, now, TH)

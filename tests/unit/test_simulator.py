@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice, pairwise
 from typing import Any
@@ -27,6 +29,10 @@ from schemas.events import (
     DealEvent,
     DealFields,
     DealUpdated,
+    Direction,
+    EmailLogged,
+    MeetingLogged,
+    MeetingStatus,
     Outcome,
     Stage,
     encode_event,
@@ -324,3 +330,82 @@ def test_start_ending_at_ends_the_simulation_then() -> None:
     assert last_tick.at <= spec.end
     with pytest.raises(ValueError, match="aware"):
         start_ending_at(datetime(2026, 1, 1), 3)
+
+
+# --- captured email and meetings -------------------------------------------------------------
+
+
+def _crm(stream: Iterable[SimItem]) -> list[str]:
+    """The CRM events (and ticks), with the capture-only deal fields left out."""
+    out = []
+    for item in stream:
+        if isinstance(item, SimTick):
+            out.append(repr(item))
+        elif not isinstance(item, EmailLogged | MeetingLogged):
+            if isinstance(item, DealCreated):
+                item = item.model_copy(update={"contacts": None, "account_domains": None})
+            out.append(encode_event(item).decode())
+    return out
+
+
+def test_capture_adds_events_and_changes_no_crm_event(items: list[SimItem]) -> None:
+    assert _crm(generate(replace(SPEC, capture=False))) == _crm(items)
+    counts = summary(items)
+    assert counts["email.logged"] > 500
+    assert counts["meeting.logged"] > 200
+    assert "email.logged" not in summary(generate(replace(SPEC, capture=False)))
+
+
+def test_captured_events_name_only_the_deals_buyer(
+    by_deal: dict[str, list[DealEvent]],
+) -> None:
+    for stream in by_deal.values():
+        first = stream[0]
+        assert isinstance(first, DealCreated)
+        assert first.contacts
+        assert first.account_domains
+        for event in stream:
+            people = (
+                event.participants
+                if isinstance(event, EmailLogged)
+                else event.attendees
+                if isinstance(event, MeetingLogged)
+                else ()
+            )
+            assert set(people) <= set(first.contacts)
+            assert not isinstance(event, EmailLogged) or event.subject is None
+
+
+def test_meetings_are_scheduled_before_they_are_held(events: list[DealEvent]) -> None:
+    by_meeting: dict[str, list[MeetingLogged]] = defaultdict(list)
+    for event in events:
+        if isinstance(event, MeetingLogged):
+            by_meeting[event.meeting_id].append(event)
+    statuses = set()
+    for stream in by_meeting.values():
+        assert stream[0].status is MeetingStatus.SCHEDULED
+        assert stream[0].occurred_at < stream[0].start
+        statuses.update(m.status for m in stream)
+    assert statuses == set(MeetingStatus)
+
+
+def test_some_buyers_ghost(by_deal: dict[str, list[DealEvent]]) -> None:
+    """At least two outbound emails and no reply for over 7 days, while the deal is open."""
+    ghosted = 0
+    for stream in by_deal.values():
+        first_unanswered = None
+        unanswered = 0
+        for event in stream:
+            if isinstance(event, EmailLogged) and event.direction is Direction.INBOUND:
+                first_unanswered, unanswered = None, 0
+            elif isinstance(event, EmailLogged):
+                unanswered += 1
+                first_unanswered = first_unanswered or event.occurred_at
+            if (
+                unanswered >= 2
+                and first_unanswered is not None
+                and event.occurred_at - first_unanswered > timedelta(days=7)
+            ):
+                ghosted += 1
+                break
+    assert 0.05 <= ghosted / len(by_deal) <= 0.5

@@ -1,4 +1,7 @@
-"""stale_deal: no activity for longer than a threshold."""
+"""stale_deal: no activity for longer than a threshold.
+
+A meeting on the calendar with the buyer (``consumer.state.hold_until``: a captured
+``meeting.logged`` scheduled in the future) holds it off until the meeting has started."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from consumer.rules.base import (
     money,
     name,
 )
-from consumer.state import DAY_MS, DealState
+from consumer.state import DAY_MS, DealState, hold_until
 from schemas.insights import Priority, RuleName
 
 
@@ -43,7 +46,7 @@ class StaleThresholds(Thresholds):
 
 def check(deal: DealState, now: int, th: StaleThresholds) -> Finding | None:
     inactive = now - deal.last_activity_at_ms
-    if inactive <= th.limit_ms:
+    if inactive <= th.limit_ms or hold_until(deal.engagement) > now:
         return None
     critical = inactive > th.critical_ms
     return Finding(
@@ -59,7 +62,8 @@ def check(deal: DealState, now: int, th: StaleThresholds) -> Finding | None:
 def deadline(deal: DealState, now: int, th: StaleThresholds) -> int | None:
     activity = deal.last_activity_at_ms
     best = earliest(None, activity + int(th.limit_ms) + 1, now)
-    return earliest(best, activity + int(th.critical_ms) + 1, now)
+    best = earliest(best, activity + int(th.critical_ms) + 1, now)
+    return earliest(best, hold_until(deal.engagement), now)
 
 
 def text(deal: DealState, m: Metrics) -> Text:
@@ -103,6 +107,6 @@ RULE = Rule(
     ),
     confidence=0.9,
     meaning="No activity (call, email, meeting, note) for longer than the threshold.",
-    fires_when="no activity for > 7 days",
+    fires_when="no activity for > 7 days (a scheduled meeting holds it off)",
     priority_text="high; critical > 14 days",
 )

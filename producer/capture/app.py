@@ -1,0 +1,109 @@
+"""The capture service's ASGI app (Starlette).
+
+- ``POST /capture/webhook/<workspace>``: the generic JSON webhook (``producer.capture.webhook``):
+  signature (401) -> JSON and shape (400) -> items not captured before for that user (the
+  captured log) -> matched to the workspace's open deals -> published and acknowledged (503 if
+  the broker fails: the tool retries; ids are stable) -> 200 with the counts.
+- ``DELETE /capture/users/<user_id>``: disconnect: every token, cursor and captured id kept for
+  the user is deleted (signed like the webhook, over an empty body) -> 200 with the rows deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from producer.capture import webhook
+from producer.capture.matcher import CapturedEmail, Matcher
+from producer.capture.store import CaptureStore
+from schemas.events import DealEvent
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20
+
+
+class EventPublisher(Protocol):
+    async def send(self, events: Sequence[DealEvent]) -> None: ...
+
+
+def build_app(
+    matcher: Matcher,
+    publisher: EventPublisher,
+    store: CaptureStore,
+    secret: str,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    def check(request: Request, body: bytes) -> JSONResponse | None:
+        try:
+            webhook.verify(
+                secret,
+                request.headers.get(webhook.SIGNATURE),
+                request.headers.get(webhook.TIMESTAMP),
+                body,
+                clock(),
+            )
+        except webhook.SignatureError as exc:
+            logger.warning("capture request refused: %s", exc.reason)
+            return JSONResponse({"error": exc.reason}, status_code=401)
+        return None
+
+    async def receive(request: Request) -> JSONResponse:
+        workspace = request.path_params["workspace"]
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": "too_large"}, status_code=413)
+        refused = check(request, body)
+        if refused is not None:
+            return refused
+        try:
+            payload = webhook.Payload.model_validate_json(body)
+        except ValidationError as exc:
+            detail = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3]
+            )
+            return JSONResponse({"error": "invalid_payload", "detail": detail}, status_code=400)
+        now = clock()
+        received = dt.datetime.fromtimestamp(now, dt.UTC)
+        keys = {webhook.item_key(item): item for item in payload.items}
+        new = store.first_seen(payload.user_id, "webhook", keys, int(now * 1000))
+        events: list[DealEvent] = []
+        for key, item in keys.items():
+            if key not in new:
+                continue
+            msg = webhook.captured(workspace, item, received)
+            if isinstance(msg, CapturedEmail):
+                events.extend(matcher.email(msg))
+            else:
+                events.extend(matcher.meeting(msg))
+        try:
+            await publisher.send(events)
+        except Exception:
+            logger.exception("capture: publishing %d events failed", len(events))
+            store.forget(payload.user_id, "webhook", new)  # the retry must publish them
+            return JSONResponse({"error": "unavailable"}, status_code=503)
+        return JSONResponse({"items": len(payload.items), "new": len(new), "events": len(events)})
+
+    async def disconnect(request: Request) -> JSONResponse:
+        refused = check(request, await request.body())
+        if refused is not None:
+            return refused
+        deleted = store.disconnect(request.path_params["user_id"])
+        logger.info("capture: a user disconnected, %d rows deleted", deleted)
+        return JSONResponse({"deleted": deleted})
+
+    return Starlette(
+        routes=[
+            Route("/capture/webhook/{workspace}", receive, methods=["POST"]),
+            Route("/capture/users/{user_id}", disconnect, methods=["DELETE"]),
+        ]
+    )

@@ -1,0 +1,77 @@
+"""Settings of ``vectoros capture`` (``VECTOROS_CAPTURE_*`` variables, frozen).
+
+The webhook secret and the token key are ``SecretStr`` and never logged. The workspaces file
+(YAML) is the per-workspace opt-in: a workspace not in it captures nothing::
+
+    ws-acme:
+      own_domains: [acme-vendor.io]   # the workspace's own mail domains
+      subjects: false                 # keep email subjects (default off)
+      domains_only: false             # keep participants' domains instead of addresses
+      retention_days: 365             # how long captured ids are kept
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from producer.capture.matcher import WorkspacePolicy
+from vectoros.errors import ConfigError
+from vectoros.settings import KafkaSettings, metrics_port_field
+
+
+class CaptureSettings(KafkaSettings):
+    """``vectoros capture``: emails and meetings in, ``email.logged``/``meeting.logged`` out."""
+
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
+    metrics_port: int = metrics_port_field("capture")
+    capture_host: str = Field(default="127.0.0.1", description="Address the endpoints are on.")
+    capture_port: int = Field(default=8089, ge=0, le=65535, description="0 picks a free port.")
+    capture_webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret of the generic JSON webhook (required)."
+    )
+    capture_token_key: SecretStr | None = Field(
+        default=None, description="Fernet key encrypting stored OAuth tokens (required)."
+    )
+    capture_db_path: Path = Field(
+        default=Path("capture.db"), description="SQLite file: connections, cursors, captured ids."
+    )
+    capture_workspaces_file: Path | None = Field(
+        default=None, description="YAML: the workspaces that opted in, and their policies."
+    )
+
+
+def load_policies(path: Path | None) -> dict[str, WorkspacePolicy]:
+    """The workspaces file; ``ConfigError`` (one line naming the file and key) when bad."""
+    if path is None:
+        return {}
+    source = f"capture workspaces file {path}"
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{source}: cannot be read ({type(exc).__name__}); fix it") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of workspace ids to policies")
+    out = {}
+    known = {"own_domains", "subjects", "domains_only", "retention_days", "enabled"}
+    for ws, body in raw.items():
+        body = body or {}
+        unknown = sorted(set(body) - known) if isinstance(body, dict) else ["(not a mapping)"]
+        if unknown:
+            raise ConfigError(f"{source}: {ws}.{unknown[0]}: unknown key; use {sorted(known)}")
+        own = body.get("own_domains") or []
+        if not isinstance(own, list) or not own:
+            raise ConfigError(f"{source}: {ws}.own_domains: list the workspace's mail domains")
+        out[str(ws)] = WorkspacePolicy(
+            own_domains=frozenset(str(d).strip().lower() for d in own),
+            enabled=bool(body.get("enabled", True)),
+            subjects=bool(body.get("subjects", False)),
+            domains_only=bool(body.get("domains_only", False)),
+            retention_days=int(body.get("retention_days", 365)),
+        )
+    return out

@@ -1,0 +1,153 @@
+"""What ``vectoros capture`` keeps per connected mailbox (SQLite): the connection with its OAuth
+tokens encrypted at rest (Fernet, key from ``VECTOROS_CAPTURE_TOKEN_KEY``), its sync cursor
+(Gmail history id, Calendar sync token, Graph delta link, ...), and a log of the provider message
+ids it captured (so a resync does not publish twice) with their time, pruned after the
+workspace's retention. ``disconnect`` deletes all of a user's rows. No message content is ever
+stored: ids and times only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+from pydantic import SecretStr
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS connection (
+    user_id TEXT NOT NULL, provider TEXT NOT NULL, workspace_id TEXT NOT NULL,
+    tokens BLOB NOT NULL, cursor TEXT, PRIMARY KEY (user_id, provider));
+CREATE TABLE IF NOT EXISTS captured (
+    user_id TEXT NOT NULL, provider TEXT NOT NULL, item_id TEXT NOT NULL,
+    captured_ms INTEGER NOT NULL, PRIMARY KEY (user_id, provider, item_id));
+"""
+
+
+class TokenCipher:
+    """Encrypts OAuth tokens at rest (Fernet: AES-128-CBC with HMAC-SHA256, from the
+    ``cryptography`` package). The key is never logged; a wrong key is a one-line error."""
+
+    def __init__(self, key: SecretStr) -> None:
+        try:
+            self._fernet = Fernet(key.get_secret_value().encode())
+        except ValueError:
+            raise ValueError(
+                "VECTOROS_CAPTURE_TOKEN_KEY is not a Fernet key (32 url-safe base64 bytes); "
+                "make one with `python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`"
+            ) from None
+
+    def seal(self, tokens: str) -> bytes:
+        return self._fernet.encrypt(tokens.encode())
+
+    def open(self, sealed: bytes) -> str:
+        try:
+            return self._fernet.decrypt(sealed).decode()
+        except InvalidToken:
+            raise ValueError("stored tokens do not decrypt with this key") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    user_id: str
+    provider: str
+    workspace_id: str
+    tokens: str
+    """The provider's token response as JSON (decrypted)."""
+    cursor: str | None
+
+
+class CaptureStore:
+    """Connections, cursors and the captured-id log of every connected mailbox."""
+
+    def __init__(self, path: Path | str, cipher: TokenCipher) -> None:
+        self._db = sqlite3.connect(str(path))
+        self._db.executescript(_SCHEMA)
+        self._cipher = cipher
+
+    def close(self) -> None:
+        self._db.close()
+
+    def connect(self, user_id: str, provider: str, workspace_id: str, tokens: str) -> None:
+        """A user connected a mailbox (the OAuth code exchange's token response)."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO connection VALUES (?, ?, ?, ?, NULL) ON CONFLICT (user_id, provider)"
+                " DO UPDATE SET workspace_id = excluded.workspace_id, tokens = excluded.tokens",
+                (user_id, provider, workspace_id, self._cipher.seal(tokens)),
+            )
+
+    def connection(self, user_id: str, provider: str) -> Connection | None:
+        row = self._db.execute(
+            "SELECT workspace_id, tokens, cursor FROM connection"
+            " WHERE user_id = ? AND provider = ?",
+            (user_id, provider),
+        ).fetchone()
+        if row is None:
+            return None
+        return Connection(user_id, provider, row[0], self._cipher.open(row[1]), row[2])
+
+    def save_tokens(self, user_id: str, provider: str, tokens: str) -> None:
+        """After a refresh."""
+        with self._db:
+            self._db.execute(
+                "UPDATE connection SET tokens = ? WHERE user_id = ? AND provider = ?",
+                (self._cipher.seal(tokens), user_id, provider),
+            )
+
+    def save_cursor(self, user_id: str, provider: str, cursor: str | None) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE connection SET cursor = ? WHERE user_id = ? AND provider = ?",
+                (cursor, user_id, provider),
+            )
+
+    def first_seen(
+        self, user_id: str, provider: str, item_ids: Iterable[str], now_ms: int
+    ) -> set[str]:
+        """Log ``item_ids`` as captured; those not logged before (the ones to publish)."""
+        new: set[str] = set()
+        with self._db:
+            for item_id in item_ids:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO captured VALUES (?, ?, ?, ?)",
+                    (user_id, provider, item_id, now_ms),
+                )
+                if cur.rowcount:
+                    new.add(item_id)
+        return new
+
+    def forget(self, user_id: str, provider: str, item_ids: Iterable[str]) -> None:
+        """Un-log ``item_ids`` (their events could not be published: a retry must)."""
+        with self._db:
+            self._db.executemany(
+                "DELETE FROM captured WHERE user_id = ? AND provider = ? AND item_id = ?",
+                [(user_id, provider, item_id) for item_id in item_ids],
+            )
+
+    def prune(self, before_ms: int) -> int:
+        """Forget captured ids logged before ``before_ms`` (retention); how many."""
+        with self._db:
+            return self._db.execute(
+                "DELETE FROM captured WHERE captured_ms < ?", (before_ms,)
+            ).rowcount
+
+    def disconnect(self, user_id: str) -> int:
+        """Delete everything kept for ``user_id``: tokens, cursors, captured ids; rows deleted."""
+        with self._db:
+            a = self._db.execute("DELETE FROM connection WHERE user_id = ?", (user_id,)).rowcount
+            b = self._db.execute("DELETE FROM captured WHERE user_id = ?", (user_id,)).rowcount
+        return a + b
+
+    def rows_of(self, user_id: str) -> int:
+        """Rows kept for ``user_id`` (connections and captured ids)."""
+        (a,) = self._db.execute(
+            "SELECT count(*) FROM connection WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        (b,) = self._db.execute(
+            "SELECT count(*) FROM captured WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        return int(a) + int(b)
