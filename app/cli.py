@@ -748,3 +748,111 @@ def state_reset_clock(partition: int, to: str, force: bool) -> None:
     settings.bootstrap()
     plan = run_async(reset_clock(settings, partition, at, force=force))
     click.echo(describe(plan, settings.topic_state))
+
+
+# --- deal history and the learned models (issue 14) ----------------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def history(ctx: click.Context) -> None:
+    """Keep every deal's history in PostgreSQL from deal-events (idempotent; replays change
+    nothing). Subcommands: import a CRM export, show the learned stage benchmarks."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from consumer.history.service import run_history
+    from consumer.history.settings import HistorySettings
+    from vectoros.service import serve
+
+    settings = load_settings(HistorySettings)
+    settings.bootstrap()
+    settings.dsn()
+
+    async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
+        await run_history(settings, registry, health, stop)
+
+    run_async(serve("history", settings, body))
+
+
+async def _with_pool(dsn: str, work: Any) -> Any:
+    from vectoros.db import connect_pool, migrate
+
+    pool = await connect_pool(dsn)
+    try:
+        await migrate(pool)
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
+@history.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--mapping",
+    "mapping_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The export's mapping (YAML; HubSpot, Pipedrive, Salesforce in docs/mappings/).",
+)
+@click.option("--workspace", default=None, help="Workspace id (default: the mapping's).")
+def history_import(file: Path, mapping_path: Path, workspace: str | None) -> None:
+    """Load a CRM export of past deals (CSV) into the history, in one transaction.
+
+    Rows that cannot be read are reported by line and skipped; the rest is imported, or nothing
+    is (a failure while writing rolls everything back)."""
+    from rich.console import Console
+    from rich.progress import Progress as Bar
+
+    from consumer.history.importer import import_csv, read_mapping
+    from vectoros.settings import DatabaseSettings
+
+    mapping = read_mapping(mapping_path)
+    dsn = load_settings(DatabaseSettings).dsn()
+    console = Console(stderr=True)
+    with Bar(console=console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                label = "reading rows" if phase == "read" else "writing deals"
+                tasks[phase] = bar.add_task(label, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        report = run_async(
+            _with_pool(dsn, lambda pool: import_csv(pool, file, mapping, workspace, progress))
+        )
+    for error in report.errors[:50]:
+        click.echo(f"{file}: {error}", err=True)
+    if len(report.errors) > 50:
+        click.echo(f"... and {len(report.errors) - 50} more bad rows", err=True)
+    click.echo(
+        f"imported {report.imported} deal(s) from {report.rows} row(s); "
+        f"{len(report.errors)} row(s) skipped"
+    )
+
+
+@history.command("benchmarks")
+@click.option("--workspace", default=None, help="Only this workspace id.")
+@click.option("--refresh", is_flag=True, help="Recompute them from the history first.")
+def history_benchmarks(workspace: str | None, refresh: bool) -> None:
+    """The learned stage benchmarks: days in stage (P50/P75/P90) of the deals that left it."""
+    from consumer.history.store import load_benchmarks, refresh_benchmarks
+    from vectoros.settings import DatabaseSettings
+
+    dsn = load_settings(DatabaseSettings).dsn()
+
+    async def work(pool: Any) -> Any:
+        if refresh:
+            await refresh_benchmarks(pool)
+        return await load_benchmarks(pool, workspace)
+
+    rows = run_async(_with_pool(dsn, work))
+    if not rows:
+        click.echo("no benchmarks yet (no deal has left a stage; try --refresh)")
+        return
+    click.echo(f"{'workspace':<20} {'stage':<12} {'deals':>6} {'P50':>7} {'P75':>7} {'P90':>7}")
+    for r in rows:
+        click.echo(
+            f"{r['workspace_id']:<20} {r['stage']:<12} {r['samples']:>6} "
+            f"{r['p50_days']:>7.1f} {r['p75_days']:>7.1f} {r['p90_days']:>7.1f}"
+        )

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings
 
 from app.pipeline import RunSettings
 from consumer.enricher.settings import EnricherSettings
+from consumer.history.settings import HistorySettings
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
 from producer.gateway.settings import GatewaySettings
@@ -29,6 +30,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     NotifierSettings,
     EnricherSettings,
     GatewaySettings,
+    HistorySettings,
     RunSettings,
 )
 

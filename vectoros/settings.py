@@ -28,6 +28,7 @@ METRICS_PORTS: dict[str, int] = {
     "enricher": 9468,
     "gateway": 9469,
     "ticker": 9470,
+    "history": 9471,
 }
 
 

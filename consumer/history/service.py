@@ -1,0 +1,213 @@
+"""The history service: ``deal-events`` into the ``deal_history`` projection in PostgreSQL.
+
+A ``HistoryHandler`` on the consume loop (``vectoros.consume_loop``), in its own consumer group,
+beside the monitor: fetch a batch of deal events, record the new ones and recompute the deals
+they touch in one transaction (``consumer.history.store``), then commit the offsets. Replays
+and redeliveries change nothing. Ticks are ignored; a message that is not a valid deal event is
+counted and skipped (the monitor dead-letters it with the reason). Outages of the broker or
+PostgreSQL are the loop's: wait, retry the same batch, never exit.
+
+Beside the loop, the learned stage benchmarks (``stage_benchmarks``) are refreshed once at
+start and then every ``history_benchmarks_refresh_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from consumer.history import store
+from consumer.history.metrics import HistoryMetrics
+from consumer.history.settings import HistorySettings
+from schemas.events import DealEvent, Tick, event_adapter
+from vectoros.consume_loop import (
+    OUTAGE_ERRORS,
+    Broker,
+    ConsumeLoop,
+    Database,
+    KafkaBroker,
+    LoopOptions,
+    Output,
+    Records,
+    Resources,
+    Subscription,
+    stopped_within,
+)
+from vectoros.db import PgPool, describe_dsn, migrate
+from vectoros.ops_server import Health
+
+logger = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 500
+RETRY_JITTER = 0.2
+
+
+def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> list[DealEvent]:
+    """The deal events of a batch; ticks dropped, invalid messages counted and skipped."""
+    events: list[DealEvent] = []
+    for recs in records.values():
+        for rec in recs:
+            if rec.value is None:
+                continue
+            try:
+                event = event_adapter.validate_json(rec.value)
+            except (ValidationError, ValueError):
+                if metrics is not None:
+                    metrics.skipped.inc()
+                logger.debug(
+                    "skipping a message that is not a deal event at %s[%d]@%d",
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
+                )
+                continue
+            if not isinstance(event, Tick):
+                events.append(event)
+    return events
+
+
+class HistoryHandler:
+    """The history's logic for the consume loop: one transaction per batch."""
+
+    def __init__(
+        self,
+        metrics: HistoryMetrics,
+        *,
+        migrate_on_start: bool = True,
+        refresh_seconds: float | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.pool: PgPool | None = None
+        self._migrate = migrate_on_start
+        self._refresh_seconds = refresh_seconds
+        self._refresher: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def open(self, resources: Resources) -> None:
+        if resources.pool is None:
+            raise RuntimeError("the history service needs PostgreSQL")
+        self.pool = resources.pool
+        if self._migrate:
+            await migrate(self.pool)
+        if self._refresh_seconds is not None and self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh_forever(self._refresh_seconds))
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+
+    def decode(self, records: Records) -> list[DealEvent]:
+        events = decode_batch(records, self.metrics)
+        self.metrics.events_consumed.inc(len(events))
+        return events
+
+    async def handle(self, events: list[DealEvent], stop: asyncio.Event) -> Sequence[Output]:
+        if not events:
+            return ()
+        assert self.pool is not None
+        started = time.perf_counter()
+        try:
+            async with self.pool.acquire() as conn:
+                result = await store.write_events(conn, events)
+        except OUTAGE_ERRORS:
+            self.metrics.db_errors.inc()
+            raise
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.events_recorded.inc(result.events_inserted)
+        self.metrics.deals_written.inc(result.deals_written)
+        return ()
+
+    async def refresh_benchmarks(self) -> None:
+        assert self.pool is not None
+        await store.refresh_benchmarks(self.pool)
+        self.metrics.benchmark_refreshes.inc()
+
+    async def _refresh_forever(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.refresh_benchmarks()
+                logger.info("stage benchmarks refreshed")
+            except OUTAGE_ERRORS as exc:
+                logger.warning(
+                    "could not refresh the stage benchmarks (%s: %s); trying again in %.0fs",
+                    type(exc).__name__,
+                    exc,
+                    seconds,
+                )
+            if await stopped_within(self._stop, seconds):
+                return
+
+
+HistoryService = ConsumeLoop[list[DealEvent]]
+
+
+def loop_options(settings: HistorySettings, pool: PgPool | None = None) -> LoopOptions:
+    return LoopOptions(
+        name="history",
+        subscription=Subscription(
+            topics=(settings.topic_events,),
+            group_id=settings.history_group_id,
+            client_id=f"{settings.kafka_client_id}-history",
+        ),
+        batch_max=settings.history_batch_max,
+        flush_ms=settings.history_flush_ms,
+        idle_poll_ms=IDLE_POLL_MS,
+        read_ahead=True,
+        topics={settings.topic_events: settings.topic_partitions},
+        database=Database(
+            dsn=settings.dsn() if pool is None else "",
+            max_size=settings.db_pool_max_size,
+            command_timeout=settings.db_command_timeout_seconds,
+            pool=pool,
+        ),
+        retry_initial_seconds=settings.db_retry_initial_seconds,
+        retry_max_seconds=settings.db_retry_max_seconds,
+        retry_jitter=RETRY_JITTER,
+    )
+
+
+def history_loop(
+    settings: HistorySettings, metrics: HistoryMetrics, broker: Broker | None = None
+) -> HistoryService:
+    handler = HistoryHandler(
+        metrics,
+        migrate_on_start=settings.history_migrate_on_start,
+        refresh_seconds=settings.history_benchmarks_refresh_seconds,
+    )
+    return ConsumeLoop(handler, broker or KafkaBroker(settings), loop_options(settings))
+
+
+async def run_history(
+    settings: HistorySettings,
+    registry: CollectorRegistry,
+    health: Health,
+    stop: asyncio.Event,
+    *,
+    on_service: Callable[[HistoryService], None] | None = None,
+    broker: Broker | None = None,
+) -> None:
+    """``vectoros history``: run until ``stop`` is set (readiness check ``history``)."""
+    service = history_loop(settings, HistoryMetrics(registry), broker)
+    health.register("history", service.ready)
+    if on_service is not None:
+        on_service(service)
+    logger.info(
+        "history consuming %s as group %s into PostgreSQL at %s (once both answer)",
+        settings.topic_events,
+        settings.history_group_id,
+        describe_dsn(settings.dsn()),
+    )
+    try:
+        await service.run(stop)
+    finally:
+        logger.info("history stopped")
