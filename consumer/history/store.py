@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from consumer.intelligence import benchmarks
 from consumer.intelligence.projection import DealHistory, fold, from_json, to_json
 from schemas.events import DealEvent, encode_event, event_adapter
 from vectoros.db import PgConnection, PgPool
@@ -49,13 +50,6 @@ _SELECT = (
     "WHERE deleted_at IS NULL AND ($1::text IS NULL OR workspace_id = $1) "
     "ORDER BY workspace_id, deal_id"
 )
-
-_BENCHMARKS = """
-SELECT workspace_id, stage, samples, p50_days, p75_days, p90_days
-FROM stage_benchmarks
-WHERE ($1::text IS NULL OR workspace_id = $1)
-ORDER BY workspace_id, stage
-"""
 
 
 def _ts(ms: int | None) -> dt.datetime | None:
@@ -160,4 +154,4 @@ async def refresh_benchmarks(db: PgPool | PgConnection) -> None:
 
 async def load_benchmarks(db: PgPool | PgConnection, workspace: str | None = None) -> list[Any]:
     """The stage benchmarks as of the last refresh: workspace, stage, samples, p50/p75/p90."""
-    return list(await db.fetch(_BENCHMARKS, workspace))
+    return list(await db.fetch(benchmarks.SQL, workspace))

@@ -239,3 +239,51 @@ async def test_import_is_all_or_nothing(pool: PgPool, tmp_path: Any) -> None:
     with pytest.raises(Exception, match="0x00"):
         await import_csv(pool, poisoned, mapping, "ws-other")
     assert await pool.fetchval("SELECT count(*) FROM deal_history") == 29
+
+
+async def test_learned_rules_from_the_benchmarks(pool: PgPool) -> None:
+    """35 deals left negotiation after 1..35 days: the monitor's rules read P90 = 31.6 days
+    from 35 deals for that workspace, and stuck_in_stage says so."""
+    from consumer.intelligence.projection import DAY_MS, DealHistory, StageSpell
+    from consumer.learned_rules import LearnedRules
+    from consumer.rules import stuck_in_stage
+    from consumer.state import DealState
+    from consumer.thresholds import RulesConfig
+    from schemas.events import Stage
+
+    t0 = 20_000 * DAY_MS
+    deals = [
+        DealHistory(
+            workspace_id="ws-l",
+            deal_id=f"d{n}",
+            created_ms=t0,
+            outcome="won",
+            closed_ms=t0 + n * DAY_MS,
+            stages=[StageSpell("negotiation", t0, t0 + n * DAY_MS)],
+        )
+        for n in range(1, 36)
+    ]
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, deals)
+    learned = LearnedRules(pool, RulesConfig())
+    assert (await learned.refresh()).for_workspace("ws-l") == RulesConfig().defaults  # stale view
+    await store.refresh_benchmarks(pool)
+    stop = asyncio.Event()
+    stop.set()
+    seen: list[RulesConfig] = []
+    await learned.run(stop, 60, seen.append)
+    th = seen[0].for_workspace("ws-l")
+    assert th is learned.current.for_workspace("ws-l")
+    bench = th.stuck_learned[Stage.NEGOTIATION]
+    assert (bench.deals, round(bench.p90, 1)) == (35, 31.6)
+    open_deal = DealState(
+        workspace_id="ws-l",
+        deal_id="x",
+        stage=Stage.NEGOTIATION,
+        created_at_ms=t0,
+        last_activity_at_ms=t0,
+        stage_entered_at_ms=t0,
+    )
+    finding = stuck_in_stage(open_deal, t0 + 45 * DAY_MS, th)
+    assert finding is not None
+    assert (finding.metrics["benchmark"], finding.metrics["benchmark_deals"]) == ("P90", 35)
