@@ -856,3 +856,92 @@ def history_benchmarks(workspace: str | None, refresh: bool) -> None:
             f"{r['workspace_id']:<20} {r['stage']:<12} {r['samples']:>6} "
             f"{r['p50_days']:>7.1f} {r['p75_days']:>7.1f} {r['p90_days']:>7.1f}"
         )
+
+
+@main.command()
+@click.option(
+    "--holdout-days",
+    type=click.FloatRange(min=1),
+    default=90,
+    show_default=True,
+    help="The held-out period at the end of the history the model is judged on.",
+)
+def train(holdout_days: float) -> None:
+    """Train the win-probability model on the deal history in PostgreSQL (every workspace
+    pooled, the workspace a feature); store the version with its held-out metrics; make it the
+    current one only if it beats the current one on the same held-out period."""
+    from consumer.history.train import train as run_train
+    from consumer.intelligence.evaluation import NotEnoughHistory
+    from vectoros.settings import DatabaseSettings
+
+    dsn = load_settings(DatabaseSettings).dsn()
+    try:
+        result = run_async(_with_pool(dsn, lambda pool: run_train(pool, holdout_days=holdout_days)))
+    except NotEnoughHistory as exc:
+        raise ConfigError(f"not enough history to train on: {exc}") from None
+    m = result.scores
+    click.echo(
+        f"model version {result.version}: held-out AUC {m.auc:.3f}, Brier {m.brier:.4f}, "
+        f"log loss {m.log_loss:.4f}, ECE {m.ece:.3f} on {m.n} snapshots"
+    )
+    if result.current is not None:
+        c = result.current
+        click.echo(
+            f"current version {result.current_version} on the same period: AUC {c.auc:.3f}, "
+            f"Brier {c.brier:.4f}"
+        )
+    click.echo("promoted: it is now the current model" if result.promoted else "not promoted")
+
+
+@main.command()
+@click.option(
+    "--simulated",
+    type=click.IntRange(min=100),
+    default=None,
+    metavar="DEALS",
+    help="Evaluate on a known-truth simulated history of DEALS deals instead of PostgreSQL's.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of --simulated.")
+@click.option("--workspace", default=None, help="Only this workspace's history (PostgreSQL).")
+@click.option(
+    "--holdout-days",
+    type=click.FloatRange(min=1),
+    default=180,
+    show_default=True,
+    help="Train before the last N days of the history, report on them.",
+)
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("reliability.png"),
+    show_default=True,
+    help="Where to write the reliability diagram.",
+)
+def evaluate(
+    simulated: int | None, seed: int, workspace: str | None, holdout_days: float, png: Path
+) -> None:
+    """Train on one period of history and report on the later one: AUC, Brier, log loss and
+    calibration error of the model, the rep's probability and the stage win rate, the close-date
+    interval's coverage, and a reliability diagram (PNG). Works on any history: imported,
+    recorded by `vectoros history`, or simulated."""
+    from consumer.history.report import reliability_png, table
+    from consumer.intelligence.evaluation import NotEnoughHistory
+    from consumer.intelligence.evaluation import evaluate as run_evaluate
+
+    if simulated is not None:
+        from consumer.intelligence.histgen import HistorySpec, generate_histories
+
+        histories = generate_histories(HistorySpec(deals=simulated, seed=seed))
+    else:
+        from consumer.history.store import load_histories
+        from vectoros.settings import DatabaseSettings
+
+        dsn = load_settings(DatabaseSettings).dsn()
+        histories = run_async(_with_pool(dsn, lambda pool: load_histories(pool, workspace)))
+    try:
+        result = run_evaluate(histories, holdout_days)
+    except NotEnoughHistory as exc:
+        raise ConfigError(f"not enough history to evaluate: {exc}") from None
+    click.echo(table(result))
+    reliability_png(result, png)
+    click.echo(f"reliability diagram: {png}")

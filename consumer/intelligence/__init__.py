@@ -2,6 +2,6 @@
 events, point-in-time snapshots and their features, the win-probability and close-date models,
 the metrics they are judged by, and a known-truth history generator to evaluate them on.
 
-The services that read and write PostgreSQL are ``consumer.history`` (the projection, the CSV
-import, the stage benchmarks) and ``consumer.learn`` (``vectoros train`` / ``evaluate``).
+The service that reads and writes PostgreSQL is ``consumer.history``: the projection, the CSV
+import, the stage benchmarks, and the model versions (``vectoros train``).
 """

@@ -37,6 +37,14 @@ def _matrix(rows: list[list[float]]) -> NDArray[np.float64]:
     return np.asarray(rows, dtype=float).reshape(len(rows), len(FEATURES))
 
 
+def _fit_matrix(rows: list[list[float]]) -> NDArray[np.float64]:
+    """The training matrix; a column with no value at all (an export without probabilities)
+    becomes 0, which the trees then ignore (scikit-learn cannot bin an all-missing column)."""
+    x = _matrix(rows)
+    x[:, np.all(np.isnan(x), axis=0)] = 0.0
+    return x
+
+
 def _categorical() -> list[bool]:
     return [name in CATEGORICAL for name in FEATURES]
 
@@ -97,7 +105,7 @@ def loads(blob: bytes) -> WinModel:
 
 def fit_win(train: Snapshots, max_iter: int = 200) -> WinModel:
     """Trees on the earlier part of ``train``, isotonic calibration on the later part."""
-    x, y = _matrix(train.X), np.asarray(train.won)
+    x, y = _fit_matrix(train.X), np.asarray(train.won)
     fit, cal = _time_split(train)
     trees = HistGradientBoostingClassifier(
         max_iter=max_iter,
@@ -119,7 +127,7 @@ def fit_win(train: Snapshots, max_iter: int = 200) -> WinModel:
 
 def fit_close(train: Snapshots, max_iter: int = 150) -> CloseModel:
     """Quantile trees of log days-to-close; the interval calibrated to ``COVERAGE``."""
-    x, y = _matrix(train.X), np.log1p(np.asarray(train.days_to_close))
+    x, y = _fit_matrix(train.X), np.log1p(np.asarray(train.days_to_close))
     fit, cal = _time_split(train)
 
     def quantile(q: float) -> HistGradientBoostingRegressor:

@@ -162,3 +162,14 @@ def test_promotion_only_when_better(
         return Scores(auc=auc, brier=brier, log_loss=0.5, ece=0.02, n=100)
 
     assert better(s(*new), None if current is None else s(*current)) is promote
+
+
+def test_a_history_without_activities_or_probabilities_still_trains() -> None:
+    """A bare CRM export: no stage history, no activities, no rep probabilities, no close
+    dates (all-missing feature columns)."""
+    histories = generate_histories(HistorySpec(deals=600, days=540, seed=4))
+    for h in histories:
+        h.stages, h.activities, h.probabilities, h.close_date_changes = [], [], [], []
+        h.close_date = None
+    result = evaluate(histories, holdout_days=150, max_iter=20)
+    assert result.scores["model"].n == len(result.split.holdout)

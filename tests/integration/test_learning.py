@@ -1,0 +1,142 @@
+"""The learned models on PostgreSQL: versions stored with their held-out metrics, promoted only
+when better; and the commands (history import, benchmarks, train, evaluate) as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from consumer.history import store
+from consumer.history.models import current_model, versions
+from consumer.history.train import train
+from consumer.intelligence.histgen import HistorySpec, generate_histories
+from tests.databases import fresh_database, migrated_pool
+from vectoros.db import PgPool
+
+pytestmark = pytest.mark.integration
+
+VECTOROS = [sys.executable, "-m", "app"]
+WAIT_LIMIT = 120.0  # a bound for "never finishes", not a timing goal
+SPEC = HistorySpec(deals=1500, days=540, seed=3)
+
+
+@pytest.fixture
+async def learn_dsn(database_url: str) -> AsyncIterator[str]:
+    async with fresh_database(database_url, "learn") as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def pool(learn_dsn: str) -> AsyncIterator[PgPool]:
+    async with migrated_pool(learn_dsn) as pool:
+        yield pool
+
+
+async def test_a_model_is_promoted_only_when_better(pool: PgPool) -> None:
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, generate_histories(SPEC))
+
+    first = await train(pool, holdout_days=150, max_iter=3)  # a weak model: no current one yet
+    assert (first.promoted, first.current) == (True, None)
+    same = await train(pool, holdout_days=150, max_iter=3)  # as good, not better
+    assert not same.promoted
+    assert same.current == first.scores
+    stronger = await train(pool, holdout_days=150, max_iter=80)
+    assert stronger.promoted
+    assert stronger.current is not None
+    assert stronger.scores.brier < stronger.current.brier
+    weaker = await train(pool, holdout_days=150, max_iter=2)
+    assert not weaker.promoted
+
+    rows = await versions(pool)
+    assert [(r["version"], r["current"]) for r in rows] == [
+        (first.version, False),
+        (same.version, False),
+        (stronger.version, True),
+        (weaker.version, False),
+    ]
+    assert set(rows[2]["metrics"]) == {"auc", "brier", "log_loss", "ece", "n"}
+    assert set(rows[3]["baselines"]) == {"rep", "stage", "current"}
+    assert rows[3]["baselines"]["current"]["version"] == stronger.version
+    current = await current_model(pool)
+    assert current is not None
+    assert current.version == stronger.version
+    holdout = stronger.evaluation.split.holdout
+    assert list(current.model.predict(holdout.X[:20])) == list(
+        stronger.evaluation.predictions["model"][:20]
+    )
+
+
+def run(args: list[str], dsn: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
+    env["VECTOROS_DATABASE_URL"] = dsn
+    return subprocess.run(
+        VECTOROS + args, env=env, capture_output=True, text=True, timeout=WAIT_LIMIT, check=False
+    )
+
+
+def write_export(path: Path) -> None:
+    """A Pipedrive export of the known-truth history (stages by the mapping's names)."""
+    names = {"lead": "Qualified", "qualified": "Contact Made", "proposal": "Proposal Made",
+             "negotiation": "Negotiations Started"}  # fmt: skip
+    lines = [
+        "Deal - ID,Deal - Title,Deal - Deal created,Deal - Deal closed on,Deal - Status,"
+        "Deal - Stage,Deal - Value,Deal - Currency,Deal - Owner,Deal - Expected close date,"
+        "Deal - Organization,Deal - Pipeline,Deal - Source channel,Deal - Lost reason,"
+        "Deal - Product quantity"
+    ]
+    import datetime as dt
+
+    def day(ms: int | None) -> str:
+        return "" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
+
+    for h in generate_histories(HistorySpec(deals=300, seed=5)):
+        status = {"won": "Won", "lost": "Lost", None: "Open"}[h.outcome]
+        stage = names.get(h.stage or "", "")
+        lines.append(
+            f"{h.deal_id},{h.title},{day(h.created_ms)},{day(h.closed_ms)},{status},{stage},"
+            f"{h.value},USD,{h.owner_id},,,Default,,,1"
+        )
+    lines.append("bad-1,Broken,not a date,,Open,Qualified,1,USD,x,,,Default,,,1")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+async def test_the_commands(learn_dsn: str, tmp_path: Path) -> None:
+    export = tmp_path / "deals.csv"
+    write_export(export)
+    mapping = Path(__file__).parents[2] / "docs" / "mappings" / "pipedrive.yaml"
+    imported = run(
+        ["history", "import", str(export), "--mapping", str(mapping), "--workspace", "ws-p"],
+        learn_dsn,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 300 deal(s) from 301 row(s); 1 row(s) skipped" in imported.stdout
+    assert "line 302: created (Deal - Deal created): 'not a date' is not a date" in (
+        imported.stderr
+    )
+
+    bench = run(["history", "benchmarks", "--refresh", "--workspace", "ws-p"], learn_dsn)
+    assert bench.returncode == 0, bench.stderr
+    assert "no benchmarks yet" in bench.stdout  # a Pipedrive export has no stage history
+
+    png = tmp_path / "out" / "reliability.png"
+    evaluated = run(["evaluate", "--holdout-days", "120", "--png", str(png)], learn_dsn)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "model (calibrated trees)" in evaluated.stdout
+    assert "rep's probability" in evaluated.stdout
+    assert "stage win rate" in evaluated.stdout
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+    trained = run(["train", "--holdout-days", "120"], learn_dsn)
+    assert trained.returncode == 0, trained.stderr
+    assert "model version 1: held-out AUC" in trained.stdout
+    assert "promoted: it is now the current model" in trained.stdout
+
+    too_little = run(["train", "--holdout-days", "100000"], learn_dsn)
+    assert too_little.returncode == 1
+    assert "not enough history to train on" in too_little.stderr
