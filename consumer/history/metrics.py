@@ -40,6 +40,11 @@ class HistoryMetrics:
             "Batches that failed against PostgreSQL and were retried.",
             registry=registry,
         )
+        self.deals_scored = Counter(
+            f"{PREFIX}_history_deals_scored_total",
+            "Open deals scored with the current model (published on deal-scores).",
+            registry=registry,
+        )
         self.benchmark_refreshes = Counter(
             f"{PREFIX}_history_benchmark_refreshes_total",
             "Recomputations of the learned stage benchmarks.",

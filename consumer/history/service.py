@@ -9,6 +9,11 @@ PostgreSQL are the loop's: wait, retry the same batch, never exit.
 
 Beside the loop, the learned stage benchmarks (``stage_benchmarks``) are refreshed once at
 start and then every ``history_benchmarks_refresh_seconds``.
+
+Scoring (``history_scoring``): once a model is current (``vectoros train``), every open deal a
+batch changed is scored in one batch call, as of just after its latest event; the scores go to
+``deal_scores`` and, before the batch is committed, to ``deal-scores``. The current model and
+the owners' records are looked up at start and every ``history_model_refresh_seconds``.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from consumer.history import store
+from consumer.history import models, store
 from consumer.history.metrics import HistoryMetrics
 from consumer.history.settings import HistorySettings
+from consumer.intelligence.features import OwnerRecord
+from consumer.intelligence.scoring import score_deals
 from schemas.events import DealEvent, Tick, event_adapter
 from vectoros.consume_loop import (
     OUTAGE_ERRORS,
@@ -81,13 +88,19 @@ class HistoryHandler:
         *,
         migrate_on_start: bool = True,
         refresh_seconds: float | None = None,
+        scores_topic: str | None = None,
+        model_refresh_seconds: float = 300,
     ) -> None:
         self.metrics = metrics
         self.pool: PgPool | None = None
         self._migrate = migrate_on_start
         self._refresh_seconds = refresh_seconds
-        self._refresher: asyncio.Task[None] | None = None
+        self._scores_topic = scores_topic
+        self._model_refresh_seconds = model_refresh_seconds
+        self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self.model: models.StoredModel | None = None
+        self.owners = OwnerRecord()
 
     async def open(self, resources: Resources) -> None:
         if resources.pool is None:
@@ -95,16 +108,38 @@ class HistoryHandler:
         self.pool = resources.pool
         if self._migrate:
             await migrate(self.pool)
-        if self._refresh_seconds is not None and self._refresher is None:
-            self._refresher = asyncio.create_task(self._refresh_forever(self._refresh_seconds))
+        if self._tasks:
+            return
+        if self._refresh_seconds is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(self._refresh_seconds, self.refresh_benchmarks, "stage benchmarks")
+                )
+            )
+        if self._scores_topic is not None:
+            await self.load_model()
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(self._model_refresh_seconds, self.load_model, "current model")
+                )
+            )
 
     async def close(self) -> None:
         self._stop.set()
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+                await task
+        self._tasks.clear()
+
+    async def load_model(self) -> None:
+        """The current model and the owners' records, looked up again."""
+        assert self.pool is not None
+        model = await models.current_model(self.pool)
+        self.owners = await models.owner_record(self.pool)
+        if model is not None and (self.model is None or model.version != self.model.version):
+            logger.info("scoring open deals with model version %d", model.version)
+        self.model = model
 
     def decode(self, records: Records) -> list[DealEvent]:
         events = decode_batch(records, self.metrics)
@@ -116,30 +151,39 @@ class HistoryHandler:
             return ()
         assert self.pool is not None
         started = time.perf_counter()
+        model = self.model
         try:
             async with self.pool.acquire() as conn:
                 result = await store.write_events(conn, events)
+                if model is None or self._scores_topic is None:
+                    scores = []
+                else:
+                    scores = score_deals(model.model, model.version, result.histories, self.owners)
+                    await models.upsert_scores(conn, scores)
         except OUTAGE_ERRORS:
             self.metrics.db_errors.inc()
             raise
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.events_recorded.inc(result.events_inserted)
         self.metrics.deals_written.inc(result.deals_written)
-        return ()
+        self.metrics.deals_scored.inc(len(scores))
+        topic = self._scores_topic or ""
+        return [Output(topic, s.model_dump_json().encode(), s.deal_id.encode()) for s in scores]
 
     async def refresh_benchmarks(self) -> None:
         assert self.pool is not None
         await store.refresh_benchmarks(self.pool)
         self.metrics.benchmark_refreshes.inc()
 
-    async def _refresh_forever(self, seconds: float) -> None:
+    async def _every(self, seconds: float, work: Callable[[], Awaitable[None]], what: str) -> None:
         while True:
             try:
-                await self.refresh_benchmarks()
-                logger.info("stage benchmarks refreshed")
+                await work()
+                logger.debug("%s refreshed", what)
             except OUTAGE_ERRORS as exc:
                 logger.warning(
-                    "could not refresh the stage benchmarks (%s: %s); trying again in %.0fs",
+                    "could not refresh the %s (%s: %s); trying again in %.0fs",
+                    what,
                     type(exc).__name__,
                     exc,
                     seconds,
@@ -163,7 +207,15 @@ def loop_options(settings: HistorySettings, pool: PgPool | None = None) -> LoopO
         flush_ms=settings.history_flush_ms,
         idle_poll_ms=IDLE_POLL_MS,
         read_ahead=True,
-        topics={settings.topic_events: settings.topic_partitions},
+        publishes=settings.history_scoring,
+        topics={
+            settings.topic_events: settings.topic_partitions,
+            **(
+                {settings.topic_scores: settings.topic_partitions}
+                if settings.history_scoring
+                else {}
+            ),
+        },
         database=Database(
             dsn=settings.dsn() if pool is None else "",
             max_size=settings.db_pool_max_size,
@@ -183,6 +235,8 @@ def history_loop(
         metrics,
         migrate_on_start=settings.history_migrate_on_start,
         refresh_seconds=settings.history_benchmarks_refresh_seconds,
+        scores_topic=settings.topic_scores if settings.history_scoring else None,
+        model_refresh_seconds=settings.history_model_refresh_seconds,
     )
     return ConsumeLoop(handler, broker or KafkaBroker(settings), loop_options(settings))
 

@@ -30,6 +30,16 @@ class HistorySettings(KafkaSettings, DatabaseSettings):
         le=86_400,
         description="How often the learned stage benchmarks are recomputed (at most daily).",
     )
+    topic_scores: str = Field(
+        default="deal-scores", description="Where the model's scores of open deals go."
+    )
+    history_scoring: bool = Field(
+        default=True,
+        description="Score every open deal an event batch changes with the current model.",
+    )
+    history_model_refresh_seconds: float = Field(
+        default=300, gt=0, description="How often the current model is looked up again."
+    )
     db_pool_max_size: int = Field(default=4, ge=1, le=100)
     db_command_timeout_seconds: float = Field(default=60, gt=0)
     db_retry_initial_seconds: float = Field(default=0.2, gt=0)

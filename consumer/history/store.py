@@ -103,6 +103,8 @@ class WriteResult:
     events: int = 0
     events_inserted: int = 0
     deals_written: int = 0
+    histories: tuple[DealHistory, ...] = ()
+    """The deals the batch touched, as now written."""
 
 
 async def write_events(conn: PgConnection, events: Sequence[DealEvent]) -> WriteResult:
@@ -131,7 +133,7 @@ async def write_events(conn: PgConnection, events: Sequence[DealEvent]) -> Write
             by_deal.setdefault((row["workspace_id"], row["deal_id"]), []).append(event)  # type: ignore[arg-type]
         histories = [h for evs in by_deal.values() if (h := fold(evs)) is not None]
         await conn.executemany(_UPSERT, [row_of(h) for h in histories])
-    return WriteResult(len(events), inserted, len(histories))
+    return WriteResult(len(events), inserted, len(histories), tuple(histories))
 
 
 async def upsert_histories(conn: PgConnection, histories: Iterable[DealHistory]) -> int:

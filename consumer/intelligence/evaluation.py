@@ -90,7 +90,7 @@ def evaluate(
     max_iter: int = 200,
 ) -> Evaluation:
     s = split(histories, holdout_days)
-    model = fit_win(s.train, max_iter=max_iter)
+    model = fit_win(s.train, max_iter=max_iter, workspaces=s.workspaces)
     rates = stage_win_rates(s.train)
     predictions = {
         "model": model.predict(s.holdout.X),

@@ -61,14 +61,43 @@ class WinModel:
     trees: HistGradientBoostingClassifier
     calibration: IsotonicRegression
     features: tuple[str, ...] = FEATURES
+    workspaces: dict[str, int] = field(default_factory=dict)
+    """The workspace feature's codes it was trained with (score with the same)."""
 
     def predict(self, rows: list[list[float]]) -> NDArray[np.float64]:
         """Calibrated probabilities of winning, one per row (batch: one call for all rows)."""
         if not rows:
             return np.zeros(0)
+        return self._predict(_matrix(rows))
+
+    def _predict(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         with threadpool_limits(limits=THREADS, user_api="openmp"):
-            raw = self.trees.predict_proba(_matrix(rows))[:, 1]
+            raw = self.trees.predict_proba(x)[:, 1]
         return np.asarray(self.calibration.predict(raw), dtype=float)
+
+    def explain(
+        self, rows: list[list[float]], top: int = 3
+    ) -> tuple[NDArray[np.float64], list[list[tuple[str, float]]]]:
+        """Probabilities and each row's ``top`` factors: how much the probability moves when
+        the feature is taken away (treated as unknown, as the trees treat a missing value),
+        signed, largest first; none when no single feature moves it (a flat stretch of the
+        calibration map). One prediction call for every row and feature."""
+        if not rows:
+            return np.zeros(0), []
+        x = _matrix(rows)
+        n, f = x.shape
+        variants = np.repeat(x[np.newaxis, :, :], f + 1, axis=0)  # (f + 1, n, f)
+        for j in range(f):
+            variants[j + 1, :, j] = np.nan
+        p = self._predict(variants.reshape(-1, f)).reshape(f + 1, n)
+        effect = p[0][np.newaxis, :] - p[1:]  # (f, n): what each feature adds
+        factors = []
+        for i in range(n):
+            order = np.argsort(-np.abs(effect[:, i]), kind="stable")[:top]
+            factors.append(
+                [(self.features[j], round(float(effect[j, i]), 4)) for j in order if effect[j, i]]
+            )
+        return p[0], factors
 
     def dumps(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
@@ -103,7 +132,9 @@ def loads(blob: bytes) -> WinModel:
     return model
 
 
-def fit_win(train: Snapshots, max_iter: int = 200) -> WinModel:
+def fit_win(
+    train: Snapshots, max_iter: int = 200, workspaces: dict[str, int] | None = None
+) -> WinModel:
     """Trees on the earlier part of ``train``, isotonic calibration on the later part."""
     x, y = _fit_matrix(train.X), np.asarray(train.won)
     fit, cal = _time_split(train)
@@ -122,7 +153,7 @@ def fit_win(train: Snapshots, max_iter: int = 200) -> WinModel:
         raw = trees.predict_proba(x[cal])[:, 1]
     calibration = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
     calibration.fit(raw, y[cal])
-    return WinModel(trees, calibration)
+    return WinModel(trees, calibration, workspaces=dict(workspaces or {}))
 
 
 def fit_close(train: Snapshots, max_iter: int = 150) -> CloseModel:

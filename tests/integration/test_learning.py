@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +141,93 @@ async def test_the_commands(learn_dsn: str, tmp_path: Path) -> None:
     too_little = run(["train", "--holdout-days", "100000"], learn_dsn)
     assert too_little.returncode == 1
     assert "not enough history to train on" in too_little.stderr
+
+
+async def test_open_deals_are_scored_and_published(
+    kafka_bootstrap: str, learn_dsn: str, pool: PgPool, unique_name: Any
+) -> None:
+    """With a current model, the history service scores every open deal an event batch
+    changed: deal_scores in PostgreSQL and deal-scores on the broker, same scores."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from consumer.history.service import run_history
+    from consumer.history.settings import HistorySettings
+    from producer.simulator import SimulationSpec, generate
+    from schemas.events import encode_event
+    from schemas.scores import DealScore
+    from tests.kafka_utils import read_all
+    from vectoros.kafka import ensure_topics, start_producer
+    from vectoros.ops_server import Health
+    from vectoros.settings import KafkaSettings
+
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, generate_histories(SPEC))
+    trained = await train(pool, holdout_days=150, max_iter=40)
+    assert trained.promoted
+
+    events_topic, scores_topic = unique_name("events"), unique_name("scores")
+    await ensure_topics(kafka_bootstrap, {events_topic: 3})
+    events = [
+        i
+        for i in generate(SimulationSpec(deals=25, days=20, workspaces=2, seed=4))
+        if not hasattr(i, "at")
+    ]
+    producer = await start_producer(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap))
+    try:
+        for e in events:
+            await producer.send(events_topic, encode_event(e), key=e.deal_id.encode())  # type: ignore[union-attr]
+        await producer.flush()
+    finally:
+        await producer.stop()
+    settings = HistorySettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=learn_dsn,  # type: ignore[arg-type]
+        topic_events=events_topic,
+        topic_scores=scores_topic,
+        topic_partitions=3,
+        history_group_id=unique_name("history"),
+        history_flush_ms=20,
+        metrics_enabled=False,
+    )
+    registry, health, stop = CollectorRegistry(), Health(), asyncio.Event()
+    task = asyncio.create_task(run_history(settings, registry, health, stop))
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_LIMIT
+        while (registry.get_sample_value("vectoros_history_events_consumed_total") or 0) < len(
+            events
+        ):
+            assert loop.time() < deadline, "the events were not consumed"
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT_LIMIT)
+
+    rows = await pool.fetch("SELECT * FROM deal_scores")
+    open_deals = await pool.fetch(
+        "SELECT deal_id FROM deal_history WHERE source = 'events' AND outcome IS NULL "
+        "AND deleted_at IS NULL"
+    )
+    assert {r["deal_id"] for r in rows} == {r["deal_id"] for r in open_deals}
+    assert rows
+    assert {r["model_version"] for r in rows} == {trained.version}
+    assert all(0 <= r["win_probability"] <= 1 for r in rows)
+    assert any(r["top_factors"] for r in rows)
+    published = [
+        DealScore.model_validate_json(r.value)
+        for r in await read_all(kafka_bootstrap, scores_topic)
+    ]
+    latest = {}
+    for s in published:
+        latest[s.deal_id] = s
+    assert set(latest) == {r["deal_id"] for r in rows}
+    for r in rows:
+        s = latest[r["deal_id"]]
+        assert (s.win_probability, s.as_of, s.model_version) == (
+            r["win_probability"],
+            r["as_of"],
+            r["model_version"],
+        )
+    assert registry.get_sample_value("vectoros_history_deals_scored_total") == len(published)

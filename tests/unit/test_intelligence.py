@@ -173,3 +173,28 @@ def test_a_history_without_activities_or_probabilities_still_trains() -> None:
         h.close_date = None
     result = evaluate(histories, holdout_days=150, max_iter=20)
     assert result.scores["model"].n == len(result.split.holdout)
+
+
+def test_open_deals_are_scored_in_one_batch_with_their_top_factors() -> None:
+    from consumer.intelligence.scoring import score_deals
+
+    histories = generate_histories(SMALL)
+    result = evaluate(histories, holdout_days=150, max_iter=40, with_close=False)
+    model = result.model
+    assert model.workspaces == {"ws-0": 0, "ws-1": 1}
+    owners = OwnerRecord.of(histories)
+    open_deals = [h for h in histories if h.outcome is None]
+    assert open_deals
+    scores = score_deals(model, 7, histories, owners)
+    assert [s.deal_id for s in scores] == [h.deal_id for h in open_deals]  # closed ones skipped
+    assert score_deals(model, 7, histories, owners) == scores  # deterministic
+    rows = [features_at(h, (h.updated_ms or 0) + 1, owners, model.workspaces) for h in open_deals]
+    assert [s.win_probability for s in scores] == pytest.approx(list(model.predict(rows)))
+    # a deal in a flat stretch of the calibration map (no one feature moves it) has none
+    assert sum(1 for s in scores if s.top_factors) > len(scores) / 2
+    for s in scores:
+        assert s.model_version == 7
+        assert len(s.top_factors) <= 3
+        effects = [abs(f.effect) for f in s.top_factors]
+        assert effects == sorted(effects, reverse=True)
+        assert {f.feature for f in s.top_factors} <= set(FEATURES)

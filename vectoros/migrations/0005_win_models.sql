@@ -19,3 +19,17 @@ CREATE TABLE win_models (
 );
 
 CREATE UNIQUE INDEX win_models_one_current ON win_models (scope) WHERE current;
+
+-- The current model's latest score of each open deal (the history service, after each event
+-- batch; also published on deal-scores). A score never replaces one of a later deal state.
+CREATE TABLE deal_scores (
+    workspace_id     text NOT NULL,
+    deal_id          text NOT NULL,
+    as_of            timestamptz NOT NULL,   -- the deal's latest event the score reflects
+    model_version    integer NOT NULL,
+    win_probability  double precision NOT NULL CHECK (win_probability BETWEEN 0 AND 1),
+    rep_probability  double precision,
+    stage            text,
+    top_factors      jsonb NOT NULL,         -- [{feature, effect}]
+    PRIMARY KEY (workspace_id, deal_id)
+);
