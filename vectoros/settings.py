@@ -28,7 +28,7 @@ METRICS_PORTS: dict[str, int] = {
     "enricher": 9468,
     "gateway": 9469,
     "ticker": 9470,
-    "history": 9471,
+    "history": 9472,
 }
 
 
