@@ -45,6 +45,12 @@ class HistoryMetrics:
             "Open deals scored with the current model (published on deal-scores).",
             registry=registry,
         )
+        self.retrainings = Counter(
+            f"{PREFIX}_history_retrainings_total",
+            "Models trained by the service itself (outcome learning), by whether promoted.",
+            ["promoted"],
+            registry=registry,
+        )
         self.benchmark_refreshes = Counter(
             f"{PREFIX}_history_benchmark_refreshes_total",
             "Recomputations of the learned stage benchmarks.",

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 from consumer.history import models, store
 from consumer.history.metrics import HistoryMetrics
 from consumer.history.settings import HistorySettings
+from consumer.history.train import retrain_if_due
 from consumer.intelligence.features import OwnerRecord
 from consumer.intelligence.scoring import score_deals
 from schemas.events import DealEvent, Tick, event_adapter
@@ -53,6 +55,16 @@ logger = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 500
 RETRY_JITTER = 0.2
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """When the service trains a new model by itself (``consumer.history.train.due``)."""
+
+    after_outcomes: int = 200
+    every_seconds: float = 7 * 86_400
+    check_seconds: float = 600
+    holdout_days: float = 90
 
 
 def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> list[DealEvent]:
@@ -90,6 +102,7 @@ class HistoryHandler:
         refresh_seconds: float | None = None,
         scores_topic: str | None = None,
         model_refresh_seconds: float = 300,
+        retrain: Retrain | None = None,
     ) -> None:
         self.metrics = metrics
         self.pool: PgPool | None = None
@@ -97,6 +110,7 @@ class HistoryHandler:
         self._refresh_seconds = refresh_seconds
         self._scores_topic = scores_topic
         self._model_refresh_seconds = model_refresh_seconds
+        self._retrain = retrain
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.model: models.StoredModel | None = None
@@ -123,6 +137,28 @@ class HistoryHandler:
                     self._every(self._model_refresh_seconds, self.load_model, "current model")
                 )
             )
+        if self._retrain is not None and self._retrain.after_outcomes > 0:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(self._retrain.check_seconds, self.retrain_if_due, "retraining")
+                )
+            )
+
+    async def retrain_if_due(self) -> None:
+        """Outcome learning: a new model when enough deals closed (or the last is old)."""
+        assert self.pool is not None
+        assert self._retrain is not None
+        r = self._retrain
+        result = await retrain_if_due(
+            self.pool,
+            after_outcomes=r.after_outcomes,
+            every_seconds=r.every_seconds,
+            holdout_days=r.holdout_days,
+        )
+        if result is not None:
+            self.metrics.retrainings.labels(promoted=str(result.promoted).lower()).inc()
+            if result.promoted and self._scores_topic is not None:
+                await self.load_model()
 
     async def close(self) -> None:
         self._stop.set()
@@ -237,6 +273,12 @@ def history_loop(
         refresh_seconds=settings.history_benchmarks_refresh_seconds,
         scores_topic=settings.topic_scores if settings.history_scoring else None,
         model_refresh_seconds=settings.history_model_refresh_seconds,
+        retrain=Retrain(
+            after_outcomes=settings.history_retrain_after_outcomes,
+            every_seconds=settings.history_retrain_every_seconds,
+            check_seconds=settings.history_retrain_check_seconds,
+            holdout_days=settings.history_holdout_days,
+        ),
     )
     return ConsumeLoop(handler, broker or KafkaBroker(settings), loop_options(settings))
 

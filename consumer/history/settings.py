@@ -40,6 +40,20 @@ class HistorySettings(KafkaSettings, DatabaseSettings):
     history_model_refresh_seconds: float = Field(
         default=300, gt=0, description="How often the current model is looked up again."
     )
+    history_retrain_after_outcomes: int = Field(
+        default=200,
+        ge=0,
+        description="Retrain when this many deals closed since the last model's data (0: never).",
+    )
+    history_retrain_every_seconds: float = Field(
+        default=7 * 86_400, gt=0, description="Retrain when the last training is this old."
+    )
+    history_retrain_check_seconds: float = Field(
+        default=600, gt=0, description="How often retraining is considered."
+    )
+    history_holdout_days: float = Field(
+        default=90, gt=0, description="The held-out period of automatic retraining."
+    )
     db_pool_max_size: int = Field(default=4, ge=1, le=100)
     db_command_timeout_seconds: float = Field(default=60, gt=0)
     db_retry_initial_seconds: float = Field(default=0.2, gt=0)

@@ -3,6 +3,7 @@ held-out period beside the current model, store the version, promote it only if 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +41,10 @@ async def train(
     one only if ``better``. ``NotEnoughHistory`` when there is too little to do it."""
     if histories is None:
         histories = await load_histories(pool)
-    result = evaluate(histories, holdout_days, with_close=False, max_iter=max_iter)
+    # the fit is CPU work of seconds to minutes: off the event loop (a service keeps serving)
+    result = await asyncio.to_thread(
+        evaluate, histories, holdout_days, with_close=False, max_iter=max_iter
+    )
     holdout = result.split.holdout
     new = result.scores["model"]
     current = await current_model(pool, scope)
@@ -80,3 +84,62 @@ async def train(
         None if current is None else current.version,
         result,
     )
+
+
+_DUE = """
+SELECT
+    (SELECT max(trained_at) FROM win_models WHERE scope = $1) AS last_trained,
+    (SELECT count(*) FROM deal_history
+     WHERE outcome IS NOT NULL AND deleted_at IS NULL
+       AND closed_at > coalesce(
+           (SELECT max(data_until) FROM win_models WHERE scope = $1), '-infinity'::timestamptz)
+    ) AS new_outcomes,
+    now() AS now
+"""
+
+RETRAIN_LOCK = 0x76656374_6F727472  # pg_try_advisory_lock key: one retraining at a time
+
+
+async def due(
+    pool: PgPool, *, after_outcomes: int, every_seconds: float, scope: str = "pooled"
+) -> tuple[bool, int]:
+    """Whether to retrain now, and how many outcomes arrived since the last model's data:
+    ``after_outcomes`` of them, or any once the last training is ``every_seconds`` old."""
+    row = await pool.fetchrow(_DUE, scope)
+    assert row is not None
+    new = int(row["new_outcomes"])
+    last = row["last_trained"]
+    if new >= after_outcomes:
+        return True, new
+    stale = last is not None and (row["now"] - last).total_seconds() >= every_seconds
+    return stale and new > 0, new
+
+
+async def retrain_if_due(
+    pool: PgPool,
+    *,
+    after_outcomes: int,
+    every_seconds: float,
+    holdout_days: float,
+    max_iter: int = 200,
+) -> TrainResult | None:
+    """Outcome learning: train (and promote if better) when ``due``; one process at a time
+    (an advisory lock; another one finds it taken and skips). ``None`` when not due, busy, or
+    the history is still too small."""
+    from consumer.intelligence.evaluation import NotEnoughHistory
+
+    is_due, new = await due(pool, after_outcomes=after_outcomes, every_seconds=every_seconds)
+    if not is_due:
+        return None
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETRAIN_LOCK):
+            return None
+        try:
+            logger.info("retraining: %d new outcomes since the last model's data", new)
+            try:
+                return await train(pool, holdout_days=holdout_days, max_iter=max_iter)
+            except NotEnoughHistory as exc:
+                logger.info("not retraining yet: %s", exc)
+                return None
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", RETRAIN_LOCK)

@@ -231,3 +231,48 @@ async def test_open_deals_are_scored_and_published(
             r["model_version"],
         )
     assert registry.get_sample_value("vectoros_history_deals_scored_total") == len(published)
+
+
+async def test_outcome_learning_retrains_after_enough_new_outcomes(pool: PgPool) -> None:
+    """The service trains by itself once N deals closed after the last model's data."""
+    from consumer.history.service import HistoryHandler, Retrain
+    from consumer.history.train import due
+    from consumer.intelligence.projection import DAY_MS
+
+    histories = generate_histories(SPEC)
+    last = max(h.closed_ms or 0 for h in histories)
+    cutoff = last - 60 * DAY_MS
+    older = [h for h in histories if (h.closed_ms or h.updated_ms or 0) < cutoff]
+    newer = [h for h in histories if h not in older]
+    assert len([h for h in newer if h.outcome]) >= 50
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, older)
+
+    from prometheus_client import CollectorRegistry
+
+    from consumer.history.metrics import HistoryMetrics
+
+    registry = CollectorRegistry()
+    handler = HistoryHandler(
+        HistoryMetrics(registry),
+        retrain=Retrain(after_outcomes=50, every_seconds=86_400, holdout_days=150),
+    )
+    handler.pool = pool
+    await handler.retrain_if_due()  # no model yet, plenty of outcomes: trains version 1
+    assert [r["version"] for r in await versions(pool)] == [1]
+    assert await due(pool, after_outcomes=50, every_seconds=86_400) == (False, 0)
+    await handler.retrain_if_due()  # nothing new: no training
+    assert len(await versions(pool)) == 1
+
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, newer)  # the deals that closed since
+    is_due, new = await due(pool, after_outcomes=50, every_seconds=86_400)
+    assert is_due
+    assert new >= 50
+    await handler.retrain_if_due()
+    assert [r["version"] for r in await versions(pool)] == [1, 2]
+    trained = sum(
+        registry.get_sample_value("vectoros_history_retrainings_total", {"promoted": p}) or 0
+        for p in ("true", "false")
+    )
+    assert trained == 2
