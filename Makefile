@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv lock test check lint types demo bench schemas clean
+.PHONY: all venv lock test check lint types demo bench eval schemas clean
 
 all: check
 
@@ -54,6 +54,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## make eval: train on a known-truth simulated history and report on its held-out period
+## (EVAL_ARGS: e.g. --simulated 100000, or nothing but --png to use PostgreSQL's history)
+EVAL_ARGS ?= --simulated 20000 --png eval/reliability.png
+eval: $(STAMP)
+	$(BIN)/vectoros evaluate $(EVAL_ARGS)
 
 schemas: $(STAMP)
 	$(BIN)/vectoros schemas export

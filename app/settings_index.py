@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings
 
 from app.pipeline import RunSettings
 from consumer.enricher.settings import EnricherSettings
+from consumer.history.settings import HistorySettings
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
 from producer.capture.settings import CaptureSettings
@@ -31,6 +32,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     EnricherSettings,
     GatewaySettings,
     CaptureSettings,
+    HistorySettings,
     RunSettings,
 )
 

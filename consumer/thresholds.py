@@ -144,6 +144,11 @@ class RulesConfig:
     def for_workspace(self, workspace_id: str) -> RuleThresholds:
         return self._workspaces.get(workspace_id, self.defaults)
 
+    @property
+    def workspaces(self) -> dict[str, RuleThresholds]:
+        """The per-workspace thresholds (a copy)."""
+        return dict(self._workspaces)
+
     @classmethod
     def from_mapping(cls, raw: dict[str, Any], source: str = "rules") -> RulesConfig:
         """``raw`` as a rules file gives it; errors name ``source`` and the key's path."""

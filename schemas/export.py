@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from schemas.events import EVENT_TYPES, TICK_HEADER, DealEvent, Tick, event_adapter
 from schemas.insights import InsightEvent
+from schemas.scores import DealScore
 
 JsonSchema = dict[str, Any]
 
@@ -37,6 +38,7 @@ _DESCRIPTIONS = {
     "held one counts as activity, a scheduled one holds off stale_deal and ghosting.",
     "tick": f"Advances a partition's clock; sent to every partition, header `{TICK_HEADER}: tick`.",
     "insight-event": "One lifecycle step (raised, escalated, resolved) of an insight.",
+    "deal-score": "The win-probability model's current score of an open deal, with top factors.",
 }
 
 
@@ -59,6 +61,7 @@ def json_schemas() -> dict[str, JsonSchema]:
     sources = [("deal-event", "DealEvent", event_adapter.json_schema())]
     sources += [(event_type(m), m.__name__, m.model_json_schema()) for m in event_models()]
     sources.append(("insight-event", "InsightEvent", InsightEvent.model_json_schema()))
+    sources.append(("deal-score", "DealScore", DealScore.model_json_schema()))
     return {
         name: {
             "$schema": DIALECT,
@@ -130,6 +133,7 @@ channels:
   dealEvents: {address: deal-events, description: "Deal events from the CRM, and ticks."}
   dealInsights: {address: deal-insights, description: "Insights raised, escalated, resolved."}
   dealEventsDlq: {address: deal-events-dlq, description: "Records the monitor could not use."}
+  dealScores: {address: deal-scores, description: "Model scores of open deals."}
   dealMonitorState:
     address: deal-monitor-state
     description: Changelog of the monitor's per-deal state (compacted).
@@ -169,6 +173,10 @@ components:
                    vectoros-source-partition, vectoros-source-offset]
       payload: {type: string, format: binary, description: The original value (opaque bytes).}
       bindings: {kafka: {key: {type: string, format: binary}, bindingVersion: 0.5.0}}
+    dealScore:
+      summary: The model's score of an open deal after an event changed it, keyed by deal_id.
+      payload: {$ref: "#/components/schemas/DealScore"}
+      bindings: *key
     dealState:
       summary: The monitor's state of one deal (internal). A null value (tombstone) deletes it.
       payload: {type: [object, "null"], description: Internal state snapshot.}
@@ -185,6 +193,8 @@ _OPERATIONS = [  # (id, action, channel, messages, summary)
     ("monitorRestoreState", "receive", "dealMonitorState", ["dealState"], "The monitor, on start."),
     ("sinkReceiveDealInsights", "receive", "dealInsights", ["insightEvent"], "The sink."),
     ("notifierReceiveDealInsights", "receive", "dealInsights", ["insightEvent"], "The notifier."),
+    ("historyReceiveDealEvents", "receive", "dealEvents", ["dealEvent", "tick"], "The history."),
+    ("historySendDealScores", "send", "dealScores", ["dealScore"], "The history service."),
 ]
 
 

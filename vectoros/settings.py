@@ -29,6 +29,7 @@ METRICS_PORTS: dict[str, int] = {
     "gateway": 9469,
     "ticker": 9470,
     "capture": 9471,
+    "history": 9472,
 }
 
 

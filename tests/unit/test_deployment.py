@@ -16,6 +16,7 @@ from app.cli import main
 from app.pipeline import RunSettings
 from app.settings_index import known_variables
 from consumer.enricher.settings import EnricherSettings
+from consumer.history.settings import HistorySettings
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
 from producer.capture.settings import CaptureSettings
@@ -46,6 +47,7 @@ SERVICE_SETTINGS: dict[str, type[OpsSettings]] = {
     "notifier": NotifierSettings,
     "enricher": EnricherSettings,
     "gateway": GatewaySettings,
+    "history": HistorySettings,
 }
 
 

@@ -1,0 +1,309 @@
+"""The history service: ``deal-events`` into the ``deal_history`` projection in PostgreSQL.
+
+A ``HistoryHandler`` on the consume loop (``vectoros.consume_loop``), in its own consumer group,
+beside the monitor: fetch a batch of deal events, record the new ones and recompute the deals
+they touch in one transaction (``consumer.history.store``), then commit the offsets. Replays
+and redeliveries change nothing. Ticks are ignored; a message that is not a valid deal event is
+counted and skipped (the monitor dead-letters it with the reason). Outages of the broker or
+PostgreSQL are the loop's: wait, retry the same batch, never exit.
+
+Beside the loop, the learned stage benchmarks (``stage_benchmarks``) are refreshed once at
+start and then every ``history_benchmarks_refresh_seconds``.
+
+Scoring (``history_scoring``): once a model is current (``vectoros train``), every open deal a
+batch changed is scored in one batch call, as of just after its latest event; the scores go to
+``deal_scores`` and, before the batch is committed, to ``deal-scores``. The current model and
+the owners' records are looked up at start and every ``history_model_refresh_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from consumer.history import models, store
+from consumer.history.metrics import HistoryMetrics
+from consumer.history.settings import HistorySettings
+from consumer.history.train import retrain_if_due
+from consumer.intelligence.features import OwnerRecord
+from consumer.intelligence.scoring import score_deals
+from schemas.events import DealEvent, Tick, event_adapter
+from vectoros.consume_loop import (
+    OUTAGE_ERRORS,
+    Broker,
+    ConsumeLoop,
+    Database,
+    KafkaBroker,
+    LoopOptions,
+    Output,
+    Records,
+    Resources,
+    Subscription,
+    stopped_within,
+)
+from vectoros.db import PgPool, describe_dsn, migrate
+from vectoros.ops_server import Health
+
+logger = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 500
+RETRY_JITTER = 0.2
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """When the service trains a new model by itself (``consumer.history.train.due``)."""
+
+    after_outcomes: int = 200
+    every_seconds: float = 7 * 86_400
+    check_seconds: float = 600
+    holdout_days: float = 90
+
+
+def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> list[DealEvent]:
+    """The deal events of a batch; ticks dropped, invalid messages counted and skipped."""
+    events: list[DealEvent] = []
+    for recs in records.values():
+        for rec in recs:
+            if rec.value is None:
+                continue
+            try:
+                event = event_adapter.validate_json(rec.value)
+            except (ValidationError, ValueError):
+                if metrics is not None:
+                    metrics.skipped.inc()
+                logger.debug(
+                    "skipping a message that is not a deal event at %s[%d]@%d",
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
+                )
+                continue
+            if not isinstance(event, Tick):
+                events.append(event)
+    return events
+
+
+class HistoryHandler:
+    """The history's logic for the consume loop: one transaction per batch."""
+
+    def __init__(
+        self,
+        metrics: HistoryMetrics,
+        *,
+        migrate_on_start: bool = True,
+        refresh_seconds: float | None = None,
+        scores_topic: str | None = None,
+        model_refresh_seconds: float = 300,
+        retrain: Retrain | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.pool: PgPool | None = None
+        self._migrate = migrate_on_start
+        self._refresh_seconds = refresh_seconds
+        self._scores_topic = scores_topic
+        self._model_refresh_seconds = model_refresh_seconds
+        self._retrain = retrain
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self.model: models.StoredModel | None = None
+        self.owners = OwnerRecord()
+
+    async def open(self, resources: Resources) -> None:
+        if resources.pool is None:
+            raise RuntimeError("the history service needs PostgreSQL")
+        self.pool = resources.pool
+        if self._migrate:
+            await migrate(self.pool)
+        if self._tasks:
+            return
+        if self._refresh_seconds is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(self._refresh_seconds, self.refresh_benchmarks, "stage benchmarks")
+                )
+            )
+        if self._scores_topic is not None:
+            await self.load_model()
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(self._model_refresh_seconds, self.load_model, "current model")
+                )
+            )
+        if self._retrain is not None and self._retrain.after_outcomes > 0:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(self._retrain.check_seconds, self.retrain_if_due, "retraining")
+                )
+            )
+
+    async def retrain_if_due(self) -> None:
+        """Outcome learning: a new model when enough deals closed (or the last is old)."""
+        assert self.pool is not None
+        assert self._retrain is not None
+        r = self._retrain
+        result = await retrain_if_due(
+            self.pool,
+            after_outcomes=r.after_outcomes,
+            every_seconds=r.every_seconds,
+            holdout_days=r.holdout_days,
+        )
+        if result is not None:
+            self.metrics.retrainings.labels(promoted=str(result.promoted).lower()).inc()
+            if result.promoted and self._scores_topic is not None:
+                await self.load_model()
+
+    async def close(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def load_model(self) -> None:
+        """The current model and the owners' records, looked up again."""
+        assert self.pool is not None
+        model = await models.current_model(self.pool)
+        self.owners = await models.owner_record(self.pool)
+        if model is not None and (self.model is None or model.version != self.model.version):
+            logger.info("scoring open deals with model version %d", model.version)
+        self.model = model
+
+    def decode(self, records: Records) -> list[DealEvent]:
+        events = decode_batch(records, self.metrics)
+        self.metrics.events_consumed.inc(len(events))
+        return events
+
+    async def handle(self, events: list[DealEvent], stop: asyncio.Event) -> Sequence[Output]:
+        if not events:
+            return ()
+        assert self.pool is not None
+        started = time.perf_counter()
+        model = self.model
+        try:
+            async with self.pool.acquire() as conn:
+                result = await store.write_events(conn, events)
+                if model is None or self._scores_topic is None:
+                    scores = []
+                else:
+                    scores = score_deals(model.model, model.version, result.histories, self.owners)
+                    await models.upsert_scores(conn, scores)
+        except OUTAGE_ERRORS:
+            self.metrics.db_errors.inc()
+            raise
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.events_recorded.inc(result.events_inserted)
+        self.metrics.deals_written.inc(result.deals_written)
+        self.metrics.deals_scored.inc(len(scores))
+        topic = self._scores_topic or ""
+        return [Output(topic, s.model_dump_json().encode(), s.deal_id.encode()) for s in scores]
+
+    async def refresh_benchmarks(self) -> None:
+        assert self.pool is not None
+        await store.refresh_benchmarks(self.pool)
+        self.metrics.benchmark_refreshes.inc()
+
+    async def _every(self, seconds: float, work: Callable[[], Awaitable[None]], what: str) -> None:
+        while True:
+            try:
+                await work()
+                logger.debug("%s refreshed", what)
+            except OUTAGE_ERRORS as exc:
+                logger.warning(
+                    "could not refresh the %s (%s: %s); trying again in %.0fs",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    seconds,
+                )
+            if await stopped_within(self._stop, seconds):
+                return
+
+
+HistoryService = ConsumeLoop[list[DealEvent]]
+
+
+def loop_options(settings: HistorySettings, pool: PgPool | None = None) -> LoopOptions:
+    return LoopOptions(
+        name="history",
+        subscription=Subscription(
+            topics=(settings.topic_events,),
+            group_id=settings.history_group_id,
+            client_id=f"{settings.kafka_client_id}-history",
+        ),
+        batch_max=settings.history_batch_max,
+        flush_ms=settings.history_flush_ms,
+        idle_poll_ms=IDLE_POLL_MS,
+        read_ahead=True,
+        publishes=settings.history_scoring,
+        topics={
+            settings.topic_events: settings.topic_partitions,
+            **(
+                {settings.topic_scores: settings.topic_partitions}
+                if settings.history_scoring
+                else {}
+            ),
+        },
+        database=Database(
+            dsn=settings.dsn() if pool is None else "",
+            max_size=settings.db_pool_max_size,
+            command_timeout=settings.db_command_timeout_seconds,
+            pool=pool,
+        ),
+        retry_initial_seconds=settings.db_retry_initial_seconds,
+        retry_max_seconds=settings.db_retry_max_seconds,
+        retry_jitter=RETRY_JITTER,
+    )
+
+
+def history_loop(
+    settings: HistorySettings, metrics: HistoryMetrics, broker: Broker | None = None
+) -> HistoryService:
+    handler = HistoryHandler(
+        metrics,
+        migrate_on_start=settings.history_migrate_on_start,
+        refresh_seconds=settings.history_benchmarks_refresh_seconds,
+        scores_topic=settings.topic_scores if settings.history_scoring else None,
+        model_refresh_seconds=settings.history_model_refresh_seconds,
+        retrain=Retrain(
+            after_outcomes=settings.history_retrain_after_outcomes,
+            every_seconds=settings.history_retrain_every_seconds,
+            check_seconds=settings.history_retrain_check_seconds,
+            holdout_days=settings.history_holdout_days,
+        ),
+    )
+    return ConsumeLoop(handler, broker or KafkaBroker(settings), loop_options(settings))
+
+
+async def run_history(
+    settings: HistorySettings,
+    registry: CollectorRegistry,
+    health: Health,
+    stop: asyncio.Event,
+    *,
+    on_service: Callable[[HistoryService], None] | None = None,
+    broker: Broker | None = None,
+) -> None:
+    """``vectoros history``: run until ``stop`` is set (readiness check ``history``)."""
+    service = history_loop(settings, HistoryMetrics(registry), broker)
+    health.register("history", service.ready)
+    if on_service is not None:
+        on_service(service)
+    logger.info(
+        "history consuming %s as group %s into PostgreSQL at %s (once both answer)",
+        settings.topic_events,
+        settings.history_group_id,
+        describe_dsn(settings.dsn()),
+    )
+    try:
+        await service.run(stop)
+    finally:
+        logger.info("history stopped")

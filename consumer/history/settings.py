@@ -1,0 +1,60 @@
+"""Settings of ``vectoros history`` (``VECTOROS_*`` variables, frozen)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from vectoros.settings import DatabaseSettings, KafkaSettings, metrics_port_field
+
+
+class HistorySettings(KafkaSettings, DatabaseSettings):
+    """``vectoros history``: the deal-history projection of ``deal-events`` in PostgreSQL."""
+
+    metrics_port: int = metrics_port_field("history")
+    history_group_id: str = "vectoros-history"
+    history_batch_max: int = Field(
+        default=2000, ge=1, le=100_000, description="Most deal events written per transaction."
+    )
+    history_flush_ms: int = Field(
+        default=200,
+        ge=1,
+        le=60_000,
+        description="How long a batch may wait for more events after its first one.",
+    )
+    history_migrate_on_start: bool = Field(
+        default=True, description="Apply pending migrations at start-up (advisory-locked)."
+    )
+    history_benchmarks_refresh_seconds: float = Field(
+        default=6 * 3600,
+        gt=0,
+        le=86_400,
+        description="How often the learned stage benchmarks are recomputed (at most daily).",
+    )
+    topic_scores: str = Field(
+        default="deal-scores", description="Where the model's scores of open deals go."
+    )
+    history_scoring: bool = Field(
+        default=True,
+        description="Score every open deal an event batch changes with the current model.",
+    )
+    history_model_refresh_seconds: float = Field(
+        default=300, gt=0, description="How often the current model is looked up again."
+    )
+    history_retrain_after_outcomes: int = Field(
+        default=200,
+        ge=0,
+        description="Retrain when this many deals closed since the last model's data (0: never).",
+    )
+    history_retrain_every_seconds: float = Field(
+        default=7 * 86_400, gt=0, description="Retrain when the last training is this old."
+    )
+    history_retrain_check_seconds: float = Field(
+        default=600, gt=0, description="How often retraining is considered."
+    )
+    history_holdout_days: float = Field(
+        default=90, gt=0, description="The held-out period of automatic retraining."
+    )
+    db_pool_max_size: int = Field(default=4, ge=1, le=100)
+    db_command_timeout_seconds: float = Field(default=60, gt=0)
+    db_retry_initial_seconds: float = Field(default=0.2, gt=0)
+    db_retry_max_seconds: float = Field(default=30, gt=0)

@@ -1,0 +1,51 @@
+"""Scoring open deals with the current model: one batch call for all of them (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from consumer.intelligence.features import OwnerRecord, features_at
+from consumer.intelligence.model import WinModel
+from consumer.intelligence.projection import DealHistory
+from schemas.scores import DealScore, TopFactor
+
+
+def scorable(h: DealHistory) -> bool:
+    """Open (not closed, not deleted) and with a known creation time."""
+    return (
+        h.outcome is None
+        and h.deleted_ms is None
+        and h.created_ms is not None
+        and h.updated_ms is not None
+    )
+
+
+def score_deals(
+    model: WinModel,
+    version: int,
+    histories: Sequence[DealHistory],
+    owners: OwnerRecord,
+    top: int = 3,
+) -> list[DealScore]:
+    """A score for each open deal of ``histories`` as of just after its latest event (so a
+    replay scores the same), with its ``top`` factors."""
+    deals = [h for h in histories if scorable(h)]
+    if not deals:
+        return []
+    at = [(h.updated_ms or 0) + 1 for h in deals]
+    rows = [features_at(h, t, owners, model.workspaces) for h, t in zip(deals, at, strict=True)]
+    probabilities, factors = model.explain(rows, top)
+    return [
+        DealScore(
+            workspace_id=h.workspace_id,
+            deal_id=h.deal_id,
+            as_of=dt.datetime.fromtimestamp((h.updated_ms or 0) / 1000, dt.UTC),
+            model_version=version,
+            win_probability=min(1.0, max(0.0, float(p))),
+            rep_probability=h.probability,
+            stage=h.stage,
+            top_factors=[TopFactor(feature=f, effect=e) for f, e in why],
+        )
+        for h, p, why in zip(deals, probabilities, factors, strict=True)
+    ]

@@ -1,0 +1,200 @@
+"""The learning core: point-in-time features cannot see the future, the metrics, the
+known-truth generator, training with calibration, and the promotion rule."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import math
+import random
+
+import numpy as np
+import pytest
+
+from consumer.intelligence.evaluation import NotEnoughHistory, better, evaluate
+from consumer.intelligence.features import (
+    FEATURES,
+    OwnerRecord,
+    as_of,
+    features_at,
+    snapshots,
+)
+from consumer.intelligence.histgen import HistorySpec, generate_histories
+from consumer.intelligence.metrics import Scores, coverage, ece, score
+from consumer.intelligence.model import loads
+from consumer.intelligence.projection import DAY_MS, Activity, DealHistory, StageSpell
+
+SMALL = HistorySpec(deals=1500, days=540, seed=3)
+
+
+def same(a: list[float], b: list[float]) -> bool:
+    return all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b, strict=True))
+
+
+def rewrite_future(h: DealHistory, t: int, rng: random.Random) -> DealHistory:
+    """The same deal up to ``t``, and a different future: another outcome, a burst of
+    activity, pushes, a new value, another stage, another rep probability."""
+    other = copy.deepcopy(h)
+    other.outcome = "lost" if h.outcome == "won" else "won"
+    for k in range(20):
+        other.activities.append(Activity(t + k * 3_600_000, "meeting", "inbound"))
+    other.activities.append(Activity(t, "call", "inbound"))  # at t itself: not before t
+    old_close = None if other.close_date is None else other.close_date.isoformat()
+    other.close_date_changes.append((t + DAY_MS, old_close, "2031-01-01"))
+    other.close_date = dt.date(2031, 1, 1)
+    other.value_changes.append((t + DAY_MS, other.value, 9e9))
+    other.value = 9e9
+    other.probabilities.append((t, 99.0))
+    other.probability = 99.0
+    if other.stages and other.stages[-1].left_ms is None:
+        other.stages[-1].left_ms = t + DAY_MS
+    other.stages.append(StageSpell("negotiation", t + DAY_MS, None))
+    other.closed_ms = t + rng.randint(2, 50) * DAY_MS
+    return other
+
+
+def test_a_feature_cannot_see_the_future() -> None:
+    """For every snapshot instant t, changing anything at or after t — the deal's own future,
+    and the outcomes of the owner's deals that closed after t — changes no feature."""
+    histories = generate_histories(HistorySpec(deals=300, seed=11))
+    rng = random.Random(0)
+    owners = OwnerRecord.of(histories)
+    workspaces = {"ws-0": 0, "ws-1": 1}
+    checked = 0
+    for h in histories:
+        if h.outcome is None or h.created_ms is None or h.closed_ms is None:
+            continue
+        t = h.created_ms + rng.randint(1, max(1, (h.closed_ms - h.created_ms) // DAY_MS)) * DAY_MS
+        seen = features_at(h, t, owners, workspaces)
+        future = rewrite_future(h, t, rng)
+        # the owner's record: every deal that closed at or after t flips its outcome
+        flipped = [copy.copy(x) for x in histories]
+        for x in flipped:
+            if x.closed_ms is not None and x.closed_ms >= t:
+                x.outcome = "lost" if x.outcome == "won" else "won"
+        assert same(features_at(future, t, OwnerRecord.of(flipped), workspaces), seen)
+        checked += 1
+    assert checked > 200
+
+
+def test_the_features_do_see_the_past() -> None:
+    """The leakage test is not vacuous: the same kind of change *before* t changes features."""
+    h = next(h for h in generate_histories(HistorySpec(deals=50, seed=2)) if h.outcome)
+    assert h.created_ms is not None
+    t = h.created_ms + 10 * DAY_MS
+    owners = OwnerRecord.of([h])
+    before = copy.deepcopy(h)
+    before.activities.append(Activity(t - 1, "meeting", "inbound"))
+    assert not same(features_at(before, t, owners, {}), features_at(h, t, owners, {}))
+
+
+def test_as_of_rolls_fields_back() -> None:
+    h = DealHistory(
+        workspace_id="ws",
+        deal_id="d",
+        value=200.0,
+        created_ms=0,
+        outcome="won",
+        closed_ms=30 * DAY_MS,
+        value_changes=[(5 * DAY_MS, 100.0, 150.0), (20 * DAY_MS, 150.0, 200.0)],
+        probabilities=[(0, 20.0), (15 * DAY_MS, 60.0)],
+        stages=[StageSpell("lead", 0, 12 * DAY_MS), StageSpell("proposal", 12 * DAY_MS, None)],
+    )
+    past = as_of(h, 10 * DAY_MS)
+    assert (past.value, past.probability, past.stage, past.outcome) == (150.0, 20.0, "lead", None)
+    assert past.stages[-1].left_ms is None
+    assert h.stages[0].left_ms == 12 * DAY_MS  # the original is untouched
+
+
+def test_metrics() -> None:
+    y = [0, 0, 1, 1]
+    perfect = score(y, [0.0, 0.0, 1.0, 1.0])
+    assert (perfect.auc, perfect.brier, perfect.ece) == (1.0, 0.0, 0.0)
+    assert perfect.log_loss < 1e-5
+    coin = score(y, [0.5] * 4)
+    assert (coin.auc, coin.brier, round(coin.log_loss, 4)) == (0.5, 0.25, round(math.log(2), 4))
+    assert ece([1, 1, 1, 1], [0.9, 0.9, 0.9, 0.9]) == pytest.approx(0.1)
+    assert coverage([1, 5, 10], [0, 0, 0], [4, 6, 8]) == pytest.approx(2 / 3)
+
+
+def test_snapshots_are_taken_while_the_deal_was_open() -> None:
+    histories = generate_histories(SMALL)
+    s = snapshots(histories)
+    assert len(s) > 1000
+    assert len(s.X[0]) == len(FEATURES)
+    assert all(at < closed for at, closed in zip(s.at_ms, s.closed_ms, strict=True))
+    assert all(d > 0 for d in s.days_to_close)
+
+
+def test_the_model_beats_the_rep_and_the_stage_rate_and_is_calibrated() -> None:
+    result = evaluate(generate_histories(SMALL), holdout_days=150, max_iter=60)
+    model, rep, stage = (result.scores[k] for k in ("model", "rep", "stage"))
+    assert model.auc > rep.auc
+    assert model.auc > stage.auc
+    assert model.brier < rep.brier
+    assert model.brier < stage.brier
+    assert model.ece < 0.08
+    assert result.interval_coverage is not None
+    assert 0.65 < result.interval_coverage < 0.95
+    again = loads(result.model.dumps())
+    assert np.allclose(again.predict(result.split.holdout.X[:50]), result.predictions["model"][:50])
+
+
+def test_not_enough_history_is_said() -> None:
+    with pytest.raises(NotEnoughHistory, match="training snapshots"):
+        evaluate(generate_histories(HistorySpec(deals=20, seed=1)), with_close=False)
+
+
+@pytest.mark.parametrize(
+    ("new", "current", "promote"),
+    [
+        ((0.80, 0.15), None, True),
+        ((0.80, 0.15), (0.80, 0.16), True),
+        ((0.80, 0.17), (0.80, 0.16), False),
+        ((0.80, 0.16), (0.80, 0.16), False),  # equal is not better
+        ((0.70, 0.15), (0.80, 0.16), False),  # better calibrated but ranks worse
+    ],
+)
+def test_promotion_only_when_better(
+    new: tuple[float, float], current: tuple[float, float] | None, promote: bool
+) -> None:
+    def s(auc: float, brier: float) -> Scores:
+        return Scores(auc=auc, brier=brier, log_loss=0.5, ece=0.02, n=100)
+
+    assert better(s(*new), None if current is None else s(*current)) is promote
+
+
+def test_a_history_without_activities_or_probabilities_still_trains() -> None:
+    """A bare CRM export: no stage history, no activities, no rep probabilities, no close
+    dates (all-missing feature columns)."""
+    histories = generate_histories(HistorySpec(deals=600, days=540, seed=4))
+    for h in histories:
+        h.stages, h.activities, h.probabilities, h.close_date_changes = [], [], [], []
+        h.close_date = None
+    result = evaluate(histories, holdout_days=150, max_iter=20)
+    assert result.scores["model"].n == len(result.split.holdout)
+
+
+def test_open_deals_are_scored_in_one_batch_with_their_top_factors() -> None:
+    from consumer.intelligence.scoring import score_deals
+
+    histories = generate_histories(SMALL)
+    result = evaluate(histories, holdout_days=150, max_iter=40, with_close=False)
+    model = result.model
+    assert model.workspaces == {"ws-0": 0, "ws-1": 1}
+    owners = OwnerRecord.of(histories)
+    open_deals = [h for h in histories if h.outcome is None]
+    assert open_deals
+    scores = score_deals(model, 7, histories, owners)
+    assert [s.deal_id for s in scores] == [h.deal_id for h in open_deals]  # closed ones skipped
+    assert score_deals(model, 7, histories, owners) == scores  # deterministic
+    rows = [features_at(h, (h.updated_ms or 0) + 1, owners, model.workspaces) for h in open_deals]
+    assert [s.win_probability for s in scores] == pytest.approx(list(model.predict(rows)))
+    # a deal in a flat stretch of the calibration map (no one feature moves it) has none
+    assert sum(1 for s in scores if s.top_factors) > len(scores) / 2
+    for s in scores:
+        assert s.model_version == 7
+        assert len(s.top_factors) <= 3
+        effects = [abs(f.effect) for f in s.top_factors]
+        assert effects == sorted(effects, reverse=True)
+        assert {f.feature for f in s.top_factors} <= set(FEATURES)
