@@ -41,10 +41,10 @@ from consumer.changelog import (
     restore,
 )
 from consumer.deal_codec import unpack
-from consumer.restore import read_partition
+from consumer.monitor.restore import read_partition
+from consumer.monitor.settings import MonitorSettings
 from vectoros.errors import VectorOSError
 from vectoros.kafka import start_producer
-from vectoros.settings import MonitorSettings
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from consumer.enricher.settings import EnricherSettings
+from consumer.monitor.settings import MonitorSettings
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
 from producer.gateway.settings import GatewaySettings
@@ -21,7 +22,6 @@ from vectoros.pipeline import RunSettings
 from vectoros.settings import (
     METRICS_PORTS,
     DatabaseSettings,
-    MonitorSettings,
     OpsSettings,
     SimulatorSettings,
     TickerSettings,

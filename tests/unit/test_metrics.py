@@ -11,8 +11,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.enricher.metrics import EnricherMetrics
+from consumer.monitor.metrics import MonitorMetrics
 from producer.gateway.metrics import GatewayMetrics
-from vectoros.metrics import MonitorMetrics, NotifierMetrics, SinkMetrics, TickerMetrics
+from vectoros.metrics import NotifierMetrics, SinkMetrics, TickerMetrics
 from vectoros.ops_server import Health, OpsServer
 
 SERVICES = {

@@ -21,14 +21,15 @@ from aiokafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry
 
 from consumer.changelog import META_KEY, record_offset
-from consumer.monitor import Monitor, _Rebalance, _Tally
+from consumer.monitor.batch import BatchProcessor, Tally
+from consumer.monitor.metrics import MonitorMetrics
+from consumer.monitor.service import Monitor, _Rebalance
+from consumer.monitor.settings import MonitorSettings
 from consumer.partition import PartitionState
 from consumer.thresholds import RulesConfig
 from schemas.events import DealCreated, Stage, encode_event
 from vectoros.batch_produce import OutRecord
-from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings
 
 LIMIT = 30.0  # a hang guard, not a measurement
 TOPIC = "events"
@@ -167,25 +168,25 @@ class FakeConsumer:
         pass
 
 
-class WatchedMonitor(Monitor):
+class WatchedProcessor(BatchProcessor):
     world: World
 
-    def _apply_records(
+    def process_records(
         self,
         state: PartitionState,
         records: Iterable[Any],
         out: list[OutRecord],
-        tally: _Tally,
+        tally: Tally,
     ) -> None:
         records = list(records)
-        super()._apply_records(state, records, out, tally)
+        super().process_records(state, records, out, tally)
         self.world.add("applied", records[0].partition, records[-1].offset)
 
 
 @dataclass
 class Harness:
     world: World
-    monitor: WatchedMonitor
+    monitor: Monitor
     consumer: FakeConsumer
     stop: asyncio.Event
     registry: CollectorRegistry
@@ -229,8 +230,10 @@ def harness(
         **kw,
     )
     registry = CollectorRegistry()
-    monitor = WatchedMonitor(settings, RulesConfig(), MonitorMetrics(registry), Health())
-    monitor.world = world
+    monitor = Monitor(settings, RulesConfig(), MonitorMetrics(registry), Health())
+    processor = WatchedProcessor(settings)
+    processor.world = world
+    monitor.processor = processor
     consumer = FakeConsumer(world, batches)
     producer = FakeProducer(world, partitions)
 
@@ -241,8 +244,8 @@ def harness(
 
     monitor._connect = connect  # type: ignore[method-assign]
     for p in range(partitions):
-        monitor.partitions[p] = monitor._new_partition()
-        monitor._next_offset[p] = 0
+        monitor.partitions[p] = monitor.new_partition_state()
+        monitor.assignment.committed[p] = 0
     return Harness(world, monitor, consumer, asyncio.Event(), registry)
 
 
@@ -279,7 +282,7 @@ async def test_next_batch_applied_while_the_previous_is_in_flight_sent_after_its
     # batch n is applied before batch n-1 is committed, sent only after that commit
     assert w.index("applied", 0, 3) < w.index("committed", {0: 2}) < w.index("sent", 0, 4)
     assert w.index("committed", {0: 4}) < w.index("sent", 0, 6)
-    assert h.monitor._next_offset == {0: 6, 1: 0}
+    assert h.monitor.assignment.committed == {0: 6, 1: 0}
     h.consumer.ends[1] = 0  # partition 1 is empty
     assert h.monitor.caught_up()
     assert h.checkpoints() == 3
@@ -308,7 +311,7 @@ async def test_revoke_waits_for_the_batch_in_flight_and_drops_what_was_applied_a
     assert w.index("committed", {0: 2, 1: 2}) == len(w.log) - 1, "something after the revoke"
     # batch 1 was applied but never sent: its partitions' new owner replays it from offset 2
     assert sorted(w.of("sent")) == [("sent", 0, 2), ("sent", 1, 2)]
-    assert h.monitor._next_offset == {}
+    assert h.monitor.assignment.committed == {}
     assert consumed(h) == 4, "what was dropped unsent is counted by whoever replays it"
 
 
@@ -329,7 +332,7 @@ async def test_only_the_revoked_partitions_of_a_batch_applied_ahead_are_dropped(
 
     assert [offsets for _, offsets in w.of("committed")] == [{0: 2, 1: 2}, {0: 4}]
     assert sorted(w.of("sent")) == [("sent", 0, 2), ("sent", 0, 4), ("sent", 1, 2)]
-    assert h.monitor._next_offset == {0: 4}
+    assert h.monitor.assignment.committed == {0: 4}
     assert consumed(h) == 6  # 2 + 2 of batch 0, the 2 of partition 0 in batch 1
 
 
@@ -346,7 +349,7 @@ async def test_stop_finishes_every_applied_batch_before_leaving() -> None:
 
     assert w.of("committed") == [("committed", {0: 2}), ("committed", {0: 4})]
     assert w.of("sent") == [("sent", 0, 2), ("sent", 0, 4)]
-    assert h.monitor._next_offset[0] == 4
+    assert h.monitor.assignment.committed[0] == 4
 
 
 async def test_a_commit_refused_after_a_rebalance_is_survived() -> None:
@@ -364,5 +367,5 @@ async def test_a_commit_refused_after_a_rebalance_is_survived() -> None:
 
     # the refused batch is not counted as committed; the next one covers its offsets
     assert w.of("committed") == [("committed", {0: 4})]
-    assert h.monitor._next_offset[0] == 4
+    assert h.monitor.assignment.committed[0] == 4
     assert h.checkpoints() == 1

@@ -1,18 +1,23 @@
 """Rebuilding the state of assigned partitions: from the changelog, or (when there is no
 changelog checkpoint yet but the group has committed offsets) by replaying the source partition.
+
+The I/O side of ``consumer.changelog`` (which is pure): reading the topics, and pausing the
+process's cyclic garbage collection while millions of small objects are made (``gc_paused``).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumer.changelog import gc_paused, load_into, restore
+from consumer.changelog import load_into, restore
 from consumer.partition import PartitionState
 
 logger = logging.getLogger(__name__)
@@ -26,6 +31,20 @@ BATCH = 20_000  # records per batch at most
 MAX_PARTITION_FETCH_BYTES = 8 * 1024 * 1024
 FETCH_MAX_BYTES = 48 * 1024 * 1024
 FETCH_MAX_WAIT_MS = 10
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: restoring creates millions of small acyclic objects
+    (records, keys, values), and every collection would walk all of them again (measured: the
+    fold alone ~3x slower with it)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 async def read_partitions(
@@ -129,7 +148,8 @@ async def restore_partitions(
             pairs[tp.partition].extend([(r.key, r.value) for r in batch])
     without_checkpoint = []
     for p in todo:
-        restored = restore(pairs.pop(p), committed[p])
+        with gc_paused():
+            restored = restore(pairs.pop(p), committed[p])
         if restored.unreadable:
             logger.warning(
                 "changelog %s/%d: %d unreadable records ignored",
