@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiokafka import TopicPartition
 
@@ -25,6 +25,9 @@ from schemas.events import Tick
 from schemas.insights import Lifecycle, Priority, RuleName
 from vectoros.batch_produce import OutRecord
 from vectoros.errors import EventRejected
+
+if TYPE_CHECKING:
+    from consumer.monitor.checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +80,13 @@ class ProcessedBatch:
     """One fetched batch, applied to the states but not yet published: its outputs, partition
     by partition."""
 
-    __slots__ = ("outputs", "parts", "started")
+    __slots__ = ("checkpoint", "outputs", "parts", "started")
 
     def __init__(self, started: float) -> None:
         self.started = started  # perf_counter when its processing began
         self.outputs: list[OutRecord] = []
         self.parts: list[Part] = []
+        self.checkpoint: Checkpoint | None = None  # what goes out, once decided
 
 
 class BatchProcessor:
@@ -101,7 +105,7 @@ class BatchProcessor:
         batch: ProcessedBatch,
         tp: TopicPartition,
         state: PartitionState,
-        records: list[Any],
+        records: Sequence[Any],
     ) -> int:
         """Process one partition's records into ``batch``, with that partition's checkpoint
         (the changelog records of the deals that changed); returns the offset after them."""

@@ -47,7 +47,7 @@ async def test_monitor_waits_for_a_broker_that_is_not_up_yet(
     health = Health()
     monitor = Monitor(settings, RulesConfig(), MonitorMetrics(CollectorRegistry()), health)
     stop = asyncio.Event()
-    caplog.set_level(logging.ERROR, logger="consumer.monitor")
+    caplog.set_level(logging.WARNING, logger="vectoros.consume_loop")
     task = asyncio.create_task(monitor.run(stop))
     try:
         loop = asyncio.get_running_loop()
