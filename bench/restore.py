@@ -24,8 +24,9 @@ from aiokafka import TopicPartition
 from bench.data import START_MS, deal_states, partition_for
 from bench.env import Record, Session, cache_dir, load
 from consumer.changelog import META_KEY, VERSION, encode_deal, encode_meta, restore
-from consumer.monitor.restore import gc_paused, read_partition, restore_partitions
+from consumer.monitor.restore import restore_partitions
 from consumer.partition import PartitionState
+from consumer.restore import gc_paused, read_partition
 from consumer.state import DAY_MS
 from consumer.thresholds import RulesConfig
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from consumer.monitor.restore import read_partition, read_partitions
+from consumer.restore import read_partition, read_partitions
 from vectoros.batch_produce import BatchProducer, OutRecord
 from vectoros.kafka import ensure_topics
 
