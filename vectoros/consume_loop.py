@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -277,12 +278,13 @@ Outputs = Sequence[Output] | Sequence[OutRecord]
 
 
 class Handler(Protocol, Generic[D]):
-    """A service's logic. ``decode`` runs once per batch, ``handle`` once or more (again after
-    an outage: it must be harmless to repeat). ``handle`` returns the records to publish, or
-    None when ``stop`` interrupted it (the batch is then not committed)."""
+    """A service's logic. ``decode`` runs once per batch (it may be a coroutine: the monitor's
+    yields between partitions, so the batch in flight progresses), ``handle`` once or more
+    (again after an outage: it must be harmless to repeat). ``handle`` returns the records to
+    publish, or None when ``stop`` interrupted it (the batch is then not committed)."""
 
     async def open(self, resources: Resources) -> None: ...
-    def decode(self, records: Records) -> D: ...
+    def decode(self, records: Records) -> D | Awaitable[D]: ...
     async def handle(self, decoded: D, stop: asyncio.Event) -> Outputs | None: ...
     async def close(self) -> None: ...
 
@@ -658,7 +660,7 @@ class ConsumeLoop(Generic[D]):
                     flush_ms=o.flush_ms,
                     idle_poll_ms=o.idle_poll_ms,
                 )
-                decoded = self.handler.decode(records) if records else None
+                decoded = await self._decode(records) if records else None
                 if self._pending is not None:
                     done = await self._pending
                     self._pending = None
@@ -680,6 +682,12 @@ class ConsumeLoop(Generic[D]):
             if pending is not None:  # leaving on an error: that batch is not committed
                 pending.cancel()
                 await asyncio.wait([pending])
+
+    async def _decode(self, records: Records) -> D:
+        decoded = self.handler.decode(records)
+        if inspect.isawaitable(decoded):
+            return cast(D, await decoded)
+        return decoded
 
     async def _process(self, records: Records, decoded: D, stop: asyncio.Event) -> bool:
         """Handle, publish, commit; True when committed, False when ``stop`` came first."""

@@ -110,21 +110,27 @@ class MonitorHandler:
     async def close(self) -> None:
         return None
 
-    def decode(self, records: Records) -> ProcessedBatch:
+    async def decode(self, records: Records) -> ProcessedBatch:
         """Apply a fetched batch to the partitions' states and collect its outputs (insights,
-        DLQ records, checkpoint). A partition not owned (yet) is skipped: never processed
-        without its state."""
+        DLQ records, checkpoint). Between partitions the batch in flight progresses
+        (acknowledgements, commit); a partition not owned (yet), or revoked or re-assigned
+        meanwhile, is skipped: never processed without its state."""
         processor = self.processor
         batch = processor.start()
         states = self.assignment.states
+        owned = dict(states)
         applied = self.assignment.applied
+        first = True
         for tp, records_of in records.items():
+            if not first:
+                await asyncio.sleep(0)
+            first = False
             partition = tp.partition
-            state = states.get(partition)
-            if state is None or not records_of:
+            state = owned.get(partition)
+            if state is None or states.get(partition) is not state or not records_of:
                 # Fetched before its restore began (aiokafka hands out records of a new
-                # assignment before calling the listener), or revoked: the restore seeks back
-                # to the committed offset, so these come again.
+                # assignment before calling the listener), or revoked meanwhile: the restore
+                # seeks back to the committed offset, so these come again.
                 continue
             if records_of[0].offset < applied.get(partition, 0):
                 # fetched before a seek back to the committed offset of a partition kept across
