@@ -15,12 +15,13 @@ import click
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from consumer.monitor.settings import MonitorSettings
 from producer.simulate import SimulatorSettings
 from producer.ticker import TickerSettings
 from schemas.insights import RuleName
 from vectoros.errors import ConfigError, VectorOSError
 from vectoros.logs import configure_logging
-from vectoros.settings import CommonSettings, KafkaSettings, MonitorSettings
+from vectoros.settings import CommonSettings, KafkaSettings
 
 logger = logging.getLogger("vectoros")
 
@@ -166,8 +167,8 @@ def main(log_level: str | None, debug: bool) -> None:
 def monitor() -> None:
     """Consume deal-events, keep per-deal state, publish insights (runs until SIGTERM)."""
     from consumer.monitor import Monitor
+    from consumer.monitor.metrics import MonitorMetrics
     from consumer.thresholds import RulesConfig
-    from vectoros.metrics import MonitorMetrics
     from vectoros.service import serve
 
     settings = load_settings(MonitorSettings)

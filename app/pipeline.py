@@ -21,15 +21,16 @@ from pydantic import Field, SecretStr
 
 from consumer.enricher.settings import EnricherSettings
 from consumer.monitor import Monitor
+from consumer.monitor.metrics import MonitorMetrics
+from consumer.monitor.settings import MonitorSettings
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
 from consumer.thresholds import RulesConfig
 from producer.ticker import TickerSettings
 from vectoros.embedded import EmbeddedBroker, EmbeddedPostgres
 from vectoros.kafka import ensure_standard_topics
-from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings, metrics_port_field
+from vectoros.settings import metrics_port_field
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings
 from app.pipeline import RunSettings
 from consumer.enricher.settings import EnricherSettings
 from consumer.history.settings import HistorySettings
+from consumer.monitor.settings import MonitorSettings
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
 from producer.capture.settings import CaptureSettings
@@ -18,7 +19,7 @@ from producer.gateway.settings import GatewaySettings
 from producer.simulate import SimulatorSettings
 from producer.ticker import TickerSettings
 from vectoros import settings
-from vectoros.settings import CommonSettings, DatabaseSettings, KafkaSettings, MonitorSettings
+from vectoros.settings import CommonSettings, DatabaseSettings, KafkaSettings
 
 SETTINGS: tuple[type[BaseSettings], ...] = (
     CommonSettings,

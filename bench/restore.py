@@ -7,7 +7,7 @@ loaded into a changelog topic. That is a compacted changelog's content; the embe
 does not compact, so a real one would hold more records per deal.
 
 Each run restores every partition as ``Monitor.restore_partitions`` does on an assignment of all
-of them: fresh ``PartitionState``s and ``consumer.restore.restore_partitions`` (one consumer
+of them: fresh ``PartitionState``s and ``consumer.monitor.restore.restore_partitions`` (one consumer
 reads every changelog partition to its end, then each is folded and ``PartitionState.load``
 rebuilds its deadline index).
 The breakdown (once, partition 0) times the broker read, the pure fold and the load apart.
@@ -24,8 +24,9 @@ from aiokafka import TopicPartition
 from bench.data import START_MS, deal_states, partition_for
 from bench.env import Record, Session, cache_dir, load
 from consumer.changelog import META_KEY, VERSION, encode_deal, encode_meta, restore
+from consumer.monitor.restore import restore_partitions
 from consumer.partition import PartitionState
-from consumer.restore import read_partition, restore_partitions
+from consumer.restore import gc_paused, read_partition
 from consumer.state import DAY_MS
 from consumer.thresholds import RulesConfig
 
@@ -123,7 +124,8 @@ async def breakdown(session: Session, s: RestoreSetup, partition: int) -> dict[s
     async for batch in read_partition(session.bootstrap, TopicPartition(s.topic, partition)):
         pairs.extend((r.key, r.value) for r in batch)
     t1 = time.perf_counter()
-    restored = restore(pairs, COMMITTED)
+    with gc_paused():  # as the monitor folds (consumer.monitor.restore)
+        restored = restore(pairs, COMMITTED)
     t2 = time.perf_counter()
     PartitionState(RulesConfig()).load(
         restored.deals, restored.closed, restored.clock_ms, closed_seen=restored.closed_seen

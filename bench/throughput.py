@@ -35,14 +35,14 @@ from bench.data import Dataset
 from bench.env import Session, bench_rules
 from consumer.decode import decode
 from consumer.monitor import Monitor
+from consumer.monitor.metrics import MonitorMetrics
+from consumer.monitor.settings import MonitorSettings
 from consumer.partition import PartitionState
 from schemas.events import Tick
 from vectoros.batch_produce import BatchProducer, OutRecord
 from vectoros.errors import EventRejected
 from vectoros.kafka import start_producer
-from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings
 
 logger = logging.getLogger("bench")
 

@@ -23,10 +23,8 @@ and version 1 (JSON ``{"v":1,"o":..,"s":[..]}``, written before the packed form)
 
 from __future__ import annotations
 
-import gc
 import struct
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,26 +119,11 @@ def restore(records: Iterable[tuple[bytes | None, bytes | None]], committed: int
     """
     out = Restored()
     latest: dict[bytes, bytes | None] = {}
-    with gc_paused():
-        _fold(records, committed, out, latest)
-        for key, value in latest.items():
-            if value is not None:
-                _restore_one(key, value, out)
+    _fold(records, committed, out, latest)
+    for key, value in latest.items():
+        if value is not None:
+            _restore_one(key, value, out)
     return out
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside: restoring creates millions of small acyclic objects
-    (records, keys, values), and every collection would walk all of them again (measured: the
-    fold alone ~3x slower with it)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def record_offset(value: bytes) -> int | None:

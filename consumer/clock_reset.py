@@ -28,7 +28,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -44,7 +44,9 @@ from consumer.deal_codec import unpack
 from consumer.restore import read_partition
 from vectoros.errors import VectorOSError
 from vectoros.kafka import start_client, start_producer
-from vectoros.settings import MonitorSettings
+
+if TYPE_CHECKING:  # the monitor's settings say which group and topics; no import at run time
+    from consumer.monitor.settings import MonitorSettings
 
 logger = logging.getLogger(__name__)
 

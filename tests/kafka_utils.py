@@ -12,14 +12,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from consumer.monitor import Monitor
+from consumer.monitor.metrics import MonitorMetrics
+from consumer.monitor.settings import MonitorSettings
 from consumer.thresholds import RulesConfig
 from producer.publisher import DealEventPublisher
 from schemas.events import DealEvent
 from schemas.insights import InsightEvent, insight_adapter
 from vectoros.kafka import ensure_standard_topics, start_producer
-from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings
 
 WAIT_LIMIT = 60.0  # a safety bound for "never happens", not a timing goal
 

@@ -31,6 +31,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from consumer.monitor.settings import MonitorSettings
 from consumer.sink.service import run_sink
 from consumer.sink.settings import SinkSettings
 from producer.publisher import DealEventPublisher
@@ -39,7 +40,6 @@ from schemas.events import DealEvent
 from schemas.insights import insight_adapter
 from tests.kafka_utils import read_all
 from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings
 
 WAIT_LIMIT = 60.0  # a bound for "never happens", not a timing goal
 SESSION_TIMEOUT_MS = 1000

@@ -10,8 +10,15 @@ does the rest, through a small :class:`Broker` interface (``KafkaBroker`` here o
    for more), ``handler.decode(records)`` once;
 3. ``handler.handle(decoded, stop)``, then publish what it returned and wait for every
    acknowledgement;
-4. commit the batch's offsets. With ``read_ahead`` the next batch is fetched while one is
-   handled; batches are still handled and committed one after the other, in order.
+4. commit the batch's offsets. With ``read_ahead`` the next batch is fetched (and decoded) while
+   one is handled; batches are still handled and committed one after the other, in order.
+
+A pipelined service (the monitor) does its CPU work in ``decode`` (batch N+1 applied while
+batch N is published and committed), publishes many records at once (``batched_publish``:
+``OutRecord``s, one producer batch per partition), lets a rebalance wait for the batch in flight
+(``revoke_waits_for_batch``) and, through :class:`CommitHooks`, chooses the offsets to commit
+and hears when they are committed. Its rebalance hooks use ``ConsumeLoop.consumer`` (set before
+the consumer starts) to pause, seek and read committed offsets.
 
 Outage policy, the same for the broker and for PostgreSQL, at start and later:
 
@@ -33,15 +40,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from vectoros.batch_produce import BatchProducer, OutRecord
 from vectoros.db import TRANSIENT_ERRORS, PgPool, backoff_delay, connect_pool, describe_dsn
 from vectoros.errors import BrokerUnavailable, DatabaseUnavailable
 from vectoros.kafka import ensure_topics, start_producer
@@ -101,6 +110,7 @@ class Consumer(Protocol):
     def pause(self, *partitions: Any) -> None: ...
     def resume(self, *partitions: Any) -> None: ...
     def seek(self, partition: Any, offset: int) -> None: ...
+    async def committed(self, partition: Any) -> int | None: ...
 
 
 class Producer(Protocol):
@@ -109,6 +119,9 @@ class Producer(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def send(self, topic: str, value: bytes, key: bytes | None = None) -> None: ...
+    async def send_all(self, records: Sequence[OutRecord]) -> None:
+        """Every record sent (batched per partition), returns once all are acknowledged."""
+        ...
 
 
 RebalanceHook = Callable[[set[TopicPartition]], Awaitable[None]]
@@ -124,6 +137,9 @@ class Subscription:
     client_id: str
     max_poll_interval_ms: int = 300_000
     session_timeout_ms: int | None = None
+    heartbeat_interval_ms: int | None = None
+    fetch_max_wait_ms: int | None = None
+    group_instance_id: str | None = None  # static membership
     on_assigned: RebalanceHook | None = None
     on_revoked: RebalanceHook | None = None
 
@@ -152,19 +168,29 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaProducer:
-    """A ``Producer`` on aiokafka, started by ``vectoros.kafka.start_producer`` (acks=all)."""
+    """A ``Producer`` on aiokafka, started by ``vectoros.kafka.start_producer`` (acks=all;
+    ``options`` win)."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, options: Mapping[str, Any] | None = None) -> None:
         self._settings = settings
+        self._options = dict(options or {})
         self._producer: Any = None
+        self._batches: BatchProducer | None = None
 
     async def start(self) -> None:
-        self._producer = await start_producer(self._settings)
+        self._producer = await start_producer(self._settings, **self._options)
+        self._batches = BatchProducer(self._producer)
 
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+            self._batches = None
+
+    async def send_all(self, records: Sequence[OutRecord]) -> None:
+        if self._batches is None:
+            raise BrokerUnavailable("the producer is not started")
+        await self._batches.send_all(records)
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         if self._producer is None:
@@ -176,8 +202,11 @@ class KafkaBroker:
     """The real broker (aiokafka): consumers without auto-commit, reading from the earliest
     offset when the group has none; producers as ``vectoros.kafka.start_producer`` makes them."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(
+        self, settings: KafkaSettings, *, producer_options: Mapping[str, Any] | None = None
+    ) -> None:
         self._settings = settings
+        self._producer_options = producer_options
 
     @property
     def description(self) -> str:
@@ -187,6 +216,12 @@ class KafkaBroker:
         options: dict[str, Any] = {}
         if subscription.session_timeout_ms is not None:
             options["session_timeout_ms"] = subscription.session_timeout_ms
+        if subscription.heartbeat_interval_ms is not None:
+            options["heartbeat_interval_ms"] = subscription.heartbeat_interval_ms
+        if subscription.fetch_max_wait_ms is not None:
+            options["fetch_max_wait_ms"] = subscription.fetch_max_wait_ms
+        if subscription.group_instance_id is not None:
+            options["group_instance_id"] = subscription.group_instance_id
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.bootstrap(),
             group_id=subscription.group_id,
@@ -201,7 +236,7 @@ class KafkaBroker:
         return result
 
     def producer(self) -> Producer:
-        return KafkaProducer(self._settings)
+        return KafkaProducer(self._settings, self._producer_options)
 
     async def ensure_topics(self, topics: Mapping[str, int]) -> None:
         """One attempt of at most ``TOPICS_ATTEMPT_SECONDS`` (the loop does the waiting);
@@ -238,15 +273,38 @@ class Resources:
     consumer: Consumer
 
 
+Outputs = Sequence[Output] | Sequence[OutRecord]
+"""What ``handle`` returns to publish: ``OutRecord``s with ``batched_publish``, else ``Output``s."""
+
+
 class Handler(Protocol, Generic[D]):
-    """A service's logic. ``decode`` runs once per batch, ``handle`` once or more (again after
-    an outage: it must be harmless to repeat). ``handle`` returns the records to publish, or
-    None when ``stop`` interrupted it (the batch is then not committed)."""
+    """A service's logic. ``decode`` runs once per batch (it may be a coroutine: the monitor's
+    yields between partitions, so the batch in flight progresses), ``handle`` once or more
+    (again after an outage: it must be harmless to repeat). ``handle`` returns the records to
+    publish, or None when ``stop`` interrupted it (the batch is then not committed)."""
 
     async def open(self, resources: Resources) -> None: ...
-    def decode(self, records: Records) -> D: ...
-    async def handle(self, decoded: D, stop: asyncio.Event) -> Sequence[Output] | None: ...
+    def decode(self, records: Records) -> D | Awaitable[D]: ...
+    async def handle(self, decoded: D, stop: asyncio.Event) -> Outputs | None: ...
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class CommitHooks(Protocol):
+    """Optional, on a handler: which offsets a handled batch commits (instead of every fetched
+    record's), what happens once they are committed, and a look after every fetch."""
+
+    def offsets(self, decoded: Any) -> Mapping[Any, int]:
+        """Asked after ``handle`` (and its publish) succeeded; empty commits nothing."""
+        ...
+
+    def committed(self, decoded: Any, offsets: Mapping[Any, int]) -> None:
+        """``offsets`` are committed (not called when the commit was refused or abandoned)."""
+        ...
+
+    def fetched(self) -> None:
+        """After every fetch, empty or not (gauges)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -273,6 +331,8 @@ class LoopOptions:
     idle_poll_ms: int = 500
     read_ahead: bool = False
     publishes: bool = False
+    batched_publish: bool = False  # ``handle`` returns ``OutRecord``s, sent with ``send_all``
+    revoke_waits_for_batch: bool = False  # a revoke waits for the batch in flight (then its hook)
     topics: Mapping[str, int] = field(default_factory=dict)
     database: Database | None = None
     retry_initial_seconds: float = 0.2
@@ -393,6 +453,13 @@ class ConsumeLoop(Generic[D]):
         self._connected = False
         self._failing = False
         self._committed: dict[Any, int] = {}
+        self._pending: asyncio.Task[bool] | None = None  # the batch read ahead of, or None
+        # revoke_waits_for_batch: the batch being handled, published and committed (done when
+        # it is), and the revokes in progress (no batch starts being handled meanwhile)
+        self._in_flight: asyncio.Future[None] | None = None
+        self._revokes = 0
+        self._revokes_over = asyncio.Event()
+        self._hooks: CommitHooks | None = handler if isinstance(handler, CommitHooks) else None
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -475,14 +542,52 @@ class ConsumeLoop(Generic[D]):
         return producer
 
     async def _start_consumer(self) -> Consumer:
-        consumer = self.broker.consumer(self.options.subscription)
+        subscription = self.options.subscription
+        if self.options.revoke_waits_for_batch:
+            subscription = replace(subscription, on_revoked=self._after_batch(subscription))
+        consumer = self.broker.consumer(subscription)
+        self.consumer = consumer  # the rebalance hooks may run inside ``start``
         try:
             await consumer.start()
         except BaseException:
+            self.consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
             raise
         return consumer
+
+    def _after_batch(self, subscription: Subscription) -> RebalanceHook:
+        """The revoke hook, run once the batch in flight is done (committed, its commit refused,
+        or failed): the partitions go with everything handled so far committed. Meanwhile no
+        other batch starts being handled; one that waited is handled after the hook (with the
+        partitions gone)."""
+        hook = subscription.on_revoked
+
+        async def revoked(partitions: set[TopicPartition]) -> None:
+            self._revokes += 1
+            self._revokes_over.clear()
+            try:
+                in_flight = self._in_flight
+                if in_flight is not None and not in_flight.done():
+                    await asyncio.wait([in_flight])
+                if hook is not None:
+                    await hook(partitions)
+            finally:
+                self._revokes -= 1
+                if not self._revokes:
+                    self._revokes_over.set()
+
+        return revoked
+
+    async def _take_off(self) -> asyncio.Future[None] | None:
+        """With ``revoke_waits_for_batch``: once no revoke is in progress, mark a batch in
+        flight (the future is done when the batch is)."""
+        if not self.options.revoke_waits_for_batch:
+            return None
+        while self._revokes:
+            await self._revokes_over.wait()
+        flight = self._in_flight = asyncio.get_running_loop().create_future()
+        return flight
 
     async def _connect(self, stop: asyncio.Event) -> None:
         _quiet.connecting += 1
@@ -545,7 +650,7 @@ class ConsumeLoop(Generic[D]):
     async def _consume(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None
         o = self.options
-        pending: asyncio.Task[bool] | None = None
+        fetched = self._hooks.fetched if self._hooks is not None else None
         try:
             while not stop.is_set():
                 records = await fetch_batch(
@@ -555,31 +660,51 @@ class ConsumeLoop(Generic[D]):
                     flush_ms=o.flush_ms,
                     idle_poll_ms=o.idle_poll_ms,
                 )
-                decoded = self.handler.decode(records) if records else None
-                if pending is not None:
-                    done = await pending
-                    pending = None
+                decoded = await self._decode(records) if records else None
+                if self._pending is not None:
+                    done = await self._pending
+                    self._pending = None
                     if not done:
                         break
-                if decoded is None:
-                    continue
-                work = self._process(records, decoded, stop)
-                if o.read_ahead:
-                    pending = asyncio.create_task(work)
-                elif not await work:
-                    break
-            if pending is not None:
-                await pending
-                pending = None
+                if decoded is not None:
+                    work = self._process(records, decoded, stop)
+                    if o.read_ahead:
+                        self._pending = asyncio.create_task(work)
+                    elif not await work:
+                        break
+                if fetched is not None:
+                    fetched()
+            if self._pending is not None:
+                await self._pending
+                self._pending = None
         finally:
+            pending, self._pending = self._pending, None
             if pending is not None:  # leaving on an error: that batch is not committed
                 pending.cancel()
                 await asyncio.wait([pending])
 
+    async def _decode(self, records: Records) -> D:
+        decoded = self.handler.decode(records)
+        if inspect.isawaitable(decoded):
+            return cast(D, await decoded)
+        return decoded
+
     async def _process(self, records: Records, decoded: D, stop: asyncio.Event) -> bool:
         """Handle, publish, commit; True when committed, False when ``stop`` came first."""
+        flight = await self._take_off()
+        try:
+            return await self._handle_publish_commit(records, decoded, stop)
+        finally:
+            if flight is not None:
+                flight.set_result(None)
+                if self._in_flight is flight:
+                    self._in_flight = None
+
+    async def _handle_publish_commit(
+        self, records: Records, decoded: D, stop: asyncio.Event
+    ) -> bool:
         failures = 0
-        outputs: Sequence[Output] | None = None
+        outputs: Outputs | None = None
         while True:
             try:
                 outputs = await self.handler.handle(decoded, stop)
@@ -620,20 +745,32 @@ class ConsumeLoop(Generic[D]):
                 self.options.name,
                 failures,
             )
-        await self._commit(next_offsets(records), stop)
+        hooks = self._hooks
+        if hooks is None:
+            await self._commit(next_offsets(records), stop)
+            return True
+        offsets = hooks.offsets(decoded)
+        if await self._commit(offsets, stop):
+            hooks.committed(decoded, offsets)
         return True
 
-    async def _publish(self, outputs: Sequence[Output]) -> None:
+    async def _publish(self, outputs: Outputs) -> None:
         if not outputs:
             return
         if self.producer is None:
             raise RuntimeError(f"{self.options.name}: outputs to publish but publishes=False")
-        await asyncio.gather(*(self.producer.send(o.topic, o.value, o.key) for o in outputs))
-
-    async def _commit(self, offsets: Mapping[Any, int], stop: asyncio.Event) -> None:
-        """Commit; while the broker is unreachable, wait and try again (not ready meanwhile)."""
-        if not offsets or self.consumer is None:
+        if self.options.batched_publish:
+            await self.producer.send_all(cast(Sequence[OutRecord], outputs))
             return
+        producer = self.producer
+        singles = cast(Sequence[Output], outputs)
+        await asyncio.gather(*(producer.send(o.topic, o.value, o.key) for o in singles))
+
+    async def _commit(self, offsets: Mapping[Any, int], stop: asyncio.Event) -> bool:
+        """Commit; while the broker is unreachable, wait and try again (not ready meanwhile).
+        True once committed; False when refused (a rebalance) or abandoned on stop."""
+        if not offsets or self.consumer is None:
+            return False
         failures = 0
         while True:
             try:
@@ -647,7 +784,7 @@ class ConsumeLoop(Generic[D]):
                         self.options.name,
                         describe_error(exc),
                     )
-                    return
+                    return False
                 failures += 1
                 self._failing = True
                 delay = self._delay(failures)
@@ -659,7 +796,7 @@ class ConsumeLoop(Generic[D]):
                     delay,
                 )
                 if await stopped_within(stop, delay):
-                    return  # handled, not committed: read again (harmlessly) on the next start
+                    return False  # handled, not committed: read again (harmlessly) on next start
                 continue
             if failures:
                 self._failing = False
@@ -667,4 +804,4 @@ class ConsumeLoop(Generic[D]):
                     "%s: offsets committed after %d failures", self.options.name, failures
                 )
             self._committed.update(offsets)
-            return
+            return True

@@ -3,7 +3,9 @@
 Handlers run on it as on Kafka, without a network: topics are lists of records per partition,
 keyed records are placed by Kafka's partitioner, each consumer group has its committed offsets,
 and ``send`` returns once the record is appended (the acknowledgement). One consumer per group
-is assigned every partition of its topics (enough for a test; no group rebalancing).
+is assigned every partition of its topics (enough for a test); a test plays a rebalance with
+``MemoryConsumer.rebalance`` (eager: everything revoked, then the new set assigned) or takes
+some partitions away with ``MemoryConsumer.revoke``.
 
 ``down = True`` makes every start, send, commit and topic creation fail as an unreachable broker
 does (``KafkaConnectionError``), so outage handling can be tested too.
@@ -19,6 +21,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from vectoros.batch_produce import OutRecord
 from vectoros.consume_loop import Consumer, Producer, Record, Subscription
 from vectoros.partitioner import murmur2
 
@@ -30,6 +33,8 @@ class MemoryRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int | None = None  # the broker timestamp, ms (None: not set)
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
@@ -70,13 +75,24 @@ class MemoryBroker:
     def producer(self) -> Producer:
         return MemoryProducer(self)
 
-    async def append(self, topic: str, value: bytes | None, key: bytes | None = None) -> int:
-        """Add a record (the test's own producer); returns its offset."""
+    async def append(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        *,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> int:
+        """Add a record (the test's own producer); returns its offset. Without ``partition``, a
+        keyed record goes where Kafka's partitioner puts it, an unkeyed one to partition 0."""
         self.create_topic(topic)
         parts = self.topics[topic]
-        partition = (murmur2(key) & 0x7FFFFFFF) % len(parts) if key is not None else 0
+        if partition is None:
+            partition = (murmur2(key) & 0x7FFFFFFF) % len(parts) if key is not None else 0
         log = parts[partition]
-        log.append(MemoryRecord(topic, partition, len(log), key, value))
+        log.append(MemoryRecord(topic, partition, len(log), key, value, timestamp, tuple(headers)))
         condition = self._condition()
         async with condition:
             condition.notify_all()
@@ -106,6 +122,11 @@ class MemoryProducer:
     async def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         self._broker._check()
         await self._broker.append(topic, value, key)
+
+    async def send_all(self, records: Sequence[OutRecord]) -> None:
+        self._broker._check()
+        for topic, key, value, headers, partition in records:
+            await self._broker.append(topic, value, key, partition=partition, headers=headers or ())
 
 
 class MemoryConsumer:
@@ -137,6 +158,25 @@ class MemoryConsumer:
         if self._started and self._sub.on_revoked is not None:
             await self._sub.on_revoked(set(self._positions))
         self._started = False
+
+    async def rebalance(self, assigned: Collection[TopicPartition]) -> None:
+        """An eager rebalance: every partition revoked, then ``assigned`` assigned, each read
+        from the group's committed offset."""
+        if self._sub.on_revoked is not None:
+            await self._sub.on_revoked(set(self._positions))
+        group = self._sub.group_id
+        self._positions = {tp: self._broker.committed.get((group, tp), 0) for tp in assigned}
+        self._paused.intersection_update(assigned)
+        if self._sub.on_assigned is not None:
+            await self._sub.on_assigned(set(assigned))
+
+    async def revoke(self, partitions: Collection[TopicPartition]) -> None:
+        """``partitions`` taken away (the others stay, as in an incremental rebalance)."""
+        if self._sub.on_revoked is not None:
+            await self._sub.on_revoked(set(partitions))
+        for tp in partitions:
+            self._positions.pop(tp, None)
+            self._paused.discard(tp)
 
     def _available(self, max_records: int | None) -> dict[TopicPartition, list[Record]]:
         out: dict[TopicPartition, list[Record]] = {}
@@ -186,3 +226,6 @@ class MemoryConsumer:
 
     def seek(self, partition: Any, offset: int) -> None:
         self._positions[partition] = offset
+
+    async def committed(self, partition: Any) -> int | None:
+        return self._broker.committed.get((self._sub.group_id, partition))

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from app.cli import main
 from consumer.clock_reset import active_members
 from consumer.monitor import Monitor
+from consumer.monitor.settings import MonitorSettings
 from consumer.state import to_ms
 from schemas.events import TICK_HEADER, TICK_HEADER_VALUE, DealCreated, Tick, encode_event
 from schemas.insights import Lifecycle
@@ -26,7 +27,6 @@ from tests.kafka_utils import (
     wait_ready,
 )
 from vectoros.kafka import start_producer
-from vectoros.settings import MonitorSettings
 
 pytestmark = pytest.mark.integration
 

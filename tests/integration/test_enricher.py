@@ -30,6 +30,8 @@ from consumer.enricher.service import run_enricher
 from consumer.enricher.settings import DEFAULT_MODEL, EnricherSettings
 from consumer.enricher.store import EnrichmentLog
 from consumer.monitor import Monitor
+from consumer.monitor.metrics import MonitorMetrics
+from consumer.monitor.settings import MonitorSettings
 from consumer.notifier.service import run_notifier
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.service import run_sink
@@ -59,9 +61,8 @@ from tests.http_stand_in import Hit, StandIn
 from tests.kafka_utils import WAIT_LIMIT, monitor_settings, publish, publisher_for, read_all
 from vectoros.db import PgPool
 from vectoros.kafka import ensure_standard_topics, ensure_topics, start_producer
-from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
-from vectoros.settings import KafkaSettings, MonitorSettings
+from vectoros.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumer.monitor import Monitor
+from consumer.monitor.settings import MonitorSettings
 from producer.gateway.service import run_gateway
 from producer.gateway.settings import GatewaySettings
 from schemas.events import (
@@ -62,7 +63,6 @@ from tests.unit.test_gateway_samples import (
     twenty_opportunity,
 )
 from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings
 
 pytestmark = pytest.mark.integration
 

@@ -12,14 +12,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumer.monitor import Monitor
+from consumer.monitor.metrics import MonitorMetrics
+from consumer.monitor.settings import MonitorSettings
 from consumer.thresholds import RulesConfig
 from schemas.events import DealCreated
 from tests.kafka_utils import WAIT_LIMIT, publish, read_insights, wait_caught_up, wait_ready
 from vectoros.embedded import EmbeddedBroker
 from vectoros.kafka import ensure_standard_topics
-from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ async def test_monitor_waits_for_a_broker_that_is_not_up_yet(
     health = Health()
     monitor = Monitor(settings, RulesConfig(), MonitorMetrics(CollectorRegistry()), health)
     stop = asyncio.Event()
-    caplog.set_level(logging.ERROR, logger="consumer.monitor")
+    caplog.set_level(logging.WARNING, logger="vectoros.consume_loop")
     task = asyncio.create_task(monitor.run(stop))
     try:
         loop = asyncio.get_running_loop()

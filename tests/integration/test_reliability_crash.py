@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from consumer.monitor.settings import MonitorSettings
 from producer.simulator import SimulationSpec, generate
 from tests.kafka_utils import monitor_settings, publisher_for, read_all, running_monitor
 from tests.kafka_utils import wait_caught_up as wait_in_process_caught_up
@@ -33,7 +34,6 @@ from tests.processes import (
     wait_committed,
 )
 from vectoros.kafka import ensure_standard_topics
-from vectoros.settings import MonitorSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from consumer.dlq import DLQ_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from consumer.monitor.dlq import DLQ_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from consumer.monitor.settings import MonitorSettings
 from producer.simulator import SimulationSpec
 from schemas.events import TICK_HEADER, TICK_HEADER_VALUE
 from tests.kafka_utils import monitor_settings, read_all, running_monitor, wait_caught_up
@@ -30,7 +31,6 @@ from tests.processes import (
 )
 from tests.unit.test_hostile_input import MAX_BYTES, VALID, Message, interleave, sample_inserts
 from vectoros.kafka import ensure_standard_topics, start_producer
-from vectoros.settings import MonitorSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

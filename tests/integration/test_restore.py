@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from consumer.monitor.settings import MonitorSettings
 from producer.simulator import SimTick, SimulationSpec, generate
 from schemas.events import DealEvent
 from tests.kafka_utils import (
@@ -17,7 +18,6 @@ from tests.kafka_utils import (
     wait_caught_up,
     wait_ready,
 )
-from vectoros.settings import MonitorSettings
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
+from vectoros.batch_produce import OutRecord
 from vectoros.consume_loop import (
     ConsumeLoop,
     Database,
@@ -22,7 +23,7 @@ from vectoros.consume_loop import (
     Resources,
     Subscription,
 )
-from vectoros.memory_broker import MemoryBroker
+from vectoros.memory_broker import MemoryBroker, MemoryConsumer
 
 IN, OUT = "in", "out"
 LIMIT = 10.0  # a bound for "never happens", not a timing goal
@@ -312,3 +313,95 @@ async def test_a_restart_resumes_from_the_committed_offsets() -> None:
         await asyncio.wait_for(task, LIMIT)
         assert len(handler.handled) == 1  # only what was not committed before
         await broker.append(IN, b"b")
+
+
+# --- what a pipelined handler (the monitor) uses ------------------------------------------------
+
+
+class Chooser(Echo):
+    """Publishes ``OutRecord``s to explicit partitions; commits only partition 0's offsets
+    (``CommitHooks``), and hears the commits and every fetch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits: list[dict[Any, int]] = []
+        self.fetches = 0
+
+    def decode(self, records: Records) -> list[bytes]:
+        self.last = {tp: max(r.offset for r in recs) + 1 for tp, recs in records.items()}
+        return super().decode(records)
+
+    async def handle(  # type: ignore[override]
+        self, values: list[bytes], stop: asyncio.Event
+    ) -> Sequence[OutRecord]:
+        self.handled.append(values)
+        return [OutRecord(OUT, None, v, [("h", b"1")], 1) for v in values]
+
+    def offsets(self, decoded: Any) -> dict[Any, int]:
+        return {tp: o for tp, o in self.last.items() if tp.partition == 0}
+
+    def committed(self, decoded: Any, offsets: Any) -> None:
+        self.commits.append(dict(offsets))
+
+    def fetched(self) -> None:
+        self.fetches += 1
+
+
+async def test_batched_publish_and_commit_hooks() -> None:
+    broker = MemoryBroker(partitions=2)
+    broker.create_topic(OUT)
+    handler = Chooser()
+    loop = ConsumeLoop(handler, broker, options(batched_publish=True))
+    await broker.append(IN, b"a", partition=0)
+    await broker.append(IN, b"b", partition=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    await until(lambda: bool(handler.commits), task)
+    stop.set()
+    await asyncio.wait_for(task, LIMIT)
+    # every record on the partition it names, with its headers
+    assert [(r.partition, r.headers) for r in broker.records(OUT)] == [(1, (("h", b"1"),))] * 2
+    # only the offsets the handler chose are committed, and it heard so
+    assert broker.committed_offsets("g") == {TopicPartition(IN, 0): 1}
+    assert handler.commits == [{TopicPartition(IN, 0): 1}]
+    assert handler.fetches > 0
+
+
+async def test_a_revoke_waits_for_the_batch_in_flight() -> None:
+    release = asyncio.Event()
+    revoked: list[set[TopicPartition]] = []
+
+    class Held(Echo):
+        async def handle(self, values: list[bytes], stop: asyncio.Event) -> Sequence[Output]:
+            self.handled.append(values)
+            await release.wait()
+            return []
+
+    async def on_revoked(tps: set[TopicPartition]) -> None:
+        revoked.append(tps)
+
+    broker = MemoryBroker(partitions=1)
+    handler = Held()
+    sub = Subscription((IN,), "g", "c", on_revoked=on_revoked)
+    loop = ConsumeLoop(
+        handler,
+        broker,
+        options(subscription=sub, read_ahead=True, revoke_waits_for_batch=True),
+    )
+    await broker.append(IN, b"a")
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    await until(lambda: bool(handler.handled), task)
+    consumer = loop.consumer
+    assert isinstance(consumer, MemoryConsumer)
+    revoke = asyncio.create_task(consumer.revoke({TopicPartition(IN, 0)}))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not revoke.done(), "revoked while a batch was in flight"
+    assert not revoked
+    release.set()
+    await asyncio.wait_for(revoke, LIMIT)
+    assert revoked == [{TopicPartition(IN, 0)}]
+    assert broker.committed_offsets("g") == {TopicPartition(IN, 0): 1}, "committed first"
+    stop.set()
+    await asyncio.wait_for(task, LIMIT)

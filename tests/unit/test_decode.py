@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consumer.decode import REASONS, decode
-from consumer.dlq import MAX_KEY_BYTES, ORIGINAL_KEY_SIZE, ORIGINAL_SIZE, dlq_record
+from consumer.monitor.dlq import MAX_KEY_BYTES, ORIGINAL_KEY_SIZE, ORIGINAL_SIZE, dlq_record
 from schemas.events import DealDeleted, Tick
 from vectoros.errors import EventRejected
 

@@ -17,6 +17,7 @@ from app.pipeline import RunSettings
 from app.settings_index import known_variables
 from consumer.enricher.settings import EnricherSettings
 from consumer.history.settings import HistorySettings
+from consumer.monitor.settings import MonitorSettings
 from consumer.notifier.settings import NotifierSettings
 from consumer.sink.settings import SinkSettings
 from producer.capture.settings import CaptureSettings
@@ -26,7 +27,6 @@ from producer.ticker import TickerSettings
 from vectoros.settings import (
     METRICS_PORTS,
     DatabaseSettings,
-    MonitorSettings,
     OpsSettings,
 )
 

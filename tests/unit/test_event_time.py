@@ -12,17 +12,16 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from consumer.decode import REASONS, TimeBounds, decode
-from consumer.dlq import DLQ_DETAIL, DLQ_REASON
-from consumer.monitor import Monitor
+from consumer.monitor.batch import BatchProcessor, Tally
+from consumer.monitor.dlq import DLQ_DETAIL, DLQ_REASON
+from consumer.monitor.metrics import MonitorMetrics
+from consumer.monitor.settings import MonitorSettings
 from consumer.partition import PartitionState
 from consumer.state import to_ms
 from consumer.thresholds import RulesConfig
 from schemas.events import DealCreated, Tick, encode_event
 from vectoros.batch_produce import OutRecord
 from vectoros.errors import EventRejected
-from vectoros.metrics import MonitorMetrics
-from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings
 
 RECORD_AT = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 RECORD_MS = to_ms(RECORD_AT)
@@ -158,7 +157,7 @@ class Record:
 def test_the_monitor_parks_an_implausible_event_and_tick_and_keeps_its_clock() -> None:
     settings = MonitorSettings(kafka_bootstrap_servers="unused:9092", metrics_enabled=False)
     metrics = MonitorMetrics(CollectorRegistry())
-    monitor = Monitor(settings, RulesConfig(), metrics, Health())
+    processor = BatchProcessor(settings)
     state = PartitionState(RulesConfig())
     good = DealCreated(
         event_id="ok",
@@ -182,7 +181,9 @@ def test_the_monitor_parks_an_implausible_event_and_tick_and_keeps_its_clock() -
         Record("ev", 0, 4, None, tick_at(RECORD_AT + dt.timedelta(minutes=5)), None),
     ]
     for rec in records:
-        monitor._apply(state, rec, out)
+        tally = Tally()
+        processor.process_records(state, [rec], out, tally)
+        tally.flush(metrics)
     dlq = [r for r in out if r.topic == settings.topic_dlq]
     assert [dict(r.headers or [])[DLQ_REASON] for r in dlq] == [b"implausible_time"] * 3
     assert all(dict(r.headers or [])[DLQ_DETAIL] for r in dlq)

@@ -2,8 +2,9 @@
 object, no or unknown type, future schema versions, wrong types, missing and extra fields, huge
 values, wrong keys, tombstones) and re-sent event ids, interleaved with a valid stream.
 
-Every message goes through the monitor's own per-record path (``Monitor._apply``: decode, apply
-to the partition state, render insights, or build the DLQ record). Properties:
+Every message goes through the monitor's own per-record path
+(``BatchProcessor.process_records``: decode, apply to the partition state, render insights, or
+build the DLQ record). Properties:
 
 * the monitor never stops: no message makes that path raise;
 * every bad message lands in the DLQ once, with the expected reason, a detail, its source offset,
@@ -31,7 +32,8 @@ from prometheus_client import CollectorRegistry
 from pydantic_core import from_json
 
 from consumer.decode import REASONS, decode
-from consumer.dlq import (
+from consumer.monitor.batch import BatchProcessor, Tally
+from consumer.monitor.dlq import (
     DLQ_DETAIL,
     DLQ_REASON,
     MAX_KEY_BYTES,
@@ -41,7 +43,8 @@ from consumer.dlq import (
     SOURCE_PARTITION,
     SOURCE_TOPIC,
 )
-from consumer.monitor import Monitor
+from consumer.monitor.metrics import MonitorMetrics
+from consumer.monitor.settings import MonitorSettings
 from consumer.partition import PartitionState
 from consumer.thresholds import RulesConfig
 from producer.simulator import SimTick, SimulationSpec, generate
@@ -60,9 +63,6 @@ from schemas.events import (
 from schemas.insights import insight_adapter
 from vectoros.batch_produce import OutRecord
 from vectoros.errors import EventRejected
-from vectoros.metrics import MonitorMetrics
-from vectoros.ops_server import Health
-from vectoros.settings import MonitorSettings
 
 MAX_BYTES = 4096
 TOPIC = "deal-events"
@@ -130,26 +130,26 @@ class Outcome:
     metrics: MonitorMetrics | None = None
 
 
-def make_monitor() -> Monitor:
-    settings = MonitorSettings(
+def run(messages: list[Message]) -> Outcome:
+    config = MonitorSettings(
         kafka_bootstrap_servers="unused:9092", metrics_enabled=False, max_event_bytes=MAX_BYTES
     )
-    return Monitor(settings, RulesConfig(), MonitorMetrics(CollectorRegistry()), Health())
-
-
-def run(messages: list[Message]) -> Outcome:
-    monitor = make_monitor()
+    processor = BatchProcessor(config)
+    metrics = MonitorMetrics(CollectorRegistry())
     state = PartitionState(RulesConfig())
     out: list[OutRecord] = []
     for offset, message in enumerate(messages):
         incoming = Record(TOPIC, 0, offset, message.key, message.value)
-        monitor._apply(state, incoming, out)  # the monitor's own per-record path; never raises
-    outcome = Outcome(state, metrics=monitor.metrics)
+        tally = Tally()
+        # the monitor's own per-record path; never raises
+        processor.process_records(state, [incoming], out, tally)
+        tally.flush(metrics)
+    outcome = Outcome(state, metrics=metrics)
     for record in out:
-        if record.topic == monitor.settings.topic_dlq:
+        if record.topic == config.topic_dlq:
             outcome.dlq.append(record)
         else:
-            assert record.topic == monitor.settings.topic_insights
+            assert record.topic == config.topic_insights
             assert record.value is not None
             outcome.insights.append(record.value)
     return outcome

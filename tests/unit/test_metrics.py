@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.enricher.metrics import EnricherMetrics
+from consumer.monitor.metrics import MonitorMetrics
 from consumer.notifier.metrics import NotifierMetrics
 from consumer.sink.metrics import SinkMetrics
 from producer.gateway.metrics import GatewayMetrics
 from producer.ticker import TickerMetrics
-from vectoros.metrics import MonitorMetrics
 from vectoros.ops_server import Health, OpsServer
 
 SERVICES = {
