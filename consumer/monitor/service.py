@@ -268,5 +268,9 @@ class Monitor:
 
     async def _assigned(self, partitions: set[TopicPartition]) -> None:
         consumer = self.loop.consumer
-        assert consumer is not None  # set before the consumer starts
+        if consumer is None:
+            # the consumer's start was abandoned (stop) while its group join completed: it is
+            # being stopped, nothing will be consumed, so there is nothing to restore
+            logger.info("partitions assigned while stopping: %s (ignored)", sorted(partitions))
+            return
         await self.handler.assigned(consumer, partitions)
