@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -176,7 +177,14 @@ def monitor() -> None:
     settings.bootstrap()
 
     async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
-        await Monitor(settings, rules, MonitorMetrics(registry), health).run(stop)
+        async with contextlib.AsyncExitStack() as stack:
+            learned = None
+            if settings.database_url is not None and settings.learned_benchmarks:
+                from consumer.learned_rules import learned_rules_from
+
+                learned = await stack.enter_async_context(learned_rules_from(settings.dsn(), rules))
+            metrics = MonitorMetrics(registry)
+            await Monitor(settings, rules, metrics, health, learned=learned).run(stop)
 
     run_async(serve("monitor", settings, body))
 

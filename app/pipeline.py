@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr
 
 from consumer.enricher.settings import EnricherSettings
+from consumer.learned_rules import learned_rules_from
 from consumer.monitor import Monitor
 from consumer.monitor.metrics import MonitorMetrics
 from consumer.monitor.settings import MonitorSettings
@@ -158,10 +159,13 @@ async def run_pipeline(
     from producer.ticker import TickerMetrics, run_ticker
     from vectoros.kafka import start_producer
 
-    async with embedded_infrastructure(settings) as s:
+    async with embedded_infrastructure(settings) as s, contextlib.AsyncExitStack() as exits:
         await ensure_standard_topics(s)
         rules = RulesConfig.load(s.rules_file)
-        monitor = Monitor(s, rules, MonitorMetrics(registry), health)
+        learned = None
+        if s.learned_benchmarks:
+            learned = await exits.enter_async_context(learned_rules_from(s.dsn(), rules))
+        monitor = Monitor(s, rules, MonitorMetrics(registry), health, learned=learned)
         pipeline = Pipeline(
             s,
             monitor,

@@ -32,6 +32,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.data import MAX_EVENT_AGE_SECONDS
 from bench.env import ROOT, Session, cache_dir, cpu_seconds, free_port
 from bench.throughput import monitor_settings
 
@@ -169,6 +170,7 @@ async def run_latency(
         "VECTOROS_METRICS_ENABLED": "true",
         "VECTOROS_METRICS_PORT": str(port),
         "VECTOROS_LOG_LEVEL": "WARNING",
+        "VECTOROS_MAX_EVENT_AGE": str(MAX_EVENT_AGE_SECONDS),
     }
     sent: dict[bytes, float] = {}
     inbox = _Inbox()

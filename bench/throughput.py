@@ -31,7 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from bench.data import Dataset
+from bench.data import MAX_EVENT_AGE_SECONDS, Dataset
 from bench.env import Session, bench_rules
 from consumer.decode import decode
 from consumer.monitor import Monitor
@@ -77,6 +77,7 @@ def monitor_settings(
         topic_partitions=session.partitions,
         monitor_group_id=f"{prefix}-group",
         metrics_enabled=False,
+        max_event_age=MAX_EVENT_AGE_SECONDS,
         **kw,
     )
 

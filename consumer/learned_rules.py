@@ -9,8 +9,11 @@ service writes and refreshes the benchmarks (``stage_benchmarks``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
 
 from consumer.intelligence.benchmarks import SQL, Benchmark, with_benchmarks
 from consumer.thresholds import RulesConfig
@@ -61,3 +64,15 @@ class LearnedRules:
                     on_change(config)
             if await stopped_within(stop, every_seconds):
                 return
+
+
+@contextlib.asynccontextmanager
+async def learned_rules_from(dsn: str, base: RulesConfig) -> AsyncIterator[LearnedRules]:
+    """A ``LearnedRules`` on a small pool of its own that connects on first use, so a
+    PostgreSQL that is down at start only delays the learned benchmarks (the rules file's
+    thresholds apply meanwhile); it never stops the monitor."""
+    pool: PgPool = await asyncpg.create_pool(dsn, min_size=0, max_size=1, command_timeout=30)
+    try:
+        yield LearnedRules(pool, base)
+    finally:
+        await pool.close()

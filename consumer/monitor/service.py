@@ -34,6 +34,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from consumer.learned_rules import LearnedRules
 from consumer.monitor.assignment import Assignment
 from consumer.monitor.batch import BatchProcessor, ProcessedBatch
 from consumer.monitor.checkpoint import checkpoint_of, record_commit
@@ -218,10 +219,12 @@ class Monitor:
         health: Health,
         *,
         broker: Broker | None = None,
+        learned: LearnedRules | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.learned = learned  # refreshes the learned stage benchmarks while running
         self.handler = MonitorHandler(settings, rules, metrics, wall_clock=wall_clock)
         if broker is None:
             options = {"max_batch_size": PRODUCER_BATCH_BYTES}
@@ -232,6 +235,16 @@ class Monitor:
             loop_options(settings, on_assigned=self._assigned, on_revoked=self.handler.revoked),
         )
         health.register("monitor", self.ready)
+
+    def use_rules(self, rules: RulesConfig) -> None:
+        """Evaluate with ``rules`` from now on (e.g. newly learned benchmarks): every owned and
+        parked partition, and every partition restored later. A deal's insights follow at its
+        next event or deadline."""
+        self.handler.rules = rules
+        for state in self.partitions.values():
+            state.rules = rules
+        for state, _ in self.handler.assignment.parked.values():
+            state.rules = rules
 
     @property
     def partitions(self) -> dict[int, PartitionState]:
@@ -261,9 +274,17 @@ class Monitor:
         exit."""
         s = self.settings
         logger.info("monitor consuming %s as group %s", s.topic_events, s.monitor_group_id)
+        learning: asyncio.Task[None] | None = None
+        if self.learned is not None:
+            learning = asyncio.create_task(
+                self.learned.run(stop, s.learned_refresh_seconds, self.use_rules)
+            )
         try:
             await self.loop.run(stop)
         finally:
+            if learning is not None:
+                learning.cancel()
+                await asyncio.gather(learning, return_exceptions=True)
             logger.info("monitor stopped")
 
     async def _assigned(self, partitions: set[TopicPartition]) -> None:

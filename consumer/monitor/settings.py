@@ -9,13 +9,14 @@ from pydantic import Field
 from vectoros.settings import (
     MAX_CLOCK_SKEW_DEFAULT,
     MAX_EVENT_AGE_DEFAULT,
+    DatabaseSettings,
     Duration,
     KafkaSettings,
     metrics_port_field,
 )
 
 
-class MonitorSettings(KafkaSettings):
+class MonitorSettings(KafkaSettings, DatabaseSettings):
     """``vectoros monitor``: per-deal state and the rules."""
 
     metrics_port: int = metrics_port_field("monitor")
@@ -58,4 +59,14 @@ class MonitorSettings(KafkaSettings):
         default=MAX_EVENT_AGE_DEFAULT,
         gt=0,
         description="Seconds an event or tick may be behind its record timestamp (else DLQ).",
+    )
+    learned_benchmarks: bool = Field(
+        default=True,
+        description=(
+            "With VECTOROS_DATABASE_URL set, stuck_in_stage uses each team's learned days-in-stage "
+            "norm (written by `vectoros history`); without it, the static thresholds."
+        ),
+    )
+    learned_refresh_seconds: float = Field(
+        default=300, gt=0, description="How often the monitor re-reads the learned benchmarks."
     )
