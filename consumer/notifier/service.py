@@ -70,12 +70,15 @@ from consumer.notifier.delivery import (
     redact_url,
     status_code_of,
 )
+from consumer.notifier.digest import console_text, slack_message, webhook_body
+from consumer.notifier.flood import FloodControl, Item, Message
 from consumer.notifier.log import ClaimState, NotificationLog, NotificationRef, NotificationStore
 from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
+from consumer.notifier.outbox import FloodStore, PgFloodStore
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack import SlackClient, build_message, deal_url
 from consumer.notifier.webhook import WebhookClient, payload, webhook_id
-from schemas.insights import InsightEvent, Lifecycle, insight_adapter
+from schemas.insights import InsightEvent, Lifecycle, Priority, insight_adapter
 from vectoros import __version__
 from vectoros.consume_loop import (
     Broker,
@@ -102,6 +105,18 @@ ENRICHMENT_POLL_SECONDS = 0.2
 DB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
 
 Send = Callable[[InsightEvent, str], Awaitable[None]]
+SendMessage = Callable[[Message, str], Awaitable[None]]
+RANK_NAMES = {p.rank: p.value for p in Priority}
+
+
+@dataclass(frozen=True)
+class NotificationMeta:
+    """What the log stores next to a notification's key (for operators and reports)."""
+
+    workspace_id: str
+    deal_id: str
+    rule: str
+    priority: str
 
 
 class Stopping(Exception):
@@ -118,6 +133,7 @@ class Destination:
     at_most_once: bool
     min_interval: float
     send: Send = field(repr=False)
+    send_message: SendMessage | None = field(default=None, repr=False)
 
 
 def build_destinations(
@@ -145,6 +161,11 @@ def build_destinations(
         ) -> None:
             await slack.post(build_message(insight, deal_url_template=template))
 
+        async def send_slack_message(
+            message: Message, _msg_id: str, slack: SlackClient = slack
+        ) -> None:
+            await slack.post(slack_message(message, deal_url_template=template))
+
         raw = url.get_secret_value()
         add(
             Destination(
@@ -154,6 +175,7 @@ def build_destinations(
                 at_most_once=settings.slack_at_most_once,
                 min_interval=settings.slack_min_interval_seconds,
                 send=send_slack,
+                send_message=send_slack_message,
             )
         )
     for url in settings.webhook_urls:
@@ -167,6 +189,11 @@ def build_destinations(
         ) -> None:
             await hook.post(msg_id, payload(insight))
 
+        async def send_webhook_message(
+            message: Message, msg_id: str, hook: WebhookClient = hook
+        ) -> None:
+            await hook.post(msg_id, webhook_body(message))
+
         raw = url.get_secret_value()
         add(
             Destination(
@@ -176,6 +203,7 @@ def build_destinations(
                 at_most_once=False,
                 min_interval=settings.webhook_min_interval_seconds,
                 send=send_webhook,
+                send_message=send_webhook_message,
             )
         )
     if settings.notify_console:
@@ -183,6 +211,9 @@ def build_destinations(
 
         async def send_console(insight: InsightEvent, _msg_id: str) -> None:
             await console.post(format_insight(insight, deal_url(template, insight)))
+
+        async def send_console_message(message: Message, _msg_id: str) -> None:
+            await console.post(console_text(message, deal_url_template=template))
 
         add(
             Destination(
@@ -192,6 +223,7 @@ def build_destinations(
                 at_most_once=False,
                 min_interval=0.0,
                 send=send_console,
+                send_message=send_console_message,
             )
         )
     return list(found.values())
@@ -418,6 +450,43 @@ class Notifier:
     async def notify(self, dest: Destination, insight: InsightEvent) -> None:
         """Deliver one insight to one destination, at most once per the log."""
         ref = NotificationRef(insight.insight_id, insight.lifecycle.value, dest.key)
+        meta = NotificationMeta(
+            insight.workspace_id, insight.deal_id, insight.rule.value, insight.priority.value
+        )
+
+        async def send(msg_id: str) -> None:
+            await dest.send(insight, msg_id)
+
+        await self._deliver(dest, ref, meta, send)
+
+    async def notify_message(self, dest: Destination, message: Message) -> None:
+        """Deliver one flood-control message to its destination, at most once per the log
+        (keyed by the message id; ``lifecycle`` is the message's kind)."""
+        ref = NotificationRef(message.message_id, message.kind, dest.key)
+        first = max(message.items, key=lambda i: i.rank) if message.items else None
+        rank = max((r for r, _ in message.by_rank), default=first.rank if first else 0)
+        meta = NotificationMeta(
+            message.workspace_id,
+            first.deal_id if first and len(message.items) == 1 else "*",
+            first.rule if first and len(message.items) == 1 else message.kind,
+            RANK_NAMES.get(rank, "high"),
+        )
+        send_message = dest.send_message
+        if send_message is None:  # every built destination has one
+            raise RuntimeError(f"{dest.label} cannot send flood-control messages")
+
+        async def send(msg_id: str) -> None:
+            await send_message(message, msg_id)
+
+        await self._deliver(dest, ref, meta, send)
+
+    async def _deliver(
+        self,
+        dest: Destination,
+        ref: NotificationRef,
+        meta: NotificationMeta,
+        send: Callable[[str], Awaitable[None]],
+    ) -> None:
         known = self._unrecorded.get(ref)
         if known is not None:
             await self._record(dest, ref, known)
@@ -427,10 +496,10 @@ class Notifier:
                 ref,
                 destination_type=dest.kind,
                 destination_label=dest.label,
-                workspace_id=insight.workspace_id,
-                deal_id=insight.deal_id,
-                rule=insight.rule.value,
-                priority=insight.priority.value,
+                workspace_id=meta.workspace_id,
+                deal_id=meta.deal_id,
+                rule=meta.rule,
+                priority=meta.priority,
                 own_requests_settled=ref not in self._uncertain,
             )
             if claim.state is not ClaimState.BUSY:
@@ -458,8 +527,8 @@ class Notifier:
         if claim.state is ClaimState.UNKNOWN_OUTCOME:
             logger.info(
                 "resending insight %s (%s) to %s: a previous attempt's outcome is unknown",
-                insight.insight_id,
-                insight.lifecycle.value,
+                ref.insight_id,
+                ref.lifecycle,
                 dest.label,
             )
         breaker = self._breakers[dest.key]
@@ -471,12 +540,12 @@ class Notifier:
             await self._record(dest, ref, result)
             return
 
-        msg_id = webhook_id(insight.insight_id, insight.lifecycle.value, dest.key)
+        msg_id = webhook_id(ref.insight_id, ref.lifecycle, dest.key)
 
         async def attempt() -> None:
             self._uncertain.add(ref)
             try:
-                await dest.send(insight, msg_id)
+                await send(msg_id)
             except DeliveryError:
                 self._uncertain.discard(ref)
                 raise
@@ -503,8 +572,8 @@ class Notifier:
             self.metrics.skipped.labels(reason="claimed_elsewhere").inc()
             logger.info(
                 "insight %s (%s) for %s was taken over by another notifier",
-                insight.insight_id,
-                insight.lifecycle.value,
+                ref.insight_id,
+                ref.lifecycle,
                 dest.label,
             )
             return
@@ -552,8 +621,27 @@ class Notifier:
         del self._unrecorded[ref]
 
 
+def item_of(insight: InsightEvent) -> Item:
+    """What flood control needs of an insight event (the event itself as its payload)."""
+    return Item(
+        insight_id=insight.insight_id,
+        lifecycle=insight.lifecycle.value,
+        workspace_id=insight.workspace_id,
+        deal_id=insight.deal_id,
+        rule=insight.rule.value,
+        rank=insight.priority.rank,
+        value=insight.data.deal_value,
+        payload=insight.model_dump_json(),
+    )
+
+
 class NotifierHandler:
-    """The notifier's logic for the consume loop: select, wait for the model's text, deliver."""
+    """The notifier's logic for the consume loop: select, wait for the model's text, deliver.
+
+    With ``notify_flood_control`` the batch goes through flood control (``flood.py``) instead
+    of straight to the destinations; its state and the messages it lets out are saved
+    (``outbox.py``) before the batch is committed, and a background tick (every
+    ``notify_flush_tick_seconds``) sends what becomes due between batches."""
 
     def __init__(
         self,
@@ -566,6 +654,8 @@ class NotifierHandler:
         enrichment_metrics: NotifierEnrichmentMetrics | None = None,
         log: NotificationStore | None = None,
         enrichments: EnrichmentLookup | None = None,
+        flood_store: FloodStore | None = None,
+        wall_clock: Clock = time.time,
     ) -> None:
         self.settings = settings
         self._destinations = list(destinations)
@@ -575,9 +665,19 @@ class NotifierHandler:
         self._enrichment_metrics = enrichment_metrics
         self._log = log
         self._enrichments = enrichments
+        self._flood_store = flood_store
+        self._wall_clock = wall_clock
         self.notifier: Notifier | None = None
         if log is not None:
             self.notifier = self._new_notifier(log, enrichments)
+        self.flood: FloodControl | None = None
+        self._saved: bytes | None = None
+        self._outbox: list[Message] = []
+        self._recipients = tuple(d.key for d in self._destinations)
+        self._flood_lock = asyncio.Lock()
+        self._drain_lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
+        self._suppressed: dict[str, int] = {}
 
     def _new_notifier(
         self, log: NotificationStore, enrichments: EnrichmentLookup | None
@@ -594,21 +694,41 @@ class NotifierHandler:
         )
 
     async def open(self, resources: Resources) -> None:
-        """Migrate, then the notification and enrichment logs on the pool (unless given)."""
-        if self.notifier is not None:
+        """Migrate, then the notification and enrichment logs on the pool (unless given); with
+        flood control, load its state and undelivered messages and start the tick."""
+        if self.notifier is None:
+            pool = resources.pool
+            if pool is None:
+                raise RuntimeError("the notifier needs a database")
+            await migrate(pool)
+            log = NotificationLog(
+                pool,
+                stale_after_seconds=self.settings.notify_http_timeout_seconds + STALE_GRACE_SECONDS,
+            )
+            self.notifier = self._new_notifier(log, PgEnrichmentLookup(pool))
+            if self._flood_store is None and self.settings.notify_flood_control:
+                self._flood_store = PgFloodStore(pool, self.settings.notifier_group_id)
+        if not self.settings.notify_flood_control or self.flood is not None:
             return
-        pool = resources.pool
-        if pool is None:
-            raise RuntimeError("the notifier needs a database")
-        await migrate(pool)
-        log = NotificationLog(
-            pool,
-            stale_after_seconds=self.settings.notify_http_timeout_seconds + STALE_GRACE_SECONDS,
-        )
-        self.notifier = self._new_notifier(log, PgEnrichmentLookup(pool))
+        if self._flood_store is None:
+            raise RuntimeError("flood control needs a database")
+        state, outbox = await self._flood_store.load()
+        policy = self.settings.flood_policy()
+        if state is None:
+            self.flood = FloodControl(policy)
+        else:
+            self.flood = FloodControl.from_state(policy, state)
+            self._saved = orjson.dumps(state)
+        self._outbox = outbox
+        if outbox:
+            logger.info("%d held notification message(s) left to deliver", len(outbox))
+        self._ticker = asyncio.create_task(self._tick_loop())
 
     async def close(self) -> None:
-        return None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
 
     def decode(self, records: Records) -> list[InsightEvent]:
         assert self.notifier is not None
@@ -631,9 +751,94 @@ class NotifierHandler:
         if not insights:
             return ()
         ready = await self.notifier.with_enrichments(insights)
-        if not await self.notifier.process(ready):
+        if self.flood is None:
+            if not await self.notifier.process(ready):
+                return None
+            return ()
+        await self._advance([item_of(i) for i in ready])
+        if not await self.drain():
             return None
         return ()
+
+    # -- flood control ----------------------------------------------------------------------------
+
+    async def _advance(self, items: Sequence[Item]) -> None:
+        """Offer ``items``, take what is due, and save both before anything is committed or
+        sent. On a failed save the state in memory goes back to the last saved one."""
+        assert self._flood_store is not None
+        async with self._flood_lock:
+            flood = self.flood
+            assert flood is not None
+            now = self._wall_clock()
+            try:
+                for item in items:
+                    flood.offer(item, self._recipients, now)
+                messages = flood.due(now)
+                if not items and not messages:
+                    return
+                state = orjson.dumps(flood.to_state())
+                await self._flood_store.save(state, messages)
+            except BaseException:
+                policy = self.settings.flood_policy()
+                self.flood = (
+                    FloodControl(policy)
+                    if self._saved is None
+                    else FloodControl.from_state(policy, orjson.loads(self._saved))
+                )
+                raise
+            self._saved = state
+            self._outbox.extend(messages)
+            for message in messages:
+                self._metrics.flood_messages.labels(kind=message.kind).inc()
+            for reason, count in flood.suppressed.items():
+                new = count - self._suppressed.get(reason, 0)
+                if new > 0:
+                    self._metrics.skipped.labels(reason=reason).inc(new)
+            self._suppressed = dict(flood.suppressed)
+
+    async def drain(self) -> bool:
+        """Deliver the outbox in order; False when the stop event came first."""
+        assert self.notifier is not None
+        assert self._flood_store is not None
+        async with self._drain_lock:
+            while self._outbox:
+                message = self._outbox[0]
+                targets = [d for d in self._destinations if d.key == message.recipient]
+                if not targets:
+                    logger.warning(
+                        "dropping held message %s: its destination is no longer configured",
+                        message.message_id,
+                    )
+                for dest in targets:
+                    if self._stop.is_set():
+                        return False
+                    try:
+                        await self.notifier.notify_message(dest, message)
+                    except Stopping:
+                        return False
+                await self._flood_store.done(message.message_id)
+                self._outbox.pop(0)
+        return True
+
+    async def tick(self) -> None:
+        """Send what became due since the last batch (called every flush tick)."""
+        await self._advance(())
+        if self._outbox:
+            await self.drain()
+
+    async def _tick_loop(self) -> None:
+        seconds = self.settings.notify_flush_tick_seconds
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
+            if self._stop.is_set():
+                return
+            try:
+                await self.tick()
+            except DB_ERRORS as exc:
+                logger.warning("held notifications not sent yet (database: %s); retrying", exc)
+            except Exception:
+                logger.exception("held notifications not sent yet; retrying")
 
 
 def loop_options(settings: NotifierSettings, database: Database | None) -> LoopOptions:

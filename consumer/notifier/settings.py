@@ -22,6 +22,7 @@ import orjson
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from consumer.notifier.flood import FloodPolicy
 from schemas.insights import Priority
 from vectoros.settings import DatabaseSettings, KafkaSettings, metrics_port_field
 
@@ -153,6 +154,54 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
             "long for the model's text (sent with the rule text after that); 0 = never wait."
         ),
     )
+
+    notify_flood_control: bool = Field(
+        default=False,
+        description=(
+            "Group, cool down, hold flapping insights, summarise bursts and inhibit (see "
+            "docs/notifier.md); off: every insight is sent at once, one message each."
+        ),
+    )
+    notify_group_wait_seconds: float = Field(
+        default=30.0, ge=0, description="A new group waits this long for more insights."
+    )
+    notify_group_interval_seconds: float = Field(
+        default=300.0, ge=0, description="At least this long between two messages of one group."
+    )
+    notify_repeat_interval_seconds: float = Field(
+        default=0.0, ge=0, description="Remind of a group's open insights this often (0 = never)."
+    )
+    notify_cooldown_seconds: float = Field(
+        default=3600.0, ge=0, description="A deal's rule is announced at most once per this."
+    )
+    notify_flap_window_seconds: float = Field(default=3600.0, gt=0)
+    notify_flap_threshold: int = Field(
+        default=4, ge=1, description="More raised/resolved than this in the window: flapping."
+    )
+    notify_burst_threshold: int = Field(
+        default=50,
+        ge=0,
+        description="More new insights per workspace in the window: one summary (0 = off).",
+    )
+    notify_burst_window_seconds: float = Field(default=60.0, gt=0)
+    notify_max_groups: int = Field(default=100_000, ge=1)
+    notify_flush_tick_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often held messages are checked for sending."
+    )
+
+    def flood_policy(self) -> FloodPolicy:
+        return FloodPolicy(
+            group_wait=self.notify_group_wait_seconds,
+            group_interval=self.notify_group_interval_seconds,
+            repeat_interval=self.notify_repeat_interval_seconds,
+            cooldown=self.notify_cooldown_seconds,
+            flap_window=self.notify_flap_window_seconds,
+            flap_threshold=self.notify_flap_threshold,
+            burst_threshold=self.notify_burst_threshold,
+            burst_window=self.notify_burst_window_seconds,
+            max_groups=self.notify_max_groups,
+            max_keys=2 * self.notify_max_groups,
+        )
 
     @property
     def has_destinations(self) -> bool:
