@@ -1,0 +1,125 @@
+"""Flood control on the real PostgreSQL (tables ``notify_flood_state``, ``notify_outbox`` and the
+notification log): held insights survive a restart and go out once; a notifier that dies after
+sending a digest but before clearing it from the outbox does not send it again; a save is one
+transaction (a failed one leaves nothing behind)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from consumer.notifier.flood import Message
+from consumer.notifier.log import NotificationLog
+from consumer.notifier.metrics import NotifierMetrics
+from consumer.notifier.outbox import PgFloodStore
+from consumer.notifier.service import NotifierHandler, build_destinations
+from consumer.notifier.settings import NotifierSettings
+from tests.databases import fresh_database, migrated_pool
+from tests.unit.test_notifier_flood_handler import Clock, Messages
+from tests.unit.test_notifier_service import insight
+from vectoros.consume_loop import Resources
+from vectoros.db import PgPool
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[PgPool]:
+    async with fresh_database(database_url, "flood") as dsn, migrated_pool(dsn) as pool:
+        yield pool
+
+
+class Notifier:
+    """One notifier process: its own log owner id, handler and console."""
+
+    def __init__(self, pool: PgPool, http: httpx.AsyncClient, clock: Clock) -> None:
+        self.settings = NotifierSettings(
+            notify_console=True,
+            notify_flood_control=True,
+            notify_group_wait_seconds=30,
+            notify_flush_tick_seconds=60,  # the test ticks by hand
+        )
+        self.console = Messages()
+        self.store = PgFloodStore(pool, self.settings.notifier_group_id)
+        self.handler = NotifierHandler(
+            self.settings,
+            build_destinations(self.settings, http, console_stream=self.console),
+            NotifierMetrics(CollectorRegistry()),
+            asyncio.Event(),
+            log=NotificationLog(pool, stale_after_seconds=30),
+            flood_store=self.store,
+            wall_clock=clock,
+        )
+
+    async def __aenter__(self) -> Notifier:
+        await self.handler.open(Resources(pool=None, producer=None, consumer=None))  # type: ignore[arg-type]
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.handler.close()
+
+    async def feed(self, *numbers: int) -> None:
+        stop = asyncio.Event()
+        assert await self.handler.handle([insight(n) for n in numbers], stop) == ()
+
+
+async def test_held_insights_survive_a_restart_and_go_out_once(pool: PgPool) -> None:
+    clock = Clock()
+    async with httpx.AsyncClient() as http:
+        async with Notifier(pool, http, clock) as first:
+            await first.feed(1, 2)
+        assert first.console.messages == []
+        saved = await pool.fetchval("SELECT count(*) FROM notify_flood_state")
+        assert saved == 1
+
+        clock.now += 31
+        async with Notifier(pool, http, clock) as second:
+            await second.feed(1, 2)  # the batch was not committed: it comes again
+            await second.handler.tick()
+        async with Notifier(pool, http, clock) as third:
+            clock.now += 1000
+            await third.handler.tick()
+    assert len(second.console.messages) == 1
+    assert "2 insights need attention" in second.console.messages[0]
+    assert third.console.messages == []
+    assert await pool.fetchval("SELECT count(*) FROM notify_outbox") == 0
+    assert await pool.fetchval("SELECT count(*) FROM notifications WHERE status = 'sent'") == 1
+
+
+async def test_dying_after_sending_a_digest_does_not_send_it_again(pool: PgPool) -> None:
+    clock = Clock()
+    async with httpx.AsyncClient() as http:
+        async with Notifier(pool, http, clock) as first:
+            await first.feed(1, 2, 3)
+            clock.now += 31
+
+            async def killed(message_id: str) -> None:
+                raise asyncio.CancelledError  # the process dies right after the send
+
+            first.store.done = killed  # type: ignore[method-assign]
+            with pytest.raises(asyncio.CancelledError):
+                await first.handler.tick()
+        assert len(first.console.messages) == 1
+        assert await pool.fetchval("SELECT count(*) FROM notify_outbox") == 1
+
+        async with Notifier(pool, http, clock) as second:
+            await second.handler.tick()
+    assert second.console.messages == []
+    assert await pool.fetchval("SELECT count(*) FROM notify_outbox") == 0
+
+
+async def test_a_save_is_one_transaction(pool: PgPool) -> None:
+    store = PgFloodStore(pool, "group-a")
+    message = Message("grp_x", "recipient", "ws-1", "digest", (), 0)
+    with pytest.raises(Exception, match="invalid input syntax for type json"):
+        await store.save(b"not json", [message])
+    assert await store.load() == (None, [])
+    await store.save(b'{"a": 1}', [message, message])
+    assert await store.load() == ({"a": 1}, [message])
+    await store.done("grp_x")
+    assert await store.load() == ({"a": 1}, [])
