@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -134,16 +134,16 @@ class Message:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class _KeyState:
-    transitions: deque[float] = field(default_factory=deque)
+    transitions: list[float] = field(default_factory=list)  # short: a deque costs 600 bytes
     sent_at: float | None = None
     sent_rank: int = -1
     announced: bool = False
     flapping: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Group:
     pending: dict[str, Item] = field(default_factory=dict)  # insight_id -> latest event
     open: dict[str, Item] = field(default_factory=dict)  # announced, not resolved
@@ -151,9 +151,9 @@ class _Group:
     due: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Burst:
-    arrivals: deque[float] = field(default_factory=deque)
+    arrivals: list[float] = field(default_factory=list)
     until: float | None = None  # burst mode until then (the summary goes out at that time)
     counts: dict[str, dict[int, int]] = field(default_factory=dict)  # recipient -> rank -> n
     sample: dict[str, dict[str, Item]] = field(default_factory=dict)  # recipient -> top by value
@@ -174,6 +174,7 @@ class FloodControl:
         self._groups: OrderedDict[GroupKey, _Group] = OrderedDict()
         self._bursts: dict[str, _Burst] = {}
         self._heap: list[tuple[float, GroupKey]] = []
+        self._by_workspace: dict[str, set[GroupKey]] = {}  # the groups of each workspace
         self._ready: list[Message] = []  # sent early (group evicted), returned by the next due()
         self._seq = 0
         self.suppressed: dict[str, int] = {}  # reason -> count, for metrics
@@ -204,8 +205,10 @@ class FloodControl:
         if item.lifecycle == "resolved":
             if item.rule == INHIBITOR:
                 self._inhibitors.pop(deal, None)
-            cancelled = self._drop_pending(lambda i: i.insight_id == item.insight_id)
-            for group in self._groups.values():
+            cancelled = self._drop_pending(
+                item.workspace_id, lambda i: i.insight_id == item.insight_id
+            )
+            for group in self._groups_of(item.workspace_id):
                 group.open.pop(item.insight_id, None)
             if cancelled:
                 return self._suppress("cancelled")
@@ -223,7 +226,7 @@ class FloodControl:
             while len(self._inhibitors) > self.policy.max_keys:
                 self._inhibitors.popitem(last=False)
             self._drop_pending(
-                lambda i: (i.workspace_id, i.deal_id) == deal and i.rule in INHIBITED
+                item.workspace_id, lambda i: i.deal_id == item.deal_id and i.rule in INHIBITED
             )
         if (
             state.sent_at is not None
@@ -254,14 +257,14 @@ class FloodControl:
             state.flapping = False  # quiet for a whole window: settled
             window.clear()
         while window and now - window[0] >= p.flap_window:
-            window.popleft()
+            del window[0]
         window.append(now)
-        while len(window) > p.flap_threshold + 1:
-            window.popleft()
+        if len(window) > p.flap_threshold + 1:
+            del window[: len(window) - p.flap_threshold - 1]
         if state.flapping or len(window) <= p.flap_threshold:
             return False
         state.flapping = True
-        self._drop_pending(lambda i: i.key == item.key)
+        self._drop_pending(item.workspace_id, lambda i: i.key == item.key)
         note = Item(
             insight_id=item.insight_id,
             lifecycle="flapping",
@@ -285,19 +288,18 @@ class FloodControl:
             burst = self._bursts[item.workspace_id] = _Burst()
         arrivals = burst.arrivals
         while arrivals and now - arrivals[0] >= p.burst_window:
-            arrivals.popleft()
+            del arrivals[0]
         arrivals.append(now)
-        while len(arrivals) > p.burst_threshold + 1:
-            arrivals.popleft()
+        if len(arrivals) > p.burst_threshold + 1:
+            del arrivals[: len(arrivals) - p.burst_threshold - 1]
         if burst.until is None:
             if len(arrivals) <= p.burst_threshold:
                 return False
             burst.until = now + p.burst_window
             heapq.heappush(self._heap, (burst.until, ("", item.workspace_id)))
             # what is still waiting in this workspace's groups joins the summary
-            for (recipient, ws), group in self._groups.items():
-                if ws != item.workspace_id:
-                    continue
+            for recipient, ws in sorted(self._by_workspace.get(item.workspace_id, ())):
+                group = self._groups[(recipient, ws)]
                 for waiting in list(group.pending.values()):
                     if waiting.lifecycle == "raised":
                         del group.pending[waiting.insight_id]
@@ -316,9 +318,12 @@ class FloodControl:
             lowest = min(sample.values(), key=lambda i: (i.rank, i.value or 0.0))
             del sample[lowest.insight_id]
 
-    def _drop_pending(self, match: Any) -> bool:
+    def _groups_of(self, workspace_id: str) -> list[_Group]:
+        return [self._groups[k] for k in self._by_workspace.get(workspace_id, ())]
+
+    def _drop_pending(self, workspace_id: str, match: Any) -> bool:
         dropped = False
-        for group in self._groups.values():
+        for group in self._groups_of(workspace_id):
             for waiting in [i for i in group.pending.values() if match(i)]:
                 del group.pending[waiting.insight_id]
                 dropped = True
@@ -330,6 +335,7 @@ class FloodControl:
             group = self._groups.get(gkey)
             if group is None:
                 group = self._groups[gkey] = _Group()
+                self._by_workspace.setdefault(item.workspace_id, set()).add(gkey)
                 if len(self._groups) > self.policy.max_groups:
                     self._evict_oldest_group(now)
             else:
@@ -346,6 +352,10 @@ class FloodControl:
     def _evict_oldest_group(self, now: float) -> None:
         """Over ``max_groups``: the least recently used group is sent now and forgotten."""
         (recipient, ws), group = self._groups.popitem(last=False)
+        keys = self._by_workspace[ws]
+        keys.discard((recipient, ws))
+        if not keys:
+            del self._by_workspace[ws]
         group.open.clear()
         message = self._flush(recipient, ws, group, now)
         if message is not None:
@@ -433,7 +443,7 @@ class FloodControl:
         burst.counts, burst.sample = {}, {}
         arrivals = burst.arrivals
         while arrivals and now - arrivals[0] >= self.policy.burst_window:
-            arrivals.popleft()
+            del arrivals[0]
         if len(arrivals) > self.policy.burst_threshold:
             burst.until = at + self.policy.burst_window  # still bursting: one more summary
             heapq.heappush(self._heap, (burst.until, ("", ws)))
@@ -483,7 +493,7 @@ class FloodControl:
         flood._seen = OrderedDict(((a, b), None) for a, b in raw["seen"])
         for key, transitions, sent_at, sent_rank, announced, flapping in raw["keys"]:
             flood._keys[tuple(key)] = _KeyState(
-                deque(transitions), sent_at, sent_rank, announced, flapping
+                list(transitions), sent_at, sent_rank, announced, flapping
             )
         flood._inhibitors = OrderedDict(((a, b), None) for a, b in raw["inhibitors"])
         for (recipient, ws), pending, open_, last_sent, due in raw["groups"]:
@@ -494,11 +504,12 @@ class FloodControl:
                 due,
             )
             flood._groups[(recipient, ws)] = group
+            flood._by_workspace.setdefault(ws, set()).add((recipient, ws))
             if due is not None:
                 flood._heap.append((due, (recipient, ws)))
         for ws, arrivals, until, counts, samples in raw["bursts"]:
             burst = _Burst(
-                deque(arrivals),
+                list(arrivals),
                 until,
                 {r: {int(a): int(b) for a, b in c} for r, c in counts},
                 {r: {i[0]: Item.from_json(i) for i in s} for r, s in samples},
