@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -75,6 +76,7 @@ from consumer.notifier.flood import FloodControl, Item, Message
 from consumer.notifier.log import ClaimState, NotificationLog, NotificationRef, NotificationStore
 from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
 from consumer.notifier.outbox import FloodStore, PgFloodStore
+from consumer.notifier.routing import Policy, load_policy
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack import SlackClient, build_message, deal_url
 from consumer.notifier.webhook import WebhookClient, payload, webhook_id
@@ -134,6 +136,7 @@ class Destination:
     min_interval: float
     send: Send = field(repr=False)
     send_message: SendMessage | None = field(default=None, repr=False)
+    names: tuple[str, ...] = ()  # what the routing policy calls it: slack:0, webhook:1, console
 
 
 def build_destinations(
@@ -149,11 +152,14 @@ def build_destinations(
     found: dict[str, Destination] = {}
 
     def add(dest: Destination) -> None:
-        if dest.key in found:
-            logger.warning("destination %s is configured twice; using it once", dest.label)
-        found.setdefault(dest.key, dest)
+        known = found.get(dest.key)
+        if known is None:
+            found[dest.key] = dest
+            return
+        logger.warning("destination %s is configured twice; using it once", dest.label)
+        found[dest.key] = dataclasses.replace(known, names=known.names + dest.names)
 
-    for url in settings.slack_webhook_urls:
+    for position, url in enumerate(settings.slack_webhook_urls):
         slack = SlackClient(http, url, timeout=timeout, wall_clock=wall_clock)
 
         async def send_slack(
@@ -176,9 +182,10 @@ def build_destinations(
                 min_interval=settings.slack_min_interval_seconds,
                 send=send_slack,
                 send_message=send_slack_message,
+                names=(f"slack:{position}",),
             )
         )
-    for url in settings.webhook_urls:
+    for position, url in enumerate(settings.webhook_urls):
         assert settings.webhook_secret is not None  # enforced by the settings validator
         hook = WebhookClient(
             http, url, settings.webhook_secret, timeout=timeout, wall_clock=wall_clock
@@ -204,6 +211,7 @@ def build_destinations(
                 min_interval=settings.webhook_min_interval_seconds,
                 send=send_webhook,
                 send_message=send_webhook_message,
+                names=(f"webhook:{position}",),
             )
         )
     if settings.notify_console:
@@ -224,6 +232,7 @@ def build_destinations(
                 min_interval=0.0,
                 send=send_console,
                 send_message=send_console_message,
+                names=("console",),
             )
         )
     return list(found.values())
@@ -272,8 +281,10 @@ class Notifier:
         secrets: Sequence[str] = (),
         enrichments: EnrichmentLookup | None = None,
         enrichment_metrics: NotifierEnrichmentMetrics | None = None,
+        routes: Callable[[InsightEvent], Collection[str]] | None = None,
     ) -> None:
         self.settings = settings
+        self._routes = routes  # the destination keys of an insight (None: every destination)
         self.enrichments = enrichments
         self.enrichment_metrics = enrichment_metrics
         self.destinations = list(destinations)
@@ -445,6 +456,8 @@ class Notifier:
         for insight in insights:
             if self._stop.is_set():
                 raise Stopping
+            if self._routes is not None and dest.key not in self._routes(insight):
+                continue
             await self.notify(dest, insight)
 
     async def notify(self, dest: Destination, insight: InsightEvent) -> None:
@@ -656,8 +669,11 @@ class NotifierHandler:
         enrichments: EnrichmentLookup | None = None,
         flood_store: FloodStore | None = None,
         wall_clock: Clock = time.time,
+        policy: Policy | None = None,
     ) -> None:
         self.settings = settings
+        self.policy = policy
+        self._keys_by_name = {n: d.key for d in destinations for n in d.names}
         self._destinations = list(destinations)
         self._metrics = metrics
         self._stop = stop
@@ -667,13 +683,13 @@ class NotifierHandler:
         self._enrichments = enrichments
         self._flood_store = flood_store
         self._wall_clock = wall_clock
+        self._recipients = tuple(d.key for d in self._destinations)
         self.notifier: Notifier | None = None
         if log is not None:
             self.notifier = self._new_notifier(log, enrichments)
         self.flood: FloodControl | None = None
         self._saved: bytes | None = None
         self._outbox: list[Message] = []
-        self._recipients = tuple(d.key for d in self._destinations)
         self._flood_lock = asyncio.Lock()
         self._drain_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
@@ -691,7 +707,15 @@ class NotifierHandler:
             secrets=self._secrets,
             enrichments=enrichments,
             enrichment_metrics=self._enrichment_metrics,
+            routes=None if self.policy is None else self.recipients,
         )
+
+    def recipients(self, insight: InsightEvent) -> tuple[str, ...]:
+        """The keys of the destinations ``insight`` goes to (the policy's, else all)."""
+        if self.policy is None:
+            return self._recipients
+        keys = (self._keys_by_name.get(name) for name in self.policy.route(insight))
+        return tuple(dict.fromkeys(k for k in keys if k is not None))
 
     async def open(self, resources: Resources) -> None:
         """Migrate, then the notification and enrichment logs on the pool (unless given); with
@@ -751,18 +775,23 @@ class NotifierHandler:
         if not insights:
             return ()
         ready = await self.notifier.with_enrichments(insights)
+        if self.policy is not None:
+            routed = [i for i in ready if self.recipients(i)]
+            if len(routed) < len(ready):
+                self._metrics.skipped.labels(reason="unrouted").inc(len(ready) - len(routed))
+            ready = routed
         if self.flood is None:
             if not await self.notifier.process(ready):
                 return None
             return ()
-        await self._advance([item_of(i) for i in ready])
+        await self._advance([(item_of(i), self.recipients(i)) for i in ready])
         if not await self.drain():
             return None
         return ()
 
     # -- flood control ----------------------------------------------------------------------------
 
-    async def _advance(self, items: Sequence[Item]) -> None:
+    async def _advance(self, items: Sequence[tuple[Item, tuple[str, ...]]]) -> None:
         """Offer ``items``, take what is due, and save both before anything is committed or
         sent. On a failed save the state in memory goes back to the last saved one."""
         assert self._flood_store is not None
@@ -771,8 +800,8 @@ class NotifierHandler:
             assert flood is not None
             now = self._wall_clock()
             try:
-                for item in items:
-                    flood.offer(item, self._recipients, now)
+                for item, recipients in items:
+                    flood.offer(item, recipients, now)
                 messages = flood.due(now)
                 if not items and not messages:
                     return
@@ -896,6 +925,13 @@ async def run_notifier(
                     "VECTOROS_WEBHOOK_URLS (with VECTOROS_WEBHOOK_SECRET) or "
                     "VECTOROS_NOTIFY_CONSOLE=true"
                 )
+            policy = None
+            if settings.notify_policy_file is not None:
+                try:
+                    policy = load_policy(settings.notify_policy_file)
+                    policy.check(n for d in destinations for n in d.names)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
             handler = NotifierHandler(
                 settings,
                 destinations,
@@ -903,6 +939,7 @@ async def run_notifier(
                 stop_event,
                 secrets=secrets,
                 enrichment_metrics=NotifierEnrichmentMetrics(registry),
+                policy=policy,
             )
             database = Database(
                 dsn=settings.dsn() if pool is None else "",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import string
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -155,6 +156,10 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         ),
     )
 
+    notify_policy_file: Path | None = Field(
+        default=None,
+        description="YAML routing policy per workspace (docs/notifier.md); unset: all to all.",
+    )
     notify_flood_control: bool = Field(
         default=False,
         description=(

@@ -1,0 +1,169 @@
+"""Routing (``consumer.notifier.routing``): the seed's policy, its validation, and the notifier
+sending each insight only where the policy says, with and without flood control."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from consumer.notifier.metrics import NotifierMetrics
+from consumer.notifier.outbox import MemoryFloodStore
+from consumer.notifier.routing import load_policy, parse_policy
+from consumer.notifier.service import NotifierHandler, build_destinations
+from tests.unit.test_notifier_flood_handler import Clock, Messages, settings
+from tests.unit.test_notifier_service import WHSEC, FakeStore, insight
+from vectoros.consume_loop import Resources
+
+SEED = """
+default:
+  - rules: [high_value_at_risk]
+    value_above: 50000
+    to: [webhook:0]          # the SMS gateway
+  - min_priority: critical
+    to: [console]            # email to the owner, once that channel exists
+  - min_priority: high
+    to: [slack:0]            # the team's channel
+workspaces:
+  ws-quiet:
+    - min_priority: critical
+      stages: [negotiation]
+      to: [slack:0]
+      stop: true
+    - min_priority: low
+      to: [console]
+"""
+
+
+def make(
+    rule: str = "stale_deal",
+    priority: str = "high",
+    value: float | None = 1000.0,
+    ws: str = "ws-1",
+    stage: str | None = None,
+    n: int = 1,
+) -> Any:
+    data: dict[str, Any] = {"deal_id": f"deal-{n}", "deal_title": "Acme", "deal_value": value}
+    if stage:
+        data["stage"] = stage
+    return insight(n, rule=rule, priority=priority, workspace_id=ws, data=data)
+
+
+@pytest.mark.parametrize(
+    ("rule", "priority", "value", "expected"),
+    [
+        ("high_value_at_risk", "critical", 80_000.0, ("webhook:0", "console", "slack:0")),
+        ("high_value_at_risk", "critical", 50_000.0, ("console", "slack:0")),  # not above
+        ("high_value_at_risk", "high", None, ("slack:0",)),  # no value never matches
+        ("stale_deal", "critical", 900_000.0, ("console", "slack:0")),  # SMS only for HVAR
+        ("stale_deal", "high", 10.0, ("slack:0",)),
+        ("stale_deal", "medium", 10.0, ()),
+    ],
+)
+def test_the_seed_policy(
+    rule: str, priority: str, value: float | None, expected: tuple[str, ...]
+) -> None:
+    assert parse_policy(SEED).route(make(rule, priority, value)) == expected
+
+
+def test_a_workspace_section_replaces_the_default_and_stop_ends_it() -> None:
+    policy = parse_policy(SEED)
+    assert policy.route(make(priority="critical", ws="ws-quiet", stage="negotiation")) == (
+        "slack:0",
+    )
+    assert policy.route(make(priority="critical", ws="ws-quiet", stage="lead")) == ("console",)
+    assert policy.route(make(priority="low", ws="ws-quiet")) == ("console",)
+
+
+def test_a_bad_policy_is_refused_with_where(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("default:\n  - min_priority: urgent\n    to: [console]\n")
+    with pytest.raises(ValueError, match=r"default\.0\.min_priority"):
+        load_policy(path)
+    path.write_text("default:\n  - min_priority: high\n    too: [console]\n")
+    with pytest.raises(ValueError, match="policy"):
+        load_policy(path)
+    with pytest.raises(ValueError, match="cannot read"):
+        load_policy(tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match="slack:3"):
+        parse_policy("default:\n  - to: [slack:3, console]\n").check({"console", "slack:0"})
+
+
+class Routed:
+    """A handler with the seed policy on console + one Slack URL + one webhook (mocked)."""
+
+    def __init__(self, http: httpx.AsyncClient, **overrides: Any) -> None:
+        self.settings = settings(
+            slack_webhook_urls="https://hooks.slack.test/services/T/B/x",
+            webhook_urls="https://sms-gateway.test/in",
+            webhook_secret=WHSEC,
+            **overrides,
+        )
+        self.console = Messages()
+        self.clock = Clock()
+        self.stop = asyncio.Event()
+        self.registry = CollectorRegistry()
+        self.handler = NotifierHandler(
+            self.settings,
+            build_destinations(self.settings, http, console_stream=self.console),
+            NotifierMetrics(self.registry),
+            self.stop,
+            log=FakeStore(),
+            flood_store=MemoryFloodStore(),
+            wall_clock=self.clock,
+            policy=parse_policy(SEED),
+        )
+
+
+def recorder() -> tuple[dict[str, list[Any]], httpx.MockTransport]:
+    seen: dict[str, list[Any]] = {}
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        seen.setdefault(request.url.host, []).append(json.loads(request.content))
+        return httpx.Response(200)
+
+    return seen, httpx.MockTransport(receive)
+
+
+BATCH = [
+    make("high_value_at_risk", "critical", 80_000.0, n=1),
+    make("high_value_at_risk", "critical", 20_000.0, n=2),
+    make("stale_deal", "high", 90_000.0, n=3),
+    make("stale_deal", "medium", 90_000.0, n=4),
+]
+
+
+async def test_the_notifier_sends_sms_only_for_the_right_deals() -> None:
+    seen, transport = recorder()
+    async with httpx.AsyncClient(transport=transport) as http:
+        routed = Routed(http, notify_flood_control=False)
+        assert await routed.handler.handle(BATCH, routed.stop) == ()
+    sms = seen.get("sms-gateway.test", [])
+    assert [b["data"]["deal_id"] for b in sms] == ["deal-1"]
+    assert len(seen["hooks.slack.test"]) == 3  # high and above
+    assert len(routed.console.messages) == 2  # critical
+    unrouted = routed.registry.get_sample_value(
+        "vectoros_notifier_skipped_total", {"reason": "unrouted"}
+    )
+    assert unrouted == 1
+
+
+async def test_with_flood_control_each_recipient_gets_its_own_group() -> None:
+    seen, transport = recorder()
+    async with httpx.AsyncClient(transport=transport) as http:
+        routed = Routed(http)
+        await routed.handler.open(Resources(pool=None, producer=None, consumer=None))  # type: ignore[arg-type]
+        assert await routed.handler.handle(BATCH, routed.stop) == ()
+        routed.clock.now += 31
+        await routed.handler.tick()
+        await routed.handler.close()
+    assert [b["data"]["deal_id"] for b in seen["sms-gateway.test"]] == ["deal-1"]
+    [slack] = seen["hooks.slack.test"]
+    assert "3 insights need attention" in slack["text"]
+    [console] = routed.console.messages
+    assert "2 insights need attention" in console
