@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -175,6 +176,7 @@ class FloodControl:
         self._bursts: dict[str, _Burst] = {}
         self._heap: list[tuple[float, GroupKey]] = []
         self._by_workspace: dict[str, set[GroupKey]] = {}  # the groups of each workspace
+        self._not_before: Mapping[str, float] = {}  # of the event being offered
         self._ready: list[Message] = []  # sent early (group evicted), returned by the next due()
         self._seq = 0
         self.suppressed: dict[str, int] = {}  # reason -> count, for metrics
@@ -185,10 +187,18 @@ class FloodControl:
         self.suppressed[reason] = self.suppressed.get(reason, 0) + 1
         return reason
 
-    def offer(self, item: Item, recipients: tuple[str, ...], now: float) -> str:
+    def offer(
+        self,
+        item: Item,
+        recipients: tuple[str, ...],
+        now: float,
+        not_before: Mapping[str, float] | None = None,
+    ) -> str:
         """Take one event for ``recipients``; returns what became of it (``queued``, or the
         reason it will not be announced on its own: duplicate, cooldown, flapping, inhibited,
-        cancelled, unannounced, burst)."""
+        cancelled, unannounced, burst). ``not_before``: per recipient, the earliest time its
+        group may go out (quiet hours); what is queued for it waits until then."""
+        self._not_before = not_before or {}
         seen = (item.insight_id, item.lifecycle)
         if seen in self._seen:
             return self._suppress("duplicate")
@@ -345,6 +355,7 @@ class FloodControl:
                 due = now + self.policy.group_wait
             else:
                 due = max(now, group.last_sent + self.policy.group_interval)
+            due = max(due, self._not_before.get(recipient, due))
             if group.due is None or due < group.due:
                 group.due = due
                 heapq.heappush(self._heap, (due, gkey))

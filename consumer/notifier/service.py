@@ -76,7 +76,7 @@ from consumer.notifier.flood import FloodControl, Item, Message
 from consumer.notifier.log import ClaimState, NotificationLog, NotificationRef, NotificationStore
 from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
 from consumer.notifier.outbox import FloodStore, PgFloodStore
-from consumer.notifier.routing import Policy, load_policy
+from consumer.notifier.routing import Policy, QuietHours, load_policy
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack import SlackClient, build_message, deal_url
 from consumer.notifier.webhook import WebhookClient, payload, webhook_id
@@ -710,6 +710,19 @@ class NotifierHandler:
             routes=None if self.policy is None else self.recipients,
         )
 
+    def quiet_hours(self, insight: InsightEvent) -> dict[str, QuietHours]:
+        """Per destination key, the quiet hours that hold ``insight`` (not urgent there)."""
+        policy = self.policy
+        if policy is None or not policy.quiet_hours:
+            return {}
+        out = {}
+        for name, urgent in policy.deliveries(insight).items():
+            quiet = policy.quiet_hours.get(name)
+            key = self._keys_by_name.get(name)
+            if quiet is not None and key is not None and not urgent:
+                out[key] = quiet
+        return out
+
     def recipients(self, insight: InsightEvent) -> tuple[str, ...]:
         """The keys of the destinations ``insight`` goes to (the policy's, else all)."""
         if self.policy is None:
@@ -784,14 +797,16 @@ class NotifierHandler:
             if not await self.notifier.process(ready):
                 return None
             return ()
-        await self._advance([(item_of(i), self.recipients(i)) for i in ready])
+        await self._advance([(item_of(i), self.recipients(i), self.quiet_hours(i)) for i in ready])
         if not await self.drain():
             return None
         return ()
 
     # -- flood control ----------------------------------------------------------------------------
 
-    async def _advance(self, items: Sequence[tuple[Item, tuple[str, ...]]]) -> None:
+    async def _advance(
+        self, items: Sequence[tuple[Item, tuple[str, ...], Mapping[str, QuietHours]]]
+    ) -> None:
         """Offer ``items``, take what is due, and save both before anything is committed or
         sent. On a failed save the state in memory goes back to the last saved one."""
         assert self._flood_store is not None
@@ -800,8 +815,9 @@ class NotifierHandler:
             assert flood is not None
             now = self._wall_clock()
             try:
-                for item, recipients in items:
-                    flood.offer(item, recipients, now)
+                for item, recipients, quiet in items:
+                    held = {k: u for k, q in quiet.items() if (u := q.until(now)) is not None}
+                    flood.offer(item, recipients, now, held)
                 messages = flood.due(now)
                 if not items and not messages:
                     return
@@ -930,6 +946,11 @@ async def run_notifier(
                 try:
                     policy = load_policy(settings.notify_policy_file)
                     policy.check(n for d in destinations for n in d.names)
+                    if policy.quiet_hours and not settings.notify_flood_control:
+                        raise ValueError(
+                            f"{settings.notify_policy_file}: quiet_hours hold notifications, "
+                            "which needs VECTOROS_NOTIFY_FLOOD_CONTROL=true"
+                        )
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from None
             handler = NotifierHandler(

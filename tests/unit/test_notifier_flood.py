@@ -177,3 +177,11 @@ def test_the_state_survives_a_json_round_trip() -> None:
     assert restored.offer(item(1, rule="stale_deal", episode=9), R1, 50.0) == "inhibited"
     assert restored.offer(item(10, ws="ws-3"), R1, 50.0) == "duplicate"
     assert [(m.kind, m.count) for m in restored.due(100.0)] == [("burst", 5)]
+
+
+def test_not_before_holds_a_recipients_group_until_then() -> None:
+    flood = FloodControl(FloodPolicy(group_wait=30))
+    flood.offer(item(1), R2, 0.0, {"email-owner": 8 * 3600.0})
+    assert [m.recipient for m in flood.due(30.0)] == ["slack-team"]
+    assert flood.due(8 * 3600.0 - 1) == []
+    assert [m.recipient for m in flood.due(8 * 3600.0)] == ["email-owner"]

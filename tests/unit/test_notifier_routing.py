@@ -4,7 +4,9 @@ sending each insight only where the policy says, with and without flood control.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from consumer.notifier.metrics import NotifierMetrics
 from consumer.notifier.outbox import MemoryFloodStore
-from consumer.notifier.routing import load_policy, parse_policy
+from consumer.notifier.routing import QuietHours, load_policy, parse_policy
 from consumer.notifier.service import NotifierHandler, build_destinations
 from tests.unit.test_notifier_flood_handler import Clock, Messages, settings
 from tests.unit.test_notifier_service import WHSEC, FakeStore, insight
@@ -167,3 +169,70 @@ async def test_with_flood_control_each_recipient_gets_its_own_group() -> None:
     assert "3 insights need attention" in slack["text"]
     [console] = routed.console.messages
     assert "2 insights need attention" in console
+
+
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
+
+
+def paris(day: int, hour: int, minute: int = 0) -> float:
+    return dt.datetime(2026, 1, day, hour, minute, tzinfo=PARIS).timestamp()
+
+
+def test_quiet_hours_over_midnight_and_within_a_day() -> None:
+    night = QuietHours(start=dt.time(22), end=dt.time(7), tz="Europe/Paris")
+    assert night.until(paris(15, 23)) == paris(16, 7)
+    assert night.until(paris(16, 3)) == paris(16, 7)
+    assert night.until(paris(16, 7)) is None
+    assert night.until(paris(15, 21, 59)) is None
+    lunch = QuietHours(start=dt.time(12), end=dt.time(13), tz="Europe/Paris")
+    assert lunch.until(paris(15, 12, 30)) == paris(15, 13)
+    assert lunch.until(paris(15, 13, 30)) is None
+    with pytest.raises(ValueError, match="unknown time zone"):
+        QuietHours(start=dt.time(1), end=dt.time(2), tz="Mars/Olympus")
+
+
+QUIET = """
+default:
+  - rules: [high_value_at_risk]
+    to: [console]
+    urgent: true
+  - min_priority: high
+    to: [console]
+quiet_hours:
+  console: {start: "22:00", end: "07:00", tz: Europe/Paris}
+"""
+
+
+async def test_quiet_hours_hold_then_deliver_and_urgent_goes_through() -> None:
+    async with httpx.AsyncClient() as http:
+        s = settings()
+        console = Messages()
+        clock = Clock()
+        clock.now = paris(15, 23)
+        handler = NotifierHandler(
+            s,
+            build_destinations(s, http, console_stream=console),
+            NotifierMetrics(CollectorRegistry()),
+            asyncio.Event(),
+            log=FakeStore(),
+            flood_store=MemoryFloodStore(),
+            wall_clock=clock,
+            policy=parse_policy(QUIET),
+        )
+        await handler.open(Resources(pool=None, producer=None, consumer=None))  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        assert await handler.handle([make("stale_deal", "high", ws="ws-1", n=1)], stop) == ()
+        urgent = make("high_value_at_risk", "critical", 90_000.0, ws="ws-2", n=2)
+        assert await handler.handle([urgent], stop) == ()
+        clock.now += 31
+        await handler.tick()
+        assert len(console.messages) == 1  # the urgent one, in the night
+        assert "high_value_at_risk" in console.messages[0]
+        clock.now = paris(16, 6, 59)
+        await handler.tick()
+        assert len(console.messages) == 1  # still quiet
+        clock.now = paris(16, 7)
+        await handler.tick()
+        await handler.close()
+    assert len(console.messages) == 2
+    assert "Deal 1 has gone quiet" in console.messages[1]
