@@ -72,6 +72,8 @@ from consumer.notifier.delivery import (
     status_code_of,
 )
 from consumer.notifier.digest import console_text, slack_message, webhook_body
+from consumer.notifier.directory import Directory, load_directory
+from consumer.notifier.email import EmailClient, build_email
 from consumer.notifier.flood import FloodControl, Item, Message
 from consumer.notifier.log import ClaimState, NotificationLog, NotificationRef, NotificationStore
 from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
@@ -109,6 +111,7 @@ DB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.Postgre
 Send = Callable[[InsightEvent, str], Awaitable[None]]
 SendMessage = Callable[[Message, str], Awaitable[None]]
 RANK_NAMES = {p.rank: p.value for p in Priority}
+PERSONAL = frozenset({"email"})  # destinations of one person, routed by the insight's owner
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ def build_destinations(
     *,
     console_stream: TextIO | None = None,
     wall_clock: Clock = time.time,
+    directory: Directory | None = None,
 ) -> list[Destination]:
     """Every configured destination, each once (a URL listed twice is one destination)."""
     timeout = settings.notify_http_timeout_seconds
@@ -214,6 +218,66 @@ def build_destinations(
                 names=(f"webhook:{position}",),
             )
         )
+    if settings.smtp_host and directory is not None:
+        smtp = EmailClient(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            timeout=timeout,
+            validate_certs=settings.smtp_validate_certs,
+        )
+        for owner_id, person in directory.owners.items():
+            if person.email is None:
+                continue
+
+            async def send_email(
+                insight: InsightEvent,
+                msg_id: str,
+                address: str = person.email,
+                name: str | None = person.name,
+            ) -> None:
+                await smtp.send(
+                    build_email(
+                        insight,
+                        sender=settings.email_from,
+                        to=address,
+                        to_name=name,
+                        message_id=msg_id,
+                        deal_url_template=template,
+                    )
+                )
+
+            async def send_email_message(
+                message: Message,
+                msg_id: str,
+                address: str = person.email,
+                name: str | None = person.name,
+            ) -> None:
+                await smtp.send(
+                    build_email(
+                        message,
+                        sender=settings.email_from,
+                        to=address,
+                        to_name=name,
+                        message_id=msg_id,
+                        deal_url_template=template,
+                    )
+                )
+
+            add(
+                Destination(
+                    kind="email",
+                    key=destination_key("email", person.email.lower()),
+                    label=f"email:{owner_id}",
+                    at_most_once=settings.email_at_most_once,
+                    min_interval=settings.email_min_interval_seconds,
+                    send=send_email,
+                    send_message=send_email_message,
+                    names=(f"email:{owner_id}",),
+                )
+            )
     if settings.notify_console:
         console = ConsoleClient(console_stream)
 
@@ -243,6 +307,8 @@ def secrets_of(settings: NotifierSettings) -> list[str]:
     values = [u.get_secret_value() for u in (*settings.slack_webhook_urls, *settings.webhook_urls)]
     if settings.webhook_secret is not None:
         values.append(settings.webhook_secret.get_secret_value())
+    if settings.smtp_password is not None:
+        values.append(settings.smtp_password.get_secret_value())
     return sorted(values, key=len, reverse=True)
 
 
@@ -670,9 +736,11 @@ class NotifierHandler:
         flood_store: FloodStore | None = None,
         wall_clock: Clock = time.time,
         policy: Policy | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
+        self.directory = directory
         self._keys_by_name = {n: d.key for d in destinations for n in d.names}
         self._destinations = list(destinations)
         self._metrics = metrics
@@ -683,7 +751,9 @@ class NotifierHandler:
         self._enrichments = enrichments
         self._flood_store = flood_store
         self._wall_clock = wall_clock
-        self._recipients = tuple(d.key for d in self._destinations)
+        # without a policy: every shared destination, and the owner's own (email) ones
+        self._recipients = tuple(d.key for d in self._destinations if d.kind not in PERSONAL)
+        self._routed = policy is not None or len(self._recipients) < len(self._destinations)
         self.notifier: Notifier | None = None
         if log is not None:
             self.notifier = self._new_notifier(log, enrichments)
@@ -707,8 +777,17 @@ class NotifierHandler:
             secrets=self._secrets,
             enrichments=enrichments,
             enrichment_metrics=self._enrichment_metrics,
-            routes=None if self.policy is None else self.recipients,
+            routes=self.recipients if self._routed else None,
         )
+
+    def _resolve(self, name: str, insight: InsightEvent) -> str | None:
+        """``email:owner`` / ``email:manager`` -> ``email:<owner id>`` of this insight."""
+        kind, _, who = name.partition(":")
+        if kind not in PERSONAL or who not in ("owner", "manager"):
+            return name
+        owner = insight.data.owner_id
+        person = owner if who == "owner" else (self.directory and self.directory.manager_of(owner))
+        return None if not person else f"{kind}:{person}"
 
     def quiet_hours(self, insight: InsightEvent) -> dict[str, QuietHours]:
         """Per destination key, the quiet hours that hold ``insight`` (not urgent there)."""
@@ -718,7 +797,8 @@ class NotifierHandler:
         out = {}
         for name, urgent in policy.deliveries(insight).items():
             quiet = policy.quiet_hours.get(name)
-            key = self._keys_by_name.get(name)
+            resolved = self._resolve(name, insight)
+            key = None if resolved is None else self._keys_by_name.get(resolved)
             if quiet is not None and key is not None and not urgent:
                 out[key] = quiet
         return out
@@ -726,8 +806,12 @@ class NotifierHandler:
     def recipients(self, insight: InsightEvent) -> tuple[str, ...]:
         """The keys of the destinations ``insight`` goes to (the policy's, else all)."""
         if self.policy is None:
-            return self._recipients
-        keys = (self._keys_by_name.get(name) for name in self.policy.route(insight))
+            if not self._routed:
+                return self._recipients
+            own = self._keys_by_name.get(f"email:{insight.data.owner_id}")
+            return self._recipients if own is None else (*self._recipients, own)
+        names = (self._resolve(name, insight) for name in self.policy.route(insight))
+        keys = (self._keys_by_name.get(n) for n in names if n is not None)
         return tuple(dict.fromkeys(k for k in keys if k is not None))
 
     async def open(self, resources: Resources) -> None:
@@ -934,7 +1018,15 @@ async def run_notifier(
     )
     try:
         with redact_logs(secrets):
-            destinations = build_destinations(settings, http, console_stream=console_stream)
+            directory = None
+            if settings.notify_directory_file is not None:
+                try:
+                    directory = load_directory(settings.notify_directory_file)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+            destinations = build_destinations(
+                settings, http, console_stream=console_stream, directory=directory
+            )
             if not settings.has_destinations or not destinations:
                 raise ConfigError(
                     "the notifier has no destination: set VECTOROS_SLACK_WEBHOOK_URLS, "
@@ -945,7 +1037,10 @@ async def run_notifier(
             if settings.notify_policy_file is not None:
                 try:
                     policy = load_policy(settings.notify_policy_file)
-                    policy.check(n for d in destinations for n in d.names)
+                    known = {n for d in destinations for n in d.names}
+                    if any(d.kind == "email" for d in destinations):
+                        known |= {"email:owner", "email:manager"}
+                    policy.check(known)
                     if policy.quiet_hours and not settings.notify_flood_control:
                         raise ValueError(
                             f"{settings.notify_policy_file}: quiet_hours hold notifications, "
@@ -961,6 +1056,7 @@ async def run_notifier(
                 secrets=secrets,
                 enrichment_metrics=NotifierEnrichmentMetrics(registry),
                 policy=policy,
+                directory=directory,
             )
             database = Database(
                 dsn=settings.dsn() if pool is None else "",

@@ -16,7 +16,7 @@ import base64
 import binascii
 import string
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
@@ -160,6 +160,27 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         default=None,
         description="YAML routing policy per workspace (docs/notifier.md); unset: all to all.",
     )
+    notify_directory_file: Path | None = Field(
+        default=None,
+        description="Owner directory (YAML): email, phone, time zone, manager per owner id.",
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for email; unset: no email."
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="STARTTLS on a plain port, implicit TLS (465), or none."
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password (secret).")
+    smtp_validate_certs: bool = True
+    email_from: str = Field(default="VectorOS <alerts@vectoros.invalid>")
+    email_at_most_once: bool = Field(
+        default=True,
+        description="A mail whose outcome is unknown (connection lost mid-way) is not resent.",
+    )
+    email_min_interval_seconds: float = Field(default=0.0, ge=0)
+
     notify_flood_control: bool = Field(
         default=False,
         description=(
@@ -211,7 +232,12 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     @property
     def has_destinations(self) -> bool:
         """Whether anything is configured to notify (``run_notifier`` refuses to start without)."""
-        return bool(self.slack_webhook_urls or self.webhook_urls or self.notify_console)
+        return bool(
+            self.slack_webhook_urls
+            or self.webhook_urls
+            or self.notify_console
+            or (self.smtp_host and self.notify_directory_file)
+        )
 
     @field_validator("slack_webhook_urls", "webhook_urls", mode="before")
     @classmethod

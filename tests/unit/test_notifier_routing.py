@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from consumer.notifier.directory import parse_directory
 from consumer.notifier.metrics import NotifierMetrics
 from consumer.notifier.outbox import MemoryFloodStore
 from consumer.notifier.routing import QuietHours, load_policy, parse_policy
@@ -236,3 +237,55 @@ async def test_quiet_hours_hold_then_deliver_and_urgent_goes_through() -> None:
         await handler.close()
     assert len(console.messages) == 2
     assert "Deal 1 has gone quiet" in console.messages[1]
+
+
+DIRECTORY = """
+owners:
+  u-17: {name: Ana, email: ana@acme.test, tz: Europe/Paris, manager: u-1}
+  u-1: {name: Bo, email: bo@acme.test}
+"""
+
+
+async def test_email_owner_and_manager_resolve_through_the_directory() -> None:
+    directory = parse_directory(DIRECTORY)
+    s = settings(smtp_host="127.0.0.1")
+    async with httpx.AsyncClient() as http:
+        destinations = build_destinations(s, http, directory=directory)
+    keys = {d.label: d.key for d in destinations}
+    policy = parse_policy(
+        "default:\n  - min_priority: critical\n    to: [email:owner, email:manager]\n"
+        "  - min_priority: high\n    to: [console]\n"
+    )
+    handler = NotifierHandler(
+        s,
+        destinations,
+        NotifierMetrics(CollectorRegistry()),
+        asyncio.Event(),
+        log=FakeStore(),
+        policy=policy,
+        directory=directory,
+    )
+    ana = {"deal_id": "d", "deal_title": "A", "deal_value": 1.0, "owner_id": "u-17"}
+    boss = {"deal_id": "d", "deal_title": "A", "deal_value": 1.0, "owner_id": "u-1"}
+    assert handler.recipients(insight(1, priority="critical", data=ana)) == (
+        keys["email:u-17"],
+        keys["email:u-1"],
+        keys["console"],
+    )
+    assert handler.recipients(insight(1, priority="critical", data=boss)) == (
+        keys["email:u-1"],
+        keys["console"],
+    )
+    assert handler.recipients(insight(1, priority="high", data=ana)) == (keys["console"],)
+    # without a policy: the shared destinations and the owner's own address
+    plain = NotifierHandler(
+        s, destinations, NotifierMetrics(CollectorRegistry()), asyncio.Event(), log=FakeStore()
+    )
+    assert plain.recipients(insight(1, data=ana)) == (keys["console"], keys["email:u-17"])
+
+
+def test_a_bad_directory_is_refused() -> None:
+    with pytest.raises(ValueError, match="manager 'u-9' is not in the directory"):
+        parse_directory("owners:\n  u-1: {manager: u-9}\n")
+    with pytest.raises(ValueError, match="not an email address"):
+        parse_directory("owners:\n  u-1: {email: 'bo at acme'}\n")
