@@ -748,3 +748,73 @@ def state_reset_clock(partition: int, to: str, force: bool) -> None:
     settings.bootstrap()
     plan = run_async(reset_clock(settings, partition, at, force=force))
     click.echo(describe(plan, settings.topic_state))
+
+
+@insights.command("ack")
+@click.argument("insight_id")
+@click.option("--by", "actor", default=None, help="Who acknowledges (default: $USER).")
+def insights_ack(insight_id: str, actor: str | None) -> None:
+    """Acknowledge an insight: no more notifications about it except an escalation."""
+    from consumer.notifier.acks import PgAcks
+
+    async def go(acks: PgAcks, who: str) -> None:
+        await acks.acknowledge(insight_id, who)
+
+    _with_acks(go, actor)
+    click.echo(f"acknowledged {insight_id}")
+
+
+@insights.command("snooze")
+@click.argument("insight_id")
+@click.option(
+    "--until",
+    "until_text",
+    default="1d",
+    show_default=True,
+    metavar="TIME",
+    help="An RFC 3339 time, or a duration from now like 12h, 1d, 1w.",
+)
+@click.option("--by", "actor", default=None, help="Who snoozes (default: $USER).")
+def insights_snooze(insight_id: str, until_text: str, actor: str | None) -> None:
+    """Snooze an insight: no notifications about it until then, except an escalation."""
+    import datetime as dt
+
+    from consumer.notifier.acks import PgAcks
+    from vectoros.when import parse_when
+
+    now = dt.datetime.now(dt.UTC)
+    try:
+        parsed = parse_when(until_text, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--until'") from None
+    until = parsed if parsed >= now else now + (now - parsed)  # a duration counts forward
+    if until <= now:
+        raise click.BadParameter("must be in the future", param_hint="'--until'")
+
+    async def go(acks: PgAcks, who: str) -> None:
+        await acks.snooze(insight_id, until, who)
+
+    _with_acks(go, actor)
+    click.echo(f"snoozed {insight_id} until {until.isoformat(timespec='seconds')}")
+
+
+def _with_acks(action: Any, actor: str | None) -> None:
+    """Run ``action(PgAcks, actor)`` on a migrated pool (``insight_acks`` may be new)."""
+    import getpass
+
+    from consumer.notifier.acks import PgAcks
+    from vectoros.db import connect_pool, migrate
+    from vectoros.settings import DatabaseSettings
+
+    dsn = load_settings(DatabaseSettings).dsn()
+    who = actor or getpass.getuser()
+
+    async def go() -> None:
+        pool = await connect_pool(dsn)
+        try:
+            await migrate(pool)
+            await action(PgAcks(pool), who)
+        finally:
+            await pool.close()
+
+    run_async(go())

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import random
 import time
@@ -55,6 +56,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from consumer.notifier.acks import AckLookup, PgAcks
 from consumer.notifier.console import ConsoleClient, format_insight
 from consumer.notifier.delivery import (
     CircuitBreaker,
@@ -111,7 +113,10 @@ DB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.Postgre
 Send = Callable[[InsightEvent, str], Awaitable[None]]
 SendMessage = Callable[[Message, str], Awaitable[None]]
 RANK_NAMES = {p.rank: p.value for p in Priority}
-PERSONAL = frozenset({"email"})  # destinations of one person, routed by the insight's owner
+PERSONAL = frozenset({"email"})
+_HOLDABLE = frozenset(
+    {Lifecycle.RAISED, Lifecycle.RESOLVED}
+)  # what an ack or snooze holds  # destinations of one person, routed by the insight's owner
 
 
 @dataclass(frozen=True)
@@ -737,8 +742,10 @@ class NotifierHandler:
         wall_clock: Clock = time.time,
         policy: Policy | None = None,
         directory: Directory | None = None,
+        acks: AckLookup | None = None,
     ) -> None:
         self.settings = settings
+        self._acks = acks
         self.policy = policy
         self.directory = directory
         self._keys_by_name = {n: d.key for d in destinations for n in d.names}
@@ -829,6 +836,8 @@ class NotifierHandler:
             self.notifier = self._new_notifier(log, PgEnrichmentLookup(pool))
             if self._flood_store is None and self.settings.notify_flood_control:
                 self._flood_store = PgFloodStore(pool, self.settings.notifier_group_id)
+            if self._acks is None:
+                self._acks = PgAcks(pool)
         if not self.settings.notify_flood_control or self.flood is not None:
             return
         if self._flood_store is None:
@@ -877,6 +886,7 @@ class NotifierHandler:
             if len(routed) < len(ready):
                 self._metrics.skipped.labels(reason="unrouted").inc(len(ready) - len(routed))
             ready = routed
+        ready = await self._not_held(ready)
         if self.flood is None:
             if not await self.notifier.process(ready):
                 return None
@@ -885,6 +895,38 @@ class NotifierHandler:
         if not await self.drain():
             return None
         return ()
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._wall_clock(), dt.UTC)
+
+    async def _not_held(self, insights: Sequence[InsightEvent]) -> list[InsightEvent]:
+        """``insights`` less those acknowledged or snoozed (an escalation always passes)."""
+        if self._acks is None:
+            return list(insights)
+        ids = {i.insight_id for i in insights if i.lifecycle != Lifecycle.ESCALATED}
+        held = await self._acks.held(ids, self._now())
+        if not held:
+            return list(insights)
+        kept = [i for i in insights if i.insight_id not in held or i.lifecycle not in _HOLDABLE]
+        self._metrics.skipped.labels(reason="acknowledged").inc(len(insights) - len(kept))
+        return kept
+
+    async def _without_held(self, message: Message) -> Message | None:
+        """A held message less the insights acknowledged or snoozed since it was made; None
+        when nothing is left to say (a burst summary is sent as it is)."""
+        if self._acks is None or message.kind == "burst":
+            return message
+        ids = {i.insight_id for i in message.items if i.lifecycle != "escalated"}
+        held = await self._acks.held(ids, self._now())
+        if not held:
+            return message
+        items = tuple(
+            i for i in message.items if i.insight_id not in held or i.lifecycle == "escalated"
+        )
+        self._metrics.skipped.labels(reason="acknowledged").inc(len(message.items) - len(items))
+        if not items:
+            return None
+        return dataclasses.replace(message, items=items, count=len(items))
 
     # -- flood control ----------------------------------------------------------------------------
 
@@ -932,8 +974,13 @@ class NotifierHandler:
         async with self._drain_lock:
             while self._outbox:
                 message = self._outbox[0]
+                current = await self._without_held(message)
                 targets = [d for d in self._destinations if d.key == message.recipient]
-                if not targets:
+                if current is None:
+                    targets = []
+                else:
+                    message = current
+                if not targets and current is not None:
                     logger.warning(
                         "dropping held message %s: its destination is no longer configured",
                         message.message_id,
@@ -945,7 +992,7 @@ class NotifierHandler:
                         await self.notifier.notify_message(dest, message)
                     except Stopping:
                         return False
-                await self._flood_store.done(message.message_id)
+                await self._flood_store.done(self._outbox[0].message_id)
                 self._outbox.pop(0)
         return True
 

@@ -6,6 +6,8 @@ transaction (a failed one leaves nothing behind)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from consumer.notifier.acks import PgAcks
 from consumer.notifier.flood import Message
 from consumer.notifier.log import NotificationLog
 from consumer.notifier.metrics import NotifierMetrics
@@ -20,6 +23,7 @@ from consumer.notifier.outbox import PgFloodStore
 from consumer.notifier.service import NotifierHandler, build_destinations
 from consumer.notifier.settings import NotifierSettings
 from tests.databases import fresh_database, migrated_pool
+from tests.integration.test_cli import run
 from tests.unit.test_notifier_flood_handler import Clock, Messages
 from tests.unit.test_notifier_service import insight
 from vectoros.consume_loop import Resources
@@ -123,3 +127,27 @@ async def test_a_save_is_one_transaction(pool: PgPool) -> None:
     assert await store.load() == ({"a": 1}, [message])
     await store.done("grp_x")
     assert await store.load() == ({"a": 1}, [])
+
+
+async def test_insights_ack_and_snooze_commands(database_url: str) -> None:
+    async with fresh_database(database_url, "acks") as dsn:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
+        env.update(VECTOROS_DATABASE_URL=dsn)
+        acked = await asyncio.to_thread(run, ["insights", "ack", "ins-1", "--by", "ana"], env)
+        assert acked.returncode == 0, acked.stderr
+        assert acked.stdout.strip() == "acknowledged ins-1"
+        snoozed = await asyncio.to_thread(
+            run, ["insights", "snooze", "ins-2", "--until", "2h"], env
+        )
+        assert snoozed.returncode == 0, snoozed.stderr
+        assert snoozed.stdout.startswith("snoozed ins-2 until ")
+        bad = await asyncio.to_thread(run, ["insights", "snooze", "ins-3", "--until", "soon"], env)
+        assert bad.returncode != 0
+        assert "--until" in bad.stderr
+        async with migrated_pool(dsn) as pool:
+            acks = PgAcks(pool)
+            now = dt.datetime.now(dt.UTC)
+            assert await acks.held(["ins-1", "ins-2", "ins-3"], now) == {"ins-1", "ins-2"}
+            assert await acks.held(["ins-2"], now + dt.timedelta(hours=3)) == set()
+            actor = await pool.fetchval("SELECT actor FROM insight_acks WHERE insight_id = 'ins-1'")
+            assert actor == "ana"

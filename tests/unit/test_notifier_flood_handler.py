@@ -6,6 +6,7 @@ without losing or doubling a message."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from consumer.notifier.acks import MemoryAcks
 from consumer.notifier.digest import slack_message
 from consumer.notifier.flood import Message
 from consumer.notifier.metrics import NotifierMetrics
@@ -275,3 +277,47 @@ def test_slack_burst_summary_counts_by_priority() -> None:
     assert "500 new insights in workspace ws-1" in text
     assert "100 critical, 400 high" in text
     assert "and 495 more" in text
+
+
+async def test_acknowledged_and_snoozed_insights_are_held_but_escalations_pass() -> None:
+    acks = MemoryAcks()
+    async with httpx.AsyncClient() as http:
+        setup = Setup(http, notify_flood_control=False)
+        setup.handler._acks = acks
+        acks.acked.add("insight-1")
+        acks.snoozed["insight-2"] = dt.datetime.fromtimestamp(setup.clock.now + 3600, dt.UTC)
+        acks.snoozed["insight-3"] = dt.datetime.fromtimestamp(setup.clock.now - 1, dt.UTC)
+        await setup.feed(
+            [
+                insight_dict(1, lifecycle="resolved"),
+                insight_dict(2),
+                insight_dict(3),  # the snooze is over
+                insight_dict(1, lifecycle="escalated", priority="critical"),
+            ]
+        )
+    sent = "\n".join(setup.console.messages)
+    assert len(setup.console.messages) == 2
+    assert "Deal 3" in sent
+    assert "escalated" in sent
+    assert (
+        setup.registry.get_sample_value(
+            "vectoros_notifier_skipped_total", {"reason": "acknowledged"}
+        )
+        == 2
+    )
+
+
+async def test_a_snooze_after_grouping_takes_the_insight_out_of_the_held_digest() -> None:
+    acks = MemoryAcks()
+    async with httpx.AsyncClient() as http:
+        setup = Setup(http)
+        setup.handler._acks = acks
+        await setup.open()
+        await setup.feed([insight_dict(1), insight_dict(2), insight_dict(3, workspace_id="ws-2")])
+        acks.acked.update({"insight-1", "insight-3"})  # while the groups wait
+        await setup.at(31)
+        await setup.handler.close()
+    assert len(setup.console.messages) == 1  # ws-2's group had nothing left to say
+    assert "Deal 2 has gone quiet" in setup.console.messages[0]
+    assert "Deal 1" not in setup.console.messages[0]
+    assert setup.store.outbox == {}
