@@ -67,6 +67,9 @@ def headline(message: Message) -> str:
     """One line saying what the message is about."""
     if message.kind == "burst":
         return f"⚠️ {message.count} new insights in workspace {message.workspace_id}"
+    if message.kind == "escalation":
+        item = message.items[0]
+        return f"⏫ Not acknowledged: {item.rule.replace('_', ' ')} on a deal you manage"
     if message.kind == "reminder":
         return f"⏰ Still open: {message.count} insight(s)"
     if len(message.items) == 1 and message.items[0].lifecycle == "flapping":

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["alert", "digest", "reminder", "burst"]
+Kind = Literal["alert", "digest", "reminder", "burst", "escalation"]
 
 INHIBITOR = "high_value_at_risk"
 INHIBITED = frozenset({"stale_deal", "low_probability"})
@@ -177,6 +177,8 @@ class FloodControl:
         self._heap: list[tuple[float, GroupKey]] = []
         self._by_workspace: dict[str, set[GroupKey]] = {}  # the groups of each workspace
         self._not_before: Mapping[str, float] = {}  # of the event being offered
+        # insight_id -> (deadline, item): escalate unless resolved (or acknowledged) by then
+        self._watches: OrderedDict[str, tuple[float, Item]] = OrderedDict()
         self._ready: list[Message] = []  # sent early (group evicted), returned by the next due()
         self._seq = 0
         self.suppressed: dict[str, int] = {}  # reason -> count, for metrics
@@ -213,6 +215,7 @@ class FloodControl:
         if state.flapping:
             return self._suppress("flapping")
         if item.lifecycle == "resolved":
+            self._watches.pop(item.insight_id, None)
             if item.rule == INHIBITOR:
                 self._inhibitors.pop(deal, None)
             cancelled = self._drop_pending(
@@ -372,6 +375,31 @@ class FloodControl:
         if message is not None:
             self._ready.append(message)
 
+    def watch(self, item: Item, deadline: float) -> None:
+        """Hand ``item`` back from :meth:`expired` at ``deadline`` unless it is resolved first
+        (escalation to a manager). Watching an insight again keeps the first deadline."""
+        if item.insight_id in self._watches:
+            return
+        self._watches[item.insight_id] = (deadline, item)
+        while len(self._watches) > self.policy.max_keys:
+            self._watches.popitem(last=False)
+
+    def expired(self, now: float) -> list[Item]:
+        """The watched insights whose deadline has come (each once), earliest first."""
+        out = []
+        for insight_id, (deadline, item) in list(self._watches.items()):
+            if deadline <= now:
+                del self._watches[insight_id]
+                out.append(item)
+        return out
+
+    def escalation(self, item: Item, recipient: str) -> Message:
+        """The message escalating ``item`` to ``recipient`` (id stable per insight and
+        recipient: a replay cannot send it twice)."""
+        text = f"escalation\x1f{item.insight_id}\x1f{recipient}"
+        message_id = "esc_" + hashlib.sha256(text.encode()).hexdigest()[:32]
+        return Message(message_id, recipient, item.workspace_id, "escalation", (item,), 1)
+
     # -- output ----------------------------------------------------------------------------------
 
     def next_due(self) -> float | None:
@@ -474,6 +502,7 @@ class FloodControl:
                 for k, s in self._keys.items()
             ],
             "inhibitors": [list(k) for k in self._inhibitors],
+            "watches": [[d, i.to_json()] for d, i in self._watches.values()],
             "groups": [
                 [
                     list(k),
@@ -507,6 +536,9 @@ class FloodControl:
                 list(transitions), sent_at, sent_rank, announced, flapping
             )
         flood._inhibitors = OrderedDict(((a, b), None) for a, b in raw["inhibitors"])
+        for deadline, item in raw.get("watches", []):
+            watched = Item.from_json(item)
+            flood._watches[watched.insight_id] = (deadline, watched)
         for (recipient, ws), pending, open_, last_sent, due in raw["groups"]:
             group = _Group(
                 {i[0]: Item.from_json(i) for i in pending},

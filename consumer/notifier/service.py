@@ -73,7 +73,7 @@ from consumer.notifier.delivery import (
     redact_url,
     status_code_of,
 )
-from consumer.notifier.digest import console_text, slack_message, webhook_body
+from consumer.notifier.digest import console_text, insight_of, slack_message, webhook_body
 from consumer.notifier.directory import Directory, load_directory
 from consumer.notifier.email import EmailClient, build_email
 from consumer.notifier.flood import FloodControl, Item, Message
@@ -114,6 +114,7 @@ Send = Callable[[InsightEvent, str], Awaitable[None]]
 SendMessage = Callable[[Message, str], Awaitable[None]]
 RANK_NAMES = {p.rank: p.value for p in Priority}
 PERSONAL = frozenset({"email"})
+CRITICAL = Priority.CRITICAL.rank
 _HOLDABLE = frozenset(
     {Lifecycle.RAISED, Lifecycle.RESOLVED}
 )  # what an ack or snooze holds  # destinations of one person, routed by the insight's owner
@@ -896,6 +897,28 @@ class NotifierHandler:
             return None
         return ()
 
+    async def _escalations(self, flood: FloodControl, now: float) -> list[Message]:
+        """Messages to the managers of the owners of watched insights whose time is up and
+        that nobody acknowledged or snoozed (nor resolved: the watch ends with it)."""
+        expired = flood.expired(now)
+        if not expired:
+            return []
+        held = set()
+        if self._acks is not None:
+            held = await self._acks.held({i.insight_id for i in expired}, self._now())
+        out = []
+        for item in expired:
+            if item.insight_id in held:
+                continue
+            owner = insight_of(item).data.owner_id
+            manager = self.directory.manager_of(owner) if self.directory else None
+            key = self._keys_by_name.get(f"email:{manager}") if manager else None
+            if key is None:
+                logger.info("insight %s: nobody to escalate to (owner %s)", item.insight_id, owner)
+                continue
+            out.append(flood.escalation(item, key))
+        return out
+
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._wall_clock(), dt.UTC)
 
@@ -941,10 +964,14 @@ class NotifierHandler:
             assert flood is not None
             now = self._wall_clock()
             try:
+                escalate = self.settings.notify_escalate_after_hours * 3600.0
                 for item, recipients, quiet in items:
                     held = {k: u for k, q in quiet.items() if (u := q.until(now)) is not None}
                     flood.offer(item, recipients, now, held)
+                    if escalate > 0 and item.lifecycle != "resolved" and item.rank == CRITICAL:
+                        flood.watch(item, now + escalate)
                 messages = flood.due(now)
+                messages += await self._escalations(flood, now)
                 if not items and not messages:
                     return
                 state = orjson.dumps(flood.to_state())
@@ -1074,6 +1101,13 @@ async def run_notifier(
             destinations = build_destinations(
                 settings, http, console_stream=console_stream, directory=directory
             )
+            if settings.notify_escalate_after_hours > 0 and (
+                not settings.notify_flood_control or directory is None
+            ):
+                raise ConfigError(
+                    "VECTOROS_NOTIFY_ESCALATE_AFTER_HOURS needs VECTOROS_NOTIFY_FLOOD_CONTROL=true "
+                    "and VECTOROS_NOTIFY_DIRECTORY_FILE (who the managers are)"
+                )
             if not settings.has_destinations or not destinations:
                 raise ConfigError(
                     "the notifier has no destination: set VECTOROS_SLACK_WEBHOOK_URLS, "

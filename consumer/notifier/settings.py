@@ -181,6 +181,12 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     )
     email_min_interval_seconds: float = Field(default=0.0, ge=0)
 
+    notify_escalate_after_hours: float = Field(
+        default=0.0,
+        ge=0,
+        description="Critical insights not acknowledged or resolved after this long go to the "
+        "owner's manager (needs flood control and the owner directory); 0 = never.",
+    )
     notify_flood_control: bool = Field(
         default=False,
         description=(

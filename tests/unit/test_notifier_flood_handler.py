@@ -19,11 +19,19 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from consumer.notifier.acks import MemoryAcks
+from consumer.notifier.delivery import destination_key
 from consumer.notifier.digest import slack_message
+from consumer.notifier.directory import parse_directory
 from consumer.notifier.flood import Message
 from consumer.notifier.metrics import NotifierMetrics
 from consumer.notifier.outbox import MemoryFloodStore
-from consumer.notifier.service import NotifierHandler, build_destinations, item_of, loop_options
+from consumer.notifier.service import (
+    Destination,
+    NotifierHandler,
+    build_destinations,
+    item_of,
+    loop_options,
+)
 from consumer.notifier.settings import NotifierSettings
 from tests.unit.test_consume_loop import LIMIT, until
 from tests.unit.test_notifier_service import WHSEC, FakeStore, insight, insight_dict
@@ -321,3 +329,92 @@ async def test_a_snooze_after_grouping_takes_the_insight_out_of_the_held_digest(
     assert "Deal 2 has gone quiet" in setup.console.messages[0]
     assert "Deal 1" not in setup.console.messages[0]
     assert setup.store.outbox == {}
+
+
+class Inbox:
+    """An email destination that records what it is sent (the SMTP path has its own tests)."""
+
+    def __init__(self, owner_id: str) -> None:
+        self.messages: list[Message] = []
+
+        async def send(insight: Any, msg_id: str) -> None:
+            raise AssertionError("flood control sends messages")
+
+        async def send_message(message: Message, msg_id: str) -> None:
+            self.messages.append(message)
+
+        self.destination = Destination(
+            kind="email",
+            key=destination_key("email", f"{owner_id}@acme.test"),
+            label=f"email:{owner_id}",
+            at_most_once=True,
+            min_interval=0.0,
+            send=send,
+            send_message=send_message,
+            names=(f"email:{owner_id}",),
+        )
+
+
+DIRECTORY = "owners:\n  u-17: {email: ana@acme.test, manager: u-1}\n  u-1: {email: bo@acme.test}\n"
+
+
+def critical(n: int, **overrides: Any) -> dict[str, Any]:
+    data = {
+        "deal_id": f"deal-{n}",
+        "deal_title": f"Deal {n}",
+        "deal_value": 1.0,
+        "owner_id": "u-17",
+    }
+    return insight_dict(n, priority="critical", data=data, **overrides)
+
+
+async def escalation_setup(
+    http: httpx.AsyncClient, **shared: Any
+) -> tuple[Setup, Inbox, MemoryAcks]:
+    setup = Setup(http, notify_escalate_after_hours=4, **shared)
+    manager, owner = Inbox("u-1"), Inbox("u-17")
+    console = build_destinations(setup.settings, http, console_stream=setup.console)
+    acks = MemoryAcks()
+    setup.handler = NotifierHandler(
+        setup.settings,
+        [*console, owner.destination, manager.destination],
+        NotifierMetrics(CollectorRegistry()),
+        setup.stop,
+        log=setup.log,
+        flood_store=setup.store,
+        wall_clock=setup.clock,
+        directory=parse_directory(DIRECTORY),
+        acks=acks,
+    )
+    await setup.open()
+    return setup, manager, acks
+
+
+async def test_a_critical_insight_not_acknowledged_escalates_to_the_manager() -> None:
+    async with httpx.AsyncClient() as http:
+        setup, manager, acks = await escalation_setup(http)
+        await setup.feed([critical(1), critical(2), critical(3), insight_dict(4)])
+        acks.acked.add("insight-2")
+        await setup.at(31)
+        await setup.feed([critical(3, lifecycle="resolved")])
+        await setup.at(4 * 3600 - 40)  # just before the 4 hours
+        assert manager.messages == []
+        await setup.at(10)
+        await setup.at(10_000)  # once only
+        await setup.handler.close()
+    assert [(m.kind, m.items[0].insight_id) for m in manager.messages] == [
+        ("escalation", "insight-1")
+    ]
+
+
+async def test_escalation_survives_a_restart_without_a_duplicate() -> None:
+    log, store, clock = FakeStore(), MemoryFloodStore(), Clock()
+    async with httpx.AsyncClient() as http:
+        first, _, _ = await escalation_setup(http, log=log, store=store, clock=clock)
+        await first.feed([critical(1)])
+        await first.handler.close()
+        second, manager, _ = await escalation_setup(http, log=log, store=store, clock=clock)
+        await second.at(5 * 3600)
+        await second.at(5 * 3600)
+        await second.handler.close()
+    assert len(manager.messages) == 1
