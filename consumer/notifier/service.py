@@ -83,6 +83,7 @@ from consumer.notifier.outbox import FloodStore, PgFloodStore
 from consumer.notifier.routing import Policy, QuietHours, load_policy
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack import SlackClient, build_message, deal_url
+from consumer.notifier.teams import TeamsClient, insight_card, message_card
 from consumer.notifier.webhook import WebhookClient, payload, webhook_id
 from schemas.insights import InsightEvent, Lifecycle, Priority, insight_adapter
 from vectoros import __version__
@@ -193,6 +194,32 @@ def build_destinations(
                 send=send_slack,
                 send_message=send_slack_message,
                 names=(f"slack:{position}",),
+            )
+        )
+    for position, url in enumerate(settings.teams_webhook_urls):
+        teams = TeamsClient(http, url, timeout=timeout, wall_clock=wall_clock)
+
+        async def send_teams(
+            insight: InsightEvent, _msg_id: str, teams: TeamsClient = teams
+        ) -> None:
+            await teams.post(insight_card(insight, deal_url_template=template))
+
+        async def send_teams_message(
+            message: Message, _msg_id: str, teams: TeamsClient = teams
+        ) -> None:
+            await teams.post(message_card(message, deal_url_template=template))
+
+        raw = url.get_secret_value()
+        add(
+            Destination(
+                kind="teams",
+                key=destination_key("teams", raw),
+                label=redact_url("teams", raw),
+                at_most_once=settings.teams_at_most_once,
+                min_interval=settings.teams_min_interval_seconds,
+                send=send_teams,
+                send_message=send_teams_message,
+                names=(f"teams:{position}",),
             )
         )
     for position, url in enumerate(settings.webhook_urls):
@@ -310,7 +337,8 @@ def build_destinations(
 
 def secrets_of(settings: NotifierSettings) -> list[str]:
     """Every secret string a log line or error text must never contain."""
-    values = [u.get_secret_value() for u in (*settings.slack_webhook_urls, *settings.webhook_urls)]
+    urls = (*settings.slack_webhook_urls, *settings.webhook_urls, *settings.teams_webhook_urls)
+    values = [u.get_secret_value() for u in urls]
     if settings.webhook_secret is not None:
         values.append(settings.webhook_secret.get_secret_value())
     if settings.smtp_password is not None:
@@ -1111,6 +1139,7 @@ async def run_notifier(
             if not settings.has_destinations or not destinations:
                 raise ConfigError(
                     "the notifier has no destination: set VECTOROS_SLACK_WEBHOOK_URLS, "
+                    "VECTOROS_TEAMS_WEBHOOK_URLS, VECTOROS_SMTP_HOST (with a directory), "
                     "VECTOROS_WEBHOOK_URLS (with VECTOROS_WEBHOOK_SECRET) or "
                     "VECTOROS_NOTIFY_CONSOLE=true"
                 )

@@ -91,6 +91,14 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     slack_min_interval_seconds: float = Field(
         default=1.0, ge=0, description="At least this long between two requests to one Slack URL."
     )
+    teams_webhook_urls: SecretUrls = Field(
+        default_factory=list,
+        description="Microsoft Teams incoming-webhook or Workflows URLs (secrets).",
+    )
+    teams_min_interval_seconds: float = Field(default=1.0, ge=0)
+    teams_at_most_once: bool = Field(
+        default=True, description="An attempt with unknown outcome is not repeated (as Slack)."
+    )
     webhook_urls: SecretUrls = Field(
         default_factory=list, description="Generic JSON webhooks, signed per Standard Webhooks."
     )
@@ -241,16 +249,17 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         return bool(
             self.slack_webhook_urls
             or self.webhook_urls
+            or self.teams_webhook_urls
             or self.notify_console
             or (self.smtp_host and self.notify_directory_file)
         )
 
-    @field_validator("slack_webhook_urls", "webhook_urls", mode="before")
+    @field_validator("slack_webhook_urls", "webhook_urls", "teams_webhook_urls", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("slack_webhook_urls", "webhook_urls", mode="after")
+    @field_validator("slack_webhook_urls", "webhook_urls", "teams_webhook_urls", mode="after")
     @classmethod
     def _urls(cls, value: list[SecretStr], info: Any) -> list[SecretStr]:
         return _check_urls(value, str(info.field_name))
