@@ -83,6 +83,7 @@ from consumer.notifier.outbox import FloodStore, PgFloodStore
 from consumer.notifier.routing import Policy, QuietHours, load_policy
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack import SlackClient, build_message, deal_url
+from consumer.notifier.sms import SmsClient, insight_text, message_text
 from consumer.notifier.teams import TeamsClient, insight_card, message_card
 from consumer.notifier.webhook import WebhookClient, payload, webhook_id
 from schemas.insights import InsightEvent, Lifecycle, Priority, insight_adapter
@@ -114,7 +115,7 @@ DB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.Postgre
 Send = Callable[[InsightEvent, str], Awaitable[None]]
 SendMessage = Callable[[Message, str], Awaitable[None]]
 RANK_NAMES = {p.rank: p.value for p in Priority}
-PERSONAL = frozenset({"email"})
+PERSONAL = frozenset({"email", "sms"})
 CRITICAL = Priority.CRITICAL.rank
 _HOLDABLE = frozenset(
     {Lifecycle.RAISED, Lifecycle.RESOLVED}
@@ -311,6 +312,44 @@ def build_destinations(
                     names=(f"email:{owner_id}",),
                 )
             )
+    if (
+        settings.twilio_account_sid
+        and settings.twilio_auth_token is not None
+        and settings.sms_from
+        and directory is not None
+    ):
+        twilio = SmsClient(
+            http,
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+            sender=settings.sms_from,
+            status_callback=settings.sms_status_callback_url,
+            base_url=settings.twilio_api_url,
+            timeout=timeout,
+            wall_clock=wall_clock,
+        )
+        for owner_id, person in directory.owners.items():
+            if person.phone is None:
+                continue
+
+            async def send_sms(insight: InsightEvent, _id: str, to: str = person.phone) -> None:
+                await twilio.send(to, insight_text(insight, deal_url_template=template))
+
+            async def send_sms_message(message: Message, _id: str, to: str = person.phone) -> None:
+                await twilio.send(to, message_text(message, deal_url_template=template))
+
+            add(
+                Destination(
+                    kind="sms",
+                    key=destination_key("sms", person.phone),
+                    label=f"sms:{owner_id}",
+                    at_most_once=settings.sms_at_most_once,
+                    min_interval=settings.sms_min_interval_seconds,
+                    send=send_sms,
+                    send_message=send_sms_message,
+                    names=(f"sms:{owner_id}",),
+                )
+            )
     if settings.notify_console:
         console = ConsoleClient(console_stream)
 
@@ -343,6 +382,8 @@ def secrets_of(settings: NotifierSettings) -> list[str]:
         values.append(settings.webhook_secret.get_secret_value())
     if settings.smtp_password is not None:
         values.append(settings.smtp_password.get_secret_value())
+    if settings.twilio_auth_token is not None:
+        values.append(settings.twilio_auth_token.get_secret_value())
     return sorted(values, key=len, reverse=True)
 
 
@@ -1148,8 +1189,8 @@ async def run_notifier(
                 try:
                     policy = load_policy(settings.notify_policy_file)
                     known = {n for d in destinations for n in d.names}
-                    if any(d.kind == "email" for d in destinations):
-                        known |= {"email:owner", "email:manager"}
+                    for kind in {d.kind for d in destinations} & PERSONAL:
+                        known |= {f"{kind}:owner", f"{kind}:manager"}
                     policy.check(known)
                     if policy.quiet_hours and not settings.notify_flood_control:
                         raise ValueError(

@@ -195,6 +195,16 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         description="Critical insights not acknowledged or resolved after this long go to the "
         "owner's manager (needs flood control and the owner directory); 0 = never.",
     )
+    twilio_account_sid: str | None = Field(default=None, description="SMS: Twilio account.")
+    twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio Auth Token.")
+    twilio_api_url: str = Field(default="https://api.twilio.com")
+    sms_from: str | None = Field(
+        default=None, description="Sender number (E.164) or Messaging Service SID (MG...)."
+    )
+    sms_status_callback_url: str | None = None
+    sms_at_most_once: bool = True
+    sms_min_interval_seconds: float = Field(default=1.0, ge=0)
+
     notify_flood_control: bool = Field(
         default=False,
         description=(
@@ -252,6 +262,7 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
             or self.teams_webhook_urls
             or self.notify_console
             or (self.smtp_host and self.notify_directory_file)
+            or (self.twilio_account_sid and self.notify_directory_file)
         )
 
     @field_validator("slack_webhook_urls", "webhook_urls", "teams_webhook_urls", mode="before")
