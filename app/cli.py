@@ -818,3 +818,56 @@ def _with_acks(action: Any, actor: str | None) -> None:
             await pool.close()
 
     run_async(go())
+
+
+@main.group()
+def report() -> None:
+    """Reports from PostgreSQL."""
+
+
+@report.command("usefulness")
+@click.option(
+    "--since",
+    default="30d",
+    show_default=True,
+    metavar="TIME",
+    help="Notifications at or after TIME: RFC 3339 or an age like 7d, 12h.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+def report_usefulness(since: str, as_json: bool) -> None:
+    """Per rule: insights notified, and the share acknowledged or snoozed."""
+    import datetime as dt
+
+    import orjson
+
+    from consumer.notifier.usefulness import RuleUsefulness, usefulness
+    from vectoros.db import connect_pool, migrate
+    from vectoros.settings import DatabaseSettings
+    from vectoros.when import parse_when
+
+    try:
+        since_at = parse_when(since, dt.datetime.now(dt.UTC))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--since'") from None
+    dsn = load_settings(DatabaseSettings).dsn()
+
+    async def go() -> list[RuleUsefulness]:
+        pool = await connect_pool(dsn)
+        try:
+            await migrate(pool)
+            return await usefulness(pool, since_at)
+        finally:
+            await pool.close()
+
+    rows = run_async(go())
+    if as_json:
+        click.echo(orjson.dumps([r.to_json() for r in rows], option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{'rule':<22} {'notified':>8} {'acknowledged':>14} {'snoozed':>9}")
+    for r in rows:
+        click.echo(
+            f"{r.rule:<22} {r.notified:>8} {r.acknowledged:>6} ({r.acknowledged_share:>4.0%})"
+            f" {r.snoozed:>3} ({r.snoozed_share:>3.0%})"
+        )
+    if not rows:
+        click.echo(f"no notifications since {since_at.isoformat(timespec='seconds')}")

@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
 from consumer.notifier.acks import PgAcks
 from consumer.notifier.flood import Message
-from consumer.notifier.log import NotificationLog
+from consumer.notifier.log import NotificationLog, NotificationRef
 from consumer.notifier.metrics import NotifierMetrics
 from consumer.notifier.outbox import PgFloodStore
 from consumer.notifier.service import NotifierHandler, build_destinations
@@ -151,3 +152,42 @@ async def test_insights_ack_and_snooze_commands(database_url: str) -> None:
             assert await acks.held(["ins-2"], now + dt.timedelta(hours=3)) == set()
             actor = await pool.fetchval("SELECT actor FROM insight_acks WHERE insight_id = 'ins-1'")
             assert actor == "ana"
+
+
+async def test_report_usefulness(database_url: str) -> None:
+    async with fresh_database(database_url, "useful") as dsn:
+        async with migrated_pool(dsn) as pool:
+            log = NotificationLog(pool, stale_after_seconds=30)
+            for n, rule in [
+                (1, "stale_deal"),
+                (2, "stale_deal"),
+                (3, "stale_deal"),
+                (4, "low_probability"),
+            ]:
+                for destination in ("a" * 64, "b" * 64):  # two destinations: one insight
+                    ref = NotificationRef(f"ins-{n}", "raised", destination)
+                    await log.claim(
+                        ref,
+                        destination_type="slack",
+                        destination_label="slack",
+                        workspace_id="w",
+                        deal_id=f"d-{n}",
+                        rule=rule,
+                        priority="high",
+                    )
+                    await log.mark_sent(ref)
+            acks = PgAcks(pool)
+            await acks.acknowledge("ins-1", "ana")
+            await acks.snooze("ins-2", dt.datetime.now(dt.UTC) + dt.timedelta(days=1), "ana")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
+        env.update(VECTOROS_DATABASE_URL=dsn)
+        result = await asyncio.to_thread(run, ["report", "usefulness", "--json"], env)
+        assert result.returncode == 0, result.stderr
+        rows = {r["rule"]: r for r in orjson.loads(result.stdout)}
+        assert rows["stale_deal"]["notified"] == 3
+        assert rows["stale_deal"]["acknowledged"] == 1
+        assert rows["stale_deal"]["snoozed"] == 1
+        assert rows["stale_deal"]["acknowledged_share"] == pytest.approx(1 / 3, abs=1e-4)
+        assert rows["low_probability"]["notified"] == 1
+        table = await asyncio.to_thread(run, ["report", "usefulness"], env)
+        assert "stale_deal" in table.stdout
