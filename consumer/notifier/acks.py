@@ -1,4 +1,4 @@
-"""Acknowledged and snoozed insights (table ``insight_acks``, migration ``0005_insight_acks``).
+"""Acknowledged and snoozed insights (table ``insight_acks``, migration ``0007_insight_acks``).
 
 ``vectoros insights ack ID`` and ``vectoros insights snooze ID --until 1d`` write here; every
 notifier reads it before announcing, so all instances agree (the table is the shared truth; a

@@ -1,5 +1,5 @@
 """Where flood control's state and the messages it lets out live between restarts
-(tables ``notify_flood_state`` and ``notify_outbox``, migration ``0004_notify_flood.sql``).
+(tables ``notify_flood_state`` and ``notify_outbox``, migration ``0006_notify_flood.sql``).
 
 The order that keeps the notifier's guarantees with messages held for minutes:
 
