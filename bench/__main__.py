@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import floor, latency, memory, produce, profiling, restore, sink, throughput, tick
+from bench import notifier as notifier_bench
 from bench.data import Dataset, events_dataset
 from bench.env import (
     ROOT,
@@ -45,6 +46,7 @@ SCENARIOS = (
     "sink",
     "produce",
     "profile",
+    "notifier",
 )
 DOCS = ROOT / "docs" / "benchmarks.md"
 MIB = 2**20
@@ -193,6 +195,26 @@ class Bench:
                 digits=2,
             )
             ratio.add(mon[0].median / b.median)
+
+    async def notifier(self) -> None:
+        rate = self.metric(
+            "notifier",
+            "flood control: insights grouped",
+            "insights/s",
+            target=5000,
+            target_text=">= 5,000",
+        )
+        mem = self.metric("notifier", "peak RSS growth, one open group per insight", "MiB")
+        count = 20_000 if self.quick else 100_000
+
+        async def one(i: int) -> str:
+            res = notifier_bench.run_notifier_bench(count)
+            rate.add(res.rate)
+            mem.add(res.state_mib)
+            return f"{res.rate:,.0f} insights/s, {res.groups:,} groups, {res.state_mib:.0f} MiB"
+
+        await self.repeat("notifier", one)
+        rate.notes.append(f"{count:,} insights, two recipients, no I/O (bench/notifier.py)")
 
     async def floor(self) -> None:
         data, topic = self.data, self.topic

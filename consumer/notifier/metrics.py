@@ -36,6 +36,12 @@ class NotifierMetrics:
             ["reason"],
             registry=registry,
         )
+        self.flood_messages = Counter(
+            f"{PREFIX}_notifier_flood_messages_total",
+            "Messages flood control let out, by kind (alert, digest, reminder, burst).",
+            ["kind"],
+            registry=registry,
+        )
         self.delivery_seconds = Histogram(
             f"{PREFIX}_notifier_delivery_seconds",
             "Time to deliver one notification, retries included.",

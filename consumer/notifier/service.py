@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -54,6 +56,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from consumer.notifier.acks import AckLookup, PgAcks
 from consumer.notifier.console import ConsoleClient, format_insight
 from consumer.notifier.delivery import (
     CircuitBreaker,
@@ -70,12 +73,20 @@ from consumer.notifier.delivery import (
     redact_url,
     status_code_of,
 )
+from consumer.notifier.digest import console_text, insight_of, slack_message, webhook_body
+from consumer.notifier.directory import Directory, load_directory
+from consumer.notifier.email import EmailClient, build_email
+from consumer.notifier.flood import FloodControl, Item, Message
 from consumer.notifier.log import ClaimState, NotificationLog, NotificationRef, NotificationStore
 from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
+from consumer.notifier.outbox import FloodStore, PgFloodStore
+from consumer.notifier.routing import Policy, QuietHours, load_policy
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack import SlackClient, build_message, deal_url
+from consumer.notifier.sms import SmsClient, insight_text, message_text
+from consumer.notifier.teams import TeamsClient, insight_card, message_card
 from consumer.notifier.webhook import WebhookClient, payload, webhook_id
-from schemas.insights import InsightEvent, Lifecycle, insight_adapter
+from schemas.insights import InsightEvent, Lifecycle, Priority, insight_adapter
 from vectoros import __version__
 from vectoros.consume_loop import (
     Broker,
@@ -102,6 +113,23 @@ ENRICHMENT_POLL_SECONDS = 0.2
 DB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
 
 Send = Callable[[InsightEvent, str], Awaitable[None]]
+SendMessage = Callable[[Message, str], Awaitable[None]]
+RANK_NAMES = {p.rank: p.value for p in Priority}
+PERSONAL = frozenset({"email", "sms"})
+CRITICAL = Priority.CRITICAL.rank
+_HOLDABLE = frozenset(
+    {Lifecycle.RAISED, Lifecycle.RESOLVED}
+)  # what an ack or snooze holds  # destinations of one person, routed by the insight's owner
+
+
+@dataclass(frozen=True)
+class NotificationMeta:
+    """What the log stores next to a notification's key (for operators and reports)."""
+
+    workspace_id: str
+    deal_id: str
+    rule: str
+    priority: str
 
 
 class Stopping(Exception):
@@ -118,6 +146,8 @@ class Destination:
     at_most_once: bool
     min_interval: float
     send: Send = field(repr=False)
+    send_message: SendMessage | None = field(default=None, repr=False)
+    names: tuple[str, ...] = ()  # what the routing policy calls it: slack:0, webhook:1, console
 
 
 def build_destinations(
@@ -126,6 +156,7 @@ def build_destinations(
     *,
     console_stream: TextIO | None = None,
     wall_clock: Clock = time.time,
+    directory: Directory | None = None,
 ) -> list[Destination]:
     """Every configured destination, each once (a URL listed twice is one destination)."""
     timeout = settings.notify_http_timeout_seconds
@@ -133,17 +164,25 @@ def build_destinations(
     found: dict[str, Destination] = {}
 
     def add(dest: Destination) -> None:
-        if dest.key in found:
-            logger.warning("destination %s is configured twice; using it once", dest.label)
-        found.setdefault(dest.key, dest)
+        known = found.get(dest.key)
+        if known is None:
+            found[dest.key] = dest
+            return
+        logger.warning("destination %s is configured twice; using it once", dest.label)
+        found[dest.key] = dataclasses.replace(known, names=known.names + dest.names)
 
-    for url in settings.slack_webhook_urls:
+    for position, url in enumerate(settings.slack_webhook_urls):
         slack = SlackClient(http, url, timeout=timeout, wall_clock=wall_clock)
 
         async def send_slack(
             insight: InsightEvent, _msg_id: str, slack: SlackClient = slack
         ) -> None:
             await slack.post(build_message(insight, deal_url_template=template))
+
+        async def send_slack_message(
+            message: Message, _msg_id: str, slack: SlackClient = slack
+        ) -> None:
+            await slack.post(slack_message(message, deal_url_template=template))
 
         raw = url.get_secret_value()
         add(
@@ -154,9 +193,37 @@ def build_destinations(
                 at_most_once=settings.slack_at_most_once,
                 min_interval=settings.slack_min_interval_seconds,
                 send=send_slack,
+                send_message=send_slack_message,
+                names=(f"slack:{position}",),
             )
         )
-    for url in settings.webhook_urls:
+    for position, url in enumerate(settings.teams_webhook_urls):
+        teams = TeamsClient(http, url, timeout=timeout, wall_clock=wall_clock)
+
+        async def send_teams(
+            insight: InsightEvent, _msg_id: str, teams: TeamsClient = teams
+        ) -> None:
+            await teams.post(insight_card(insight, deal_url_template=template))
+
+        async def send_teams_message(
+            message: Message, _msg_id: str, teams: TeamsClient = teams
+        ) -> None:
+            await teams.post(message_card(message, deal_url_template=template))
+
+        raw = url.get_secret_value()
+        add(
+            Destination(
+                kind="teams",
+                key=destination_key("teams", raw),
+                label=redact_url("teams", raw),
+                at_most_once=settings.teams_at_most_once,
+                min_interval=settings.teams_min_interval_seconds,
+                send=send_teams,
+                send_message=send_teams_message,
+                names=(f"teams:{position}",),
+            )
+        )
+    for position, url in enumerate(settings.webhook_urls):
         assert settings.webhook_secret is not None  # enforced by the settings validator
         hook = WebhookClient(
             http, url, settings.webhook_secret, timeout=timeout, wall_clock=wall_clock
@@ -167,6 +234,11 @@ def build_destinations(
         ) -> None:
             await hook.post(msg_id, payload(insight))
 
+        async def send_webhook_message(
+            message: Message, msg_id: str, hook: WebhookClient = hook
+        ) -> None:
+            await hook.post(msg_id, webhook_body(message))
+
         raw = url.get_secret_value()
         add(
             Destination(
@@ -176,13 +248,116 @@ def build_destinations(
                 at_most_once=False,
                 min_interval=settings.webhook_min_interval_seconds,
                 send=send_webhook,
+                send_message=send_webhook_message,
+                names=(f"webhook:{position}",),
             )
         )
+    if settings.smtp_host and directory is not None:
+        smtp = EmailClient(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            timeout=timeout,
+            validate_certs=settings.smtp_validate_certs,
+        )
+        for owner_id, person in directory.owners.items():
+            if person.email is None:
+                continue
+
+            async def send_email(
+                insight: InsightEvent,
+                msg_id: str,
+                address: str = person.email,
+                name: str | None = person.name,
+            ) -> None:
+                await smtp.send(
+                    build_email(
+                        insight,
+                        sender=settings.email_from,
+                        to=address,
+                        to_name=name,
+                        message_id=msg_id,
+                        deal_url_template=template,
+                    )
+                )
+
+            async def send_email_message(
+                message: Message,
+                msg_id: str,
+                address: str = person.email,
+                name: str | None = person.name,
+            ) -> None:
+                await smtp.send(
+                    build_email(
+                        message,
+                        sender=settings.email_from,
+                        to=address,
+                        to_name=name,
+                        message_id=msg_id,
+                        deal_url_template=template,
+                    )
+                )
+
+            add(
+                Destination(
+                    kind="email",
+                    key=destination_key("email", person.email.lower()),
+                    label=f"email:{owner_id}",
+                    at_most_once=settings.email_at_most_once,
+                    min_interval=settings.email_min_interval_seconds,
+                    send=send_email,
+                    send_message=send_email_message,
+                    names=(f"email:{owner_id}",),
+                )
+            )
+    if (
+        settings.twilio_account_sid
+        and settings.twilio_auth_token is not None
+        and settings.sms_from
+        and directory is not None
+    ):
+        twilio = SmsClient(
+            http,
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+            sender=settings.sms_from,
+            status_callback=settings.sms_status_callback_url,
+            base_url=settings.twilio_api_url,
+            timeout=timeout,
+            wall_clock=wall_clock,
+        )
+        for owner_id, person in directory.owners.items():
+            if person.phone is None:
+                continue
+
+            async def send_sms(insight: InsightEvent, _id: str, to: str = person.phone) -> None:
+                await twilio.send(to, insight_text(insight, deal_url_template=template))
+
+            async def send_sms_message(message: Message, _id: str, to: str = person.phone) -> None:
+                await twilio.send(to, message_text(message, deal_url_template=template))
+
+            add(
+                Destination(
+                    kind="sms",
+                    key=destination_key("sms", person.phone),
+                    label=f"sms:{owner_id}",
+                    at_most_once=settings.sms_at_most_once,
+                    min_interval=settings.sms_min_interval_seconds,
+                    send=send_sms,
+                    send_message=send_sms_message,
+                    names=(f"sms:{owner_id}",),
+                )
+            )
     if settings.notify_console:
         console = ConsoleClient(console_stream)
 
         async def send_console(insight: InsightEvent, _msg_id: str) -> None:
             await console.post(format_insight(insight, deal_url(template, insight)))
+
+        async def send_console_message(message: Message, _msg_id: str) -> None:
+            await console.post(console_text(message, deal_url_template=template))
 
         add(
             Destination(
@@ -192,6 +367,8 @@ def build_destinations(
                 at_most_once=False,
                 min_interval=0.0,
                 send=send_console,
+                send_message=send_console_message,
+                names=("console",),
             )
         )
     return list(found.values())
@@ -199,9 +376,14 @@ def build_destinations(
 
 def secrets_of(settings: NotifierSettings) -> list[str]:
     """Every secret string a log line or error text must never contain."""
-    values = [u.get_secret_value() for u in (*settings.slack_webhook_urls, *settings.webhook_urls)]
+    urls = (*settings.slack_webhook_urls, *settings.webhook_urls, *settings.teams_webhook_urls)
+    values = [u.get_secret_value() for u in urls]
     if settings.webhook_secret is not None:
         values.append(settings.webhook_secret.get_secret_value())
+    if settings.smtp_password is not None:
+        values.append(settings.smtp_password.get_secret_value())
+    if settings.twilio_auth_token is not None:
+        values.append(settings.twilio_auth_token.get_secret_value())
     return sorted(values, key=len, reverse=True)
 
 
@@ -240,8 +422,10 @@ class Notifier:
         secrets: Sequence[str] = (),
         enrichments: EnrichmentLookup | None = None,
         enrichment_metrics: NotifierEnrichmentMetrics | None = None,
+        routes: Callable[[InsightEvent], Collection[str]] | None = None,
     ) -> None:
         self.settings = settings
+        self._routes = routes  # the destination keys of an insight (None: every destination)
         self.enrichments = enrichments
         self.enrichment_metrics = enrichment_metrics
         self.destinations = list(destinations)
@@ -413,11 +597,50 @@ class Notifier:
         for insight in insights:
             if self._stop.is_set():
                 raise Stopping
+            if self._routes is not None and dest.key not in self._routes(insight):
+                continue
             await self.notify(dest, insight)
 
     async def notify(self, dest: Destination, insight: InsightEvent) -> None:
         """Deliver one insight to one destination, at most once per the log."""
         ref = NotificationRef(insight.insight_id, insight.lifecycle.value, dest.key)
+        meta = NotificationMeta(
+            insight.workspace_id, insight.deal_id, insight.rule.value, insight.priority.value
+        )
+
+        async def send(msg_id: str) -> None:
+            await dest.send(insight, msg_id)
+
+        await self._deliver(dest, ref, meta, send)
+
+    async def notify_message(self, dest: Destination, message: Message) -> None:
+        """Deliver one flood-control message to its destination, at most once per the log
+        (keyed by the message id; ``lifecycle`` is the message's kind)."""
+        ref = NotificationRef(message.message_id, message.kind, dest.key)
+        first = max(message.items, key=lambda i: i.rank) if message.items else None
+        rank = max((r for r, _ in message.by_rank), default=first.rank if first else 0)
+        meta = NotificationMeta(
+            message.workspace_id,
+            first.deal_id if first and len(message.items) == 1 else "*",
+            first.rule if first and len(message.items) == 1 else message.kind,
+            RANK_NAMES.get(rank, "high"),
+        )
+        send_message = dest.send_message
+        if send_message is None:  # every built destination has one
+            raise RuntimeError(f"{dest.label} cannot send flood-control messages")
+
+        async def send(msg_id: str) -> None:
+            await send_message(message, msg_id)
+
+        await self._deliver(dest, ref, meta, send)
+
+    async def _deliver(
+        self,
+        dest: Destination,
+        ref: NotificationRef,
+        meta: NotificationMeta,
+        send: Callable[[str], Awaitable[None]],
+    ) -> None:
         known = self._unrecorded.get(ref)
         if known is not None:
             await self._record(dest, ref, known)
@@ -427,10 +650,10 @@ class Notifier:
                 ref,
                 destination_type=dest.kind,
                 destination_label=dest.label,
-                workspace_id=insight.workspace_id,
-                deal_id=insight.deal_id,
-                rule=insight.rule.value,
-                priority=insight.priority.value,
+                workspace_id=meta.workspace_id,
+                deal_id=meta.deal_id,
+                rule=meta.rule,
+                priority=meta.priority,
                 own_requests_settled=ref not in self._uncertain,
             )
             if claim.state is not ClaimState.BUSY:
@@ -458,8 +681,8 @@ class Notifier:
         if claim.state is ClaimState.UNKNOWN_OUTCOME:
             logger.info(
                 "resending insight %s (%s) to %s: a previous attempt's outcome is unknown",
-                insight.insight_id,
-                insight.lifecycle.value,
+                ref.insight_id,
+                ref.lifecycle,
                 dest.label,
             )
         breaker = self._breakers[dest.key]
@@ -471,12 +694,12 @@ class Notifier:
             await self._record(dest, ref, result)
             return
 
-        msg_id = webhook_id(insight.insight_id, insight.lifecycle.value, dest.key)
+        msg_id = webhook_id(ref.insight_id, ref.lifecycle, dest.key)
 
         async def attempt() -> None:
             self._uncertain.add(ref)
             try:
-                await dest.send(insight, msg_id)
+                await send(msg_id)
             except DeliveryError:
                 self._uncertain.discard(ref)
                 raise
@@ -503,8 +726,8 @@ class Notifier:
             self.metrics.skipped.labels(reason="claimed_elsewhere").inc()
             logger.info(
                 "insight %s (%s) for %s was taken over by another notifier",
-                insight.insight_id,
-                insight.lifecycle.value,
+                ref.insight_id,
+                ref.lifecycle,
                 dest.label,
             )
             return
@@ -552,8 +775,27 @@ class Notifier:
         del self._unrecorded[ref]
 
 
+def item_of(insight: InsightEvent) -> Item:
+    """What flood control needs of an insight event (the event itself as its payload)."""
+    return Item(
+        insight_id=insight.insight_id,
+        lifecycle=insight.lifecycle.value,
+        workspace_id=insight.workspace_id,
+        deal_id=insight.deal_id,
+        rule=insight.rule.value,
+        rank=insight.priority.rank,
+        value=insight.data.deal_value,
+        payload=insight.model_dump_json(),
+    )
+
+
 class NotifierHandler:
-    """The notifier's logic for the consume loop: select, wait for the model's text, deliver."""
+    """The notifier's logic for the consume loop: select, wait for the model's text, deliver.
+
+    With ``notify_flood_control`` the batch goes through flood control (``flood.py``) instead
+    of straight to the destinations; its state and the messages it lets out are saved
+    (``outbox.py``) before the batch is committed, and a background tick (every
+    ``notify_flush_tick_seconds``) sends what becomes due between batches."""
 
     def __init__(
         self,
@@ -566,8 +808,17 @@ class NotifierHandler:
         enrichment_metrics: NotifierEnrichmentMetrics | None = None,
         log: NotificationStore | None = None,
         enrichments: EnrichmentLookup | None = None,
+        flood_store: FloodStore | None = None,
+        wall_clock: Clock = time.time,
+        policy: Policy | None = None,
+        directory: Directory | None = None,
+        acks: AckLookup | None = None,
     ) -> None:
         self.settings = settings
+        self._acks = acks
+        self.policy = policy
+        self.directory = directory
+        self._keys_by_name = {n: d.key for d in destinations for n in d.names}
         self._destinations = list(destinations)
         self._metrics = metrics
         self._stop = stop
@@ -575,9 +826,21 @@ class NotifierHandler:
         self._enrichment_metrics = enrichment_metrics
         self._log = log
         self._enrichments = enrichments
+        self._flood_store = flood_store
+        self._wall_clock = wall_clock
+        # without a policy: every shared destination, and the owner's own (email) ones
+        self._recipients = tuple(d.key for d in self._destinations if d.kind not in PERSONAL)
+        self._routed = policy is not None or len(self._recipients) < len(self._destinations)
         self.notifier: Notifier | None = None
         if log is not None:
             self.notifier = self._new_notifier(log, enrichments)
+        self.flood: FloodControl | None = None
+        self._saved: bytes | None = None
+        self._outbox: list[Message] = []
+        self._flood_lock = asyncio.Lock()
+        self._drain_lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
+        self._suppressed: dict[str, int] = {}
 
     def _new_notifier(
         self, log: NotificationStore, enrichments: EnrichmentLookup | None
@@ -591,24 +854,81 @@ class NotifierHandler:
             secrets=self._secrets,
             enrichments=enrichments,
             enrichment_metrics=self._enrichment_metrics,
+            routes=self.recipients if self._routed else None,
         )
+
+    def _resolve(self, name: str, insight: InsightEvent) -> str | None:
+        """``email:owner`` / ``email:manager`` -> ``email:<owner id>`` of this insight."""
+        kind, _, who = name.partition(":")
+        if kind not in PERSONAL or who not in ("owner", "manager"):
+            return name
+        owner = insight.data.owner_id
+        person = owner if who == "owner" else (self.directory and self.directory.manager_of(owner))
+        return None if not person else f"{kind}:{person}"
+
+    def quiet_hours(self, insight: InsightEvent) -> dict[str, QuietHours]:
+        """Per destination key, the quiet hours that hold ``insight`` (not urgent there)."""
+        policy = self.policy
+        if policy is None or not policy.quiet_hours:
+            return {}
+        out = {}
+        for name, urgent in policy.deliveries(insight).items():
+            quiet = policy.quiet_hours.get(name)
+            resolved = self._resolve(name, insight)
+            key = None if resolved is None else self._keys_by_name.get(resolved)
+            if quiet is not None and key is not None and not urgent:
+                out[key] = quiet
+        return out
+
+    def recipients(self, insight: InsightEvent) -> tuple[str, ...]:
+        """The keys of the destinations ``insight`` goes to (the policy's, else all)."""
+        if self.policy is None:
+            if not self._routed:
+                return self._recipients
+            own = self._keys_by_name.get(f"email:{insight.data.owner_id}")
+            return self._recipients if own is None else (*self._recipients, own)
+        names = (self._resolve(name, insight) for name in self.policy.route(insight))
+        keys = (self._keys_by_name.get(n) for n in names if n is not None)
+        return tuple(dict.fromkeys(k for k in keys if k is not None))
 
     async def open(self, resources: Resources) -> None:
-        """Migrate, then the notification and enrichment logs on the pool (unless given)."""
-        if self.notifier is not None:
+        """Migrate, then the notification and enrichment logs on the pool (unless given); with
+        flood control, load its state and undelivered messages and start the tick."""
+        if self.notifier is None:
+            pool = resources.pool
+            if pool is None:
+                raise RuntimeError("the notifier needs a database")
+            await migrate(pool)
+            log = NotificationLog(
+                pool,
+                stale_after_seconds=self.settings.notify_http_timeout_seconds + STALE_GRACE_SECONDS,
+            )
+            self.notifier = self._new_notifier(log, PgEnrichmentLookup(pool))
+            if self._flood_store is None and self.settings.notify_flood_control:
+                self._flood_store = PgFloodStore(pool, self.settings.notifier_group_id)
+            if self._acks is None:
+                self._acks = PgAcks(pool)
+        if not self.settings.notify_flood_control or self.flood is not None:
             return
-        pool = resources.pool
-        if pool is None:
-            raise RuntimeError("the notifier needs a database")
-        await migrate(pool)
-        log = NotificationLog(
-            pool,
-            stale_after_seconds=self.settings.notify_http_timeout_seconds + STALE_GRACE_SECONDS,
-        )
-        self.notifier = self._new_notifier(log, PgEnrichmentLookup(pool))
+        if self._flood_store is None:
+            raise RuntimeError("flood control needs a database")
+        state, outbox = await self._flood_store.load()
+        policy = self.settings.flood_policy()
+        if state is None:
+            self.flood = FloodControl(policy)
+        else:
+            self.flood = FloodControl.from_state(policy, state)
+            self._saved = orjson.dumps(state)
+        self._outbox = outbox
+        if outbox:
+            logger.info("%d held notification message(s) left to deliver", len(outbox))
+        self._ticker = asyncio.create_task(self._tick_loop())
 
     async def close(self) -> None:
-        return None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
 
     def decode(self, records: Records) -> list[InsightEvent]:
         assert self.notifier is not None
@@ -631,9 +951,166 @@ class NotifierHandler:
         if not insights:
             return ()
         ready = await self.notifier.with_enrichments(insights)
-        if not await self.notifier.process(ready):
+        if self.policy is not None:
+            routed = [i for i in ready if self.recipients(i)]
+            if len(routed) < len(ready):
+                self._metrics.skipped.labels(reason="unrouted").inc(len(ready) - len(routed))
+            ready = routed
+        ready = await self._not_held(ready)
+        if self.flood is None:
+            if not await self.notifier.process(ready):
+                return None
+            return ()
+        await self._advance([(item_of(i), self.recipients(i), self.quiet_hours(i)) for i in ready])
+        if not await self.drain():
             return None
         return ()
+
+    async def _escalations(self, flood: FloodControl, now: float) -> list[Message]:
+        """Messages to the managers of the owners of watched insights whose time is up and
+        that nobody acknowledged or snoozed (nor resolved: the watch ends with it)."""
+        expired = flood.expired(now)
+        if not expired:
+            return []
+        held = set()
+        if self._acks is not None:
+            held = await self._acks.held({i.insight_id for i in expired}, self._now())
+        out = []
+        for item in expired:
+            if item.insight_id in held:
+                continue
+            owner = insight_of(item).data.owner_id
+            manager = self.directory.manager_of(owner) if self.directory else None
+            key = self._keys_by_name.get(f"email:{manager}") if manager else None
+            if key is None:
+                logger.info("insight %s: nobody to escalate to (owner %s)", item.insight_id, owner)
+                continue
+            out.append(flood.escalation(item, key))
+        return out
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._wall_clock(), dt.UTC)
+
+    async def _not_held(self, insights: Sequence[InsightEvent]) -> list[InsightEvent]:
+        """``insights`` less those acknowledged or snoozed (an escalation always passes)."""
+        if self._acks is None:
+            return list(insights)
+        ids = {i.insight_id for i in insights if i.lifecycle != Lifecycle.ESCALATED}
+        held = await self._acks.held(ids, self._now())
+        if not held:
+            return list(insights)
+        kept = [i for i in insights if i.insight_id not in held or i.lifecycle not in _HOLDABLE]
+        self._metrics.skipped.labels(reason="acknowledged").inc(len(insights) - len(kept))
+        return kept
+
+    async def _without_held(self, message: Message) -> Message | None:
+        """A held message less the insights acknowledged or snoozed since it was made; None
+        when nothing is left to say (a burst summary is sent as it is)."""
+        if self._acks is None or message.kind == "burst":
+            return message
+        ids = {i.insight_id for i in message.items if i.lifecycle != "escalated"}
+        held = await self._acks.held(ids, self._now())
+        if not held:
+            return message
+        items = tuple(
+            i for i in message.items if i.insight_id not in held or i.lifecycle == "escalated"
+        )
+        self._metrics.skipped.labels(reason="acknowledged").inc(len(message.items) - len(items))
+        if not items:
+            return None
+        return dataclasses.replace(message, items=items, count=len(items))
+
+    # -- flood control ----------------------------------------------------------------------------
+
+    async def _advance(
+        self, items: Sequence[tuple[Item, tuple[str, ...], Mapping[str, QuietHours]]]
+    ) -> None:
+        """Offer ``items``, take what is due, and save both before anything is committed or
+        sent. On a failed save the state in memory goes back to the last saved one."""
+        assert self._flood_store is not None
+        async with self._flood_lock:
+            flood = self.flood
+            assert flood is not None
+            now = self._wall_clock()
+            try:
+                escalate = self.settings.notify_escalate_after_hours * 3600.0
+                for item, recipients, quiet in items:
+                    held = {k: u for k, q in quiet.items() if (u := q.until(now)) is not None}
+                    flood.offer(item, recipients, now, held)
+                    if escalate > 0 and item.lifecycle != "resolved" and item.rank == CRITICAL:
+                        flood.watch(item, now + escalate)
+                messages = flood.due(now)
+                messages += await self._escalations(flood, now)
+                if not items and not messages:
+                    return
+                state = orjson.dumps(flood.to_state())
+                await self._flood_store.save(state, messages)
+            except BaseException:
+                policy = self.settings.flood_policy()
+                self.flood = (
+                    FloodControl(policy)
+                    if self._saved is None
+                    else FloodControl.from_state(policy, orjson.loads(self._saved))
+                )
+                raise
+            self._saved = state
+            self._outbox.extend(messages)
+            for message in messages:
+                self._metrics.flood_messages.labels(kind=message.kind).inc()
+            for reason, count in flood.suppressed.items():
+                new = count - self._suppressed.get(reason, 0)
+                if new > 0:
+                    self._metrics.skipped.labels(reason=reason).inc(new)
+            self._suppressed = dict(flood.suppressed)
+
+    async def drain(self) -> bool:
+        """Deliver the outbox in order; False when the stop event came first."""
+        assert self.notifier is not None
+        assert self._flood_store is not None
+        async with self._drain_lock:
+            while self._outbox:
+                message = self._outbox[0]
+                current = await self._without_held(message)
+                targets = [d for d in self._destinations if d.key == message.recipient]
+                if current is None:
+                    targets = []
+                else:
+                    message = current
+                if not targets and current is not None:
+                    logger.warning(
+                        "dropping held message %s: its destination is no longer configured",
+                        message.message_id,
+                    )
+                for dest in targets:
+                    if self._stop.is_set():
+                        return False
+                    try:
+                        await self.notifier.notify_message(dest, message)
+                    except Stopping:
+                        return False
+                await self._flood_store.done(self._outbox[0].message_id)
+                self._outbox.pop(0)
+        return True
+
+    async def tick(self) -> None:
+        """Send what became due since the last batch (called every flush tick)."""
+        await self._advance(())
+        if self._outbox:
+            await self.drain()
+
+    async def _tick_loop(self) -> None:
+        seconds = self.settings.notify_flush_tick_seconds
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
+            if self._stop.is_set():
+                return
+            try:
+                await self.tick()
+            except DB_ERRORS as exc:
+                logger.warning("held notifications not sent yet (database: %s); retrying", exc)
+            except Exception:
+                logger.exception("held notifications not sent yet; retrying")
 
 
 def loop_options(settings: NotifierSettings, database: Database | None) -> LoopOptions:
@@ -684,13 +1161,44 @@ async def run_notifier(
     )
     try:
         with redact_logs(secrets):
-            destinations = build_destinations(settings, http, console_stream=console_stream)
+            directory = None
+            if settings.notify_directory_file is not None:
+                try:
+                    directory = load_directory(settings.notify_directory_file)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+            destinations = build_destinations(
+                settings, http, console_stream=console_stream, directory=directory
+            )
+            if settings.notify_escalate_after_hours > 0 and (
+                not settings.notify_flood_control or directory is None
+            ):
+                raise ConfigError(
+                    "VECTOROS_NOTIFY_ESCALATE_AFTER_HOURS needs VECTOROS_NOTIFY_FLOOD_CONTROL=true "
+                    "and VECTOROS_NOTIFY_DIRECTORY_FILE (who the managers are)"
+                )
             if not settings.has_destinations or not destinations:
                 raise ConfigError(
                     "the notifier has no destination: set VECTOROS_SLACK_WEBHOOK_URLS, "
+                    "VECTOROS_TEAMS_WEBHOOK_URLS, VECTOROS_SMTP_HOST (with a directory), "
                     "VECTOROS_WEBHOOK_URLS (with VECTOROS_WEBHOOK_SECRET) or "
                     "VECTOROS_NOTIFY_CONSOLE=true"
                 )
+            policy = None
+            if settings.notify_policy_file is not None:
+                try:
+                    policy = load_policy(settings.notify_policy_file)
+                    known = {n for d in destinations for n in d.names}
+                    for kind in {d.kind for d in destinations} & PERSONAL:
+                        known |= {f"{kind}:owner", f"{kind}:manager"}
+                    policy.check(known)
+                    if policy.quiet_hours and not settings.notify_flood_control:
+                        raise ValueError(
+                            f"{settings.notify_policy_file}: quiet_hours hold notifications, "
+                            "which needs VECTOROS_NOTIFY_FLOOD_CONTROL=true"
+                        )
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
             handler = NotifierHandler(
                 settings,
                 destinations,
@@ -698,6 +1206,8 @@ async def run_notifier(
                 stop_event,
                 secrets=secrets,
                 enrichment_metrics=NotifierEnrichmentMetrics(registry),
+                policy=policy,
+                directory=directory,
             )
             database = Database(
                 dsn=settings.dsn() if pool is None else "",

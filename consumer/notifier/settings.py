@@ -15,13 +15,15 @@ from __future__ import annotations
 import base64
 import binascii
 import string
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from consumer.notifier.flood import FloodPolicy
 from schemas.insights import Priority
 from vectoros.settings import DatabaseSettings, KafkaSettings, metrics_port_field
 
@@ -89,6 +91,14 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     slack_min_interval_seconds: float = Field(
         default=1.0, ge=0, description="At least this long between two requests to one Slack URL."
     )
+    teams_webhook_urls: SecretUrls = Field(
+        default_factory=list,
+        description="Microsoft Teams incoming-webhook or Workflows URLs (secrets).",
+    )
+    teams_min_interval_seconds: float = Field(default=1.0, ge=0)
+    teams_at_most_once: bool = Field(
+        default=True, description="An attempt with unknown outcome is not repeated (as Slack)."
+    )
     webhook_urls: SecretUrls = Field(
         default_factory=list, description="Generic JSON webhooks, signed per Standard Webhooks."
     )
@@ -154,17 +164,113 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         ),
     )
 
+    notify_policy_file: Path | None = Field(
+        default=None,
+        description="YAML routing policy per workspace (docs/notifier.md); unset: all to all.",
+    )
+    notify_directory_file: Path | None = Field(
+        default=None,
+        description="Owner directory (YAML): email, phone, time zone, manager per owner id.",
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for email; unset: no email."
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="STARTTLS on a plain port, implicit TLS (465), or none."
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password (secret).")
+    smtp_validate_certs: bool = True
+    email_from: str = Field(default="VectorOS <alerts@vectoros.invalid>")
+    email_at_most_once: bool = Field(
+        default=True,
+        description="A mail whose outcome is unknown (connection lost mid-way) is not resent.",
+    )
+    email_min_interval_seconds: float = Field(default=0.0, ge=0)
+
+    notify_escalate_after_hours: float = Field(
+        default=0.0,
+        ge=0,
+        description="Critical insights not acknowledged or resolved after this long go to the "
+        "owner's manager (needs flood control and the owner directory); 0 = never.",
+    )
+    twilio_account_sid: str | None = Field(default=None, description="SMS: Twilio account.")
+    twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio Auth Token.")
+    twilio_api_url: str = Field(default="https://api.twilio.com")
+    sms_from: str | None = Field(
+        default=None, description="Sender number (E.164) or Messaging Service SID (MG...)."
+    )
+    sms_status_callback_url: str | None = None
+    sms_at_most_once: bool = True
+    sms_min_interval_seconds: float = Field(default=1.0, ge=0)
+
+    notify_flood_control: bool = Field(
+        default=False,
+        description=(
+            "Group, cool down, hold flapping insights, summarise bursts and inhibit (see "
+            "docs/notifier.md); off: every insight is sent at once, one message each."
+        ),
+    )
+    notify_group_wait_seconds: float = Field(
+        default=30.0, ge=0, description="A new group waits this long for more insights."
+    )
+    notify_group_interval_seconds: float = Field(
+        default=300.0, ge=0, description="At least this long between two messages of one group."
+    )
+    notify_repeat_interval_seconds: float = Field(
+        default=0.0, ge=0, description="Remind of a group's open insights this often (0 = never)."
+    )
+    notify_cooldown_seconds: float = Field(
+        default=3600.0, ge=0, description="A deal's rule is announced at most once per this."
+    )
+    notify_flap_window_seconds: float = Field(default=3600.0, gt=0)
+    notify_flap_threshold: int = Field(
+        default=4, ge=1, description="More raised/resolved than this in the window: flapping."
+    )
+    notify_burst_threshold: int = Field(
+        default=50,
+        ge=0,
+        description="More new insights per workspace in the window: one summary (0 = off).",
+    )
+    notify_burst_window_seconds: float = Field(default=60.0, gt=0)
+    notify_max_groups: int = Field(default=100_000, ge=1)
+    notify_flush_tick_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often held messages are checked for sending."
+    )
+
+    def flood_policy(self) -> FloodPolicy:
+        return FloodPolicy(
+            group_wait=self.notify_group_wait_seconds,
+            group_interval=self.notify_group_interval_seconds,
+            repeat_interval=self.notify_repeat_interval_seconds,
+            cooldown=self.notify_cooldown_seconds,
+            flap_window=self.notify_flap_window_seconds,
+            flap_threshold=self.notify_flap_threshold,
+            burst_threshold=self.notify_burst_threshold,
+            burst_window=self.notify_burst_window_seconds,
+            max_groups=self.notify_max_groups,
+            max_keys=2 * self.notify_max_groups,
+        )
+
     @property
     def has_destinations(self) -> bool:
         """Whether anything is configured to notify (``run_notifier`` refuses to start without)."""
-        return bool(self.slack_webhook_urls or self.webhook_urls or self.notify_console)
+        return bool(
+            self.slack_webhook_urls
+            or self.webhook_urls
+            or self.teams_webhook_urls
+            or self.notify_console
+            or (self.smtp_host and self.notify_directory_file)
+            or (self.twilio_account_sid and self.notify_directory_file)
+        )
 
-    @field_validator("slack_webhook_urls", "webhook_urls", mode="before")
+    @field_validator("slack_webhook_urls", "webhook_urls", "teams_webhook_urls", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("slack_webhook_urls", "webhook_urls", mode="after")
+    @field_validator("slack_webhook_urls", "webhook_urls", "teams_webhook_urls", mode="after")
     @classmethod
     def _urls(cls, value: list[SecretStr], info: Any) -> list[SecretStr]:
         return _check_urls(value, str(info.field_name))
