@@ -1,0 +1,148 @@
+"""The deals open at an as-of time, from the history, as they were known then (pure).
+
+A deal is open at ``t`` when it was created before ``t`` and neither closed nor deleted before
+``t``; its value, stage, close date and rep probability are those it had just before ``t``
+(``consumer.intelligence.features.as_of``), so a forecast of a past date uses only what was
+known then. Revenue already won in the period: the deals won in ``[period start, t)``, at the
+value they closed with.
+
+Close dates: the rep's expected close date is the P50; the spread is
+``max(MIN_SPREAD_DAYS, SPREAD_SHARE * P50)`` on either side (P10 = P50 - spread, clipped at 0;
+P90 = P50 + spread). A deal whose close date has passed gets P50 = 0 (it may close any day);
+one without a close date gets ``DEFAULT_DAYS_TO_CLOSE``. Win probability: the rep's
+(``probability``, 0-100), or the stage's ``STAGE_PROBABILITY`` when none was entered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from consumer.forecast.simulate import OpenDeals, Period
+from consumer.intelligence.features import as_of
+from consumer.intelligence.projection import DAY_MS, DealHistory
+
+MIN_SPREAD_DAYS = 14.0
+SPREAD_SHARE = 0.5
+DEFAULT_DAYS_TO_CLOSE = 60.0
+STAGE_PROBABILITY = {"lead": 0.1, "qualified": 0.25, "proposal": 0.5, "negotiation": 0.7}
+UNKNOWN_STAGE_PROBABILITY = 0.1
+
+
+@dataclass(frozen=True)
+class PeriodSpec:
+    """A calendar period: ``2026-Q1`` or ``2026-12`` (UTC, ``[start, end)``)."""
+
+    name: str
+    start: dt.datetime
+    end: dt.datetime
+
+    @classmethod
+    def parse(cls, text: str) -> PeriodSpec:
+        t = text.strip().upper()
+        try:
+            year_s, part = t.split("-")
+            year = int(year_s)
+            if part.startswith("Q"):
+                quarter = int(part[1:])
+                if not 1 <= quarter <= 4:
+                    raise ValueError
+                first = 3 * (quarter - 1) + 1
+                start, end_month = dt.datetime(year, first, 1, tzinfo=dt.UTC), first + 3
+            else:
+                month = int(part)
+                start, end_month = dt.datetime(year, month, 1, tzinfo=dt.UTC), month + 1
+        except ValueError:
+            raise ValueError(f"{text!r} is not a period like 2026-Q1 or 2026-12") from None
+        end = dt.datetime(year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1, tzinfo=dt.UTC)
+        return cls(t, start, end)
+
+    def relative_to(self, at: dt.datetime) -> Period:
+        """The period in days after ``at``."""
+        return Period(
+            (self.start - at).total_seconds() / 86_400, (self.end - at).total_seconds() / 86_400
+        )
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    deals: OpenDeals
+    won: float
+    won_deals: int
+
+
+def open_at(h: DealHistory, t: int) -> bool:
+    return (
+        h.created_ms is not None
+        and h.created_ms < t
+        and (h.closed_ms is None or h.closed_ms >= t)
+        and (h.deleted_ms is None or h.deleted_ms >= t)
+    )
+
+
+def won_in(h: DealHistory, start_ms: int, t: int) -> bool:
+    return (
+        h.outcome == "won"
+        and h.closed_ms is not None
+        and start_ms <= h.closed_ms < t
+        and (h.deleted_ms is None or h.deleted_ms >= t)
+    )
+
+
+def close_spread(p50: float) -> tuple[float, float]:
+    spread = max(MIN_SPREAD_DAYS, SPREAD_SHARE * p50)
+    return max(0.0, p50 - spread), p50 + spread
+
+
+def pipeline_at(histories: Iterable[DealHistory], at: dt.datetime, period: PeriodSpec) -> Pipeline:
+    """The open deals at ``at`` and what was won in ``period`` before it."""
+    t = round(at.timestamp() * 1000)
+    start_ms = round(period.start.timestamp() * 1000)
+    ids: list[str] = []
+    owners: list[str] = []
+    value: list[float] = []
+    prob: list[float] = []
+    p10: list[float] = []
+    p50: list[float] = []
+    p90: list[float] = []
+    won, won_deals = 0.0, 0
+    for h in histories:
+        if won_in(h, start_ms, t):
+            won += h.value or 0.0
+            won_deals += 1
+            continue
+        if not open_at(h, t):
+            continue
+        past = as_of(h, t)
+        if past.probability is not None:
+            p = min(1.0, max(0.0, past.probability / 100.0))
+        else:
+            p = STAGE_PROBABILITY.get(past.stage or "", UNKNOWN_STAGE_PROBABILITY)
+        if past.close_date is None:
+            mid = DEFAULT_DAYS_TO_CLOSE
+        else:
+            close_ms = (past.close_date.toordinal() - dt.date(1970, 1, 1).toordinal()) * DAY_MS
+            mid = max(0.0, (close_ms - t) / DAY_MS)
+        lo, hi = close_spread(mid)
+        ids.append(h.deal_id)
+        owners.append(past.owner_id or "")
+        value.append(past.value or 0.0)
+        prob.append(p)
+        p10.append(lo)
+        p50.append(mid)
+        p90.append(hi)
+    probability = np.asarray(prob, dtype=float)
+    deals = OpenDeals(
+        tuple(ids),
+        np.asarray(value, dtype=float),
+        probability,
+        probability.copy(),
+        np.asarray(p10, dtype=float),
+        np.asarray(p50, dtype=float),
+        np.asarray(p90, dtype=float),
+        tuple(owners),
+    )
+    return Pipeline(deals, won, won_deals)

@@ -1,0 +1,192 @@
+"""Monte Carlo revenue forecast of one period (pure: numpy, the random generator passed in).
+
+Each of ``n`` simulations draws, for every open deal, won or lost from its probability and a
+close date from its close-date distribution, and sums the value of the deals won with a close
+date inside the period; the revenue already won in the period is added to every simulation.
+
+A close-date distribution is given by its P10, P50 and P90 in days after the as-of time; a
+draw is the piecewise-linear quantile function through (0.1, P10), (0.5, P50), (0.9, P90),
+extended beyond both ends with the slope of the nearest segment and clipped at 0 (a deal open
+at the as-of time cannot close before it). Simulations run in chunks so that memory stays
+bounded (``CHUNK_CELLS`` draws at a time) whatever ``n`` * deals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+SIMULATIONS = 10_000
+CHUNK_CELLS = 4_000_000
+COMMIT_FROM = 0.7
+"""Roll-up bands on the rep's probability: commit at or above 70%, best case from 40%."""
+BEST_CASE_FROM = 0.4
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class OpenDeals:
+    """The deals open at the as-of time, one entry per deal in every array."""
+
+    ids: tuple[str, ...]
+    value: FloatArray
+    probability: FloatArray
+    """Of winning, 0-1: the model's when there is one, else the rep's."""
+    rep_probability: FloatArray
+    """The rep's, 0-1 (the roll-up bands use it); the probability when none was entered."""
+    close_p10: FloatArray
+    close_p50: FloatArray
+    close_p90: FloatArray
+    """Days after the as-of time."""
+    owners: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        for name in ("value", "probability", "rep_probability", "close_p10", "close_p50"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries, not {n}")
+        if len(self.close_p90) != n or (self.owners and len(self.owners) != n):
+            raise ValueError("every array needs one entry per deal")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, keep: NDArray[np.bool_]) -> OpenDeals:
+        return OpenDeals(
+            tuple(i for i, k in zip(self.ids, keep, strict=True) if k),
+            self.value[keep],
+            self.probability[keep],
+            self.rep_probability[keep],
+            self.close_p10[keep],
+            self.close_p50[keep],
+            self.close_p90[keep],
+            tuple(o for o, k in zip(self.owners, keep, strict=True) if k) if self.owners else (),
+        )
+
+
+@dataclass(frozen=True)
+class Period:
+    """``[start, end)`` in days after the as-of time (``start`` ≤ 0 when it has begun)."""
+
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Forecast:
+    simulations: int
+    open_deals: int
+    won: float
+    """Already won in the period before the as-of time."""
+    p10: float
+    p50: float
+    p90: float
+    expected: float
+    weighted_pipeline: float
+    """``won`` + Σ probability * value of the open deals expected (P50) to close in the period."""
+    commit: float
+    best_case: float
+    pipeline: float
+    """Cumulative roll-up: ``won`` + open deals expected in the period with rep probability
+    ≥ ``COMMIT_FROM`` (commit), + those ≥ ``BEST_CASE_FROM`` (best case), + every other one
+    (pipeline)."""
+    target: float | None = None
+    coverage: float | None = None
+    """Open pipeline expected in the period / what is left of the target after ``won``."""
+    gap: float | None = None
+    """``target`` - P50 (positive: short of it)."""
+    p_reach: float | None = None
+    """The share of simulations reaching the target."""
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return {
+            "simulations": self.simulations,
+            "open_deals": self.open_deals,
+            "won": self.won,
+            "p10": self.p10,
+            "p50": self.p50,
+            "p90": self.p90,
+            "expected": self.expected,
+            "weighted_pipeline": self.weighted_pipeline,
+            "commit": self.commit,
+            "best_case": self.best_case,
+            "pipeline": self.pipeline,
+            "target": self.target,
+            "coverage": self.coverage,
+            "gap": self.gap,
+            "p_reach_target": self.p_reach,
+        }
+
+
+def close_days(u: FloatArray, p10: FloatArray, p50: FloatArray, p90: FloatArray) -> FloatArray:
+    """The close-date quantile function at ``u`` (broadcast over deals): piecewise linear
+    through the three quantiles, extended linearly, clipped at 0."""
+    low = p50 - (0.5 - u) * (p50 - p10) / 0.4
+    high = p50 + (u - 0.5) * (p90 - p50) / 0.4
+    return np.maximum(np.where(u < 0.5, low, high), 0.0)
+
+
+def revenue_draws(
+    deals: OpenDeals, period: Period, n: int, rng: np.random.Generator, won: float = 0.0
+) -> FloatArray:
+    """The period revenue of each of ``n`` simulations (``won`` included)."""
+    if n < 1:
+        raise ValueError("at least one simulation")
+    out = np.full(n, float(won))
+    d = len(deals)
+    if d == 0:
+        return out
+    chunk = max(1, CHUNK_CELLS // d)
+    for begin in range(0, n, chunk):
+        rows = min(chunk, n - begin)
+        wins = rng.random((rows, d)) < deals.probability
+        days = close_days(rng.random((rows, d)), deals.close_p10, deals.close_p50, deals.close_p90)
+        lands = wins & (days >= period.start) & (days < period.end)
+        out[begin : begin + rows] += lands.astype(np.float64) @ deals.value
+    return out
+
+
+def forecast(
+    deals: OpenDeals,
+    period: Period,
+    rng: np.random.Generator,
+    *,
+    won: float = 0.0,
+    n: int = SIMULATIONS,
+    target: float | None = None,
+) -> Forecast:
+    """The period's forecast from the open ``deals`` and the revenue ``won`` so far."""
+    draws = revenue_draws(deals, period, n, rng, won)
+    p10, p50, p90 = (float(q) for q in np.quantile(draws, [0.1, 0.5, 0.9]))
+    expected_in = (deals.close_p50 >= period.start) & (deals.close_p50 < period.end)
+    value = np.where(expected_in, deals.value, 0.0)
+    rep = deals.rep_probability
+    commit = won + float(value[rep >= COMMIT_FROM].sum())
+    best = won + float(value[rep >= BEST_CASE_FROM].sum())
+    pipeline = float(value.sum())
+    coverage = gap = p_reach = None
+    if target is not None:
+        left = target - won
+        coverage = pipeline / left if left > 0 else None
+        gap = target - p50
+        p_reach = float(np.mean(draws >= target))
+    return Forecast(
+        simulations=n,
+        open_deals=len(deals),
+        won=won,
+        p10=p10,
+        p50=p50,
+        p90=p90,
+        expected=float(draws.mean()),
+        weighted_pipeline=won + float((value * deals.probability).sum()),
+        commit=commit,
+        best_case=best,
+        pipeline=won + pipeline,
+        target=target,
+        coverage=coverage,
+        gap=gap,
+        p_reach=p_reach,
+    )

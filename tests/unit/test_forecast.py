@@ -1,0 +1,189 @@
+"""The Monte Carlo forecast core and the pipeline as of a date, against known answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+
+from consumer.forecast import simulate
+from consumer.forecast.pipeline import PeriodSpec, pipeline_at
+from consumer.forecast.simulate import OpenDeals, Period, forecast, revenue_draws
+from consumer.intelligence.projection import DealHistory, StageSpell
+
+N = 20_000
+
+
+def deals(
+    value: list[float],
+    p: list[float],
+    p50: list[float],
+    spread: float = 0.0,
+    rep: list[float] | None = None,
+) -> OpenDeals:
+    mid = np.asarray(p50, dtype=float)
+    return OpenDeals(
+        tuple(f"d{i}" for i in range(len(value))),
+        np.asarray(value, dtype=float),
+        np.asarray(p, dtype=float),
+        np.asarray(rep if rep is not None else p, dtype=float),
+        np.maximum(mid - spread, 0),
+        mid,
+        mid + spread,
+    )
+
+
+def tolerance(p: float, n: int = N) -> float:
+    return 4 * math.sqrt(p * (1 - p) / n)  # four standard errors of a share
+
+
+def test_one_deal_at_one_half_reaches_its_value_half_of_the_time() -> None:
+    one = deals([1000.0], [0.5], [10.0])
+    result = forecast(one, Period(0, 30), np.random.default_rng(1), n=N, target=1000.0)
+    assert result.p_reach is not None
+    assert abs(result.p_reach - 0.5) <= tolerance(0.5)
+    assert abs(result.expected - 500.0) <= 1000 * tolerance(0.5)
+    assert (result.p10, result.p90) == (0.0, 1000.0)
+
+
+def test_the_close_date_draw_lands_before_its_p50_half_of_the_time() -> None:
+    sure = deals([1.0], [1.0], [40.0], spread=20.0)
+    draws = revenue_draws(sure, Period(0, 40), N, np.random.default_rng(2))
+    assert abs(draws.mean() - 0.5) <= tolerance(0.5)
+    draws = revenue_draws(sure, Period(20, 60), N, np.random.default_rng(3))  # P10 to P90
+    assert abs(draws.mean() - 0.8) <= tolerance(0.8)
+
+
+def test_close_days_follows_the_three_quantiles_and_never_goes_below_zero() -> None:
+    lo, mid, hi = np.array([1.0]), np.array([10.0]), np.array([30.0])
+    at = simulate.close_days(np.array([0.1, 0.5, 0.9, 0.0]), lo, mid, hi)
+    assert at.tolist() == pytest.approx([1.0, 10.0, 30.0, 0.0])
+
+
+def test_the_same_seed_gives_the_same_forecast_and_another_one_differs() -> None:
+    pipe = deals([100.0, 250.0, 75.0], [0.3, 0.6, 0.9], [5, 20, 50], spread=10)
+    a = revenue_draws(pipe, Period(0, 30), 500, np.random.default_rng(7))
+    b = revenue_draws(pipe, Period(0, 30), 500, np.random.default_rng(7))
+    c = revenue_draws(pipe, Period(0, 30), 500, np.random.default_rng(8))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_weighted_pipeline_and_the_roll_up_are_exact() -> None:
+    pipe = deals(
+        [100.0, 200.0, 400.0, 800.0, 1600.0],
+        [0.9, 0.5, 0.2, 0.7, 1.0],
+        [10, 10, 10, 10, 45],  # the last one is expected after the period
+    )
+    result = forecast(pipe, Period(0, 30), np.random.default_rng(0), won=50.0, n=100)
+    assert result.weighted_pipeline == pytest.approx(50 + 90 + 100 + 80 + 560)
+    assert result.commit == pytest.approx(50 + 100 + 800)
+    assert result.best_case == pytest.approx(50 + 100 + 800 + 200)
+    assert result.pipeline == pytest.approx(50 + 1500)
+
+
+def test_already_won_revenue_is_in_every_simulation_and_sets_the_target_gap() -> None:
+    result = forecast(
+        deals([], [], []), Period(-10, 20), np.random.default_rng(0), won=300.0, target=500.0
+    )
+    assert (result.p10, result.p50, result.p90, result.expected) == (300, 300, 300, 300)
+    assert result.gap == 200.0
+    assert result.p_reach == 0.0
+    assert result.coverage == 0.0
+
+
+def test_coverage_is_the_open_pipeline_over_what_is_left_of_the_target() -> None:
+    pipe = deals([600.0], [0.5], [5.0])
+    result = forecast(pipe, Period(0, 30), np.random.default_rng(0), won=100.0, target=400.0)
+    assert result.coverage == pytest.approx(2.0)
+
+
+def test_chunks_cover_every_simulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(simulate, "CHUNK_CELLS", 7)  # 3 deals: chunks of 2 simulations
+    sure = deals([1.0, 2.0, 4.0], [1.0, 1.0, 1.0], [1.0, 2.0, 3.0])
+    draws = revenue_draws(sure, Period(0, 30), 11, np.random.default_rng(0))
+    assert draws.tolist() == [7.0] * 11
+
+
+def test_ten_thousand_simulations_of_two_thousand_deals_run_vectorised() -> None:
+    rng = np.random.default_rng(0)
+    d = 2000
+    pipe = OpenDeals(
+        tuple(map(str, range(d))),
+        rng.uniform(1e3, 1e5, d),
+        rng.uniform(0, 1, d),
+        rng.uniform(0, 1, d),
+        np.full(d, 10.0),
+        np.full(d, 40.0),
+        np.full(d, 90.0),
+    )
+    result = forecast(pipe, Period(0, 60), np.random.default_rng(1))
+    assert result.simulations == 10_000
+    assert result.p10 < result.p50 < result.p90
+
+
+# --- the pipeline as of a date ------------------------------------------------------------
+
+
+def ms(day: str) -> int:
+    return round(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def deal(deal_id: str, created: str, **fields: object) -> DealHistory:
+    h = DealHistory(workspace_id="w", deal_id=deal_id, created_ms=ms(created), **fields)  # type: ignore[arg-type]
+    h.stages = [StageSpell("proposal", ms(created))]
+    h.stage = "proposal"
+    h.updated_ms = ms(created)
+    return h
+
+
+def test_periods_parse_into_utc_ranges() -> None:
+    q1 = PeriodSpec.parse("2026-q1")
+    assert (q1.name, q1.start.date(), q1.end.date()) == (
+        "2026-Q1",
+        dt.date(2026, 1, 1),
+        dt.date(2026, 4, 1),
+    )
+    dec = PeriodSpec.parse("2026-12")
+    assert (dec.start.date(), dec.end.date()) == (dt.date(2026, 12, 1), dt.date(2027, 1, 1))
+    for bad in ("2026", "2026-Q5", "2026-13", "Q1-2026"):
+        with pytest.raises(ValueError, match="not a period"):
+            PeriodSpec.parse(bad)
+
+
+def test_a_past_as_of_date_uses_only_what_was_known_then() -> None:
+    at = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    q1 = PeriodSpec.parse("2026-Q1")
+    changed = deal("changed", "2026-01-05", value=900.0, close_date=dt.date(2026, 6, 1))
+    changed.value_changes = [(ms("2026-02-10"), 300.0, 900.0)]
+    changed.close_date_changes = [(ms("2026-02-10"), "2026-02-21", "2026-06-01")]
+    changed.probabilities = [(ms("2026-01-05"), 60.0), (ms("2026-02-10"), 10.0)]
+    later_won = deal("later", "2026-01-10", value=500.0, outcome="won", closed_ms=ms("2026-03-01"))
+    early_won = deal("early", "2026-01-02", value=700.0, outcome="won", closed_ms=ms("2026-01-20"))
+    last_year = deal("old", "2025-10-01", value=999.0, outcome="won", closed_ms=ms("2025-12-20"))
+    lost = deal("lost", "2026-01-02", value=50.0, outcome="lost", closed_ms=ms("2026-01-25"))
+    future = deal("future", "2026-02-15", value=10_000.0)
+    deleted = deal("gone", "2026-01-03", value=40.0, deleted_ms=ms("2026-01-15"))
+    histories = [changed, later_won, early_won, last_year, lost, future, deleted]
+
+    pipe = pipeline_at(histories, at, q1)
+
+    assert pipe.deals.ids == ("changed", "later")
+    assert (pipe.won, pipe.won_deals) == (700.0, 1)
+    assert pipe.deals.value.tolist() == [300.0, 500.0]
+    assert pipe.deals.probability[0] == pytest.approx(0.6)
+    assert pipe.deals.probability[1] == pytest.approx(0.5)  # no rep probability: the stage's
+    assert pipe.deals.close_p50[0] == pytest.approx(20.0)  # 2026-02-21, not 2026-06-01
+    assert pipe.deals.close_p10[0] == pytest.approx(6.0)  # the 14-day minimum spread
+    assert pipe.deals.close_p90[0] == pytest.approx(34.0)
+    assert pipe.deals.close_p50[1] == pytest.approx(60.0)  # no close date: the default
+
+
+def test_an_overdue_close_date_means_it_may_close_any_day() -> None:
+    at = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    late = deal("late", "2026-01-05", value=100.0, close_date=dt.date(2026, 2, 1))
+    pipe = pipeline_at([late], at, PeriodSpec.parse("2026-03"))
+    assert pipe.deals.close_p50.tolist() == [0.0]
+    assert pipe.deals.close_p90.tolist() == [14.0]
