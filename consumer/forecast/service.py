@@ -1,0 +1,134 @@
+"""``vectoros forecast run``: forecast a period from the history as known at an as-of time, per
+workspace, and store each result in ``forecasts`` (an upsert: the same forecast again replaces
+its row). Every statement is parameterised."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from consumer.forecast.pipeline import PeriodSpec, pipeline_at
+from consumer.forecast.simulate import SIMULATIONS, Forecast, forecast
+from consumer.intelligence.projection import DealHistory
+from vectoros.db import PgConnection, PgPool
+
+logger = logging.getLogger(__name__)
+
+WORKSPACE_SCOPE = "workspace"
+
+_UPSERT = """
+INSERT INTO forecasts (workspace_id, scope, period, as_of, period_start, period_end,
+                       simulations, seed, open_deals, won, p10, p50, p90, expected,
+                       weighted_pipeline, commit, best_case, pipeline, target, coverage, gap,
+                       p_reach_target)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+        $20, $21, $22)
+ON CONFLICT (workspace_id, scope, period, as_of) DO UPDATE SET
+    period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
+    computed_at = now(), simulations = EXCLUDED.simulations, seed = EXCLUDED.seed,
+    open_deals = EXCLUDED.open_deals, won = EXCLUDED.won, p10 = EXCLUDED.p10,
+    p50 = EXCLUDED.p50, p90 = EXCLUDED.p90, expected = EXCLUDED.expected,
+    weighted_pipeline = EXCLUDED.weighted_pipeline, commit = EXCLUDED.commit,
+    best_case = EXCLUDED.best_case, pipeline = EXCLUDED.pipeline, target = EXCLUDED.target,
+    coverage = EXCLUDED.coverage, gap = EXCLUDED.gap, p_reach_target = EXCLUDED.p_reach_target
+"""
+
+
+@dataclass(frozen=True)
+class WorkspaceForecast:
+    workspace_id: str
+    scope: str
+    period: PeriodSpec
+    as_of: dt.datetime
+    seed: int | None
+    result: Forecast
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "workspace_id": self.workspace_id,
+            "scope": self.scope,
+            "period": self.period.name,
+            "as_of": self.as_of.isoformat(),
+            "seed": self.seed,
+            **self.result.to_json(),
+        }
+
+
+def forecast_workspaces(
+    histories: Sequence[DealHistory],
+    at: dt.datetime,
+    period: PeriodSpec,
+    *,
+    workspace: str | None = None,
+    target: float | None = None,
+    simulations: int = SIMULATIONS,
+    seed: int | None = None,
+) -> list[WorkspaceForecast]:
+    """One forecast per workspace of ``histories`` (only ``workspace`` when given, even if it
+    has no deal), in workspace order; one random generator from ``seed`` for all of them."""
+    if at >= period.end:
+        raise ValueError(f"the as-of time {at.isoformat()} is not before the end of {period.name}")
+    by_workspace: dict[str, list[DealHistory]] = {}
+    if workspace is not None:
+        by_workspace[workspace] = []
+    for h in histories:
+        if workspace is None or h.workspace_id == workspace:
+            by_workspace.setdefault(h.workspace_id, []).append(h)
+    rng = np.random.default_rng(seed)
+    out = []
+    for ws in sorted(by_workspace):
+        pipe = pipeline_at(by_workspace[ws], at, period)
+        result = forecast(
+            pipe.deals, period.relative_to(at), rng, won=pipe.won, n=simulations, target=target
+        )
+        out.append(WorkspaceForecast(ws, WORKSPACE_SCOPE, period, at, seed, result))
+    return out
+
+
+async def store(db: PgPool | PgConnection, forecasts: Sequence[WorkspaceForecast]) -> None:
+    """Upsert each forecast's row of ``forecasts``."""
+    await db.executemany(
+        _UPSERT,
+        [
+            (
+                f.workspace_id,
+                f.scope,
+                f.period.name,
+                f.as_of,
+                f.period.start,
+                f.period.end,
+                f.result.simulations,
+                f.seed,
+                f.result.open_deals,
+                f.result.won,
+                f.result.p10,
+                f.result.p50,
+                f.result.p90,
+                f.result.expected,
+                f.result.weighted_pipeline,
+                f.result.commit,
+                f.result.best_case,
+                f.result.pipeline,
+                f.result.target,
+                f.result.coverage,
+                f.result.gap,
+                f.result.p_reach,
+            )
+            for f in forecasts
+        ],
+    )
+    for f in forecasts:
+        logger.info(
+            "forecast %s %s as of %s: P50 %.0f (P10 %.0f, P90 %.0f), %d open deals",
+            f.workspace_id,
+            f.period.name,
+            f.as_of.isoformat(),
+            f.result.p50,
+            f.result.p10,
+            f.result.p90,
+            f.result.open_deals,
+        )

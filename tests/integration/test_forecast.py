@@ -1,0 +1,136 @@
+"""`vectoros forecast run` on PostgreSQL's deal history: what was known at the as-of date, the
+stored row per workspace, and running it again replacing the row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from consumer.history import store
+from consumer.intelligence.projection import DealHistory, StageSpell
+from tests.databases import fresh_database, migrated_pool
+from vectoros.db import PgPool
+
+pytestmark = pytest.mark.integration
+
+VECTOROS = [sys.executable, "-m", "app"]
+WAIT_LIMIT = 120.0  # a bound for "never finishes", not a timing goal
+
+
+@pytest.fixture
+async def forecast_dsn(database_url: str) -> AsyncIterator[str]:
+    async with fresh_database(database_url, "forecast") as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def pool(forecast_dsn: str) -> AsyncIterator[PgPool]:
+    async with migrated_pool(forecast_dsn) as pool:
+        yield pool
+
+
+def ms(day: str) -> int:
+    return round(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def deal(
+    workspace: str,
+    deal_id: str,
+    created: str,
+    value: float,
+    probability: float | None = None,
+    close: str | None = None,
+    won: str | None = None,
+) -> DealHistory:
+    h = DealHistory(
+        workspace_id=workspace,
+        deal_id=deal_id,
+        source="import",
+        value=value,
+        stage="proposal",
+        probability=probability,
+        close_date=None if close is None else dt.date.fromisoformat(close),
+        owner_id="rep-1",
+        created_ms=ms(created),
+        updated_ms=ms(won or created),
+    )
+    h.stages = [StageSpell("proposal", ms(created), None if won is None else ms(won))]
+    if probability is not None:
+        h.probabilities = [(ms(created), probability)]
+    if won is not None:
+        h.outcome, h.closed_ms = "won", ms(won)
+    return h
+
+
+HISTORY = [
+    deal("acme", "early", "2026-01-02", 700.0, 90, "2026-01-20", won="2026-01-20"),
+    # won after the as-of date: open then, certain and expected inside the quarter
+    deal("acme", "later", "2026-01-10", 500.0, 100, "2026-02-20", won="2026-03-01"),
+    deal("acme", "half", "2026-01-05", 1000.0, 50, "2026-02-10"),
+    deal("acme", "future", "2026-02-15", 10_000.0, 90, "2026-03-01"),  # created after
+    deal("beta", "small", "2026-01-20", 100.0, 20, "2026-03-15"),
+]
+
+
+def run(args: list[str], dsn: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
+    env.update(VECTOROS_DATABASE_URL=dsn, COLUMNS="200")
+    return subprocess.run(
+        VECTOROS + args, env=env, capture_output=True, text=True, timeout=WAIT_LIMIT, check=False
+    )
+
+
+ARGS = ["forecast", "run", "--as-of", "2026-02-01", "--period", "2026-Q1", "--target", "2200"]
+
+
+async def test_forecast_run_uses_what_was_known_then_and_stores_one_row_per_workspace(
+    forecast_dsn: str, pool: PgPool
+) -> None:
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, HISTORY)
+
+    done = run([*ARGS, "--seed", "3", "--simulations", "4000", "--json"], forecast_dsn)
+    assert done.returncode == 0, done.stderr
+    acme, beta = json.loads(done.stdout)
+    assert (acme["workspace_id"], beta["workspace_id"]) == ("acme", "beta")
+    assert acme["open_deals"] == 2  # "later" was still open, "future" did not exist yet
+    assert acme["won"] == 700.0
+    assert acme["weighted_pipeline"] == pytest.approx(700 + 500 + 500)
+    assert (acme["p10"], acme["p90"]) == (1200.0, 2200.0)
+    assert abs(acme["p_reach_target"] - 0.5) <= 4 * math.sqrt(0.25 / 4000)
+    assert acme["commit"] == 1200.0  # won + the 100% deal; the 50% one is best case
+    assert acme["best_case"] == 2200.0
+    assert beta["open_deals"] == 1
+
+    rows = await pool.fetch("SELECT * FROM forecasts ORDER BY workspace_id")
+    assert [(r["workspace_id"], r["scope"], r["period"]) for r in rows] == [
+        ("acme", "workspace", "2026-Q1"),
+        ("beta", "workspace", "2026-Q1"),
+    ]
+    assert rows[0]["as_of"] == dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    assert rows[0]["p50"] == acme["p50"]
+    assert rows[0]["simulations"] == 4000
+
+    again = run([*ARGS, "--workspace", "acme", "--simulations", "500"], forecast_dsn)
+    assert again.returncode == 0, again.stderr
+    assert "Forecast of 2026-Q1" in again.stdout
+    assert "acme" in again.stdout
+    assert "beta" not in again.stdout
+    rows = await pool.fetch("SELECT workspace_id, simulations FROM forecasts ORDER BY 1")
+    assert [(r["workspace_id"], r["simulations"]) for r in rows] == [("acme", 500), ("beta", 4000)]
+
+
+async def test_forecast_run_rejects_a_bad_period_and_an_as_of_after_it(forecast_dsn: str) -> None:
+    bad = run(["forecast", "run", "--as-of", "2026-02-01", "--period", "2026-Q7"], forecast_dsn)
+    assert bad.returncode == 2
+    assert "not a period" in bad.stderr
+    late = run(["forecast", "run", "--as-of", "2026-05-01", "--period", "2026-Q1"], forecast_dsn)
+    assert late.returncode == 2
+    assert "not before the end of 2026-Q1" in late.stderr
