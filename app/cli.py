@@ -1125,6 +1125,13 @@ def forecast() -> None:
 @click.option("--target", type=click.FloatRange(min=0), default=None, help="The period's target.")
 @click.option("--simulations", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--seed", type=int, default=None, help="Random seed (repeatable results).")
+@click.option(
+    "--by",
+    "by",
+    type=click.Choice(["owner"]),
+    default=None,
+    help="Also one forecast per owner of each workspace.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 def forecast_run(
     as_of: str,
@@ -1133,6 +1140,7 @@ def forecast_run(
     target: float | None,
     simulations: int,
     seed: int | None,
+    by: str | None,
     as_json: bool,
 ) -> None:
     """Forecast a period's revenue from the deal history as known at --as-of: P10/P50/P90,
@@ -1172,6 +1180,7 @@ def forecast_run(
             target=target,
             simulations=simulations,
             seed=seed,
+            by_owner=by == "owner",
         )
         await store(pool, results)
         return results
@@ -1210,7 +1219,7 @@ def _print_forecasts(results: Sequence[Any]) -> None:
     for r in results:
         f = r.result
         table.add_row(
-            r.workspace_id,
+            r.workspace_id if r.scope == "workspace" else f"  {r.scope}",
             str(f.open_deals),
             money(f.won),
             money(f.p10),

@@ -19,6 +19,7 @@ from vectoros.db import PgConnection, PgPool
 logger = logging.getLogger(__name__)
 
 WORKSPACE_SCOPE = "workspace"
+OWNER_SCOPE = "owner:"
 
 _UPSERT = """
 INSERT INTO forecasts (workspace_id, scope, period, as_of, period_start, period_end,
@@ -67,9 +68,12 @@ def forecast_workspaces(
     target: float | None = None,
     simulations: int = SIMULATIONS,
     seed: int | None = None,
+    by_owner: bool = False,
 ) -> list[WorkspaceForecast]:
     """One forecast per workspace of ``histories`` (only ``workspace`` when given, even if it
-    has no deal), in workspace order; one random generator from ``seed`` for all of them."""
+    has no deal), in workspace order; one random generator from ``seed`` for all of them. With
+    ``by_owner``, each workspace's is followed by one per owner (scope ``owner:<id>``, the
+    deal's current owner, no target), in owner order."""
     if at >= period.end:
         raise ValueError(f"the as-of time {at.isoformat()} is not before the end of {period.name}")
     by_workspace: dict[str, list[DealHistory]] = {}
@@ -86,6 +90,17 @@ def forecast_workspaces(
             pipe.deals, period.relative_to(at), rng, won=pipe.won, n=simulations, target=target
         )
         out.append(WorkspaceForecast(ws, WORKSPACE_SCOPE, period, at, seed, result))
+        if not by_owner:
+            continue
+        owners: dict[str, list[DealHistory]] = {}
+        for h in by_workspace[ws]:
+            owners.setdefault(h.owner_id or "", []).append(h)
+        for owner in sorted(owners):
+            pipe = pipeline_at(owners[owner], at, period)
+            if not len(pipe.deals) and not pipe.won_deals:
+                continue  # nothing open or won in the period: no row
+            result = forecast(pipe.deals, period.relative_to(at), rng, won=pipe.won, n=simulations)
+            out.append(WorkspaceForecast(ws, OWNER_SCOPE + owner, period, at, seed, result))
     return out
 
 

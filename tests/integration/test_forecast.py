@@ -118,13 +118,23 @@ async def test_forecast_run_uses_what_was_known_then_and_stores_one_row_per_work
     assert rows[0]["p50"] == acme["p50"]
     assert rows[0]["simulations"] == 4000
 
-    again = run([*ARGS, "--workspace", "acme", "--simulations", "500"], forecast_dsn)
+    again = run(
+        [*ARGS, "--workspace", "acme", "--simulations", "500", "--by", "owner"], forecast_dsn
+    )
     assert again.returncode == 0, again.stderr
     assert "Forecast of 2026-Q1" in again.stdout
     assert "acme" in again.stdout
+    assert "owner:rep-1" in again.stdout
     assert "beta" not in again.stdout
-    rows = await pool.fetch("SELECT workspace_id, simulations FROM forecasts ORDER BY 1")
-    assert [(r["workspace_id"], r["simulations"]) for r in rows] == [("acme", 500), ("beta", 4000)]
+    rows = await pool.fetch(
+        "SELECT workspace_id, scope, simulations, weighted_pipeline FROM forecasts ORDER BY 1, 2"
+    )
+    assert [(r["workspace_id"], r["scope"], r["simulations"]) for r in rows] == [
+        ("acme", "owner:rep-1", 500),
+        ("acme", "workspace", 500),
+        ("beta", "workspace", 4000),
+    ]
+    assert rows[0]["weighted_pipeline"] == pytest.approx(1700.0)
 
 
 async def test_forecast_run_rejects_a_bad_period_and_an_as_of_after_it(forecast_dsn: str) -> None:

@@ -187,3 +187,27 @@ def test_an_overdue_close_date_means_it_may_close_any_day() -> None:
     pipe = pipeline_at([late], at, PeriodSpec.parse("2026-03"))
     assert pipe.deals.close_p50.tolist() == [0.0]
     assert pipe.deals.close_p90.tolist() == [14.0]
+
+
+def test_by_owner_adds_one_forecast_per_owner_after_the_workspace_one() -> None:
+    from consumer.forecast.service import forecast_workspaces
+
+    a = deal("a", "2026-01-05", value=100.0, owner_id="ann", close_date=dt.date(2026, 2, 10))
+    b = deal("b", "2026-01-05", value=200.0, owner_id="bob", close_date=dt.date(2026, 2, 10))
+    won = deal("c", "2026-01-02", value=50.0, owner_id="bob", outcome="won")
+    won.closed_ms = ms("2026-01-20")
+    idle = deal("d", "2025-01-02", value=9.0, owner_id="cy", outcome="lost")
+    idle.closed_ms = ms("2025-03-01")
+    at = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    out = forecast_workspaces(
+        [a, b, won, idle], at, PeriodSpec.parse("2026-Q1"), target=400.0, seed=1, by_owner=True
+    )
+    assert [(f.workspace_id, f.scope) for f in out] == [
+        ("w", "workspace"),
+        ("w", "owner:ann"),
+        ("w", "owner:bob"),
+    ]
+    assert [f.result.weighted_pipeline for f in out] == pytest.approx([200.0, 50.0, 150.0])
+    assert [f.result.target for f in out] == [400.0, None, None]
+    plain = forecast_workspaces([a, b, won], at, PeriodSpec.parse("2026-Q1"), seed=1)
+    assert [f.scope for f in plain] == ["workspace"]
