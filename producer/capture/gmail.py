@@ -400,3 +400,78 @@ class GmailSync:
         now_ms = int(self._now().timestamp() * 1000)
         self._store.first_seen(self._user, PROVIDER, read, now_ms)
         return len(read), len(events)
+
+
+@dataclass(frozen=True, slots=True)
+class PushOutcome:
+    status: int
+    """What to answer Pub/Sub: 204 acknowledges; 503 makes it redeliver later."""
+    body: dict[str, Any]
+
+
+class GmailPush:
+    """``POST /capture/gmail/push?token=...``: verify the push, then sync the mailbox it names.
+
+    A Gmail connection is stored under its mailbox address as ``user_id``. No sync before
+    ``ready()`` (the deal index caught up): 503, Pub/Sub redelivers. Syncs of one mailbox
+    run one at a time (a lock per mailbox), so overlapping pushes cannot both publish a message.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        oauth: OAuthClient,
+        push_token: str,
+        *,
+        api_base: str = API_BASE,
+        full_sync_days: int = 30,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._http, self._oauth, self._token = http, oauth, push_token
+        self._ready = ready
+        self._base, self._days, self._sleep, self._now = api_base, full_sync_days, sleep, now
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def handle(
+        self,
+        body: bytes,
+        token: str | None,
+        store: CaptureStore,
+        matcher: Matcher,
+        publisher: EventPublisher,
+    ) -> PushOutcome:
+        try:
+            notice = decode_push(body, token, self._token)
+        except PushRejected as exc:
+            logger.warning("gmail push refused: %s", exc.reason)
+            return PushOutcome(403 if exc.reason == "bad_token" else 400, {"error": exc.reason})
+        if not self._ready():  # the deal index is still catching up: matching would miss deals
+            return PushOutcome(503, {"error": "not_ready"})
+        lock = self._locks.setdefault(notice.email_address, asyncio.Lock())
+        async with lock:
+            conn = store.connection(notice.email_address, PROVIDER)
+            if conn is None:  # disconnected: acknowledge, nothing to read
+                return PushOutcome(204, {})
+            user = conn.user_id
+            client = GmailClient(
+                self._http,
+                self._oauth,
+                orjson.loads(conn.tokens),
+                on_tokens=lambda t: store.save_tokens(user, PROVIDER, orjson.dumps(t).decode()),
+                api_base=self._base,
+                sleep=self._sleep,
+                now=self._now,
+            )
+            sync = GmailSync(
+                client, store, matcher, publisher,
+                user_id=user, workspace_id=conn.workspace_id, owner=notice.email_address,
+                now=self._now, full_sync_days=self._days,
+            )  # fmt: skip
+            try:
+                result = await sync.run()
+            except Exception:
+                logger.exception("gmail sync failed; Pub/Sub will redeliver")
+                return PushOutcome(503, {"error": "unavailable"})
+        return PushOutcome(204, {"messages": result.messages, "events": result.events})

@@ -20,9 +20,13 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from producer.capture import gmail
+from producer.capture.app import build_app
 from producer.capture.matcher import DealIndex, Matcher, WorkspacePolicy
+from producer.capture.service import check_config
+from producer.capture.settings import CaptureSettings
 from producer.capture.store import CaptureStore, TokenCipher
 from schemas.events import DealCreated, DealEvent, Direction, EmailLogged
+from vectoros.errors import ConfigError
 
 OWNER = "rep@vendor.io"
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -538,3 +542,103 @@ def test_retry_after_as_seconds_or_http_date_within_the_cap() -> None:
 def test_metadata_without_a_sender_is_skipped() -> None:
     message = {"id": "m1", "threadId": "t1", "internalDate": "1", "payload": {"headers": []}}
     assert gmail.captured_email("ws", OWNER, message) is None
+
+
+# --- the push endpoint of the capture service -----------------------------------------------
+
+
+class Endpoint:
+    """The capture app with Gmail on, its outgoing calls going to the stand-in."""
+
+    def __init__(self, store: CaptureStore, fake: FakeGmail, publisher: Publisher) -> None:
+        self.store, self.fake, self.publisher = store, fake, publisher
+        self.ready = True
+        store.connect(OWNER, "gmail", "ws", '{"access_token": "access-1", "refresh_token": "r-1"}')
+        store.save_cursor(OWNER, "gmail", str(fake.history_id))
+
+    async def post(self, body: bytes, token: str | None = PUSH_TOKEN) -> httpx.Response:
+        async def no_sleep(_s: float) -> None:
+            return None
+
+        transport = httpx.MockTransport(self.fake.handler)
+        async with httpx.AsyncClient(transport=transport) as google:
+            push = gmail.GmailPush(
+                google, OAUTH, PUSH_TOKEN, api_base=API, sleep=no_sleep, now=lambda: NOW,
+                ready=lambda: self.ready,
+            )  # fmt: skip
+            app = build_app(matcher(), self.publisher, self.store, "s", gmail=push)
+            asgi = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=asgi, base_url="http://capture") as capture:
+                query = "" if token is None else "?" + urllib.parse.urlencode({"token": token})
+                return await capture.post("/capture/gmail/push" + query, content=body)
+
+
+async def test_push_endpoint_syncs_the_mailbox_and_saves_its_cursor(store: CaptureStore) -> None:
+    fake = FakeGmail()
+    endpoint = Endpoint(store, fake, Publisher())
+    fake.add(mail(1))
+    resp = await endpoint.post(push_body({"emailAddress": OWNER, "historyId": fake.history_id}))
+    assert resp.status_code == 204
+    assert [e.thread_id for e in emails(endpoint.publisher.events)] == ["t1"]
+    conn = store.connection(OWNER, "gmail")
+    assert conn is not None
+    assert conn.cursor == str(fake.history_id)
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 403), ("forged", 403)])
+async def test_push_endpoint_rejects_a_forged_push_without_calling_gmail(
+    store: CaptureStore, token: str | None, status: int
+) -> None:
+    fake = FakeGmail()
+    endpoint = Endpoint(store, fake, Publisher())
+    fake.add(mail(1))
+    resp = await endpoint.post(push_body({"emailAddress": OWNER, "historyId": 1}), token)
+    assert resp.status_code == status
+    assert resp.json() == {"error": "bad_token"}
+    assert fake.requests == []
+    assert endpoint.publisher.events == []
+
+
+async def test_push_endpoint_for_a_disconnected_mailbox_is_acknowledged(
+    store: CaptureStore,
+) -> None:
+    fake = FakeGmail()
+    endpoint = Endpoint(store, fake, Publisher())
+    store.disconnect(OWNER)
+    resp = await endpoint.post(push_body({"emailAddress": OWNER, "historyId": 1}))
+    assert resp.status_code == 204
+    assert fake.requests == []
+
+
+async def test_push_endpoint_answers_503_until_ready_and_when_the_sync_fails(
+    store: CaptureStore,
+) -> None:
+    fake = FakeGmail()
+    endpoint = Endpoint(store, fake, Publisher(fail_on_call=1))
+    fake.add(mail(1))
+    body = push_body({"emailAddress": OWNER, "historyId": fake.history_id})
+    endpoint.ready = False
+    assert (await endpoint.post(body)).status_code == 503
+    assert fake.requests == []  # nothing read while the deal index catches up
+    endpoint.ready = True
+    assert (await endpoint.post(body)).status_code == 503  # the broker failed: redelivered
+    assert (await endpoint.post(body)).status_code == 204  # the redelivery publishes
+    assert [e.thread_id for e in emails(endpoint.publisher.events)] == ["t1"]
+
+
+def test_gmail_settings_are_all_or_nothing() -> None:
+    key = Fernet.generate_key().decode()
+    base: dict[str, Any] = {
+        "kafka_bootstrap_servers": "127.0.0.1:9",
+        "capture_webhook_secret": "s",
+        "capture_token_key": key,
+    }
+    google = {"capture_google_client_id": "c", "capture_google_client_secret": "cs"}
+    off = CaptureSettings(**base)
+    check_config(off)
+    assert not off.gmail_configured()
+    on = CaptureSettings(**base, **google, capture_gmail_push_token="t")
+    check_config(on)
+    assert on.gmail_configured()
+    with pytest.raises(ConfigError, match="VECTOROS_CAPTURE_GOOGLE_CLIENT_ID"):
+        check_config(CaptureSettings(**base, capture_gmail_push_token="t"))
