@@ -19,7 +19,8 @@ the matcher, events published, then the cursor saved.
   ``q=after:<epoch>`` over the last ``full_sync_days`` days, at most ``full_sync_max`` messages.
 - **Errors.** 401 -> the access token is refreshed once (OAuth refresh-token grant at the token
   endpoint; the new tokens are handed to ``on_tokens`` to be stored encrypted) and the request
-  retried; 429 (and 503) -> wait ``Retry-After`` (seconds or an HTTP date, capped) and retry, at
+  retried; 429, 503 and a 403 ``rateLimitExceeded``/``userRateLimitExceeded`` -> wait
+  ``Retry-After`` (seconds or an HTTP date, capped; without one 1, 2, 4, ... s) and retry, at
   most ``max_attempts`` times.
 
 The access and refresh tokens, the client secret and the push token are never logged.
@@ -132,6 +133,21 @@ def retry_after_seconds(value: str | None, now: dt.datetime, cap: float) -> floa
     return max(0.0, min((when - now).total_seconds(), cap))
 
 
+_RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+
+
+def _rate_limited_403(resp: httpx.Response) -> bool:
+    """Gmail also signals its usage limits as 403 with ``rateLimitExceeded`` or
+    ``userRateLimitExceeded`` in ``error.errors[].reason``: retried like a 429."""
+    if resp.status_code != 403:
+        return False
+    try:
+        errors = resp.json()["error"]["errors"]
+        return any(e.get("reason") in _RATE_REASONS for e in errors)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 class GmailClient:
     """The few Gmail API calls capture makes, on an injected ``httpx.AsyncClient``.
 
@@ -195,9 +211,12 @@ class GmailClient:
                 refreshed = True
                 await self.refresh()
                 continue
-            if status in (429, 503) and attempts < self._max_attempts:
-                wait = retry_after_seconds(
-                    resp.headers.get("retry-after"), self._now(), self._max_wait
+            if (status in (429, 503) or _rate_limited_403(resp)) and attempts < self._max_attempts:
+                header = resp.headers.get("retry-after")
+                wait = (
+                    retry_after_seconds(header, self._now(), self._max_wait)
+                    if header
+                    else min(2.0 ** (attempts - 1), self._max_wait)  # backoff 1, 2, 4, ... s
                 )
                 logger.warning("gmail: %d on %s, retrying in %.1fs", status, path, wait)
                 await self._sleep(wait)

@@ -530,6 +530,39 @@ async def test_429_waits_retry_after_then_retries(store: CaptureStore) -> None:
     assert len(emails(rig.publisher.events)) == 1
 
 
+async def test_403_rate_limit_backs_off_and_retries_but_other_403_fails(
+    store: CaptureStore,
+) -> None:
+    fake = FakeGmail()
+    store.save_cursor("u-1", "gmail", "1000")
+    fake.add(mail(1))
+    reason = {"domain": "usageLimits", "reason": "userRateLimitExceeded"}
+    limited = {"error": {"code": 403, "errors": [reason], "message": "User Rate Limit Exceeded"}}
+    script = [limited, limited]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/history") and script:
+            return httpx.Response(403, json=script.pop(0))
+        return fake.handler(request)
+
+    rig = Rig(store, fake, Publisher())
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        await rig.sync(http).run()
+    assert rig.sleeps == [1.0, 2.0]  # no Retry-After: exponential backoff
+    assert len(emails(rig.publisher.events)) == 1
+
+    forbidden = {"error": {"code": 403, "errors": [{"reason": "insufficientPermissions"}]}}
+
+    def denied(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, json=forbidden)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(denied)) as http:
+        with pytest.raises(gmail.GmailError) as err:
+            await rig.sync(http).run()
+    assert err.value.status == 403
+    assert rig.sleeps == [1.0, 2.0]  # not retried
+
+
 def test_retry_after_as_seconds_or_http_date_within_the_cap() -> None:
     assert gmail.retry_after_seconds("12", NOW, 60) == 12
     assert gmail.retry_after_seconds("3600", NOW, 60) == 60
