@@ -4,6 +4,9 @@
   signature (401) -> JSON and shape (400) -> items not captured before for that user (the
   captured log) -> matched to the workspace's open deals -> published and acknowledged (503 if
   the broker fails: the tool retries; ids are stable) -> 200 with the counts.
+- ``POST /capture/gmail/push?token=...`` (when Gmail is configured): a Pub/Sub push of a Gmail
+  notification (``producer.capture.gmail.GmailPush``): wrong token 403, bad body 400, synced 204,
+  sync failed 503 (Pub/Sub redelivers).
 - ``DELETE /capture/users/<user_id>``: disconnect: every token, cursor and captured id kept for
   the user is deleted (signed like the webhook, over an empty body) -> 200 with the rows deleted.
 """
@@ -19,10 +22,11 @@ from typing import Protocol
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from producer.capture import webhook
+from producer.capture.gmail import GmailPush
 from producer.capture.matcher import CapturedEmail, Matcher
 from producer.capture.store import CaptureStore
 from schemas.events import DealEvent
@@ -42,6 +46,7 @@ def build_app(
     store: CaptureStore,
     secret: str,
     clock: Callable[[], float] = time.time,
+    gmail: GmailPush | None = None,
 ) -> Starlette:
     def check(request: Request, body: bytes) -> JSONResponse | None:
         try:
@@ -101,9 +106,22 @@ def build_app(
         logger.info("capture: a user disconnected, %d rows deleted", deleted)
         return JSONResponse({"deleted": deleted})
 
-    return Starlette(
-        routes=[
-            Route("/capture/webhook/{workspace}", receive, methods=["POST"]),
-            Route("/capture/users/{user_id}", disconnect, methods=["DELETE"]),
-        ]
-    )
+    async def gmail_push(request: Request) -> Response:
+        assert gmail is not None
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": "too_large"}, status_code=413)
+        outcome = await gmail.handle(
+            body, request.query_params.get("token"), store, matcher, publisher
+        )
+        if outcome.status == 204:
+            return Response(status_code=204)
+        return JSONResponse(outcome.body, status_code=outcome.status)
+
+    routes = [
+        Route("/capture/webhook/{workspace}", receive, methods=["POST"]),
+        Route("/capture/users/{user_id}", disconnect, methods=["DELETE"]),
+    ]
+    if gmail is not None:
+        routes.append(Route("/capture/gmail/push", gmail_push, methods=["POST"]))
+    return Starlette(routes=routes)

@@ -86,6 +86,10 @@ class CapturedEmail:
     recipients: tuple[str, ...]
     thread_id: str | None = None
     subject: str | None = None
+    outbound: bool | None = None
+    """Set by a connector that knows (Gmail: sent by the mailbox owner, who is then not a
+    participant); ``None``/``False``: outbound when the sender's domain is one of the
+    workspace's own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +217,9 @@ class Matcher:
         sender = address(mail.sender)
         if sender is None:
             return []
-        outbound = domain_of(sender) in policy.own_domains
-        external = _external((mail.sender, *mail.recipients), policy)
+        outbound = mail.outbound or domain_of(sender) in policy.own_domains
+        senders = () if mail.outbound else (mail.sender,)  # a known owner is our side
+        external = _external((*senders, *mail.recipients), policy)
         if not external:
             return []  # internal mail
         deals = self.index.matching(mail.workspace_id, external, policy)

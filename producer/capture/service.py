@@ -14,11 +14,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from producer.capture.app import build_app
+from producer.capture.gmail import GmailPush, OAuthClient
 from producer.capture.matcher import DealIndex, Matcher
 from producer.capture.settings import CaptureSettings, load_policies
 from producer.capture.store import CaptureStore, TokenCipher
@@ -39,6 +41,16 @@ def check_config(settings: CaptureSettings) -> None:
             "VECTOROS_CAPTURE_TOKEN_KEY (a Fernet key)"
         )
     TokenCipher(settings.capture_token_key)  # a bad key fails now, with how to make one
+    gmail_set = (
+        settings.capture_gmail_push_token,
+        settings.capture_google_client_id,
+        settings.capture_google_client_secret,
+    )
+    if any(v is not None for v in gmail_set) and not settings.gmail_configured():
+        raise ConfigError(
+            "the Gmail connector needs all of VECTOROS_CAPTURE_GMAIL_PUSH_TOKEN, "
+            "VECTOROS_CAPTURE_GOOGLE_CLIENT_ID and VECTOROS_CAPTURE_GOOGLE_CLIENT_SECRET"
+        )
     load_policies(settings.capture_workspaces_file)
 
 
@@ -114,12 +126,29 @@ async def run_capture(
     producer = await start_producer(settings)
     index = DealIndex()
     follower = asyncio.create_task(follow_deals(settings, index, caught_up))
+    http = httpx.AsyncClient(timeout=30.0)
     try:
+        gmail = None
+        if settings.gmail_configured():
+            assert settings.capture_gmail_push_token is not None
+            assert settings.capture_google_client_id is not None
+            assert settings.capture_google_client_secret is not None
+            oauth = OAuthClient(
+                settings.capture_google_client_id,
+                settings.capture_google_client_secret.get_secret_value(),
+            )
+            gmail = GmailPush(
+                http,
+                oauth,
+                settings.capture_gmail_push_token.get_secret_value(),
+                ready=caught_up.is_set,
+            )
         app = build_app(
             Matcher(index, policies),
             _Publisher(producer, settings.topic_events),
             store,
             settings.capture_webhook_secret.get_secret_value(),
+            gmail=gmail,
         )
         server = AppServer(app, settings.capture_host, settings.capture_port, name="capture")
         await server.start()
@@ -141,6 +170,7 @@ async def run_capture(
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
+        await http.aclose()
         await producer.stop()
         store.close()
         logger.info("capture stopped")

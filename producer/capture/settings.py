@@ -44,6 +44,25 @@ class CaptureSettings(KafkaSettings):
     capture_workspaces_file: Path | None = Field(
         default=None, description="YAML: the workspaces that opted in, and their policies."
     )
+    capture_gmail_push_token: SecretStr | None = Field(
+        default=None,
+        description="Token in the Gmail Pub/Sub push URL (?token=...); set with the Google "
+        "client id and secret to serve POST /capture/gmail/push.",
+    )
+    capture_google_client_id: str | None = Field(
+        default=None, description="Google OAuth client id (refresh-token grant)."
+    )
+    capture_google_client_secret: SecretStr | None = Field(
+        default=None, description="Google OAuth client secret."
+    )
+
+    def gmail_configured(self) -> bool:
+        """All three Gmail settings set (``check_config`` refuses only some of them)."""
+        return None not in (
+            self.capture_gmail_push_token,
+            self.capture_google_client_id,
+            self.capture_google_client_secret,
+        )
 
 
 def load_policies(path: Path | None) -> dict[str, WorkspacePolicy]:

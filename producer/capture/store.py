@@ -120,6 +120,17 @@ class CaptureStore:
                     new.add(item_id)
         return new
 
+    def known(self, user_id: str, provider: str, item_ids: Iterable[str]) -> set[str]:
+        """Those of ``item_ids`` already logged as captured (read only)."""
+        return {
+            item_id
+            for item_id in item_ids
+            if self._db.execute(
+                "SELECT 1 FROM captured WHERE user_id = ? AND provider = ? AND item_id = ?",
+                (user_id, provider, item_id),
+            ).fetchone()
+        }
+
     def forget(self, user_id: str, provider: str, item_ids: Iterable[str]) -> None:
         """Un-log ``item_ids`` (their events could not be published: a retry must)."""
         with self._db:
