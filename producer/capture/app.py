@@ -80,7 +80,10 @@ def build_app(
         now = clock()
         received = dt.datetime.fromtimestamp(now, dt.UTC)
         keys = {webhook.item_key(item): item for item in payload.items}
-        new = store.first_seen(payload.user_id, "webhook", keys, int(now * 1000))
+        # published first, logged as captured after the broker acknowledged: a crash in between
+        # publishes them again on the retry (stable event ids: the monitor drops the copies),
+        # never loses them
+        new = set(keys) - store.known(payload.user_id, "webhook", keys)
         events: list[DealEvent] = []
         for key, item in keys.items():
             if key not in new:
@@ -94,8 +97,8 @@ def build_app(
             await publisher.send(events)
         except Exception:
             logger.exception("capture: publishing %d events failed", len(events))
-            store.forget(payload.user_id, "webhook", new)  # the retry must publish them
             return JSONResponse({"error": "unavailable"}, status_code=503)
+        store.first_seen(payload.user_id, "webhook", new, int(now * 1000))
         return JSONResponse({"items": len(payload.items), "new": len(new), "events": len(events)})
 
     async def disconnect(request: Request) -> JSONResponse:

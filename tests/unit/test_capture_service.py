@@ -3,6 +3,8 @@ encrypted at rest, and disconnect."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,6 +147,27 @@ async def test_a_broker_failure_is_503_and_the_retry_publishes(store: CaptureSto
         pub.fail = False
         r = await c.post("/capture/webhook/ws", content=BODY, headers=signed(BODY))
     assert r.json()["events"] == 2
+    assert len(pub.events) == 2
+
+
+async def test_a_crash_before_the_broker_acknowledged_loses_nothing(store: CaptureStore) -> None:
+    """The process dies while publishing (no chance to undo anything): the items were not logged
+    as captured yet, so the tool's retry publishes them (the same event ids)."""
+
+    class Dies(Publisher):
+        async def send(self, events: Sequence[DealEvent]) -> None:
+            raise asyncio.CancelledError  # what a dying process's request sees
+
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        async with client(store, Dies()) as c:
+            await c.post("/capture/webhook/ws", content=BODY, headers=signed(BODY))
+    pub = Publisher()
+    async with client(store, pub) as c:
+        r = await c.post("/capture/webhook/ws", content=BODY, headers=signed(BODY))
+    assert r.status_code == 200
+    assert len(pub.events) == 2
+    async with client(store, pub) as c:  # now logged: a resend publishes nothing more
+        r = await c.post("/capture/webhook/ws", content=BODY, headers=signed(BODY))
     assert len(pub.events) == 2
 
 
