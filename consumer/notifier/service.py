@@ -48,7 +48,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import asyncpg
 import httpx
@@ -171,56 +171,61 @@ def build_destinations(
         logger.warning("destination %s is configured twice; using it once", dest.label)
         found[dest.key] = dataclasses.replace(known, names=known.names + dest.names)
 
+    def posting(
+        kind: str,
+        client: SlackClient | TeamsClient,
+        raw: str,
+        position: int,
+        render_insight: Callable[..., Any],
+        render_message: Callable[..., Any],
+        at_most_once: bool,
+        min_interval: float,
+    ) -> Destination:
+        """A destination that posts one rendered JSON body per notification (Slack, Teams)."""
+
+        async def send(insight: InsightEvent, _msg_id: str) -> None:
+            await client.post(render_insight(insight, deal_url_template=template))
+
+        async def send_message(message: Message, _msg_id: str) -> None:
+            await client.post(render_message(message, deal_url_template=template))
+
+        return Destination(
+            kind=kind,
+            key=destination_key(kind, raw),
+            label=redact_url(kind, raw),
+            at_most_once=at_most_once,
+            min_interval=min_interval,
+            send=send,
+            send_message=send_message,
+            names=(f"{kind}:{position}",),
+        )
+
     for position, url in enumerate(settings.slack_webhook_urls):
         slack = SlackClient(http, url, timeout=timeout, wall_clock=wall_clock)
-
-        async def send_slack(
-            insight: InsightEvent, _msg_id: str, slack: SlackClient = slack
-        ) -> None:
-            await slack.post(build_message(insight, deal_url_template=template))
-
-        async def send_slack_message(
-            message: Message, _msg_id: str, slack: SlackClient = slack
-        ) -> None:
-            await slack.post(slack_message(message, deal_url_template=template))
-
-        raw = url.get_secret_value()
         add(
-            Destination(
-                kind="slack",
-                key=destination_key("slack", raw),
-                label=redact_url("slack", raw),
-                at_most_once=settings.slack_at_most_once,
-                min_interval=settings.slack_min_interval_seconds,
-                send=send_slack,
-                send_message=send_slack_message,
-                names=(f"slack:{position}",),
+            posting(
+                "slack",
+                slack,
+                url.get_secret_value(),
+                position,
+                build_message,
+                slack_message,
+                settings.slack_at_most_once,
+                settings.slack_min_interval_seconds,
             )
         )
     for position, url in enumerate(settings.teams_webhook_urls):
         teams = TeamsClient(http, url, timeout=timeout, wall_clock=wall_clock)
-
-        async def send_teams(
-            insight: InsightEvent, _msg_id: str, teams: TeamsClient = teams
-        ) -> None:
-            await teams.post(insight_card(insight, deal_url_template=template))
-
-        async def send_teams_message(
-            message: Message, _msg_id: str, teams: TeamsClient = teams
-        ) -> None:
-            await teams.post(message_card(message, deal_url_template=template))
-
-        raw = url.get_secret_value()
         add(
-            Destination(
-                kind="teams",
-                key=destination_key("teams", raw),
-                label=redact_url("teams", raw),
-                at_most_once=settings.teams_at_most_once,
-                min_interval=settings.teams_min_interval_seconds,
-                send=send_teams,
-                send_message=send_teams_message,
-                names=(f"teams:{position}",),
+            posting(
+                "teams",
+                teams,
+                url.get_secret_value(),
+                position,
+                insight_card,
+                message_card,
+                settings.teams_at_most_once,
+                settings.teams_min_interval_seconds,
             )
         )
     for position, url in enumerate(settings.webhook_urls):
