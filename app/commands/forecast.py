@@ -1,0 +1,144 @@
+"""`vectoros forecast`: revenue forecasts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from app.commands.common import (
+    load_settings,
+    run_async,
+    with_pool,
+)
+
+
+@click.group()
+def forecast() -> None:
+    """Revenue forecast: a Monte Carlo over the pipeline as known at a date (docs/forecast.md)."""
+
+
+@forecast.command("run")
+@click.option(
+    "--as-of",
+    "as_of",
+    required=True,
+    help="Use only what was known before this time: RFC 3339, or a date (its 00:00 UTC).",
+)
+@click.option("--period", required=True, help="The period forecast: 2026-Q1 or 2026-12.")
+@click.option("--workspace", default=None, help="Only this workspace (default: each one).")
+@click.option("--target", type=click.FloatRange(min=0), default=None, help="The period's target.")
+@click.option("--simulations", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--seed", type=int, default=None, help="Random seed (repeatable results).")
+@click.option(
+    "--by",
+    "by",
+    type=click.Choice(["owner"]),
+    default=None,
+    help="Also one forecast per owner of each workspace.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+def forecast_run(
+    as_of: str,
+    period: str,
+    workspace: str | None,
+    target: float | None,
+    simulations: int,
+    seed: int | None,
+    by: str | None,
+    as_json: bool,
+) -> None:
+    """Forecast a period's revenue from the deal history as known at --as-of: P10/P50/P90,
+    expected value, weighted pipeline, commit/best-case/pipeline roll-up, and with --target
+    the gap and the probability of reaching it. Stored in the forecasts table."""
+    import datetime as dt
+
+    import orjson
+
+    from consumer.forecast.pipeline import PeriodSpec
+    from consumer.forecast.service import WorkspaceForecast, forecast_workspaces, store
+    from consumer.history.store import load_histories
+    from vectoros.settings import DatabaseSettings
+    from vectoros.when import parse_when
+
+    try:
+        at = parse_when(as_of, dt.datetime.now(dt.UTC))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--as-of'") from None
+    try:
+        spec = PeriodSpec.parse(period)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--period'") from None
+    if at >= spec.end:
+        raise click.BadParameter(
+            f"{at.isoformat()} is not before the end of {spec.name}", param_hint="'--as-of'"
+        )
+    dsn = load_settings(DatabaseSettings).dsn()
+
+    async def go(pool: Any) -> list[WorkspaceForecast]:
+        histories = await load_histories(pool, workspace)
+        results = forecast_workspaces(
+            histories,
+            at,
+            spec,
+            workspace=workspace,
+            target=target,
+            simulations=simulations,
+            seed=seed,
+            by_owner=by == "owner",
+        )
+        await store(pool, results)
+        return results
+
+    results: list[WorkspaceForecast] = run_async(with_pool(dsn, go))
+    if as_json:
+        click.echo(
+            orjson.dumps([r.to_json() for r in results], option=orjson.OPT_INDENT_2).decode()
+        )
+        return
+    _print_forecasts(results)
+
+
+def _print_forecasts(results: Sequence[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def money(x: float | None) -> str:
+        return "" if x is None else f"{x:,.0f}"
+
+    def share(x: float | None) -> str:
+        return "" if x is None else f"{x:.0%}"
+
+    def ratio(x: float | None) -> str:
+        return "" if x is None else f"{x:.2f}x"
+
+    if not results:
+        click.echo("no workspace has any deal history")
+        return
+    first = results[0]
+    table = Table(title=f"Forecast of {first.period.name} as of {first.as_of.isoformat()}")
+    for name in ("workspace", "open", "won", "P10", "P50", "P90", "expected", "weighted"):
+        table.add_column(name, justify="left" if name == "workspace" else "right")
+    for name in ("commit", "best case", "pipeline", "target", "gap", "P(target)", "coverage"):
+        table.add_column(name, justify="right")
+    for r in results:
+        f = r.result
+        table.add_row(
+            r.workspace_id if r.scope == "workspace" else f"  {r.scope}",
+            str(f.open_deals),
+            money(f.won),
+            money(f.p10),
+            money(f.p50),
+            money(f.p90),
+            money(f.expected),
+            money(f.weighted_pipeline),
+            money(f.commit),
+            money(f.best_case),
+            money(f.pipeline),
+            money(f.target),
+            money(f.gap),
+            share(f.p_reach),
+            ratio(f.coverage),
+        )
+    Console(width=200).print(table)
