@@ -172,7 +172,15 @@ def unpack(deal_id: str, data: bytes) -> DealState:
         engagement, pos = _unpack_engagement(data, pos)
     open_: tuple[OpenInsight, ...] = ()
     if n_open:
-        open_, pos = _open(data, pos, n_open, _RULE_BY_CODE)
+        end = pos + n_open * _OPEN_SIZE
+        open_ = tuple(
+            [
+                OpenInsight(rule, _PRIORITY_BY_CODE[priority], raised)
+                for code, priority, raised in _OPEN.iter_unpack(data[pos:end])
+                if (rule := _RULE_BY_CODE.get(code)) is not None  # else: no longer registered
+            ]
+        )
+        pos = end
     end = pos + n_seen * DIGEST_SIZE
     seen = data[pos:end]
     pos, end = end, end + n_activity * ENTRY_SIZE

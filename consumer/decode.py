@@ -101,6 +101,19 @@ def decode(
 
     With ``bounds``, the event's time is checked against ``record_ms`` (the record's broker
     timestamp); a record without one (None or negative) is not checked."""
+    return decode_timed(value, key, max_bytes=max_bytes, record_ms=record_ms, bounds=bounds)[0]
+
+
+def decode_timed(
+    value: bytes | None,
+    key: bytes | None,
+    *,
+    max_bytes: int,
+    record_ms: int | None = None,
+    bounds: TimeBounds | None = None,
+) -> tuple[DealEvent | Tick, int]:
+    """``decode``, and the event's time in epoch milliseconds (converted once: the monitor's
+    hot path hands it to ``PartitionState`` instead of converting it again)."""
     if value is None:
         raise EventRejected("invalid_json", "empty message value (null)")
     if len(value) > max_bytes:
@@ -112,10 +125,16 @@ def decode(
     at = event.at if isinstance(event, Tick) else event.occurred_at
     if not 1 < at.year < 9999:  # offsets are under a day: only these years can leave 1-9999 UTC
         _check_range(at)
-    if bounds is not None and record_ms is not None and record_ms >= 0:
-        bounds.check(at, record_ms, "its record timestamp")
+    at_ms = int(at.timestamp() * 1000)  # ``to_ms``, inline: once per record
+    if (
+        bounds is not None
+        and record_ms is not None
+        and record_ms >= 0
+        and not -bounds.behind_ms <= at_ms - record_ms <= bounds.ahead_ms
+    ):
+        bounds.check(at, record_ms, "its record timestamp")  # raises, saying why
     if isinstance(event, Tick):
-        return event
+        return event, at_ms
     if key is None:
         raise EventRejected("key_mismatch", "message has no key; the key must be the deal_id")
     if key != event.deal_id.encode():
@@ -124,4 +143,4 @@ def decode(
             f"message key {key[:80]!r} differs from deal_id {event.deal_id[:80]!r}: events of one "
             "deal must share a partition",
         )
-    return event
+    return event, at_ms

@@ -149,8 +149,9 @@ class PartitionState:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def apply(self, event: DealEvent) -> StepResult:
-        """Apply one deal event and evaluate that deal at the partition clock."""
+    def apply(self, event: DealEvent, at_ms: int | None = None) -> StepResult:
+        """Apply one deal event and evaluate that deal at the partition clock (``at_ms``: the
+        event's time in epoch milliseconds when the caller has it already)."""
         out = StepResult()
         deal_id = event.deal_id
         data = self.packed.get(deal_id)
@@ -160,8 +161,9 @@ class PartitionState:
         if seen and _seen_before(seen, digest):
             out.duplicate = True
             return out
-        at = to_ms(event.occurred_at)
-        self._advance(at)
+        at = to_ms(event.occurred_at) if at_ms is None else at_ms
+        if at > self.clock_ms:
+            self.clock_ms = at
         if deal_id in self.closed:
             out.ignored = True
             return out
@@ -181,19 +183,19 @@ class PartitionState:
         if after is before:
             after = copy_state(before)
         after.seen = (after.seen + digest)[-self._seen_limit :] if self._seen_limit else b""
-        if after.partial:
+        if after.stage is None and after.value is None:  # ``after.partial``, inline
             after.last_event_at_ms = max(after.last_event_at_ms, at)
         old_due = None if data is None else deadline_of(data)
         out.insights.extend(self._evaluate(after, old_due))
         return out
 
-    def tick(self, tick: Tick) -> StepResult:
+    def tick(self, tick: Tick, at_ms: int | None = None) -> StepResult:
         """Advance the clock and evaluate only the deals whose deadline has come."""
         out = StepResult()
         if tick.event_id is not None and self._tick_seen(tick.event_id):
             out.duplicate = True  # a redelivered tick must not evaluate anything early
             return out
-        self._advance(to_ms(tick.at))
+        self._advance(to_ms(tick.at) if at_ms is None else at_ms)
         now = self.clock_ms
         now_bucket = now // BUCKET_MS
         heap = self._bucket_heap
@@ -253,13 +255,14 @@ class PartitionState:
     def _evaluate(self, deal: DealState, old_due: int | None) -> list[Insight]:
         now = self.clock_ms
         th = self.rules.for_workspace(deal.workspace_id)
-        if deal.partial:
+        partial = deal.stage is None and deal.value is None  # ``deal.partial``, inline
+        if partial:
             seen_at = max(deal.last_event_at_ms, deal.created_at_ms, deal.last_activity_at_ms)
             if now - seen_at >= self._tombstone_ms:
                 return self._forget(deal, th)
         fired, due = assess(deal, now, th)  # rules read no open insights: reconcile changes none
         deal, changes = reconcile(deal, fired, now)
-        if deal.partial:
+        if partial:
             drop_at = seen_at + self._tombstone_ms
             if due is None or drop_at < due:
                 due = drop_at

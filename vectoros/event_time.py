@@ -25,16 +25,17 @@ class TimeBounds:
     def of_seconds(cls, ahead: float, behind: float) -> TimeBounds:
         return cls(round(ahead * 1000), round(behind * 1000))
 
-    def check(self, at: dt.datetime, reference_ms: int, against: str) -> None:
+    def check(self, at: dt.datetime, reference_ms: int, against: str) -> int:
         """Raise ``implausible_time`` if ``at`` is too far from ``reference_ms`` (``against``
-        names the reference in the detail, e.g. "the record timestamp")."""
+        names the reference in the detail, e.g. "the record timestamp"); else ``at`` in epoch
+        milliseconds (the caller need not convert it again)."""
         at_ms = _to_ms(at)
         if at_ms - reference_ms > self.ahead_ms:
             gap, limit, where = at_ms - reference_ms, self.ahead_ms, "ahead of"
         elif reference_ms - at_ms > self.behind_ms:
             gap, limit, where = reference_ms - at_ms, self.behind_ms, "behind"
         else:
-            return
+            return at_ms
         reference = dt.datetime.fromtimestamp(reference_ms / 1000, tz=dt.UTC)
         raise EventRejected(
             "implausible_time",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from aiokafka import TopicPartition
 
 from consumer.changelog import checkpoint_records
-from consumer.decode import TimeBounds, decode
+from consumer.decode import TimeBounds, decode, decode_timed
 from consumer.monitor.dlq import dlq_record
 from consumer.monitor.metrics import MonitorMetrics
 from consumer.monitor.settings import MonitorSettings
@@ -146,7 +146,7 @@ class BatchProcessor:
             if stamp is None or stamp < 0:
                 untimed += 1  # nothing to check its time against: accepted, counted
             try:
-                event = decode(
+                event, at_ms = decode_timed(
                     rec.value, rec.key, max_bytes=max_bytes, record_ms=stamp, bounds=bounds
                 )
             except EventRejected as exc:
@@ -154,10 +154,10 @@ class BatchProcessor:
                 continue
             try:
                 if isinstance(event, Tick):
-                    step = tick(event)
+                    step = tick(event, at_ms)
                     touched += step.deals_touched
                 else:
-                    step = apply(event)
+                    step = apply(event, at_ms)
             except Exception as exc:  # a bug must not stop the stream: park the event, say so
                 logger.exception(
                     "processing failed at %s/%d@%d", rec.topic, rec.partition, rec.offset

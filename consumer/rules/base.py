@@ -88,7 +88,9 @@ class Rule(Generic[T]):
     priority_text: str
     """The README's "priority" column."""
     needs: tuple[str, ...] = ()
-    """The ``DealState`` fields the rule cannot fire without (``None`` there: it does not)."""
+    """The ``DealState`` fields the rule cannot fire without: with one of them ``None``, ``check``
+    finds nothing and ``deadline`` has none, so the evaluator does not call them (proven for
+    every rule by ``tests/unit/test_rules_registry.py``)."""
 
     def find(self, deal: DealState, now: int, th: Any) -> Finding | None:
         """``check`` with this rule's part of a ``RuleThresholds``."""

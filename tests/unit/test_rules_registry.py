@@ -16,7 +16,7 @@ from consumer import deal_codec
 from consumer.changelog import restore
 from consumer.deal_codec import rule_codes, unpack
 from consumer.lifecycle import Change
-from consumer.rules import RULES, assess, evaluate, fired, next_deadline
+from consumer.rules import RULES, assess, evaluate, fired, fused, next_deadline
 from consumer.rules.base import Finding, Rule, Text, Thresholds
 from consumer.rules.catalog import stale_deal
 from consumer.rules.registry import check, keys, readme_table
@@ -169,6 +169,34 @@ def test_the_fused_path_is_the_registry(deal: DealState, later: int, th: RuleThr
     assert next_deadline(deal, now, th) == due
     assert assess(deal, now, th) == (expected, due)
     assert assess(replace(deal, open=()), now, th) == (expected, due)
+
+
+@settings(max_examples=200)
+@given(deal=deals, later=st.integers(0, 30 * DAY_MS))
+def test_a_rule_missing_what_it_needs_neither_fires_nor_has_a_deadline(
+    deal: DealState, later: int
+) -> None:
+    """``Rule.needs`` lets the evaluator skip a rule's ``check`` and ``deadline`` on a deal
+    missing one of those fields: both must then say nothing, for every rule."""
+    now = T0 + 100 * DAY_MS + later
+    for rule in RULES:
+        for field in rule.needs:
+            without = replace(deal, **{field: None})
+            assert rule.find(without, now, TH) is None, (rule.name, field)
+            assert rule.next_deadline(without, now, TH) is None or rule.name in fused.COVERS, (
+                rule.name,
+                field,
+            )
+
+
+def test_the_engagement_rules_need_captured_engagement() -> None:
+    """A deal without captured email or meetings skips the three engagement rules at once."""
+    needing = {r.name for r in RULES if "engagement" in r.needs}
+    assert needing == {
+        RuleName.GHOSTING,
+        RuleName.MEETING_CADENCE_DROP,
+        RuleName.SINGLE_THREADED,
+    }
 
 
 def _inserted() -> list[Rule[Any]]:

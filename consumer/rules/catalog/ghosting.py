@@ -120,4 +120,5 @@ RULE = Rule(
     fires_when="≥ 2 outbound emails and no inbound reply for > 7 days since the first of them "
     "(a scheduled meeting holds it off)",
     priority_text="high; critical > 14 days",
+    needs=("engagement",),
 )

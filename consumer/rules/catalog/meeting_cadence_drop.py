@@ -118,4 +118,5 @@ RULE = Rule(
     fires_when="time since the last held meeting > 2 x the median interval between the deal's "
     "held meetings (at least 3)",
     priority_text="medium; high > 4 x the median",
+    needs=("engagement",),
 )

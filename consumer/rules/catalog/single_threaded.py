@@ -105,5 +105,5 @@ RULE = Rule(
     fires_when="in proposal or negotiation, value > 10,000, and only one external contact "
     "engaged (replied or attended) in 30 days",
     priority_text="medium; high in negotiation",
-    needs=("value", "stage"),
+    needs=("engagement", "value", "stage"),
 )
