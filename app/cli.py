@@ -613,10 +613,12 @@ def state_reset_clock(partition: int, to: str, force: bool) -> None:
     click.echo(describe(plan, settings.topic_state))
 
 
+from app.commands.api import api  # noqa: E402
 from app.commands.capture import capture  # noqa: E402
 from app.commands.forecast import forecast  # noqa: E402
 from app.commands.insights import insights, report  # noqa: E402
 from app.commands.learning import evaluate, history, train  # noqa: E402
+from app.commands.tokens import tokens  # noqa: E402
 
-for _command in (insights, capture, history, train, evaluate, report, forecast):
+for _command in (insights, capture, history, train, evaluate, report, forecast, api, tokens):
     main.add_command(_command)
