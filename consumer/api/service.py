@@ -34,6 +34,7 @@ from vectoros.consume_loop import (
     Subscription,
 )
 from vectoros.db import connect_pool, migrate
+from vectoros.errors import PortInUse
 from vectoros.ops_server import AppServer, Health
 
 logger = logging.getLogger(__name__)
@@ -120,8 +121,11 @@ async def run_api(
     stop: asyncio.Event,
     *,
     on_ready: Callable[[int], None] | None = None,
+    any_port_if_busy: bool = False,
 ) -> None:
-    """Run the API until ``stop`` is set. ``on_ready(port)`` is called once it serves."""
+    """Run the API until ``stop`` is set. ``on_ready(port)`` is called once it serves.
+    ``any_port_if_busy`` (``vectoros run``): a busy *default* port is replaced by a free one
+    (a port set explicitly never is)."""
     metrics = ApiMetrics(registry)
     ready = False
     health.register("api", lambda: ready)
@@ -151,7 +155,18 @@ async def run_api(
         server = AppServer(
             app, settings.api_host, settings.api_port, name="api", setting="VECTOROS_API_PORT"
         )
-        await server.start()
+        try:
+            await server.start()
+        except PortInUse:
+            if not any_port_if_busy or "api_port" in settings.model_fields_set:
+                raise
+            server = AppServer(app, settings.api_host, 0, name="api")
+            await server.start()
+            logger.warning(
+                "api: port %d is busy; serving on port %d instead (set VECTOROS_API_PORT)",
+                settings.api_port,
+                server.port,
+            )
         try:
             ready = True
             logger.info(
