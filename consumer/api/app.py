@@ -101,14 +101,31 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     return int(text)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _since(request: Request, now: dt.datetime, default: dt.datetime | None) -> dt.datetime | None:
+    """``since``: RFC 3339 (either case; a leap second counts as :59) or an age; a time before
+    1970 is 1970 (nothing is older)."""
     text = request.query_params.get("since")
     if text is None:
         return default
+    if "-" in text:
+        text = text.upper().replace(":60", ":59")
     try:
-        return parse_when(text, now)
+        when = parse_when(text, now)
+        return max(when, _EPOCH)
     except (ValueError, OverflowError) as exc:
+        if isinstance(exc, OverflowError) or "out of range" in str(exc):
+            return _EPOCH
         raise ApiError(400, "bad_parameter", f"since: {exc}") from None
+
+
+def _no_nul(request: Request) -> None:
+    """PostgreSQL text cannot hold NUL: a parameter with one matches nothing, so say so."""
+    values = [*request.query_params.values(), *map(str, request.path_params.values())]
+    if any("\x00" in value for value in values):
+        raise ApiError(400, "bad_parameter", "parameters may not contain NUL characters")
 
 
 def _workspace_check(request: Request, token: TokenInfo) -> None:
@@ -179,6 +196,7 @@ def build_app(
                     response = auth
                 else:
                     _workspace_check(request, auth)
+                    _no_nul(request)
                     response = await handler(request, auth)
             except ApiError as exc:
                 response = _error(exc.status, exc.code, exc.detail)
@@ -294,11 +312,10 @@ def build_app(
         body = (STATIC / name).read_bytes()
         return Response(body, media_type=STATIC_FILES[name], headers=PAGE_HEADERS)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return _error(
-            exc.status_code, "not_found" if exc.status_code == 404 else "error", str(exc.detail)
-        )
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return _error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     middleware = []
     if settings.api_cors_origins:
@@ -327,7 +344,7 @@ def build_app(
             Route("/api/v1/stream", route("stream", stream, timed=False)),
         ],
         middleware=middleware,
-        exception_handlers={HTTPException: not_found},
+        exception_handlers={HTTPException: http_error},
     )
 
 

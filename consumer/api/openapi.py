@@ -12,6 +12,14 @@ _NTIME = {"type": ["string", "null"], "format": "date-time"}
 _NUM = {"type": "number"}
 _NNUM = {"type": ["number", "null"]}
 _STR = {"type": "string"}
+_TEXT = {"type": "string", "pattern": "^[^\\u0000]*$"}  # a parameter: no NUL
+_SINCE_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "date"},
+        {"type": "string", "pattern": "^[0-9]{1,6}(\\.[0-9]{1,3})?(s|m|h|d|w)$"},
+    ]
+}
 _NSTR = {"type": ["string", "null"]}
 _INT = {"type": "integer"}
 _PRIORITY = {"type": "string", "enum": ["low", "medium", "high", "critical"]}
@@ -51,7 +59,7 @@ def _path(name: str, description: str) -> dict[str, Any]:
 
 
 _WORKSPACE = _query(
-    "workspace", _STR, "Optional: must be the token's workspace (another one answers 403)."
+    "workspace", _TEXT, "Optional: must be the token's workspace (another one answers 403)."
 )
 
 
@@ -271,7 +279,7 @@ _SINCE = "RFC 3339 time, or an age such as 12h, 7d, 2w."
 
 def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
-        "/api/v1/me": _get("me", "The token's workspace and name.", "Me", [], (401, 403, 429)),
+        "/api/v1/me": _get("me", "The token's workspace and name.", "Me", [], (400, 401, 403, 429)),
         "/api/v1/insights": _get(
             "listInsights",
             "Insights of the workspace, most urgent then latest first, a page at a time.",
@@ -284,15 +292,15 @@ def openapi_document() -> dict[str, Any]:
                 ),
                 _query("priority", _PRIORITY, "This priority and above."),
                 _query("rule", _RULE, "Only this rule."),
-                _query("deal", _STR, "Only this deal id."),
-                _query("owner", _STR, "Only deals of this owner (id, or name in any case)."),
-                _query("since", _STR, "Changed at or after: " + _SINCE),
+                _query("deal", _TEXT, "Only this deal id."),
+                _query("owner", _TEXT, "Only deals of this owner (id, or name in any case)."),
+                _query("since", _SINCE_SCHEMA, "Changed at or after: " + _SINCE),
                 _query(
                     "limit",
                     {"type": "integer", "minimum": 1, "default": 50},
                     "Page size (at most VECTOROS_API_PAGE_SIZE_MAX).",
                 ),
-                _query("cursor", _STR, "next_cursor of the previous page."),
+                _query("cursor", _TEXT, "next_cursor of the previous page."),
             ],
             (304, 400, 401, 403, 429),
             etag=True,
@@ -302,21 +310,21 @@ def openapi_document() -> dict[str, Any]:
             "One insight and its lifecycle history.",
             "InsightDetail",
             [_path("insight_id", "The insight id.")],
-            (401, 403, 404, 429),
+            (400, 401, 403, 404, 429),
         ),
         "/api/v1/deals/{deal_id}": _get(
             "getDeal",
             "One deal: its history, score, insights with their lifecycle, and its timeline.",
             "Deal",
             [_path("deal_id", "The deal id.")],
-            (401, 403, 404, 429),
+            (400, 401, 403, 404, 429),
         ),
         "/api/v1/forecasts": _get(
             "listForecasts",
             "Revenue forecasts of the workspace, latest first.",
             "Forecasts",
             [
-                _query("period", _STR, "Only this period (2026-Q4, 2026-12)."),
+                _query("period", _TEXT, "Only this period (2026-Q4, 2026-12)."),
                 _query(
                     "limit",
                     {"type": "integer", "minimum": 1, "maximum": 500, "default": 20},
@@ -330,7 +338,7 @@ def openapi_document() -> dict[str, Any]:
             "ruleStats",
             "Per rule: open insights by priority and value, raised, resolved, acknowledged.",
             "RuleStatsPage",
-            [_query("since", _STR, "Window start (default 30 days ago): " + _SINCE)],
+            [_query("since", _SINCE_SCHEMA, "Window start (default 30 days ago): " + _SINCE)],
             (304, 400, 401, 403, 429),
             etag=True,
         ),
@@ -339,7 +347,7 @@ def openapi_document() -> dict[str, Any]:
             "The dashboard's figures: critical count, open by priority, at-risk revenue.",
             "Summary",
             [],
-            (304, 401, 403, 429),
+            (304, 400, 401, 403, 429),
             etag=True,
         ),
         "/api/v1/stream": {
@@ -366,7 +374,7 @@ def openapi_document() -> dict[str, Any]:
                         "description": "The event stream.",
                         "content": {"text/event-stream": {"schema": _STR}},
                     },
-                    **_errors(401, 403, 429, 503),
+                    **_errors(400, 401, 403, 429, 503),
                 },
             }
         },

@@ -295,3 +295,11 @@ async def test_requests_are_counted_by_route_and_status() -> None:
         )
         == 1.0
     )
+
+
+async def test_another_method_is_405_with_allow() -> None:
+    client, *_ = make()
+    answer = await client.request("TRACE", "/api/v1/me")
+    assert answer.status_code == 405
+    assert "GET" in answer.headers["allow"]
+    assert answer.json()["error"] == "method_not_allowed"
