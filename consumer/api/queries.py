@@ -12,25 +12,66 @@ from vectoros.db import PgPool
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
-_LIST_SQL = """
+_LIST_HEAD = """
 SELECT
     i.insight_id, i.deal_id, i.rule, i.type, i.status, i.lifecycle, i.priority, i.priority_rank,
     i.title, i.description, i.actions, i.key_metrics, i.data, i.confidence, i.source,
     i.raised_at, i.detected_at, i.resolved_at, i.updated_at,
     a.state AS ack_state, a.snoozed_until
-FROM insights i LEFT JOIN insight_acks a ON a.insight_id = i.insight_id
-WHERE i.workspace_id = $1
-  AND ($2::text IS NULL OR i.status = $2)
-  AND ($3::smallint IS NULL OR i.priority_rank >= $3)
-  AND ($4::text IS NULL OR i.rule = $4)
-  AND ($5::text IS NULL OR i.deal_id = $5)
-  AND ($6::text IS NULL OR i.data->>'owner_id' = $6 OR lower(i.data->>'owner_name') = lower($6))
-  AND ($7::timestamptz IS NULL OR i.detected_at >= $7)
-  AND ($8::smallint IS NULL
-       OR (i.priority_rank, i.detected_at, i.insight_id) < ($8, $9::timestamptz, $10::text))
-ORDER BY i.priority_rank DESC, i.detected_at DESC, i.insight_id DESC
-LIMIT $11
-"""
+FROM """
+_LIST_JOIN = """ LEFT JOIN insight_acks a ON a.insight_id = i.insight_id
+WHERE i.workspace_id = $1"""
+_STATUS = {
+    # constants (a partial index on open insights needs the literal in the statement)
+    "open": " AND i.status = 'open'",
+    "resolved": " AND i.status = 'resolved'",
+}
+# One fragment per filter, appended only when the filter is given (the planner then sees exactly
+# the conditions of the request). "$#" is the filter's parameter.
+_FILTERS = {
+    "rank": " AND i.priority_rank >= $#::smallint",
+    "rule": " AND i.rule = $#",
+    "deal": " AND i.deal_id = $#",
+    "since": " AND i.detected_at >= $#::timestamptz",
+    "after": " AND (i.priority_rank, i.detected_at, i.insight_id) < ($#::smallint,"
+    " $#::timestamptz, $#::text)",
+    "limit": " ORDER BY i.priority_rank DESC, i.detected_at DESC, i.insight_id DESC LIMIT $#",
+}
+# The owner's insights are found first (through the owner indexes), then sorted: planned
+# together, PostgreSQL would walk the whole priority index hoping to meet the owner's soon.
+_BY_OWNER = (
+    "(SELECT * FROM insights WHERE workspace_id = $1 AND (data->>'owner_id' = $#"
+    " OR lower(data->>'owner_name') = lower($#)){status} OFFSET 0) i"
+)
+
+
+def list_sql(
+    status: str | None, where: Mapping[str, object], owner: str | None = None
+) -> tuple[str, list[object]]:
+    """The list statement: ``status`` open, resolved or None (both); ``where`` the other
+    filters by name (``after`` a cursor tuple; ``limit`` last), ``owner`` an owner id or name.
+    Returns it with its parameters after the workspace ($1). Only constant SQL text is put
+    together; every value is a parameter."""
+    args: list[object] = []
+
+    def number(fragment: str, values: list[object]) -> str:
+        for value in values:
+            args.append(value)
+            fragment = fragment.replace("$#", f"${len(args) + 1}", 1 if len(values) > 1 else -1)
+        return fragment
+
+    status_sql = _STATUS[status] if status is not None else ""
+    if owner is None:
+        sql = _LIST_HEAD + "insights i"
+    else:
+        inner = _BY_OWNER.replace("{status}", status_sql.replace("i.status", "status"))
+        sql = _LIST_HEAD + number(inner, [owner])
+    sql += _LIST_JOIN + status_sql
+    for name, value in where.items():
+        values = list(value) if isinstance(value, tuple) else [value]
+        sql += number(_FILTERS[name], values)
+    return sql, args
+
 
 _INSIGHT_SQL = """
 SELECT
@@ -191,19 +232,16 @@ class PgApiStore:
     ) -> tuple[list[dict[str, Any]], Cursor | None]:
         """Up to ``limit`` insights after ``after``, most urgent then latest first, and the
         cursor of the next page (None on the last one)."""
-        rank = None if where.priority is None else PRIORITY_RANK[where.priority]
-        rows = await self._pool.fetch(
-            _LIST_SQL,
-            workspace,
-            where.status,
-            rank,
-            where.rule,
-            where.deal,
-            where.owner,
-            where.since,
-            *(after if after is not None else (None, None, None)),
-            limit + 1,
-        )
+        given: dict[str, object] = {
+            "rank": None if where.priority is None else PRIORITY_RANK[where.priority],
+            "rule": where.rule,
+            "deal": where.deal,
+            "since": where.since,
+            "after": after,
+        }
+        filters = {k: v for k, v in given.items() if v is not None}
+        sql, args = list_sql(where.status, {**filters, "limit": limit + 1}, where.owner)
+        rows = await self._pool.fetch(sql, workspace, *args)
         more = len(rows) > limit
         rows = rows[:limit]
         last = rows[-1] if rows else None

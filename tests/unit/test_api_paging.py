@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from consumer.api.paging import BadCursor, decode_cursor, encode_cursor, etag_of, matches
+from consumer.api.queries import list_sql
 from consumer.api.ratelimit import RateLimiter
 from consumer.api.tokens import MemoryTokens, new_token, token_hash, well_formed
 
@@ -73,3 +74,19 @@ async def test_tokens_are_random_and_only_their_hash_is_kept() -> None:
     assert info is not None
     assert info.workspace_id == "ws-a"
     assert await tokens.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+
+
+def test_the_list_statement_has_only_the_given_filters_and_no_values() -> None:
+    sql, args = list_sql("open", {"limit": 51}, owner="O'Brien; DROP")
+    assert args == ["O'Brien; DROP", 51]
+    assert "O'Brien" not in sql
+    assert "status = 'open'" in sql
+    assert "lower($2)" in sql
+    assert sql.endswith("LIMIT $3")
+    assert "rule" not in sql.split("WHERE")[1]
+    sql, args = list_sql(None, {"rank": 2, "after": (3, AT, "i-1"), "limit": 10})
+    assert args == [2, 3, AT, "i-1", 10]
+    assert "< ($3::smallint, $4::timestamptz, $5::text)" in sql
+    assert "status" not in sql.split("WHERE")[1]
+    with pytest.raises(KeyError):
+        list_sql("closed", {"limit": 1})

@@ -13,3 +13,10 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 );
 
 CREATE INDEX IF NOT EXISTS api_tokens_workspace_idx ON api_tokens (workspace_id);
+
+-- The read API's owner filter on open insights (`GET /api/v1/insights?owner=`): by owner id, or
+-- by owner name in any case; PostgreSQL combines the two for the OR.
+CREATE INDEX IF NOT EXISTS insights_open_by_owner_id
+    ON insights (workspace_id, (data->>'owner_id')) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS insights_open_by_owner_name
+    ON insights (workspace_id, lower(data->>'owner_name')) WHERE status = 'open';
