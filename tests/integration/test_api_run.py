@@ -4,6 +4,7 @@ tokens it accepts (real processes, the session's broker and a fresh PostgreSQL d
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import time
@@ -80,4 +81,43 @@ async def test_run_serves_the_api_and_tokens_open_it(
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), WAIT_LIMIT)
+    assert code == 0, err_path.read_text()[-3000:]
+
+
+async def test_demo_keep_prints_dashboard_links_and_runs_until_ctrl_c(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
+    env.pop("ANTHROPIC_API_KEY", None)
+    env.update(VECTOROS_METRICS_PORT="0", VECTOROS_API_PORT="0")
+    out_path, err_path = tmp_path / "demo.out", tmp_path / "demo.err"
+    args = ["demo", "--deals", "30", "--days", "20", "--workspaces", "2", "--seconds", "0"]
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *VECTOROS, *args, "--keep", env=env, stdout=out, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 5 * WAIT_LIMIT  # the demo plays its simulation first
+        while "Ctrl-C stops it" not in out_path.read_text():
+            assert proc.returncode is None, out_path.read_text()[-3000:] + err_path.read_text()
+            assert time.monotonic() < deadline, out_path.read_text()[-3000:]
+            await asyncio.sleep(0.2)
+        text = out_path.read_text()
+        assert "cycle report" in text
+        links = re.findall(r"(ws-\S+): (http://\S+/)#token=(vos_\S+)", text)
+        assert len(links) == 2, text
+        async with httpx.AsyncClient(timeout=WAIT_LIMIT) as client:
+            for workspace, url, token in links:
+                me = await client.get(
+                    f"{url}api/v1/me", headers={"Authorization": f"Bearer {token}"}
+                )
+                assert me.json()["workspace_id"] == workspace
+                summary = await client.get(
+                    f"{url}api/v1/summary", headers={"Authorization": f"Bearer {token}"}
+                )
+                assert summary.status_code == 200
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), WAIT_LIMIT)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     assert code == 0, err_path.read_text()[-3000:]
