@@ -7,6 +7,7 @@ the timeline and works from the keyboard, a token of workspace B sees nothing of
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -61,6 +62,25 @@ async def served(
             )
             async with pool.acquire() as conn:
                 await write_events(conn, deal_events("ws-a", 1))
+            for day, p50 in ((1, 400_000.0), (8, 450_000.0)):
+                await pool.execute(
+                    "INSERT INTO forecasts (workspace_id, scope, period, as_of, period_start,"
+                    " period_end, simulations, open_deals, won, p10, p50, p90, expected,"
+                    " weighted_pipeline, commit, best_case, pipeline, target, gap,"
+                    " p_reach_target) VALUES ('ws-a', 'workspace', '2026-Q4', $1, $2, $3, 1000,"
+                    " 10, 100000, $4, $5, $6, $5, 1, 1, 1, 1, 500000, $7, 0.35)",
+                    dt.datetime(2026, 11, day, tzinfo=dt.UTC),
+                    dt.datetime(2026, 10, 1, tzinfo=dt.UTC),
+                    dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
+                    p50 * 0.8,
+                    p50,
+                    p50 * 1.2,
+                    500_000.0 - p50,
+                )
+            await pool.execute(
+                "INSERT INTO insight_acks (insight_id, state, actor)"
+                " VALUES ('ws-a-d2-ghosting', 'acknowledged', 'ada')"
+            )
         settings = ApiSettings(
             kafka_bootstrap_servers=kafka_bootstrap,
             kafka_idempotence="off",
@@ -126,6 +146,14 @@ async def test_the_monday_morning_view_follows_the_topic(
     risk = await page.text_content("#risk-rows") or ""
     assert "stale deal" in risk
     assert "ghosting" in risk
+
+    forecast = await page.text_content("#forecast") or ""
+    assert "2026-Q4" in forecast
+    assert "450,000" in forecast
+    assert "chance to reach it 35 %" in forecast
+    assert await page.locator("#forecast svg polygon.band").count() == 1
+    acked = await page.text_content('[data-insight="ws-a-d2-ghosting"]') or ""
+    assert "acknowledged" in acked
 
     await page.evaluate("window.__notReloaded = true")
     fresh = insight("ws-a", 50)  # insight id i-50, deal d-50

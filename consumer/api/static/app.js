@@ -152,9 +152,60 @@ async function loadSummary() {
   }
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  return node;
+}
+
+async function loadForecast() {
+  const { items } = await api("/api/v1/forecasts?limit=100");
+  const box = $("forecast");
+  if (!items.length) return;
+  const period = items[0].period;
+  const series = items
+    .filter((f) => f.period === period && f.scope === "workspace")
+    .sort((a, b) => (a.as_of < b.as_of ? -1 : a.as_of > b.as_of ? 1 : 0));
+  const last = series[series.length - 1] || items[0];
+  const lines = [
+    `${period}, as of ${when(last.as_of)}: most likely ${money(last.p50)} ` +
+      `(P10 ${money(last.p10)} to P90 ${money(last.p90)}), won so far ${money(last.won)}.`,
+  ];
+  if (last.target !== null && last.target !== undefined) {
+    const chance = last.p_reach_target === null ? "" : `, chance to reach it ${Math.round(last.p_reach_target * 100)} %`;
+    lines.push(`Target ${money(last.target)}: gap ${money(last.gap)}${chance}.`);
+  }
+  const text = el("p", { class: "forecast-figures" }, lines.join(" "));
+  const width = 320;
+  const height = 140;
+  const pad = 8;
+  const values = series.flatMap((f) => [f.p10, f.p90]).concat(last.target ? [last.target] : []);
+  const low = Math.min(...values);
+  const high = Math.max(...values);
+  const y = (v) => height - pad - ((v - low) / Math.max(1, high - low)) * (height - 2 * pad);
+  const x = (i) => pad + (series.length > 1 ? (i * (width - 2 * pad)) / (series.length - 1) : (width - 2 * pad) / 2);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "fan", role: "img" });
+  chart.setAttribute("aria-label", `Forecast fan for ${period}: P10 to P90 band and P50 line over time`);
+  const upper = series.map((f, i) => `${x(i)},${y(f.p90)}`);
+  const lower = series.map((f, i) => `${x(i)},${y(f.p10)}`).reverse();
+  if (series.length > 1) {
+    chart.append(svg("polygon", { points: upper.concat(lower).join(" "), class: "band" }));
+    chart.append(svg("polyline", { points: series.map((f, i) => `${x(i)},${y(f.p50)}`).join(" "), class: "median" }));
+  } else {
+    chart.append(svg("rect", { x: x(0) - 12, y: y(last.p90), width: 24, height: Math.max(2, y(last.p10) - y(last.p90)), class: "band" }));
+    chart.append(svg("line", { x1: x(0) - 12, x2: x(0) + 12, y1: y(last.p50), y2: y(last.p50), class: "median" }));
+  }
+  if (last.target) {
+    chart.append(svg("line", { x1: pad, x2: width - pad, y1: y(last.target), y2: y(last.target), class: "target" }));
+  }
+  box.replaceChildren(text, chart);
+}
+
 async function loadAll() {
   try {
-    await Promise.all([loadInsights(), loadSummary()]);
+    await Promise.all([loadInsights(), loadSummary(), loadForecast()]);
   } catch (error) {
     if (error instanceof Unauthorized) showSignIn("The token was revoked.");
     else console.warn("loading failed, retrying with the next update:", error.message);
@@ -177,6 +228,9 @@ function insightItem(item) {
   );
   open.setAttribute("aria-label", `Open deal ${data.deal_title || item.deal_id}`);
   open.addEventListener("click", () => openDeal(item.deal_id, open));
+  const ack = item.ack
+    ? el("span", { class: "badge ack" }, item.ack.state === "snoozed" ? `snoozed until ${when(item.ack.snoozed_until)}` : "acknowledged")
+    : null;
   const actions = el("ul", { class: "actions" });
   for (const action of item.actions || []) {
     actions.append(el("li", {}, `${action.action} (${action.timeline})`));
@@ -187,7 +241,7 @@ function insightItem(item) {
     el(
       "div",
       { class: "row" },
-      el("p", { class: "title" }, el("span", { class: `badge ${item.priority}` }, item.priority), " ", item.title),
+      el("p", { class: "title" }, el("span", { class: `badge ${item.priority}` }, item.priority), " ", item.title, ack ? " " : null, ack),
       open,
     ),
     el(
