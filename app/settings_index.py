@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from pydantic_settings import BaseSettings
 
 from app.pipeline import RunSettings
+from consumer.api.settings import ApiSettings
 from consumer.enricher.settings import EnricherSettings
 from consumer.history.settings import HistorySettings
 from consumer.monitor.settings import MonitorSettings
@@ -34,6 +35,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     GatewaySettings,
     CaptureSettings,
     HistorySettings,
+    ApiSettings,
     RunSettings,
 )
 

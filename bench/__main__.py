@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench import api as api_bench
 from bench import floor, latency, memory, produce, profiling, restore, sink, throughput, tick
 from bench import notifier as notifier_bench
 from bench.data import Dataset, events_dataset
@@ -47,6 +48,7 @@ SCENARIOS = (
     "produce",
     "profile",
     "notifier",
+    "api",
 )
 DOCS = ROOT / "docs" / "benchmarks.md"
 MIB = 2**20
@@ -423,6 +425,35 @@ class Bench:
         )
         await self.session.drop_topics(ss.topic)
 
+    async def api(self) -> None:
+        count = 100_000 if not self.quick else 20_000
+        setup = await api_bench.setup(self.session, count)
+        p99 = self.metric(
+            "read API",
+            f"open-insights list, {count:,} insights in the workspace: p99",
+            "ms",
+            target=50,
+            higher_is_better=False,
+            target_text="<= 50",
+            digits=1,
+        )
+        p50 = self.metric("read API", "open-insights list: p50", "ms", digits=1)
+
+        async def one(i: int) -> str:
+            res = await api_bench.run(setup, rounds=100)
+            p99.add(res.p99_ms)
+            p50.add(res.p50_ms)
+            return f"{res.requests} requests: p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms"
+
+        try:
+            await self.repeat("api", one)
+        finally:
+            await api_bench.teardown(self.session, setup)
+        p99.notes.append(
+            "in-process ASGI (token lookup, rate limit, SQL, JSON, ETag): first pages, priority, "
+            "owner and rule filters, three pages after a cursor; page size 50"
+        )
+
     async def produce(self) -> None:
         topic, parts = await produce.setup(self.session, self.sizes.produce_records)
         rows = {
@@ -481,7 +512,7 @@ def _cpu(res: throughput.RunResult) -> str:
 async def run_all(args: argparse.Namespace) -> Bench:
     sizes = Sizes.quick() if args.quick else Sizes.full()
     chosen = [s for s in (args.only or SCENARIOS) if s not in args.skip]
-    with embedded_servers(need_pg="sink" in chosen) as (bootstrap, dsn, pid):
+    with embedded_servers(need_pg=bool({"sink", "api"} & set(chosen))) as (bootstrap, dsn, pid):
         session = Session(bootstrap, dsn, args.quick, args.runs, broker_pid=pid)
         bench = Bench(
             session,
