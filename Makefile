@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv lock test check lint types demo bench eval schemas clean
+.PHONY: all venv lock browser test check lint types demo bench eval schemas clean
 
 all: check
 
@@ -33,8 +33,19 @@ lock:
 	.venv-lock/bin/uv pip compile pyproject.toml --extra build --extra dev $(LOCK_FLAGS) \
 		-c requirements.lock -o $(LOCK)
 
+## make browser: Debian's chromium for the dashboard's browser tests (Playwright drives it; no
+## browser download). Installed with apt-get when missing and running as root.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "the browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; }
+
 ## make test: set up the virtual environment and run the whole suite (unit + integration)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
