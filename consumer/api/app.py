@@ -93,12 +93,14 @@ def _one_of(request: Request, name: str, allowed: Any, default: str | None = Non
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A whole number of at least ``low``; above ``high`` it is ``high`` (a page size larger
+    than the server serves gets the largest page, as the document says)."""
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ApiError(400, "bad_parameter", f"{name} must be an integer from {low} to {high}")
-    return int(text)
+    if not text.isdigit() or int(text) < low:
+        raise ApiError(400, "bad_parameter", f"{name} must be an integer of at least {low}")
+    return min(int(text), high)
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -298,7 +298,7 @@ def openapi_document() -> dict[str, Any]:
                 _query(
                     "limit",
                     {"type": "integer", "minimum": 1, "default": 50},
-                    "Page size (at most VECTOROS_API_PAGE_SIZE_MAX).",
+                    "Page size; a larger one is served as VECTOROS_API_PAGE_SIZE_MAX (default 200).",
                 ),
                 _query("cursor", _TEXT, "next_cursor of the previous page."),
             ],
@@ -327,8 +327,8 @@ def openapi_document() -> dict[str, Any]:
                 _query("period", _TEXT, "Only this period (2026-Q4, 2026-12)."),
                 _query(
                     "limit",
-                    {"type": "integer", "minimum": 1, "maximum": 500, "default": 20},
-                    "How many.",
+                    {"type": "integer", "minimum": 1, "default": 20},
+                    "How many (more than 500 is served as 500).",
                 ),
             ],
             (304, 400, 401, 403, 429),
