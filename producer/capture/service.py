@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from producer.capture.app import build_app
-from producer.capture.gmail import GmailPush, OAuthClient
+from producer.capture.gmail import GmailPush, google_oauth
 from producer.capture.matcher import DealIndex, Matcher
 from producer.capture.settings import CaptureSettings, load_policies
 from producer.capture.store import CaptureStore, TokenCipher
@@ -133,7 +133,7 @@ async def run_capture(
             assert settings.capture_gmail_push_token is not None
             assert settings.capture_google_client_id is not None
             assert settings.capture_google_client_secret is not None
-            oauth = OAuthClient(
+            oauth = google_oauth(
                 settings.capture_google_client_id,
                 settings.capture_google_client_secret.get_secret_value(),
             )
