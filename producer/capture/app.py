@@ -7,6 +7,10 @@
 - ``POST /capture/gmail/push?token=...`` (when Gmail is configured): a Pub/Sub push of a Gmail
   notification (``producer.capture.gmail.GmailPush``): wrong token 403, bad body 400, synced 204,
   sync failed 503 (Pub/Sub redelivers).
+- ``POST /capture/gcal/notify`` (when Google Calendar is configured): an ``events.watch``
+  channel notification (``producer.capture.gcal.CalendarPush``): unknown channel or wrong
+  channel token 403, unknown resource state 400, ``sync`` acknowledged, synced 204, sync failed
+  503 (Google retries).
 - ``DELETE /capture/users/<user_id>``: disconnect: every token, cursor and captured id kept for
   the user is deleted (signed like the webhook, over an empty body) -> 200 with the rows deleted.
 """
@@ -26,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from producer.capture import webhook
+from producer.capture.gcal import CalendarPush
 from producer.capture.gmail import GmailPush
 from producer.capture.matcher import CapturedEmail, Matcher
 from producer.capture.store import CaptureStore
@@ -47,6 +52,7 @@ def build_app(
     secret: str,
     clock: Callable[[], float] = time.time,
     gmail: GmailPush | None = None,
+    gcal: CalendarPush | None = None,
 ) -> Starlette:
     def check(request: Request, body: bytes) -> JSONResponse | None:
         try:
@@ -121,10 +127,19 @@ def build_app(
             return Response(status_code=204)
         return JSONResponse(outcome.body, status_code=outcome.status)
 
+    async def gcal_notify(request: Request) -> Response:
+        assert gcal is not None
+        outcome = await gcal.handle(request.headers, store, matcher, publisher)
+        if outcome.status == 204:
+            return Response(status_code=204)
+        return JSONResponse(outcome.body, status_code=outcome.status)
+
     routes = [
         Route("/capture/webhook/{workspace}", receive, methods=["POST"]),
         Route("/capture/users/{user_id}", disconnect, methods=["DELETE"]),
     ]
     if gmail is not None:
         routes.append(Route("/capture/gmail/push", gmail_push, methods=["POST"]))
+    if gcal is not None:
+        routes.append(Route("/capture/gcal/notify", gcal_notify, methods=["POST"]))
     return Starlette(routes=routes)

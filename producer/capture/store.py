@@ -23,6 +23,9 @@ CREATE TABLE IF NOT EXISTS connection (
 CREATE TABLE IF NOT EXISTS captured (
     user_id TEXT NOT NULL, provider TEXT NOT NULL, item_id TEXT NOT NULL,
     captured_ms INTEGER NOT NULL, PRIMARY KEY (user_id, provider, item_id));
+CREATE TABLE IF NOT EXISTS channel (
+    channel_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, provider TEXT NOT NULL,
+    resource_id TEXT, expires_ms INTEGER NOT NULL);
 """
 
 
@@ -48,6 +51,18 @@ class TokenCipher:
             return self._fernet.decrypt(sealed).decode()
         except InvalidToken:
             raise ValueError("stored tokens do not decrypt with this key") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A push channel a provider notifies us on (a Calendar ``events.watch`` channel, a Graph
+    subscription): which user it is for and when it expires (to renew before)."""
+
+    channel_id: str
+    user_id: str
+    provider: str
+    resource_id: str | None
+    expires_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,19 +161,56 @@ class CaptureStore:
                 "DELETE FROM captured WHERE captured_ms < ?", (before_ms,)
             ).rowcount
 
+    def save_channel(self, channel: Channel) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO channel VALUES (?, ?, ?, ?, ?)",
+                (
+                    channel.channel_id,
+                    channel.user_id,
+                    channel.provider,
+                    channel.resource_id,
+                    channel.expires_ms,
+                ),
+            )
+
+    def channel(self, channel_id: str) -> Channel | None:
+        row = self._db.execute(
+            "SELECT channel_id, user_id, provider, resource_id, expires_ms FROM channel"
+            " WHERE channel_id = ?",
+            (channel_id,),
+        ).fetchone()
+        return None if row is None else Channel(*row)
+
+    def channels(self, provider: str, user_id: str | None = None) -> list[Channel]:
+        """The provider's channels (of one user), soonest expiry first."""
+        rows = self._db.execute(
+            "SELECT channel_id, user_id, provider, resource_id, expires_ms FROM channel"
+            " WHERE provider = ? AND (? IS NULL OR user_id = ?) ORDER BY expires_ms",
+            (provider, user_id, user_id),
+        ).fetchall()
+        return [Channel(*row) for row in rows]
+
+    def drop_channel(self, channel_id: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM channel WHERE channel_id = ?", (channel_id,))
+
     def disconnect(self, user_id: str) -> int:
-        """Delete everything kept for ``user_id``: tokens, cursors, captured ids; rows deleted."""
+        """Delete everything kept for ``user_id``: tokens, cursors, captured ids, push
+        channels; rows deleted."""
         with self._db:
             a = self._db.execute("DELETE FROM connection WHERE user_id = ?", (user_id,)).rowcount
             b = self._db.execute("DELETE FROM captured WHERE user_id = ?", (user_id,)).rowcount
-        return a + b
+            c = self._db.execute("DELETE FROM channel WHERE user_id = ?", (user_id,)).rowcount
+        return a + b + c
 
     def rows_of(self, user_id: str) -> int:
-        """Rows kept for ``user_id`` (connections and captured ids)."""
-        (a,) = self._db.execute(
-            "SELECT count(*) FROM connection WHERE user_id = ?", (user_id,)
-        ).fetchone()
-        (b,) = self._db.execute(
-            "SELECT count(*) FROM captured WHERE user_id = ?", (user_id,)
-        ).fetchone()
-        return int(a) + int(b)
+        """Rows kept for ``user_id`` (connections, captured ids, push channels)."""
+        total = 0
+        for table in ("connection", "captured", "channel"):  # fixed names, not input
+            (n,) = self._db.execute(
+                f"SELECT count(*) FROM {table} WHERE user_id = ?",  # noqa: S608
+                (user_id,),
+            ).fetchone()
+            total += int(n)
+        return total
