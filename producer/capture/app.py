@@ -11,6 +11,10 @@
   channel notification (``producer.capture.gcal.CalendarPush``): unknown channel or wrong
   channel token 403, unknown resource state 400, ``sync`` acknowledged, synced 204, sync failed
   503 (Google retries).
+- ``POST /capture/graph/notify`` (when Microsoft Graph is configured): ``?validationToken=``
+  (the subscription handshake) answered 200 ``text/plain`` with the token; otherwise change
+  notifications (``producer.capture.graph.GraphPush``): no item with a stored subscription and
+  its ``clientState`` 403, bad body 400, synced 202, sync failed 503 (Graph retries).
 - ``DELETE /capture/users/<user_id>``: disconnect: every token, cursor and captured id kept for
   the user is deleted (signed like the webhook, over an empty body) -> 200 with the rows deleted.
 """
@@ -26,12 +30,13 @@ from typing import Protocol
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from producer.capture import webhook
 from producer.capture.gcal import CalendarPush
 from producer.capture.gmail import GmailPush
+from producer.capture.graph import GraphPush, validation_answer
 from producer.capture.matcher import CapturedEmail, Matcher
 from producer.capture.store import CaptureStore
 from schemas.events import DealEvent
@@ -53,6 +58,7 @@ def build_app(
     clock: Callable[[], float] = time.time,
     gmail: GmailPush | None = None,
     gcal: CalendarPush | None = None,
+    graph: GraphPush | None = None,
 ) -> Starlette:
     def check(request: Request, body: bytes) -> JSONResponse | None:
         try:
@@ -134,6 +140,19 @@ def build_app(
             return Response(status_code=204)
         return JSONResponse(outcome.body, status_code=outcome.status)
 
+    async def graph_notify(request: Request) -> Response:
+        assert graph is not None
+        if "validationToken" in request.query_params:
+            token = validation_answer(request.query_params.get("validationToken"))
+            if token is None:
+                return JSONResponse({"error": "bad_validation_token"}, status_code=400)
+            return PlainTextResponse(token, status_code=200)
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": "too_large"}, status_code=413)
+        outcome = await graph.handle(body, store, matcher, publisher)
+        return JSONResponse(outcome.body, status_code=outcome.status)
+
     routes = [
         Route("/capture/webhook/{workspace}", receive, methods=["POST"]),
         Route("/capture/users/{user_id}", disconnect, methods=["DELETE"]),
@@ -142,4 +161,6 @@ def build_app(
         routes.append(Route("/capture/gmail/push", gmail_push, methods=["POST"]))
     if gcal is not None:
         routes.append(Route("/capture/gcal/notify", gcal_notify, methods=["POST"]))
+    if graph is not None:
+        routes.append(Route("/capture/graph/notify", graph_notify, methods=["POST"]))
     return Starlette(routes=routes)

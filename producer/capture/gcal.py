@@ -50,9 +50,9 @@ import httpx
 import orjson
 
 from producer.capture.api import ApiClient, ApiError, OAuthClient, error_code
-from producer.capture.matcher import CapturedMeeting, Matcher, address
+from producer.capture.matcher import CapturedMeeting, Matcher, address, meeting_status
 from producer.capture.store import CaptureStore, Channel
-from schemas.events import DealEvent, MeetingStatus
+from schemas.events import DealEvent
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ PROVIDER = "gcal"
 API_BASE = "https://www.googleapis.com/calendar/v3"
 CALENDAR = "primary"
 STATES = frozenset({"sync", "exists", "not_exists"})
+_ANSWERS = {"accepted": "accepted", "tentative": "tentative", "declined": "declined"}
+"""Calendar's ``responseStatus`` normalised (``needsAction``: none)."""
 _RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 
 
@@ -203,17 +205,9 @@ def meeting_of(
         attendees.setdefault(organizer, "accepted")  # the buyer invited us
     if not attendees:
         return None
-    answers = set(attendees.values())
-    shown = tuple(attendees)
-    if event.get("status") == "cancelled" or (answers and answers == {"declined"}):
-        status, observed = MeetingStatus.CANCELLED, now
-    elif end > now:
-        status, observed = MeetingStatus.SCHEDULED, now
-    elif answers & {"accepted", "tentative"}:
-        status, observed = MeetingStatus.HELD, end
-        shown = tuple(a for a, r in attendees.items() if r in ("accepted", "tentative"))
-    else:
-        status, observed = MeetingStatus.NO_SHOW, end
+    answers = {a: _ANSWERS.get(r, "none") for a, r in attendees.items()}
+    cancelled = event.get("status") == "cancelled"
+    status, observed, shown = meeting_status(answers, cancelled, start, end, now)
     return CapturedMeeting(
         workspace_id=workspace_id,
         meeting_id=str(event_id),
