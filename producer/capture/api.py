@@ -46,6 +46,12 @@ class OAuthClient:
     """Sent with a refresh when set (Microsoft identity platform asks for it)."""
 
 
+def revoked(exc: BaseException) -> bool:
+    """The refresh was refused with ``invalid_grant``: the user revoked our access (or the
+    refresh token expired); only a new consent helps, so retrying is pointless."""
+    return isinstance(exc, ApiError) and exc.code == "invalid_grant"
+
+
 def retry_after_seconds(value: str | None, now: dt.datetime, cap: float) -> float:
     """``Retry-After`` as seconds to wait (delta-seconds or an HTTP date), within [0, cap]."""
     if not value:

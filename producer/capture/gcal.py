@@ -49,7 +49,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from producer.capture.api import ApiClient, ApiError, OAuthClient, error_code
+from producer.capture.api import ApiClient, ApiError, OAuthClient, error_code, revoked
 from producer.capture.matcher import CapturedMeeting, Matcher, address, meeting_status
 from producer.capture.store import CaptureStore, Channel
 from schemas.events import DealEvent
@@ -430,7 +430,11 @@ class CalendarPush:
             )  # fmt: skip
             try:
                 result = await sync.run()
-            except Exception:
+            except Exception as exc:
+                if revoked(exc):  # acknowledged: a redelivery could not do better
+                    store.mark_revoked(user, PROVIDER, int(self._now().timestamp() * 1000))
+                    logger.warning("gcal: access revoked; connection marked, not retried")
+                    return PushOutcome(204, {})
                 logger.exception("gcal sync failed; Google will retry the notification")
                 return PushOutcome(503, {"error": "unavailable"})
         return PushOutcome(204, {"meetings": result.meetings, "events": result.events})

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from producer.capture.api import ApiClient, ApiError, OAuthClient
+from producer.capture.api import ApiClient, ApiError, OAuthClient, revoked
 from producer.capture.api import retry_after_seconds as retry_after_seconds
 from producer.capture.matcher import CapturedEmail, Matcher, address
 from producer.capture.store import CaptureStore
@@ -425,7 +425,11 @@ class GmailPush:
             )  # fmt: skip
             try:
                 result = await sync.run()
-            except Exception:
+            except Exception as exc:
+                if revoked(exc):  # acknowledged: a redelivery could not do better
+                    store.mark_revoked(user, PROVIDER, int(self._now().timestamp() * 1000))
+                    logger.warning("gmail: access revoked; connection marked, not retried")
+                    return PushOutcome(204, {})
                 logger.exception("gmail sync failed; Pub/Sub will redeliver")
                 return PushOutcome(503, {"error": "unavailable"})
         return PushOutcome(204, {"messages": result.messages, "events": result.events})

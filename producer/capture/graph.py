@@ -47,7 +47,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from producer.capture.api import ApiClient, ApiError, OAuthClient, error_code
+from producer.capture.api import ApiClient, ApiError, OAuthClient, error_code, revoked
 from producer.capture.matcher import (
     CapturedEmail,
     CapturedMeeting,
@@ -516,7 +516,11 @@ class GraphPush:
                 )  # fmt: skip
                 try:
                     result = await sync.run()
-                except Exception:
+                except Exception as exc:
+                    if revoked(exc):  # the others are synced; this one waits for a reconnect
+                        store.mark_revoked(user, PROVIDER, int(self._now().timestamp() * 1000))
+                        logger.warning("graph: access revoked; connection marked, not retried")
+                        continue
                     logger.exception("graph sync failed; Graph will retry the notification")
                     return PushOutcome(503, {"error": "unavailable"})
                 synced += result.events

@@ -26,6 +26,12 @@ CREATE TABLE IF NOT EXISTS captured (
 CREATE TABLE IF NOT EXISTS channel (
     channel_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, provider TEXT NOT NULL,
     resource_id TEXT, expires_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked (
+    user_id TEXT NOT NULL, provider TEXT NOT NULL, revoked_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, provider));
+CREATE TABLE IF NOT EXISTS oauth_state (
+    state TEXT PRIMARY KEY, provider TEXT NOT NULL, workspace_id TEXT NOT NULL,
+    verifier BLOB NOT NULL, created_ms INTEGER NOT NULL);
 """
 
 
@@ -87,8 +93,12 @@ class CaptureStore:
         self._db.close()
 
     def connect(self, user_id: str, provider: str, workspace_id: str, tokens: str) -> None:
-        """A user connected a mailbox (the OAuth code exchange's token response)."""
+        """A user connected a mailbox (the OAuth code exchange's token response); a connection
+        marked revoked is live again."""
         with self._db:
+            self._db.execute(
+                "DELETE FROM revoked WHERE user_id = ? AND provider = ?", (user_id, provider)
+            )
             self._db.execute(
                 "INSERT INTO connection VALUES (?, ?, ?, ?, NULL) ON CONFLICT (user_id, provider)"
                 " DO UPDATE SET workspace_id = excluded.workspace_id, tokens = excluded.tokens",
@@ -97,13 +107,66 @@ class CaptureStore:
 
     def connection(self, user_id: str, provider: str) -> Connection | None:
         row = self._db.execute(
-            "SELECT workspace_id, tokens, cursor FROM connection"
-            " WHERE user_id = ? AND provider = ?",
+            "SELECT workspace_id, tokens, cursor FROM connection c"
+            " WHERE user_id = ? AND provider = ? AND NOT EXISTS (SELECT 1 FROM revoked r"
+            " WHERE r.user_id = c.user_id AND r.provider = c.provider)",
             (user_id, provider),
         ).fetchone()
         if row is None:
             return None
         return Connection(user_id, provider, row[0], self._cipher.open(row[1]), row[2])
+
+    def users(self, provider: str) -> list[str]:
+        """The users with a live (not revoked) connection to ``provider``."""
+        rows = self._db.execute(
+            "SELECT user_id FROM connection c WHERE provider = ? AND NOT EXISTS (SELECT 1 FROM"
+            " revoked r WHERE r.user_id = c.user_id AND r.provider = c.provider) ORDER BY user_id",
+            (provider,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def mark_revoked(self, user_id: str, provider: str, now_ms: int) -> None:
+        """The user revoked our access (``invalid_grant``): the connection is kept (cursor,
+        captured ids) but not used until the user connects again; its channels are dropped."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO revoked VALUES (?, ?, ?)", (user_id, provider, now_ms)
+            )
+            self._db.execute(
+                "DELETE FROM channel WHERE user_id = ? AND provider = ?", (user_id, provider)
+            )
+
+    def revoked(self, user_id: str, provider: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM revoked WHERE user_id = ? AND provider = ?", (user_id, provider)
+        ).fetchone()
+        return row is not None
+
+    def save_oauth_state(
+        self, state: str, provider: str, workspace_id: str, verifier: str, now_ms: int
+    ) -> None:
+        """A started authorization (its PKCE verifier encrypted like the tokens)."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO oauth_state VALUES (?, ?, ?, ?, ?)",
+                (state, provider, workspace_id, self._cipher.seal(verifier), now_ms),
+            )
+
+    def take_oauth_state(
+        self, state: str, provider: str, not_before_ms: int
+    ) -> tuple[str, str] | None:
+        """``(workspace_id, verifier)`` of a started authorization, once (deleted as read);
+        ``None`` when unknown, of another provider, or started before ``not_before_ms``."""
+        with self._db:
+            row = self._db.execute(
+                "DELETE FROM oauth_state WHERE state = ? RETURNING provider, workspace_id,"
+                " verifier, created_ms",
+                (state,),
+            ).fetchone()
+            self._db.execute("DELETE FROM oauth_state WHERE created_ms < ?", (not_before_ms,))
+        if row is None or row[0] != provider or row[3] < not_before_ms:
+            return None
+        return str(row[1]), self._cipher.open(row[2])
 
     def save_tokens(self, user_id: str, provider: str, tokens: str) -> None:
         """After a refresh."""
@@ -202,12 +265,13 @@ class CaptureStore:
             a = self._db.execute("DELETE FROM connection WHERE user_id = ?", (user_id,)).rowcount
             b = self._db.execute("DELETE FROM captured WHERE user_id = ?", (user_id,)).rowcount
             c = self._db.execute("DELETE FROM channel WHERE user_id = ?", (user_id,)).rowcount
-        return a + b + c
+            d = self._db.execute("DELETE FROM revoked WHERE user_id = ?", (user_id,)).rowcount
+        return a + b + c + d
 
     def rows_of(self, user_id: str) -> int:
         """Rows kept for ``user_id`` (connections, captured ids, push channels)."""
         total = 0
-        for table in ("connection", "captured", "channel"):  # fixed names, not input
+        for table in ("connection", "captured", "channel", "revoked"):  # fixed names, not input
             (n,) = self._db.execute(
                 f"SELECT count(*) FROM {table} WHERE user_id = ?",  # noqa: S608
                 (user_id,),
