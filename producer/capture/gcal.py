@@ -418,7 +418,13 @@ class CalendarPush:
             return PushOutcome(204, {})
         if not self._ready():
             return PushOutcome(503, {"error": "not_ready"})
-        user = notice.channel.user_id
+        return await self.sync(store, matcher, publisher, notice.channel.user_id)
+
+    async def sync(
+        self, store: CaptureStore, matcher: Matcher, publisher: EventPublisher, user: str
+    ) -> PushOutcome:
+        """Sync one calendar (a notification, or the maintenance loop's polling); one at a time
+        per user. 204: synced, or nothing to do (disconnected, revoked); 503: failed."""
         async with self._locks.setdefault(user, asyncio.Lock()):
             conn = store.connection(user, PROVIDER)
             if conn is None:  # disconnected meanwhile
@@ -434,7 +440,18 @@ class CalendarPush:
                 if revoked(exc):  # acknowledged: a redelivery could not do better
                     store.mark_revoked(user, PROVIDER, int(self._now().timestamp() * 1000))
                     logger.warning("gcal: access revoked; connection marked, not retried")
-                    return PushOutcome(204, {})
+                    return PushOutcome(204, {"revoked": True})
                 logger.exception("gcal sync failed; Google will retry the notification")
                 return PushOutcome(503, {"error": "unavailable"})
         return PushOutcome(204, {"meetings": result.meetings, "events": result.events})
+
+    async def ensure_watch(self, store: CaptureStore, user: str, address: str) -> Channel | None:
+        """The user's channel, opened or renewed before expiry (``CalendarWatch.ensure``)."""
+        conn = store.connection(user, PROVIDER)
+        if conn is None:
+            return None
+        watch = CalendarWatch(
+            self.client(store, user, conn.tokens), store, user_id=user, address=address,
+            secret=self._secret, now=self._now,
+        )  # fmt: skip
+        return await watch.ensure()

@@ -45,7 +45,7 @@ import orjson
 from producer.capture.api import ApiClient, ApiError, OAuthClient, revoked
 from producer.capture.api import retry_after_seconds as retry_after_seconds
 from producer.capture.matcher import CapturedEmail, Matcher, address
-from producer.capture.store import CaptureStore
+from producer.capture.store import CaptureStore, Channel
 from schemas.events import DealEvent
 
 logger = logging.getLogger(__name__)
@@ -403,24 +403,31 @@ class GmailPush:
             return PushOutcome(403 if exc.reason == "bad_token" else 400, {"error": exc.reason})
         if not self._ready():  # the deal index is still catching up: matching would miss deals
             return PushOutcome(503, {"error": "not_ready"})
-        lock = self._locks.setdefault(notice.email_address, asyncio.Lock())
-        async with lock:
-            conn = store.connection(notice.email_address, PROVIDER)
+        return await self.sync(store, matcher, publisher, notice.email_address)
+
+    def client(self, store: CaptureStore, user: str, tokens: str) -> GmailClient:
+        return GmailClient(
+            self._http,
+            self._oauth,
+            orjson.loads(tokens),
+            on_tokens=lambda t: store.save_tokens(user, PROVIDER, orjson.dumps(t).decode()),
+            api_base=self._base,
+            sleep=self._sleep,
+            now=self._now,
+        )
+
+    async def sync(
+        self, store: CaptureStore, matcher: Matcher, publisher: EventPublisher, user: str
+    ) -> PushOutcome:
+        """Sync one mailbox (a push, or the maintenance loop's polling); one at a time per
+        mailbox. 204: synced, or nothing to do (disconnected, revoked); 503: failed."""
+        async with self._locks.setdefault(user, asyncio.Lock()):
+            conn = store.connection(user, PROVIDER)
             if conn is None:  # disconnected: acknowledge, nothing to read
                 return PushOutcome(204, {})
-            user = conn.user_id
-            client = GmailClient(
-                self._http,
-                self._oauth,
-                orjson.loads(conn.tokens),
-                on_tokens=lambda t: store.save_tokens(user, PROVIDER, orjson.dumps(t).decode()),
-                api_base=self._base,
-                sleep=self._sleep,
-                now=self._now,
-            )
             sync = GmailSync(
-                client, store, matcher, publisher,
-                user_id=user, workspace_id=conn.workspace_id, owner=notice.email_address,
+                self.client(store, user, conn.tokens), store, matcher, publisher,
+                user_id=user, workspace_id=conn.workspace_id, owner=user,
                 now=self._now, full_sync_days=self._days,
             )  # fmt: skip
             try:
@@ -429,7 +436,31 @@ class GmailPush:
                 if revoked(exc):  # acknowledged: a redelivery could not do better
                     store.mark_revoked(user, PROVIDER, int(self._now().timestamp() * 1000))
                     logger.warning("gmail: access revoked; connection marked, not retried")
-                    return PushOutcome(204, {})
+                    return PushOutcome(204, {"revoked": True})
                 logger.exception("gmail sync failed; Pub/Sub will redeliver")
                 return PushOutcome(503, {"error": "unavailable"})
         return PushOutcome(204, {"messages": result.messages, "events": result.events})
+
+    async def ensure_watch(
+        self, store: CaptureStore, user: str, topic: str, renew_before_seconds: int = 86400
+    ) -> Channel | None:
+        """``users.watch`` for the mailbox when it has no watch or it expires within the
+        margin (Gmail's watch lasts at most 7 days; calling it again replaces it)."""
+        conn = store.connection(user, PROVIDER)
+        if conn is None:
+            return None
+        now_ms = int(self._now().timestamp() * 1000)
+        for current in store.channels(PROVIDER, user):
+            if current.expires_ms - renew_before_seconds * 1000 > now_ms:
+                return current
+        answer = await self.client(store, user, conn.tokens).watch(topic)
+        channel = Channel(
+            channel_id=f"gmail-watch:{user}",
+            user_id=user,
+            provider=PROVIDER,
+            resource_id=topic,
+            expires_ms=int(answer.get("expiration") or now_ms + 7 * 86_400_000),
+        )
+        store.save_channel(channel)
+        logger.info("gmail: mailbox watched, expires at %d", channel.expires_ms)
+        return channel

@@ -505,23 +505,46 @@ class GraphPush:
             return PushOutcome(503, {"error": "not_ready"})
         synced = 0
         for user in users:
-            async with self._locks.setdefault(user, asyncio.Lock()):
-                conn = store.connection(user, PROVIDER)
-                if conn is None:
-                    continue
-                sync = GraphSync(
-                    self.client(store, user, conn.tokens), store, matcher, publisher,
-                    user_id=user, workspace_id=conn.workspace_id, owner=user, now=self._now,
-                    full_sync_days=self._days,
-                )  # fmt: skip
-                try:
-                    result = await sync.run()
-                except Exception as exc:
-                    if revoked(exc):  # the others are synced; this one waits for a reconnect
-                        store.mark_revoked(user, PROVIDER, int(self._now().timestamp() * 1000))
-                        logger.warning("graph: access revoked; connection marked, not retried")
-                        continue
-                    logger.exception("graph sync failed; Graph will retry the notification")
-                    return PushOutcome(503, {"error": "unavailable"})
-                synced += result.events
+            outcome = await self.sync(store, matcher, publisher, user)
+            if outcome.status >= 500:
+                return outcome
+            synced += int(outcome.body.get("events", 0))
         return PushOutcome(202, {"events": synced})
+
+    async def sync(
+        self, store: CaptureStore, matcher: Matcher, publisher: EventPublisher, user: str
+    ) -> PushOutcome:
+        """Sync one mailbox and calendar (a notification, or the maintenance loop's polling);
+        one at a time per user. 202: synced, or nothing to do (disconnected, revoked); 503."""
+        async with self._locks.setdefault(user, asyncio.Lock()):
+            conn = store.connection(user, PROVIDER)
+            if conn is None:
+                return PushOutcome(202, {})
+            sync = GraphSync(
+                self.client(store, user, conn.tokens), store, matcher, publisher,
+                user_id=user, workspace_id=conn.workspace_id, owner=user, now=self._now,
+                full_sync_days=self._days,
+            )  # fmt: skip
+            try:
+                result = await sync.run()
+            except Exception as exc:
+                if revoked(exc):  # the others are synced; this one waits for a reconnect
+                    store.mark_revoked(user, PROVIDER, int(self._now().timestamp() * 1000))
+                    logger.warning("graph: access revoked; connection marked, not retried")
+                    return PushOutcome(202, {"revoked": True})
+                logger.exception("graph sync failed; Graph will retry the notification")
+                return PushOutcome(503, {"error": "unavailable"})
+        return PushOutcome(202, {"items": result.items, "events": result.events})
+
+    async def ensure_subscriptions(
+        self, store: CaptureStore, user: str, notification_url: str
+    ) -> list[Channel]:
+        """The user's subscriptions, created or renewed before expiry."""
+        conn = store.connection(user, PROVIDER)
+        if conn is None:
+            return []
+        subs = GraphSubscriptions(
+            self.client(store, user, conn.tokens), store, user_id=user,
+            notification_url=notification_url, secret=self.secret, now=self._now,
+        )  # fmt: skip
+        return await subs.ensure()

@@ -24,7 +24,9 @@ from producer.capture.app import build_app
 from producer.capture.gcal import CalendarPush
 from producer.capture.gmail import GmailPush, google_oauth
 from producer.capture.graph import GraphPush, graph_oauth
+from producer.capture.maintain import Maintenance, run_maintenance
 from producer.capture.matcher import DealIndex, Matcher
+from producer.capture.metrics import CaptureMetrics
 from producer.capture.oauth import OAuthFlow
 from producer.capture.settings import CaptureSettings, load_policies
 from producer.capture.store import CaptureStore, TokenCipher
@@ -216,9 +218,11 @@ async def run_capture(
                 ready=caught_up.is_set,
             )
         flow = oauth_flow(settings, http, store)
+        matcher = Matcher(index, policies)
+        publisher = _Publisher(producer, settings.topic_events)
         app = build_app(
-            Matcher(index, policies),
-            _Publisher(producer, settings.topic_events),
+            matcher,
+            publisher,
             store,
             settings.capture_webhook_secret.get_secret_value(),
             gmail=gmail,
@@ -228,6 +232,7 @@ async def run_capture(
         )
         server = AppServer(app, settings.capture_host, settings.capture_port, name="capture")
         await server.start()
+        upkeep: asyncio.Task[None] | None = None
         try:
             waiter = asyncio.create_task(caught_up.wait())
             await asyncio.wait([waiter, follower], return_when=asyncio.FIRST_COMPLETED)
@@ -239,8 +244,22 @@ async def run_capture(
             )  # fmt: skip
             if on_ready is not None:
                 on_ready(server.port)
+            if settings.capture_poll_seconds > 0 and (gmail or gcal or graph):
+                maintenance = Maintenance(
+                    store, matcher, publisher, CaptureMetrics(registry),
+                    gmail=gmail, gcal=gcal, graph=graph,
+                    public_url=settings.capture_public_url,
+                    gmail_topic=settings.capture_gmail_topic,
+                )  # fmt: skip
+                upkeep = asyncio.create_task(
+                    run_maintenance(maintenance, settings.capture_poll_seconds, stop)
+                )
             await stop.wait()
         finally:
+            if upkeep is not None:
+                upkeep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upkeep
             await server.stop()
     finally:
         follower.cancel()
