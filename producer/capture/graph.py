@@ -39,6 +39,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ MESSAGE_FIELDS = (
     "internetMessageId,subject"
 )
 RESYNC_CODES = frozenset({"syncStateNotFound", "syncStateInvalid", "resyncRequired"})
+_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d)?)(\.\d+)?(Z|[+-]\d\d:\d\d)?$")
+"""Graph's times: RFC 3339, or a ``dateTime`` without offset and with 7 fractional digits."""
 _ANSWERS = {"accepted": "accepted", "tentativelyAccepted": "tentative", "declined": "declined"}
 """Graph's ``status.response`` normalised (``none``/``notResponded``: none)."""
 
@@ -181,11 +184,13 @@ def _parse(value: Any) -> dt.datetime | None:
         if str(value.get("timeZone") or "UTC") != "UTC":
             return None  # asked for UTC (Prefer: outlook.timezone); anything else is unexpected
         value = value.get("dateTime")
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         return None
-    text = value.removesuffix("Z")
-    head, dot, frac = text.partition(".")
-    text = head + (dot + frac[:6] if dot else "")
+    match = _TIME.match(value.strip())
+    if match is None:
+        return None
+    head, fraction, zone = match.groups()
+    text = head + (fraction[:7] if fraction else "") + ("+00:00" if zone in (None, "Z") else zone)
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:

@@ -437,6 +437,11 @@ def test_graph_times_and_all_day_events() -> None:
     other = meeting("e", AT)
     other["start"]["timeZone"] = "Pacific Standard Time"  # not what capture asked for
     assert graph.meeting_of("ws", OWNER, other, NOW) is None
+    sent = message("m1")
+    sent["receivedDateTime"] = "2026-03-02T04:00:00.1234567-05:00"  # an offset is kept
+    mail = graph.email_of("ws", OWNER, sent, sent_folder=False)
+    assert mail is not None
+    assert mail.sent_at == dt.datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=dt.UTC)
 
 
 # --- subscriptions ---------------------------------------------------------------------------
