@@ -13,9 +13,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
 from prometheus_client import CollectorRegistry
 
 from producer.gateway.app import build_app
+from producer.gateway.contacts import ContactResolver, HubSpotContacts
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import GatewaySettings
 from producer.gateway.stages import StageMap
@@ -75,9 +77,15 @@ async def run_gateway(
     health.register("gateway", lambda: ready)
     await ensure_topics(settings.bootstrap(), {settings.topic_events: settings.topic_partitions})
     producer = await start_producer(settings)
+    crm = httpx.AsyncClient(timeout=20.0)
     try:
         publisher = KafkaEventPublisher(producer, settings.topic_events)
-        app = build_app(settings, publisher, metrics, stages=stages)
+        contacts: dict[str, ContactResolver] = {}
+        if settings.gateway_hubspot_token is not None:
+            contacts["hubspot"] = HubSpotContacts(
+                crm, settings.gateway_hubspot_token.get_secret_value()
+            )
+        app = build_app(settings, publisher, metrics, stages=stages, contacts=contacts)
         server = GatewayServer(app, settings.gateway_host, settings.gateway_port)
         await server.start()
         try:
@@ -96,5 +104,6 @@ async def run_gateway(
             ready = False
             await server.stop()
     finally:
+        await crm.aclose()
         await producer.stop()
         logger.info("gateway stopped")

@@ -103,6 +103,11 @@ class GatewaySettings(KafkaSettings):
     gateway_hubspot_client_secret: SecretStr | None = Field(
         default=None, description="HubSpot app client secret (X-HubSpot-Signature-v3)."
     )
+    gateway_hubspot_token: SecretStr | None = Field(
+        default=None,
+        description="HubSpot private app access token: reads a deal's contacts' emails and "
+        "companies' domains when associations change (for email capture).",
+    )
     gateway_pipedrive_username: str | None = Field(
         default=None, description="HTTP basic auth user set on the Pipedrive webhook."
     )

@@ -1,0 +1,123 @@
+"""Reading a deal's contacts from the CRM, for the capture matcher (``deal.updated`` with
+``contacts`` and ``account_domains``).
+
+CRM webhooks name a deal's contacts and companies by id only. When one joins or leaves a deal
+(``producer.gateway.common.ContactLookup``), the gateway asks the CRM for the deal's current
+ones and publishes the whole lists (a ``deal.updated`` replaces both), so a lost or reordered
+webhook is corrected by the next.
+
+HubSpot (``HubSpotContacts``, a private app access token with ``crm.objects.deals.read``,
+``crm.objects.contacts.read`` and ``crm.objects.companies.read``): the v4 associations of the
+deal to ``contacts`` and to ``companies`` (``GET /crm/v4/objects/deals/{id}/associations/
+{type}``, following ``paging.next.after``), then those records' ``email`` and ``domain``
+properties (``POST /crm/v3/objects/{type}/batch/read``, 100 ids a call). 429 (HubSpot's rate
+limits): wait ``Retry-After`` (capped; 1, 2, 4 s without one), at most 4 attempts. The token is
+never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+HUBSPOT_API = "https://api.hubapi.com"
+MAX_CONTACTS = 100
+"""At most this many addresses (and domains) per deal: the contract's bound."""
+
+
+class CrmLookupError(Exception):
+    """The CRM did not answer usefully: the webhook is answered 503 and retried."""
+
+
+class ContactResolver(Protocol):
+    async def resolve(self, crm_deal_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(contact addresses, account domains)`` of the deal, each sorted, deduplicated."""
+        ...
+
+
+def _address(raw: Any) -> str | None:
+    text = str(raw or "").strip().lower()
+    local, at, domain = text.rpartition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in text):
+        return None
+    return text
+
+
+def _domain(raw: Any) -> str | None:
+    text = str(raw or "").strip().lower().removeprefix("https://").removeprefix("http://")
+    text = text.removeprefix("www.").split("/")[0]
+    if "." not in text or any(c.isspace() or c == "@" for c in text):
+        return None
+    return text
+
+
+class HubSpotContacts:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        token: str,
+        *,
+        api_base: str = HUBSPOT_API,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_attempts: int = 4,
+        max_wait_seconds: float = 30.0,
+    ) -> None:
+        self._http, self._token, self._base = http, token, api_base.rstrip("/")
+        self._sleep, self._attempts, self._max_wait = sleep, max_attempts, max_wait_seconds
+
+    async def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        for attempt in range(1, self._attempts + 1):
+            resp = await self._http.request(
+                method, self._base + path, headers={"Authorization": f"Bearer {self._token}"}, **kw
+            )
+            if resp.status_code == 429 and attempt < self._attempts:
+                header = resp.headers.get("retry-after", "")
+                wait = float(header) if header.isdigit() else 2.0 ** (attempt - 1)
+                logger.warning("hubspot: 429 on %s, retrying in %.0fs", path, wait)
+                await self._sleep(min(wait, self._max_wait))
+                continue
+            if resp.status_code >= 400:
+                raise CrmLookupError(f"hubspot {method} {path}: {resp.status_code}")
+            body = resp.json()
+            return body if isinstance(body, dict) else {}
+        raise CrmLookupError(f"hubspot {method} {path}: still throttled")  # pragma: no cover
+
+    async def _associated(self, crm_deal_id: str, kind: str) -> list[str]:
+        ids: list[str] = []
+        after: str | None = None
+        while True:
+            params = {"limit": "500", **({"after": after} if after else {})}
+            page = await self._call(
+                "GET", f"/crm/v4/objects/deals/{crm_deal_id}/associations/{kind}", params=params
+            )
+            ids += [str(r["toObjectId"]) for r in page.get("results") or () if "toObjectId" in r]
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            if not after or len(ids) >= 10 * MAX_CONTACTS:
+                return ids
+
+    async def _properties(self, kind: str, ids: list[str], prop: str) -> list[Any]:
+        values: list[Any] = []
+        for start in range(0, len(ids), 100):
+            inputs = [{"id": i} for i in ids[start : start + 100]]
+            batch = await self._call(
+                "POST",
+                f"/crm/v3/objects/{kind}/batch/read",
+                json={"properties": [prop], "inputs": inputs},
+            )
+            values += [(r.get("properties") or {}).get(prop) for r in batch.get("results") or ()]
+        return values
+
+    async def resolve(self, crm_deal_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        contacts = await self._associated(crm_deal_id, "contacts")
+        companies = await self._associated(crm_deal_id, "companies")
+        emails = await self._properties("contacts", contacts, "email") if contacts else []
+        domains = await self._properties("companies", companies, "domain") if companies else []
+        addresses = sorted({a for a in map(_address, emails) if a})[:MAX_CONTACTS]
+        names = sorted({d for d in map(_domain, domains) if d})[:MAX_CONTACTS]
+        return tuple(addresses), tuple(names)
