@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
@@ -224,6 +224,9 @@ class Gateway:
         out: list[DealEvent] = []
         for lookup in latest.values():
             addresses, domains = await resolver.resolve(lookup.crm_deal_id)
+            changes: dict[str, Any] = {"contacts": addresses}
+            if domains is not None:
+                changes["account_domains"] = domains
             out.append(
                 DealUpdated.model_validate(
                     {
@@ -231,7 +234,7 @@ class Gateway:
                         "workspace_id": ctx.workspace,
                         "deal_id": lookup.deal,
                         "occurred_at": lookup.at,
-                        "changes": {"contacts": addresses, "account_domains": domains},
+                        "changes": changes,
                     }
                 )
             )

@@ -6,6 +6,11 @@ CRM webhooks name a deal's contacts and companies by id only. When one joins or 
 ones and publishes the whole lists (a ``deal.updated`` replaces both), so a lost or reordered
 webhook is corrected by the next.
 
+Pipedrive (``PipedriveContacts``, an API token): the persons linked to the deal, as primary
+contact or participant (``GET /api/v2/persons?deal_id=``, following
+``additional_data.next_cursor``), and their ``emails``. Pipedrive organizations have no domain
+field: the deal's account domains are left as they are.
+
 HubSpot (``HubSpotContacts``, a private app access token with ``crm.objects.deals.read``,
 ``crm.objects.contacts.read`` and ``crm.objects.companies.read``): the v4 associations of the
 deal to ``contacts`` and to ``companies`` (``GET /crm/v4/objects/deals/{id}/associations/
@@ -35,10 +40,13 @@ class CrmLookupError(Exception):
     """The CRM did not answer usefully: the webhook is answered 503 and retried."""
 
 
+Found = tuple[tuple[str, ...], tuple[str, ...] | None]
+"""``(contact addresses, account domains)`` of a deal, each sorted and deduplicated; domains
+``None`` when the CRM has none to give (they are then left as they were)."""
+
+
 class ContactResolver(Protocol):
-    async def resolve(self, crm_deal_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """``(contact addresses, account domains)`` of the deal, each sorted, deduplicated."""
-        ...
+    async def resolve(self, crm_deal_id: str) -> Found: ...
 
 
 def _address(raw: Any) -> str | None:
@@ -113,7 +121,7 @@ class HubSpotContacts:
             values += [(r.get("properties") or {}).get(prop) for r in batch.get("results") or ()]
         return values
 
-    async def resolve(self, crm_deal_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    async def resolve(self, crm_deal_id: str) -> Found:
         contacts = await self._associated(crm_deal_id, "contacts")
         companies = await self._associated(crm_deal_id, "companies")
         emails = await self._properties("contacts", contacts, "email") if contacts else []
@@ -121,3 +129,54 @@ class HubSpotContacts:
         addresses = sorted({a for a in map(_address, emails) if a})[:MAX_CONTACTS]
         names = sorted({d for d in map(_domain, domains) if d})[:MAX_CONTACTS]
         return tuple(addresses), tuple(names)
+
+
+class PipedriveContacts:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        token: str,
+        company_domain: str,
+        *,
+        api_base: str | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_attempts: int = 4,
+    ) -> None:
+        self._http, self._token = http, token
+        self._base = (api_base or f"https://{company_domain}.pipedrive.com").rstrip("/")
+        self._sleep, self._attempts = sleep, max_attempts
+
+    async def _page(self, params: dict[str, str]) -> dict[str, Any]:
+        for attempt in range(1, self._attempts + 1):
+            resp = await self._http.get(
+                self._base + "/api/v2/persons", params=params, headers={"x-api-token": self._token}
+            )
+            if resp.status_code == 429 and attempt < self._attempts:
+                header = resp.headers.get("retry-after", "")
+                await self._sleep(min(float(header) if header.isdigit() else 2.0**attempt, 30.0))
+                continue
+            if resp.status_code >= 400:
+                raise CrmLookupError(f"pipedrive GET /api/v2/persons: {resp.status_code}")
+            body = resp.json()
+            return body if isinstance(body, dict) else {}
+        raise CrmLookupError("pipedrive: still throttled")  # pragma: no cover
+
+    async def resolve(self, crm_deal_id: str) -> Found:
+        addresses: set[str] = set()
+        cursor: str | None = None
+        for _ in range(20):  # at most 10,000 persons
+            params = {
+                "deal_id": crm_deal_id,
+                "limit": "500",
+                **({"cursor": cursor} if cursor else {}),
+            }
+            page = await self._page(params)
+            for person in page.get("data") or ():
+                for email in (person or {}).get("emails") or ():
+                    a = _address((email or {}).get("value"))
+                    if a:
+                        addresses.add(a)
+            cursor = (page.get("additional_data") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return tuple(sorted(addresses)[:MAX_CONTACTS]), None

@@ -17,7 +17,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from producer.gateway.app import build_app
-from producer.gateway.contacts import ContactResolver, HubSpotContacts
+from producer.gateway.contacts import ContactResolver, HubSpotContacts, PipedriveContacts
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import GatewaySettings
 from producer.gateway.stages import StageMap
@@ -85,6 +85,12 @@ async def run_gateway(
             contacts["hubspot"] = HubSpotContacts(
                 crm, settings.gateway_hubspot_token.get_secret_value()
             )
+        token, domain = (
+            settings.gateway_pipedrive_api_token,
+            settings.gateway_pipedrive_company_domain,
+        )
+        if token is not None and domain is not None:
+            contacts["pipedrive"] = PipedriveContacts(crm, token.get_secret_value(), domain)
         app = build_app(settings, publisher, metrics, stages=stages, contacts=contacts)
         server = GatewayServer(app, settings.gateway_host, settings.gateway_port)
         await server.start()

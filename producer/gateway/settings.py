@@ -114,6 +114,16 @@ class GatewaySettings(KafkaSettings):
     gateway_pipedrive_password: SecretStr | None = Field(
         default=None, description="HTTP basic auth password set on the Pipedrive webhook."
     )
+    gateway_pipedrive_api_token: SecretStr | None = Field(
+        default=None,
+        description="Pipedrive API token: reads the persons of a deal whose person changed "
+        "(for email capture); with gateway_pipedrive_company_domain.",
+    )
+    gateway_pipedrive_company_domain: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="The Pipedrive company domain (<domain>.pipedrive.com) of the API token.",
+    )
     gateway_salesforce_token: SecretStr | None = Field(
         default=None, description="Bearer token the Salesforce CDC relay sends."
     )

@@ -1,7 +1,8 @@
 """The gateway fills deals' contacts for email capture: a HubSpot association between a deal
 and a contact or company makes it read the deal's contacts' emails and companies' domains
 from a stand-in of HubSpot's CRM API (v4 associations with ``paging.next.after``, v3 batch read,
-bearer token, 429 Retry-After) and publish them as one ``deal.updated``."""
+bearer token, 429 Retry-After) and publish them as one ``deal.updated``; a Pipedrive deal whose
+person changed, the persons of the deal (``GET /api/v2/persons?deal_id=``, cursor paging)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from producer.gateway import hubspot
+from producer.gateway import hubspot, pipedrive
 from producer.gateway.app import build_app
 from producer.gateway.common import Context
-from producer.gateway.contacts import CrmLookupError, HubSpotContacts
+from producer.gateway.contacts import CrmLookupError, HubSpotContacts, PipedriveContacts
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.stages import StageMap
 from schemas.events import DealUpdated
 from tests.unit.test_gateway_app import BASE, FakePublisher, settings
-from tests.unit.test_gateway_samples import dumps, hubspot_event, hubspot_headers
+from tests.unit.test_gateway_samples import (
+    dumps,
+    hubspot_event,
+    hubspot_headers,
+    pipedrive_change,
+    pipedrive_create,
+    pipedrive_headers,
+)
 
 TOKEN = "pat-na1-test-token"
 ASSOCIATION_TYPE = {"category": "HUBSPOT_DEFINED", "typeId": 3, "label": None}
@@ -211,3 +219,73 @@ async def test_a_crm_failure_is_503_so_hubspot_retries() -> None:
     resp = await gw.post([deal_to_contact(1)])
     assert resp.status_code == 503
     assert gw.publisher.sent == []
+
+
+# --- Pipedrive -----------------------------------------------------------------------------------
+
+
+class FakePipedrive:
+    """``GET /api/v2/persons?deal_id=`` as documented: ``data`` with ``emails``, cursor paging
+    in ``additional_data.next_cursor``, the ``x-api-token`` header."""
+
+    def __init__(self) -> None:
+        self.persons = [
+            {"id": 3, "name": "Jane", "emails": [{"value": "Jane@Buyer.io", "primary": True}]},
+            {"id": 4, "name": "Max", "emails": [{"value": "max@buyer.io", "primary": True},
+                                                {"value": "max@gmail.com", "primary": False}]},
+            {"id": 5, "name": "No mail", "emails": []},
+        ]  # fmt: skip
+        self.requests: list[httpx.Request] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.headers.get("x-api-token") != TOKEN:
+            return httpx.Response(401, json={"success": False, "error": "unauthorized access"})
+        assert request.url.path == "/api/v2/persons"
+        assert request.url.params["deal_id"] == "1"
+        start = int(request.url.params.get("cursor", "0"))
+        page = self.persons[start : start + 2]
+        more = start + 2 < len(self.persons)
+        extra = {"next_cursor": str(start + 2) if more else None}
+        return httpx.Response(200, json={"success": True, "data": page, "additional_data": extra})
+
+
+def test_a_pipedrive_deal_with_a_new_person_asks_for_a_lookup() -> None:
+    ctx = Context("pipedrive", "ws-acme", StageMap(), None)
+    created = pipedrive.normalize(pipedrive_create(), ctx)
+    assert [(lk.deal, lk.crm_deal_id) for lk in created.lookups] == [("pipedrive:12882925:1", "1")]
+    assert created.lookups[0].eid not in {e.event_id for e in created.events}
+    changed = pipedrive.normalize(pipedrive_change({"person_id": 9}, "u-1", person_id=3), ctx)
+    assert len(changed.lookups) == 1
+    other = pipedrive.normalize(pipedrive_change({"value": 1}, "u-2", value=2), ctx)
+    assert other.lookups == []
+    won = pipedrive.normalize(
+        pipedrive_change({"person_id": 9, "status": "open"}, "u-3", person_id=3, status="won"), ctx
+    )
+    assert won.lookups == []  # a closed deal leaves the capture index anyway
+
+
+async def test_the_gateway_publishes_a_pipedrive_deals_persons_as_contacts() -> None:
+    fake = FakePipedrive()
+    registry = CollectorRegistry()
+    publisher = FakePublisher()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake.handler)) as http:
+        resolver = PipedriveContacts(
+            http, TOKEN, "acme", api_base="https://acme.pipedrive.test", sleep=no_sleep
+        )
+        app = build_app(
+            settings(), publisher, GatewayMetrics(registry), contacts={"pipedrive": resolver}
+        )
+        body = dumps(pipedrive_change({"person_id": 9}, "u-1", person_id=3))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            resp = await client.post(
+                "/webhooks/pipedrive/ws-acme", content=body, headers=pipedrive_headers()
+            )
+    assert resp.status_code == 200
+    [[event]] = publisher.sent
+    assert isinstance(event, DealUpdated)
+    assert event.deal_id == "pipedrive:12882925:1"
+    assert event.changes.contacts == ("jane@buyer.io", "max@buyer.io", "max@gmail.com")
+    assert "account_domains" not in event.changes.model_fields_set  # Pipedrive has none to give
+    assert [r.url.params.get("cursor") for r in fake.requests] == [None, "2"]
