@@ -11,6 +11,13 @@ contact or participant (``GET /api/v2/persons?deal_id=``, following
 ``additional_data.next_cursor``), and their ``emails``. Pipedrive organizations have no domain
 field: the deal's account domains are left as they are.
 
+Salesforce (``SalesforceContacts``, a connected app with the client credentials flow enabled):
+an access token from ``/services/oauth2/token`` (``grant_type=client_credentials``, fetched
+again once on a 401), then two SOQL queries (``GET /services/data/v62.0/query``, following
+``nextRecordsUrl``): the opportunity's contact roles' ``Contact.Email`` and its
+``Account.Website`` (as a domain). The opportunity id is checked against Salesforce's id
+format before it goes into a query.
+
 HubSpot (``HubSpotContacts``, a private app access token with ``crm.objects.deals.read``,
 ``crm.objects.contacts.read`` and ``crm.objects.companies.read``): the v4 associations of the
 deal to ``contacts`` and to ``companies`` (``GET /crm/v4/objects/deals/{id}/associations/
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -180,3 +188,83 @@ class PipedriveContacts:
             if not cursor:
                 break
         return tuple(sorted(addresses)[:MAX_CONTACTS]), None
+
+
+SALESFORCE_API = "/services/data/v62.0"
+_SALESFORCE_ID = re.compile(r"^006[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
+
+
+class SalesforceContacts:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        instance_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_attempts: int = 4,
+    ) -> None:
+        self._http, self._base = http, instance_url.rstrip("/")
+        self._client = (client_id, client_secret)
+        self._sleep, self._attempts = sleep, max_attempts
+        self._token: str | None = None
+
+    async def _authenticate(self) -> str:
+        resp = await self._http.post(
+            self._base + "/services/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self._client[0],
+                "client_secret": self._client[1],
+            },
+        )
+        token = resp.json().get("access_token") if resp.status_code == 200 else None
+        if not token:
+            raise CrmLookupError(f"salesforce token request refused ({resp.status_code})")
+        self._token = str(token)
+        return self._token
+
+    async def _get(self, url: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        token = self._token or await self._authenticate()
+        refreshed = False
+        for attempt in range(1, self._attempts + 1):
+            resp = await self._http.get(
+                self._base + url, params=params, headers={"Authorization": f"Bearer {token}"}
+            )
+            if resp.status_code == 401 and not refreshed:  # the session expired
+                refreshed = True
+                token = await self._authenticate()
+                continue
+            if resp.status_code in (429, 503) and attempt < self._attempts:
+                header = resp.headers.get("retry-after", "")
+                await self._sleep(min(float(header) if header.isdigit() else 2.0**attempt, 30.0))
+                continue
+            if resp.status_code >= 400:
+                raise CrmLookupError(f"salesforce GET {url.split('?')[0]}: {resp.status_code}")
+            body = resp.json()
+            return body if isinstance(body, dict) else {}
+        raise CrmLookupError("salesforce: still throttled")  # pragma: no cover
+
+    async def _query(self, soql: str) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        page = await self._get(SALESFORCE_API + "/query", {"q": soql})
+        while True:
+            records += [r for r in page.get("records") or () if isinstance(r, dict)]
+            nxt = page.get("nextRecordsUrl")
+            if page.get("done", True) or not nxt or len(records) >= 10 * MAX_CONTACTS:
+                return records
+            page = await self._get(str(nxt))
+
+    async def resolve(self, crm_deal_id: str) -> Found:
+        if not _SALESFORCE_ID.match(crm_deal_id):
+            raise CrmLookupError("not an opportunity id")
+        # the id matched Salesforce's id format: letters and digits only, safe in a literal
+        roles_soql = f"SELECT Contact.Email FROM OpportunityContactRole WHERE OpportunityId = '{crm_deal_id}'"  # noqa: S608, E501
+        account_soql = f"SELECT Account.Website FROM Opportunity WHERE Id = '{crm_deal_id}'"  # noqa: S608
+        roles = await self._query(roles_soql)
+        opportunity = await self._query(account_soql)
+        emails = {_address((r.get("Contact") or {}).get("Email")) for r in roles}
+        sites = {_domain((r.get("Account") or {}).get("Website")) for r in opportunity}
+        addresses = sorted(a for a in emails if a)[:MAX_CONTACTS]
+        return tuple(addresses), tuple(sorted(d for d in sites if d))

@@ -17,7 +17,12 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from producer.gateway.app import build_app
-from producer.gateway.contacts import ContactResolver, HubSpotContacts, PipedriveContacts
+from producer.gateway.contacts import (
+    ContactResolver,
+    HubSpotContacts,
+    PipedriveContacts,
+    SalesforceContacts,
+)
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import GatewaySettings
 from producer.gateway.stages import StageMap
@@ -91,6 +96,15 @@ async def run_gateway(
         )
         if token is not None and domain is not None:
             contacts["pipedrive"] = PipedriveContacts(crm, token.get_secret_value(), domain)
+        sf_url, sf_id = (
+            settings.gateway_salesforce_instance_url,
+            settings.gateway_salesforce_client_id,
+        )
+        sf_secret = settings.gateway_salesforce_client_secret
+        if sf_url is not None and sf_id is not None and sf_secret is not None:
+            contacts["salesforce"] = SalesforceContacts(
+                crm, sf_url, sf_id, sf_secret.get_secret_value()
+            )
         app = build_app(settings, publisher, metrics, stages=stages, contacts=contacts)
         server = GatewayServer(app, settings.gateway_host, settings.gateway_port)
         await server.start()

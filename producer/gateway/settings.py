@@ -127,6 +127,18 @@ class GatewaySettings(KafkaSettings):
     gateway_salesforce_token: SecretStr | None = Field(
         default=None, description="Bearer token the Salesforce CDC relay sends."
     )
+    gateway_salesforce_instance_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[A-Za-z0-9.-]+$",
+        description="Salesforce My Domain URL (https://<domain>.my.salesforce.com): reads an "
+        "opportunity's contact roles (for email capture), with the client id and secret.",
+    )
+    gateway_salesforce_client_id: str | None = Field(
+        default=None, description="Salesforce connected app consumer key (client credentials)."
+    )
+    gateway_salesforce_client_secret: SecretStr | None = Field(
+        default=None, description="Salesforce connected app consumer secret."
+    )
     gateway_twenty_secret: SecretStr | None = Field(
         default=None, description="Twenty webhook secret (X-Twenty-Webhook-Signature)."
     )

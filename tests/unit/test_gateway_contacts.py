@@ -2,10 +2,13 @@
 and a contact or company makes it read the deal's contacts' emails and companies' domains
 from a stand-in of HubSpot's CRM API (v4 associations with ``paging.next.after``, v3 batch read,
 bearer token, 429 Retry-After) and publish them as one ``deal.updated``; a Pipedrive deal whose
-person changed, the persons of the deal (``GET /api/v2/persons?deal_id=``, cursor paging)."""
+person changed, the persons of the deal (``GET /api/v2/persons?deal_id=``, cursor paging); a
+Salesforce opportunity contact role, the roles' contacts and the account's website (client
+credentials token, SOQL query with ``nextRecordsUrl``)."""
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 import httpx
@@ -13,21 +16,29 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from producer.gateway import hubspot, pipedrive
+from producer.gateway import hubspot, pipedrive, salesforce
 from producer.gateway.app import build_app
 from producer.gateway.common import Context
-from producer.gateway.contacts import CrmLookupError, HubSpotContacts, PipedriveContacts
+from producer.gateway.contacts import (
+    CrmLookupError,
+    HubSpotContacts,
+    PipedriveContacts,
+    SalesforceContacts,
+)
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.stages import StageMap
 from schemas.events import DealUpdated
 from tests.unit.test_gateway_app import BASE, FakePublisher, settings
 from tests.unit.test_gateway_samples import (
+    OPPORTUNITY_ID,
     dumps,
     hubspot_event,
     hubspot_headers,
     pipedrive_change,
     pipedrive_create,
     pipedrive_headers,
+    salesforce_event,
+    salesforce_headers,
 )
 
 TOKEN = "pat-na1-test-token"
@@ -289,3 +300,124 @@ async def test_the_gateway_publishes_a_pipedrive_deals_persons_as_contacts() -> 
     assert event.changes.contacts == ("jane@buyer.io", "max@buyer.io", "max@gmail.com")
     assert "account_domains" not in event.changes.model_fields_set  # Pipedrive has none to give
     assert [r.url.params.get("cursor") for r in fake.requests] == [None, "2"]
+
+
+# --- Salesforce ----------------------------------------------------------------------------------
+
+ROLE_ID = "00K5e00000AbCdEEA1"
+
+
+def contact_role(change: str, **fields: Any) -> dict[str, Any]:
+    return salesforce_event(change, fields, record_ids=[ROLE_ID], entity="OpportunityContactRole")
+
+
+def role(email: str | None) -> dict[str, Any]:
+    contact = {"Email": email} if email else None
+    return {"attributes": {"type": "OpportunityContactRole"}, "Contact": contact}
+
+
+NEXT_RECORDS = "/services/data/v62.0/query/01g-2000"
+CLIENT_FORM = {"grant_type": "client_credentials", "client_id": "ck", "client_secret": "cs"}
+
+
+class FakeSalesforce:
+    """The client credentials token endpoint and the REST query resource as documented
+    (``records``, ``done``, ``nextRecordsUrl``); ``expire`` makes the current session invalid."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.expired = False
+        self.requests: list[httpx.Request] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/services/oauth2/token":
+            if dict(urllib.parse.parse_qsl(request.content.decode())) != CLIENT_FORM:
+                return httpx.Response(400, json={"error": "invalid_client"})
+            self.tokens += 1
+            self.expired = False
+            token = {"access_token": f"00D!t{self.tokens}", "token_type": "Bearer",
+                     "instance_url": "https://acme.my.salesforce.test"}  # fmt: skip
+            return httpx.Response(200, json=token)
+        if self.expired or request.headers.get("authorization") != f"Bearer 00D!t{self.tokens}":
+            error = {"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}
+            return httpx.Response(401, json=[error])
+        if request.url.path == NEXT_RECORDS:
+            return httpx.Response(
+                200, json={"totalSize": 3, "done": True, "records": [role("cfo@acme.com")]}
+            )
+        assert request.url.path == "/services/data/v62.0/query"
+        soql = request.url.params["q"]
+        if "FROM OpportunityContactRole" in soql:
+            assert soql.endswith(f"WHERE OpportunityId = '{OPPORTUNITY_ID}'")
+            records = [role("Ana@Acme.com"), role(None)]
+            page = {
+                "totalSize": 3,
+                "done": False,
+                "records": records,
+                "nextRecordsUrl": NEXT_RECORDS,
+            }
+            return httpx.Response(200, json=page)
+        assert soql == f"SELECT Account.Website FROM Opportunity WHERE Id = '{OPPORTUNITY_ID}'"
+        account = {
+            "attributes": {"type": "Opportunity"},
+            "Account": {"Website": "https://www.acme.com/"},
+        }
+        return httpx.Response(200, json={"totalSize": 1, "done": True, "records": [account]})
+
+
+def test_a_salesforce_contact_role_asks_for_a_lookup_of_its_opportunity() -> None:
+    ctx = Context("salesforce", "ws-acme", StageMap(), None)
+    out = salesforce.normalize(
+        [
+            contact_role("CREATE", OpportunityId=OPPORTUNITY_ID, ContactId="0035e00000XyZabAAB"),
+            contact_role("DELETE"),
+            contact_role("UPDATE", Role="Decision Maker"),  # names no opportunity
+            contact_role("CREATE", OpportunityId="006' OR Name != '"),
+        ],
+        ctx,
+    )
+    assert [(lk.deal, lk.crm_deal_id) for lk in out.lookups] == [
+        (f"salesforce:{OPPORTUNITY_ID}", OPPORTUNITY_ID)
+    ]
+    assert out.ignored == {"contact_role_removed": 1, "no_deal": 2}
+
+
+async def test_the_salesforce_resolver_queries_roles_and_the_account_and_reauthenticates() -> None:
+    fake = FakeSalesforce()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake.handler)) as http:
+        resolver = SalesforceContacts(http, "https://acme.my.salesforce.test", "ck", "cs")
+        assert await resolver.resolve(OPPORTUNITY_ID) == (
+            ("ana@acme.com", "cfo@acme.com"),
+            ("acme.com",),
+        )
+        assert fake.tokens == 1
+        fake.expired = True  # the session expires: one new token, then the same answers
+        assert (await resolver.resolve(OPPORTUNITY_ID))[0] == ("ana@acme.com", "cfo@acme.com")
+        assert fake.tokens == 2
+        with pytest.raises(CrmLookupError):
+            await resolver.resolve("006' OR Name != '")
+
+
+async def test_the_gateway_publishes_a_salesforce_opportunitys_contacts() -> None:
+    fake = FakeSalesforce()
+    publisher = FakePublisher()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake.handler)) as http:
+        resolver = SalesforceContacts(http, "https://acme.my.salesforce.test", "ck", "cs")
+        app = build_app(
+            settings(), publisher, GatewayMetrics(CollectorRegistry()),
+            contacts={"salesforce": resolver},
+        )  # fmt: skip
+        body = dumps(contact_role("CREATE", OpportunityId=OPPORTUNITY_ID))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            resp = await client.post(
+                "/webhooks/salesforce/ws-acme", content=body, headers=salesforce_headers()
+            )
+    assert resp.status_code == 200
+    [[event]] = publisher.sent
+    assert isinstance(event, DealUpdated)
+    assert (event.changes.contacts, event.changes.account_domains) == (
+        ("ana@acme.com", "cfo@acme.com"),
+        ("acme.com",),
+    )
