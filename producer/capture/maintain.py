@@ -10,6 +10,11 @@ connection of every configured provider,
    the captured log drops what was read before). It is also what turns a Calendar meeting that
    has ended into ``held``, as nothing is pushed when a meeting ends.
 
+Then 3. the captured-id log is pruned: each workspace's connections' ids older than its
+``retention_days``, and the ids of users without a connection (the JSON webhook's) older than
+the longest retention; never younger than ``MIN_RETENTION_DAYS`` (31), as a full sync re-reads
+30 days and an id forgotten sooner would be published again.
+
 A user's sync shares the per-user lock with the push endpoints. A revoked grant marks the
 connection (it leaves the loop until the user connects again); any other failure is logged
 and counted, and the round goes on with the next connection.
@@ -38,12 +43,17 @@ logger = logging.getLogger(__name__)
 Watch = Callable[[str], Awaitable[object]]
 
 
+MIN_RETENTION_DAYS = 31
+DAY_MS = 86_400_000
+
+
 @dataclass(frozen=True, slots=True)
 class RoundResult:
     watched: int
     synced: int
     failed: int
     revoked: int
+    pruned: int = 0
 
 
 class Maintenance:
@@ -59,7 +69,9 @@ class Maintenance:
         graph: GraphPush | None = None,
         public_url: str | None = None,
         gmail_topic: str | None = None,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
+        self._clock_ms = clock_ms
         self._store, self._matcher, self._publisher = store, matcher, publisher
         self._metrics = metrics
         self._gmail, self._gcal, self._graph = gmail, gcal, graph
@@ -105,7 +117,7 @@ class Maintenance:
                         self._metrics.watches.labels(provider, "ok").inc()
                     except Exception as exc:
                         if revoked(exc):
-                            self._store.mark_revoked(user, provider, _now_ms())
+                            self._store.mark_revoked(user, provider, self._clock_ms())
                             logger.warning("%s: access revoked; connection marked", provider)
                             self._metrics.watches.labels(provider, "revoked").inc()
                             gone += 1
@@ -123,12 +135,21 @@ class Maintenance:
                 else:
                     synced += 1
                     self._metrics.syncs.labels(provider, "ok").inc()
+        pruned = self.prune()
         self._metrics.rounds.inc()
-        return RoundResult(watched, synced, failed, gone)
+        return RoundResult(watched, synced, failed, gone, pruned)
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+    def prune(self) -> int:
+        """The captured-id log within each workspace's retention (see the module)."""
+        now = self._clock_ms()
+        policies = self._matcher.policies
+        pruned = 0
+        for workspace, policy in policies.items():
+            days = max(policy.retention_days, MIN_RETENTION_DAYS)
+            pruned += self._store.prune_workspace(workspace, now - days * DAY_MS)
+        longest = max((p.retention_days for p in policies.values()), default=365)
+        pruned += self._store.prune_unconnected(now - max(longest, MIN_RETENTION_DAYS) * DAY_MS)
+        return pruned
 
 
 async def run_maintenance(
@@ -141,8 +162,8 @@ async def run_maintenance(
         try:
             result = await maintenance.round()
             logger.info(
-                "capture maintenance: %d watched, %d synced, %d failed, %d revoked",
-                result.watched, result.synced, result.failed, result.revoked,
+                "capture maintenance: %d watched, %d synced, %d failed, %d revoked, %d pruned",
+                result.watched, result.synced, result.failed, result.revoked, result.pruned,
             )  # fmt: skip
         except Exception:
             logger.exception("capture maintenance round failed")

@@ -244,7 +244,7 @@ async def run_capture(
             )  # fmt: skip
             if on_ready is not None:
                 on_ready(server.port)
-            if settings.capture_poll_seconds > 0 and (gmail or gcal or graph):
+            if settings.capture_poll_seconds > 0:
                 maintenance = Maintenance(
                     store, matcher, publisher, CaptureMetrics(registry),
                     gmail=gmail, gcal=gcal, graph=graph,

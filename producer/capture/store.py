@@ -258,6 +258,28 @@ class CaptureStore:
         with self._db:
             self._db.execute("DELETE FROM channel WHERE channel_id = ?", (channel_id,))
 
+    def prune_workspace(self, workspace_id: str, before_ms: int) -> int:
+        """Forget the captured ids logged before ``before_ms`` by the connections of one
+        workspace (its retention); how many."""
+        with self._db:
+            return self._db.execute(
+                "DELETE FROM captured WHERE captured_ms < ? AND EXISTS (SELECT 1 FROM connection c"
+                " WHERE c.user_id = captured.user_id AND c.provider = captured.provider"
+                " AND c.workspace_id = ?)",
+                (before_ms, workspace_id),
+            ).rowcount
+
+    def prune_unconnected(self, before_ms: int) -> int:
+        """Forget the captured ids logged before ``before_ms`` for users with no connection
+        (the JSON webhook's users, disconnected ones); how many."""
+        with self._db:
+            return self._db.execute(
+                "DELETE FROM captured WHERE captured_ms < ? AND NOT EXISTS (SELECT 1 FROM"
+                " connection c WHERE c.user_id = captured.user_id"
+                " AND c.provider = captured.provider)",
+                (before_ms,),
+            ).rowcount
+
     def disconnect(self, user_id: str) -> int:
         """Delete everything kept for ``user_id``: tokens, cursors, captured ids, push
         channels; rows deleted."""

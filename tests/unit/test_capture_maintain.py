@@ -210,3 +210,35 @@ async def test_the_loop_runs_a_round_at_once_and_stops_when_asked(store: Capture
         maintenance.round = counted  # type: ignore[method-assign]
         await asyncio.wait_for(run_maintenance(maintenance, 3600, stop), timeout=30)
     assert world.count("vectoros_capture_maintenance_rounds_total") == 1
+
+
+def test_the_captured_log_is_pruned_per_workspace_retention(store: CaptureStore) -> None:
+    day = 86_400_000
+    now = int(NOW.timestamp() * 1000)
+    store.connect("a@vendor.io", "gmail", "ws-40", TOKENS)
+    store.connect("b@vendor.io", "gcal", "ws-7", TOKENS)
+    for user, provider in (
+        ("a@vendor.io", "gmail"),
+        ("b@vendor.io", "gcal"),
+        ("tool-1", "webhook"),
+    ):
+        for age in (10, 35, 45, 400):
+            store.first_seen(user, provider, [f"{provider}-{age}"], now - age * day)
+    policies = {
+        "ws-40": WorkspacePolicy(frozenset({"vendor.io"}), retention_days=40),
+        "ws-7": WorkspacePolicy(frozenset({"vendor.io"}), retention_days=7),
+        "ws-90": WorkspacePolicy(frozenset({"vendor.io"}), retention_days=90),
+    }
+    maintenance = Maintenance(
+        store, Matcher(DealIndex(), policies), Publisher(), CaptureMetrics(CollectorRegistry()),
+        clock_ms=lambda: now,
+    )  # fmt: skip
+    assert maintenance.prune() == 6
+
+    def kept(user: str, provider: str) -> list[int]:
+        ids = [f"{provider}-{age}" for age in (10, 35, 45, 400)]
+        return sorted(int(i.split("-")[1]) for i in store.known(user, provider, ids))
+
+    assert kept("a@vendor.io", "gmail") == [10, 35]  # 40 days
+    assert kept("b@vendor.io", "gcal") == [10]  # 7 days, but never under 31
+    assert kept("tool-1", "webhook") == [10, 35, 45]  # no connection: the longest, 90 days
