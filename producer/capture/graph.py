@@ -25,7 +25,10 @@ from the saved delta links; captured emails and meetings go to the matcher and a
   longer knows (``410``, or an error code ``syncStateNotFound``/``syncStateInvalid``/
   ``resyncRequired``): that feed starts again from its start URL (a full resync; captured items
   are not published twice). The calendar view spans ``full_sync_days`` back and
-  ``ahead_days`` ahead.
+  ``ahead_days`` ahead; as that window is fixed when the delta starts, the calendar view
+  starts again from a window around now every ``window_days`` (7): what it had captured is
+  not published again. Then a *due pass* (``GET /me/calendarView`` over the last 48 hours)
+  finds the meetings that have ended, as Calendar's does: no delta says a meeting was held.
 - **Errors.** As every capture client (``producer.capture.api``): 401 -> one refresh (Microsoft
   identity platform, with the scope); 429 and 503 -> ``Retry-After``.
 
@@ -298,7 +301,10 @@ class GraphSync:
         full_sync_days: int = 30,
         ahead_days: int = 90,
         page_size: int = 50,
+        window_days: int = 7,
+        due_hours: int = 48,
     ) -> None:
+        self._window_days, self._due_hours = window_days, due_hours
         self._client, self._store, self._matcher = client, store, matcher
         self._publisher = publisher
         self._user, self._ws, self._owner = user_id, workspace_id, owner.strip().lower()
@@ -334,20 +340,53 @@ class GraphSync:
         items = events = 0
         resynced: list[str] = []
         for feed in DELTA:
-            link = self._cursors().get(feed)
+            cursors = self._cursors()
+            link = cursors.get(feed)
+            if feed == "events" and link and self._window_aged(cursors):
+                link = None  # a calendar view's window is fixed when it starts: move it on
+            fresh = link is None
             try:
-                i, e, link = await self._feed(feed, link)
+                i, e, new = await self._feed(feed, link)
             except ResyncRequired:
                 if link is None:
                     raise
                 logger.warning("graph: %s delta link expired, resync", feed)
                 resynced.append(feed)
-                i, e, link = await self._feed(feed, None)
+                fresh = True
+                i, e, new = await self._feed(feed, None)
             items, events = items + i, events + e
             cursors = self._cursors()
-            cursors[feed] = link  # only after every page of the feed is published
+            cursors[feed] = new  # only after every page of the feed is published
+            if feed == "events" and fresh:
+                cursors["events_window"] = _iso(self._now())
             self._store.save_cursor(self._user, PROVIDER, orjson.dumps(cursors).decode())
-        return SyncResult(items, events, tuple(resynced))
+        i, e = await self._due()
+        return SyncResult(items + i, events + e, tuple(resynced))
+
+    async def _due(self) -> tuple[int, int]:
+        """The meetings that ended lately (``GET /me/calendarView`` over the last
+        ``due_hours``): nothing changes in a calendar when a meeting ends, so no delta says it
+        was held."""
+        now = self._now()
+        url: str = "/me/calendarView"
+        params: Any = [
+            ("startDateTime", _iso(now - dt.timedelta(hours=self._due_hours))),
+            ("endDateTime", _iso(now)),
+        ]
+        items = events = 0
+        for _ in range(100):
+            page = await self._client.page(url, params, self._prefer("events"))
+            i, e = await self._capture("events", page.get("value") or ())
+            items, events = items + i, events + e
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                break
+            url, params = str(next_link), None
+        return items, events
+
+    def _window_aged(self, cursors: dict[str, str]) -> bool:
+        started = _parse(cursors.get("events_window"))
+        return started is None or started + dt.timedelta(days=self._window_days) <= self._now()
 
     async def _feed(self, feed: str, link: str | None) -> tuple[int, int, str]:
         url, params = (link, None) if link else self._start(feed)

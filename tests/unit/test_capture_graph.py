@@ -167,6 +167,8 @@ class FakeGraph:
             return httpx.Response(200, json={"id": sid, **self.subscriptions[sid]})
         if path in FOLDERS and request.method == "GET":
             return self._delta(path, FOLDERS[path], request)
+        if path == "/me/calendarView" and request.method == "GET":
+            return self._view(request)
         return httpx.Response(404, json={"error": {"code": "ResourceNotFound"}})
 
     def _delta(self, path: str, folder: str, request: httpx.Request) -> httpx.Response:
@@ -207,6 +209,28 @@ class FakeGraph:
             body["@odata.nextLink"] = f"{base}?$skiptoken={since}:{offset + size}"
         else:
             body["@odata.deltaLink"] = f"{base}?$deltatoken={self.version}"
+        return httpx.Response(200, json=body)
+
+    def _view(self, request: httpx.Request) -> httpx.Response:
+        """``GET /me/calendarView``: the events overlapping the window (UTC as asked)."""
+        params = request.url.params
+        low = dt.datetime.fromisoformat(params["startDateTime"])
+        high = dt.datetime.fromisoformat(params["endDateTime"])
+        latest: dict[str, dict[str, Any]] = {}
+        for _v, item in self.changes["events"]:
+            latest[item["id"]] = item
+        found = []
+        for item in latest.values():
+            if "@removed" in item or item.get("isCancelled"):
+                continue
+            start = dt.datetime.fromisoformat(item["start"]["dateTime"][:19] + "+00:00")
+            end = dt.datetime.fromisoformat(item["end"]["dateTime"][:19] + "+00:00")
+            if start < high and end > low:
+                found.append(item)
+        skip = int(params.get("$skip", "0"))
+        body: dict[str, Any] = {"value": found[skip : skip + 10]}
+        if skip + 10 < len(found):
+            body["@odata.nextLink"] = f"{API}/me/calendarView?$skip={skip + 10}"
         return httpx.Response(200, json=body)
 
     def deltas(self, folder: str) -> list[httpx.Request]:
@@ -337,6 +361,7 @@ async def test_first_sync_pages_every_feed_to_its_delta_link(store: CaptureStore
         "inbox": f"{API}/me/mailFolders/inbox/messages/delta?$deltatoken=7",
         "sent": f"{API}/me/mailFolders/sentitems/messages/delta?$deltatoken=7",
         "events": f"{API}/me/calendarView/delta?$deltatoken=7",
+        "events_window": "2026-03-02T09:00:00Z",  # when the calendar view's window was set
     }
 
 
@@ -359,6 +384,48 @@ async def test_the_next_sync_reads_only_the_changes_from_the_delta_links(
     ]
     assert result.resynced == ()
     assert cursors(store)["inbox"].endswith("$deltatoken=5")
+
+
+async def test_a_meeting_that_ended_is_held_at_the_next_sync(store: CaptureStore) -> None:
+    fake = FakeGraph()
+    start = NOW + dt.timedelta(hours=1)
+    fake.put("events", meeting("ev", start))
+    fake.put("events", meeting("nobody", start, "none"))
+    rig = Rig(store, fake, Publisher())
+    await rig.run()
+    rig.now = NOW + dt.timedelta(hours=3)  # nothing changed in the calendar: no delta item
+    await rig.run()
+    got = [(e.meeting_id, e.status) for e in meetings(rig.publisher.events)]
+    assert got == [
+        ("ev", MeetingStatus.SCHEDULED),
+        ("nobody", MeetingStatus.SCHEDULED),
+        ("ev", MeetingStatus.HELD),
+        ("nobody", MeetingStatus.NO_SHOW),
+    ]
+    view = [r for r in fake.requests if r.url.path == "/v1.0/me/calendarView"][-1]
+    assert view.url.params["startDateTime"] == "2026-02-28T12:00:00Z"  # 48 hours back
+    await rig.run()
+    assert len(rig.publisher.events) == 4  # once
+
+
+async def test_the_calendar_view_window_moves_on_without_republishing(
+    store: CaptureStore,
+) -> None:
+    fake = FakeGraph()
+    fake.put("events", meeting("ev", NOW + dt.timedelta(days=40)))
+    await Rig(store, fake, Publisher()).run()
+    rig = Rig(store, fake, Publisher())
+    rig.now = NOW + dt.timedelta(days=3)
+    await rig.run()
+    assert [r.url.params.get("$deltatoken") for r in fake.deltas("events")] == [None, "1"]
+    rig.now = NOW + dt.timedelta(days=8)  # the window set 8 days ago: started again around now
+    await rig.run()
+    restart = fake.deltas("events")[-1].url.params
+    assert "$deltatoken" not in restart
+    assert restart["startDateTime"] == "2026-03-03T09:00:00Z"  # 30 days (7 here) back from now
+    assert restart["endDateTime"] == "2026-06-08T09:00:00Z"  # 90 days ahead of now
+    assert rig.publisher.events == []  # "ev" (still scheduled) was captured already
+    assert cursors(store)["events_window"] == "2026-03-10T09:00:00Z"
 
 
 async def test_an_expired_delta_link_resyncs_that_feed_without_duplicates(
@@ -552,7 +619,7 @@ async def test_a_notification_syncs_the_users_mailbox_and_calendar(store: Captur
     resp = await endpoint.post(notification("sub-1", graph.client_state(SECRET, OWNER)))
     assert resp.status_code == 202
     assert [e.thread_id for e in emails(endpoint.publisher.events)] == ["conv-in0"]
-    assert set(cursors(store)) == {"inbox", "sent", "events"}
+    assert set(cursors(store)) == {"inbox", "sent", "events", "events_window"}
 
 
 @pytest.mark.parametrize(
