@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import orjson
@@ -44,6 +44,7 @@ from producer.capture.gcal import CalendarPush
 from producer.capture.gmail import GmailPush
 from producer.capture.graph import GraphPush, validation_answer
 from producer.capture.matcher import CapturedEmail, Matcher
+from producer.capture.metrics import CaptureMetrics
 from producer.capture.oauth import OAuthFailed, OAuthFlow
 from producer.capture.store import CaptureStore
 from schemas.events import DealEvent
@@ -67,6 +68,7 @@ def build_app(
     gcal: CalendarPush | None = None,
     graph: GraphPush | None = None,
     oauth: OAuthFlow | None = None,
+    metrics: CaptureMetrics | None = None,
 ) -> Starlette:
     def check(request: Request, body: bytes) -> JSONResponse | None:
         try:
@@ -196,17 +198,30 @@ def build_app(
             return PlainTextResponse(f"not connected: {exc.reason}", status_code=400)
         return PlainTextResponse("connected: you can close this page")
 
+    def counted(
+        source: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            response = await handler(request)
+            if metrics is not None:
+                metrics.requests.labels(source, str(response.status_code)).inc()
+            return response
+
+        return run
+
     routes = [
-        Route("/capture/webhook/{workspace}", receive, methods=["POST"]),
-        Route("/capture/users/{user_id}", disconnect, methods=["DELETE"]),
+        Route("/capture/webhook/{workspace}", counted("webhook", receive), methods=["POST"]),
+        Route("/capture/users/{user_id}", counted("disconnect", disconnect), methods=["DELETE"]),
     ]
     if gmail is not None:
-        routes.append(Route("/capture/gmail/push", gmail_push, methods=["POST"]))
+        routes.append(Route("/capture/gmail/push", counted("gmail", gmail_push), methods=["POST"]))
     if oauth is not None:
-        routes.append(Route("/capture/oauth/{provider}/start", oauth_start, methods=["POST"]))
-        routes.append(Route("/capture/oauth/{provider}/callback", oauth_callback, methods=["GET"]))
+        start, back = counted("oauth", oauth_start), counted("oauth", oauth_callback)
+        routes.append(Route("/capture/oauth/{provider}/start", start, methods=["POST"]))
+        routes.append(Route("/capture/oauth/{provider}/callback", back, methods=["GET"]))
     if gcal is not None:
-        routes.append(Route("/capture/gcal/notify", gcal_notify, methods=["POST"]))
+        routes.append(Route("/capture/gcal/notify", counted("gcal", gcal_notify), methods=["POST"]))
     if graph is not None:
-        routes.append(Route("/capture/graph/notify", graph_notify, methods=["POST"]))
+        notify = counted("graph", graph_notify)
+        routes.append(Route("/capture/graph/notify", notify, methods=["POST"]))
     return Starlette(routes=routes)

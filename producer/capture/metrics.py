@@ -1,6 +1,7 @@
 """The capture service's Prometheus metrics, in the style of ``vectoros.metrics``.
 
-Labels are bounded: ``source`` (gmail, gcal, graph), ``status`` (ok, failed, revoked). Never a
+Labels are bounded: ``source`` (webhook, gmail, gcal, graph, oauth, disconnect), ``status``
+(an HTTP status code, or ok, failed, revoked). Never a
 user, mailbox or workspace.
 """
 
@@ -13,6 +14,13 @@ from vectoros.metrics import PREFIX
 
 class CaptureMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            f"{PREFIX}_capture_requests_total",
+            "Requests answered by the capture endpoints, by source (webhook, gmail, gcal, graph, "
+            "oauth, disconnect) and HTTP status (forged pushes are 401/403).",
+            ["source", "status"],
+            registry=registry,
+        )
         self.syncs = Counter(
             f"{PREFIX}_capture_syncs_total",
             "Connection syncs of the maintenance loop (polling fallback), by provider and "

@@ -218,6 +218,7 @@ async def run_capture(
                 ready=caught_up.is_set,
             )
         flow = oauth_flow(settings, http, store)
+        metrics = CaptureMetrics(registry)
         matcher = Matcher(index, policies)
         publisher = _Publisher(producer, settings.topic_events)
         app = build_app(
@@ -229,6 +230,7 @@ async def run_capture(
             gcal=gcal,
             graph=graph,
             oauth=flow,
+            metrics=metrics,
         )
         server = AppServer(app, settings.capture_host, settings.capture_port, name="capture")
         await server.start()
@@ -246,7 +248,7 @@ async def run_capture(
                 on_ready(server.port)
             if settings.capture_poll_seconds > 0:
                 maintenance = Maintenance(
-                    store, matcher, publisher, CaptureMetrics(registry),
+                    store, matcher, publisher, metrics,
                     gmail=gmail, gcal=gcal, graph=graph,
                     public_url=settings.capture_public_url,
                     gmail_topic=settings.capture_gmail_topic,
