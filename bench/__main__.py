@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import capture as capture_bench
 from bench import floor, latency, memory, produce, profiling, restore, sink, throughput, tick
 from bench import notifier as notifier_bench
 from bench.data import Dataset, events_dataset
@@ -45,10 +44,10 @@ SCENARIOS = (
     "memory",
     "restore",
     "sink",
+    "capture",
     "produce",
     "profile",
     "notifier",
-    "capture",
 )
 DOCS = ROOT / "docs" / "benchmarks.md"
 MIB = 2**20
@@ -219,6 +218,8 @@ class Bench:
         rate.notes.append(f"{count:,} insights, two recipients, no I/O (bench/notifier.py)")
 
     async def capture(self) -> None:
+        from bench import capture as capture_bench
+
         rate = self.metric(
             "capture",
             "Gmail sync: provider messages to acknowledged events",
