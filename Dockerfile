@@ -14,7 +14,8 @@ RUN PYTHONPATH=/install/lib/python3.12/site-packages \
     pip install --no-cache-dir --prefix=/install --no-deps --no-build-isolation .
 
 FROM python:3.12-slim
-RUN useradd --system --uid 10001 vectoros
+RUN useradd --system --uid 10001 vectoros \
+    && install -d -o vectoros /var/lib/vectoros  # the capture SQLite file (a volume in compose)
 COPY --from=build /install /usr/local
 USER vectoros
 # Each service has its own default VECTOROS_METRICS_PORT (run 9464, monitor 9465, sink 9466,

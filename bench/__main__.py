@@ -45,6 +45,7 @@ SCENARIOS = (
     "memory",
     "restore",
     "sink",
+    "capture",
     "produce",
     "profile",
     "notifier",
@@ -217,6 +218,56 @@ class Bench:
 
         await self.repeat("notifier", one)
         rate.notes.append(f"{count:,} insights, two recipients, no I/O (bench/notifier.py)")
+
+    async def capture(self) -> None:
+        from bench import capture as capture_bench
+
+        rate = self.metric(
+            "capture",
+            "Gmail sync: provider messages to acknowledged events",
+            "messages/min",
+            target=10_000,
+            target_text=">= 10,000",
+        )
+        probes = self.metric(
+            "capture",
+            "index probes per message, 100k / 1k deals",
+            "x",
+            target=1.0,
+            exact=True,
+            target_text="= 1",
+            digits=2,
+        )
+        cost = self.metric(
+            "capture",
+            "matching time per message, 100k / 1k deals",
+            "x",
+            target=1.5,
+            higher_is_better=False,
+            target_text="<= 1.5",
+            digits=2,
+        )
+        messages = 5_000 if self.quick else 20_000
+
+        async def one(i: int) -> str:
+            res = await capture_bench.run_with_broker(self.session, messages, 1_000)
+            rate.add(res.per_minute)
+            small = capture_bench.run_matching(20_000, 1_000)
+            big = capture_bench.run_matching(20_000, 100_000)
+            probes.add(big.lookups_per_message / small.lookups_per_message)
+            cost.add(big.micros_per_message / small.micros_per_message)
+            return (
+                f"{res.per_minute:,.0f} messages/min ({res.events:,} events); matching "
+                f"{small.micros_per_message:.1f} us (1k deals) vs {big.micros_per_message:.1f} us "
+                f"(100k deals), {big.lookups_per_message:.1f} probes/message"
+            )
+
+        await self.repeat("capture", one)
+        rate.notes.append(
+            f"{messages:,} messages of one mailbox through a Gmail stand-in in process (no "
+            "network), SQLite captured log, matcher, events acknowledged by the broker "
+            "(bench/capture.py)"
+        )
 
     async def floor(self) -> None:
         data, topic = self.data, self.topic

@@ -23,7 +23,8 @@ from vectoros.errors import VectorOSError
     help="Port of the capture endpoints (default 8089).",
 )
 def capture(host: str | None, port: int | None) -> None:
-    """Capture emails and meetings (signed JSON webhook), match them to deals, publish them."""
+    """Capture emails and meetings (signed JSON webhook; Gmail, Google Calendar and Microsoft
+    Graph mailboxes connected with OAuth), match them to deals, publish them."""
     from producer.capture.service import check_config, run_capture
     from producer.capture.settings import CaptureSettings
     from vectoros.service import serve

@@ -42,8 +42,10 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from producer.capture.api import ApiClient, ApiError, OAuthClient, revoked
+from producer.capture.api import retry_after_seconds as retry_after_seconds
 from producer.capture.matcher import CapturedEmail, Matcher, address
-from producer.capture.store import CaptureStore
+from producer.capture.store import CaptureStore, Channel
 from schemas.events import DealEvent
 
 logger = logging.getLogger(__name__)
@@ -63,15 +65,11 @@ METADATA_HEADERS = (
 )
 
 
-class GmailError(Exception):
-    """The Gmail API refused a request (not 401/429/404 handled here), or kept refusing."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+GmailError = ApiError
+"""The Gmail API refused a request (not 401/429/404 handled here), or kept refusing."""
 
 
-class NotFound(GmailError):
+class NotFound(ApiError):
     """404: for ``history.list`` the start history id is too old (expired)."""
 
 
@@ -108,29 +106,9 @@ def decode_push(body: bytes, token: str | None, expected_token: str) -> PushNoti
     return PushNotice(email_address, history_id, message_id)
 
 
-@dataclass(frozen=True, slots=True)
-class OAuthClient:
-    """The Google OAuth client of the deployment (refresh-token grant)."""
-
-    client_id: str
-    client_secret: str
-    token_url: str = TOKEN_URL
-
-
-def retry_after_seconds(value: str | None, now: dt.datetime, cap: float) -> float:
-    """``Retry-After`` as seconds to wait (delta-seconds or an HTTP date), within [0, cap]."""
-    if not value:
-        return min(1.0, cap)
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), cap)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return min(1.0, cap)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, min((when - now).total_seconds(), cap))
+def google_oauth(client_id: str, client_secret: str, token_url: str = TOKEN_URL) -> OAuthClient:
+    """The deployment's Google OAuth client (Gmail and Calendar share it)."""
+    return OAuthClient(client_id, client_secret, token_url)
 
 
 _RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
@@ -148,11 +126,11 @@ def _rate_limited_403(resp: httpx.Response) -> bool:
         return False
 
 
-class GmailClient:
-    """The few Gmail API calls capture makes, on an injected ``httpx.AsyncClient``.
+class GmailClient(ApiClient):
+    """The few Gmail API calls capture makes (``producer.capture.api.ApiClient``: one refresh
+    on 401, ``Retry-After`` on 429/503 and on Gmail's rate-limit 403)."""
 
-    ``tokens`` is the provider's token response (``access_token``, ``refresh_token``, ...);
-    after a refresh the merged tokens go to ``on_tokens``."""
+    name = "gmail"
 
     def __init__(
         self,
@@ -167,66 +145,23 @@ class GmailClient:
         max_attempts: int = 5,
         max_wait_seconds: float = 120.0,
     ) -> None:
-        self._http, self._oauth, self._tokens = http, oauth, dict(tokens)
-        self._on_tokens, self._base = on_tokens, api_base.rstrip("/")
-        self._sleep, self._now = sleep, now
-        self._max_attempts, self._max_wait = max_attempts, max_wait_seconds
+        super().__init__(
+            http, oauth, tokens, api_base=api_base, on_tokens=on_tokens, sleep=sleep, now=now,
+            max_attempts=max_attempts, max_wait_seconds=max_wait_seconds,
+        )  # fmt: skip
 
-    async def refresh(self) -> None:
-        refresh_token = self._tokens.get("refresh_token")
-        if not refresh_token:
-            raise GmailError("no refresh token: the user must connect the mailbox again", 401)
-        resp = await self._http.post(
-            self._oauth.token_url,
-            data={
-                "grant_type": "refresh_token",
-                "refresh_token": refresh_token,
-                "client_id": self._oauth.client_id,
-                "client_secret": self._oauth.client_secret,
-            },
-        )
-        if resp.status_code != 200:
-            # invalid_grant: the user revoked access; the connection needs a new consent
-            raise GmailError(f"token refresh refused ({resp.status_code})", resp.status_code)
-        fresh = resp.json()
-        if not isinstance(fresh, dict) or not fresh.get("access_token"):
-            raise GmailError("token refresh answered without an access_token")
-        self._tokens.update(fresh)  # a refresh answer usually has no refresh_token: keep ours
-        self._on_tokens(dict(self._tokens))
-        logger.info("gmail: access token refreshed")
+    def retryable(self, resp: httpx.Response) -> bool:
+        return _rate_limited_403(resp)
+
+    def error(self, method: str, path: str, resp: httpx.Response) -> ApiError:
+        if resp.status_code == 404:
+            return NotFound(f"gmail {method} {path}: 404", 404)
+        return super().error(method, path, resp)
 
     async def _call(
         self, method: str, path: str, *, params: Any = None, json: Any = None
     ) -> dict[str, Any]:
-        refreshed = False
-        attempts = 0
-        while True:
-            attempts += 1
-            headers = {"Authorization": f"Bearer {self._tokens.get('access_token', '')}"}
-            resp = await self._http.request(
-                method, self._base + path, params=params, json=json, headers=headers
-            )
-            status = resp.status_code
-            if status == 401 and not refreshed:
-                refreshed = True
-                await self.refresh()
-                continue
-            if (status in (429, 503) or _rate_limited_403(resp)) and attempts < self._max_attempts:
-                header = resp.headers.get("retry-after")
-                wait = (
-                    retry_after_seconds(header, self._now(), self._max_wait)
-                    if header
-                    else min(2.0 ** (attempts - 1), self._max_wait)  # backoff 1, 2, 4, ... s
-                )
-                logger.warning("gmail: %d on %s, retrying in %.1fs", status, path, wait)
-                await self._sleep(wait)
-                continue
-            if status == 404:
-                raise NotFound(f"gmail {method} {path}: 404", 404)
-            if status >= 400:
-                raise GmailError(f"gmail {method} {path}: {status}", status)
-            body = resp.json()
-            return body if isinstance(body, dict) else {}
+        return await self.call(method, path, params=params, json=json)
 
     async def watch(
         self, topic_name: str, label_ids: Sequence[str] = ("INBOX", "SENT")
@@ -468,29 +403,64 @@ class GmailPush:
             return PushOutcome(403 if exc.reason == "bad_token" else 400, {"error": exc.reason})
         if not self._ready():  # the deal index is still catching up: matching would miss deals
             return PushOutcome(503, {"error": "not_ready"})
-        lock = self._locks.setdefault(notice.email_address, asyncio.Lock())
-        async with lock:
-            conn = store.connection(notice.email_address, PROVIDER)
+        return await self.sync(store, matcher, publisher, notice.email_address)
+
+    def client(self, store: CaptureStore, user: str, tokens: str) -> GmailClient:
+        return GmailClient(
+            self._http,
+            self._oauth,
+            orjson.loads(tokens),
+            on_tokens=lambda t: store.save_tokens(user, PROVIDER, orjson.dumps(t).decode()),
+            api_base=self._base,
+            sleep=self._sleep,
+            now=self._now,
+        )
+
+    async def sync(
+        self, store: CaptureStore, matcher: Matcher, publisher: EventPublisher, user: str
+    ) -> PushOutcome:
+        """Sync one mailbox (a push, or the maintenance loop's polling); one at a time per
+        mailbox. 204: synced, or nothing to do (disconnected, revoked); 503: failed."""
+        async with self._locks.setdefault(user, asyncio.Lock()):
+            conn = store.connection(user, PROVIDER)
             if conn is None:  # disconnected: acknowledge, nothing to read
                 return PushOutcome(204, {})
-            user = conn.user_id
-            client = GmailClient(
-                self._http,
-                self._oauth,
-                orjson.loads(conn.tokens),
-                on_tokens=lambda t: store.save_tokens(user, PROVIDER, orjson.dumps(t).decode()),
-                api_base=self._base,
-                sleep=self._sleep,
-                now=self._now,
-            )
             sync = GmailSync(
-                client, store, matcher, publisher,
-                user_id=user, workspace_id=conn.workspace_id, owner=notice.email_address,
+                self.client(store, user, conn.tokens), store, matcher, publisher,
+                user_id=user, workspace_id=conn.workspace_id, owner=user,
                 now=self._now, full_sync_days=self._days,
             )  # fmt: skip
             try:
                 result = await sync.run()
-            except Exception:
+            except Exception as exc:
+                if revoked(exc):  # acknowledged: a redelivery could not do better
+                    store.mark_revoked(user, PROVIDER, int(self._now().timestamp() * 1000))
+                    logger.warning("gmail: access revoked; connection marked, not retried")
+                    return PushOutcome(204, {"revoked": True})
                 logger.exception("gmail sync failed; Pub/Sub will redeliver")
                 return PushOutcome(503, {"error": "unavailable"})
         return PushOutcome(204, {"messages": result.messages, "events": result.events})
+
+    async def ensure_watch(
+        self, store: CaptureStore, user: str, topic: str, renew_before_seconds: int = 86400
+    ) -> Channel | None:
+        """``users.watch`` for the mailbox when it has no watch or it expires within the
+        margin (Gmail's watch lasts at most 7 days; calling it again replaces it)."""
+        conn = store.connection(user, PROVIDER)
+        if conn is None:
+            return None
+        now_ms = int(self._now().timestamp() * 1000)
+        for current in store.channels(PROVIDER, user):
+            if current.expires_ms - renew_before_seconds * 1000 > now_ms:
+                return current
+        answer = await self.client(store, user, conn.tokens).watch(topic)
+        channel = Channel(
+            channel_id=f"gmail-watch:{user}",
+            user_id=user,
+            provider=PROVIDER,
+            resource_id=topic,
+            expires_ms=int(answer.get("expiration") or now_ms + 7 * 86_400_000),
+        )
+        store.save_channel(channel)
+        logger.info("gmail: mailbox watched, expires at %d", channel.expires_ms)
+        return channel

@@ -105,6 +105,30 @@ class CapturedMeeting:
     observed_at: dt.datetime
 
 
+CAME = frozenset({"accepted", "tentative"})
+"""Answers of an attendee that count as attending (normalised: ``accepted``, ``tentative``,
+``declined``, ``none``)."""
+
+
+def meeting_status(
+    answers: dict[str, str], cancelled: bool, start: dt.datetime, end: dt.datetime, now: dt.datetime
+) -> tuple[MeetingStatus, dt.datetime, tuple[str, ...]]:
+    """A calendar event's status at ``now`` from its external attendees' answers: the status,
+    when it was observed, and the attendees to report. ``cancelled`` when the event is, or when
+    every external attendee declined; ``scheduled`` until its end (observed now, before its
+    start, so it holds off the rules); after its end ``held`` when an external attendee accepted
+    or answered tentatively (observed at its end, with those attendees), ``no-show`` when none
+    did (a calendar cannot see attendance: an invitation nobody accepted counts as not held)."""
+    given = set(answers.values())
+    if cancelled or given == {"declined"}:
+        return MeetingStatus.CANCELLED, now, tuple(answers)
+    if end > now:
+        return MeetingStatus.SCHEDULED, now, tuple(answers)
+    if given & CAME:
+        return MeetingStatus.HELD, end, tuple(a for a, r in answers.items() if r in CAME)
+    return MeetingStatus.NO_SHOW, end, tuple(answers)
+
+
 @dataclass(slots=True)
 class _Deal:
     workspace_id: str

@@ -19,9 +19,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from producer.capture import oauth
 from producer.capture.app import build_app
-from producer.capture.gmail import GmailPush, OAuthClient
+from producer.capture.gcal import CalendarPush
+from producer.capture.gmail import GmailPush, google_oauth
+from producer.capture.graph import GraphPush, graph_oauth
+from producer.capture.maintain import Maintenance, run_maintenance
 from producer.capture.matcher import DealIndex, Matcher
+from producer.capture.metrics import CaptureMetrics
+from producer.capture.oauth import OAuthFlow
 from producer.capture.settings import CaptureSettings, load_policies
 from producer.capture.store import CaptureStore, TokenCipher
 from producer.publisher import DealEventPublisher
@@ -41,15 +47,30 @@ def check_config(settings: CaptureSettings) -> None:
             "VECTOROS_CAPTURE_TOKEN_KEY (a Fernet key)"
         )
     TokenCipher(settings.capture_token_key)  # a bad key fails now, with how to make one
-    gmail_set = (
-        settings.capture_gmail_push_token,
-        settings.capture_google_client_id,
-        settings.capture_google_client_secret,
-    )
-    if any(v is not None for v in gmail_set) and not settings.gmail_configured():
+    google = (settings.capture_google_client_id, settings.capture_google_client_secret)
+    if (google[0] is None) != (google[1] is None):
+        raise ConfigError(
+            "set both VECTOROS_CAPTURE_GOOGLE_CLIENT_ID and VECTOROS_CAPTURE_GOOGLE_CLIENT_SECRET"
+        )
+    if settings.capture_gmail_push_token is not None and not settings.gmail_configured():
         raise ConfigError(
             "the Gmail connector needs all of VECTOROS_CAPTURE_GMAIL_PUSH_TOKEN, "
             "VECTOROS_CAPTURE_GOOGLE_CLIENT_ID and VECTOROS_CAPTURE_GOOGLE_CLIENT_SECRET"
+        )
+    if settings.capture_gcal_channel_secret is not None and not settings.gcal_configured():
+        raise ConfigError(
+            "the Google Calendar connector needs VECTOROS_CAPTURE_GCAL_CHANNEL_SECRET with "
+            "VECTOROS_CAPTURE_GOOGLE_CLIENT_ID and VECTOROS_CAPTURE_GOOGLE_CLIENT_SECRET"
+        )
+    graph_set = (
+        settings.capture_graph_secret,
+        settings.capture_ms_client_id,
+        settings.capture_ms_client_secret,
+    )
+    if any(v is not None for v in graph_set) and not settings.graph_configured():
+        raise ConfigError(
+            "the Microsoft Graph connector needs all of VECTOROS_CAPTURE_GRAPH_SECRET, "
+            "VECTOROS_CAPTURE_MS_CLIENT_ID and VECTOROS_CAPTURE_MS_CLIENT_SECRET"
         )
     load_policies(settings.capture_workspaces_file)
 
@@ -62,6 +83,31 @@ class _Publisher:
         publisher = DealEventPublisher(self._producer, self._topic)
         await publisher.publish_many(events)
         await publisher.flush()
+
+
+def oauth_flow(
+    settings: CaptureSettings, http: httpx.AsyncClient, store: CaptureStore
+) -> OAuthFlow | None:
+    """Connecting mailboxes: with a public URL, for the providers whose clients are set."""
+    if settings.capture_public_url is None:
+        return None
+    providers = {}
+    if settings.capture_google_client_id and settings.capture_google_client_secret:
+        client = google_oauth(
+            settings.capture_google_client_id,
+            settings.capture_google_client_secret.get_secret_value(),
+        )
+        providers["gmail"] = oauth.google("gmail", client)
+        providers["gcal"] = oauth.google("gcal", client)
+    if settings.capture_ms_client_id and settings.capture_ms_client_secret:
+        providers["graph"] = oauth.microsoft(
+            graph_oauth(
+                settings.capture_ms_client_id, settings.capture_ms_client_secret.get_secret_value()
+            )
+        )
+    if not providers:
+        return None
+    return OAuthFlow(http, store, providers, settings.capture_public_url)
 
 
 async def follow_deals(
@@ -133,7 +179,7 @@ async def run_capture(
             assert settings.capture_gmail_push_token is not None
             assert settings.capture_google_client_id is not None
             assert settings.capture_google_client_secret is not None
-            oauth = OAuthClient(
+            oauth = google_oauth(
                 settings.capture_google_client_id,
                 settings.capture_google_client_secret.get_secret_value(),
             )
@@ -143,15 +189,52 @@ async def run_capture(
                 settings.capture_gmail_push_token.get_secret_value(),
                 ready=caught_up.is_set,
             )
+        gcal = None
+        if settings.gcal_configured():
+            assert settings.capture_gcal_channel_secret is not None
+            assert settings.capture_google_client_id is not None
+            assert settings.capture_google_client_secret is not None
+            gcal = CalendarPush(
+                http,
+                google_oauth(
+                    settings.capture_google_client_id,
+                    settings.capture_google_client_secret.get_secret_value(),
+                ),
+                settings.capture_gcal_channel_secret.get_secret_value(),
+                ready=caught_up.is_set,
+            )
+        graph = None
+        if settings.graph_configured():
+            assert settings.capture_graph_secret is not None
+            assert settings.capture_ms_client_id is not None
+            assert settings.capture_ms_client_secret is not None
+            graph = GraphPush(
+                http,
+                graph_oauth(
+                    settings.capture_ms_client_id,
+                    settings.capture_ms_client_secret.get_secret_value(),
+                ),
+                settings.capture_graph_secret.get_secret_value(),
+                ready=caught_up.is_set,
+            )
+        flow = oauth_flow(settings, http, store)
+        metrics = CaptureMetrics(registry)
+        matcher = Matcher(index, policies)
+        publisher = _Publisher(producer, settings.topic_events)
         app = build_app(
-            Matcher(index, policies),
-            _Publisher(producer, settings.topic_events),
+            matcher,
+            publisher,
             store,
             settings.capture_webhook_secret.get_secret_value(),
             gmail=gmail,
+            gcal=gcal,
+            graph=graph,
+            oauth=flow,
+            metrics=metrics,
         )
         server = AppServer(app, settings.capture_host, settings.capture_port, name="capture")
         await server.start()
+        upkeep: asyncio.Task[None] | None = None
         try:
             waiter = asyncio.create_task(caught_up.wait())
             await asyncio.wait([waiter, follower], return_when=asyncio.FIRST_COMPLETED)
@@ -163,8 +246,22 @@ async def run_capture(
             )  # fmt: skip
             if on_ready is not None:
                 on_ready(server.port)
+            if settings.capture_poll_seconds > 0:
+                maintenance = Maintenance(
+                    store, matcher, publisher, metrics,
+                    gmail=gmail, gcal=gcal, graph=graph,
+                    public_url=settings.capture_public_url,
+                    gmail_topic=settings.capture_gmail_topic,
+                )  # fmt: skip
+                upkeep = asyncio.create_task(
+                    run_maintenance(maintenance, settings.capture_poll_seconds, stop)
+                )
             await stop.wait()
         finally:
+            if upkeep is not None:
+                upkeep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upkeep
             await server.stop()
     finally:
         follower.cancel()

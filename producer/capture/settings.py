@@ -56,12 +56,59 @@ class CaptureSettings(KafkaSettings):
         default=None, description="Google OAuth client secret."
     )
 
+    capture_public_url: str | None = Field(
+        default=None,
+        description="The https URL where providers and browsers reach the capture endpoints "
+        "(OAuth redirects, Calendar channels, Graph subscriptions); enables connecting.",
+    )
+    capture_gmail_topic: str | None = Field(
+        default=None,
+        description="The Pub/Sub topic (projects/<p>/topics/<t>) users.watch points mailboxes "
+        "at; with it the maintenance loop re-watches each mailbox before expiry.",
+    )
+    capture_poll_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds between maintenance rounds (re-watch, renew, polling sync of "
+        "every connection); 0 turns it off.",
+    )
+    capture_gcal_channel_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret the Google Calendar channel tokens are derived from; set with the "
+        "Google client id and secret to serve POST /capture/gcal/notify.",
+    )
+    capture_ms_client_id: str | None = Field(
+        default=None, description="Microsoft identity platform application (client) id."
+    )
+    capture_ms_client_secret: SecretStr | None = Field(
+        default=None, description="Microsoft identity platform client secret."
+    )
+    capture_graph_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret the Graph subscriptions' clientState is derived from; set with the "
+        "Microsoft client id and secret to serve POST /capture/graph/notify.",
+    )
+
     def gmail_configured(self) -> bool:
         """All three Gmail settings set (``check_config`` refuses only some of them)."""
         return None not in (
             self.capture_gmail_push_token,
             self.capture_google_client_id,
             self.capture_google_client_secret,
+        )
+
+    def gcal_configured(self) -> bool:
+        return None not in (
+            self.capture_gcal_channel_secret,
+            self.capture_google_client_id,
+            self.capture_google_client_secret,
+        )
+
+    def graph_configured(self) -> bool:
+        return None not in (
+            self.capture_graph_secret,
+            self.capture_ms_client_id,
+            self.capture_ms_client_secret,
         )
 
 

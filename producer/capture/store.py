@@ -23,6 +23,15 @@ CREATE TABLE IF NOT EXISTS connection (
 CREATE TABLE IF NOT EXISTS captured (
     user_id TEXT NOT NULL, provider TEXT NOT NULL, item_id TEXT NOT NULL,
     captured_ms INTEGER NOT NULL, PRIMARY KEY (user_id, provider, item_id));
+CREATE TABLE IF NOT EXISTS channel (
+    channel_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, provider TEXT NOT NULL,
+    resource_id TEXT, expires_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked (
+    user_id TEXT NOT NULL, provider TEXT NOT NULL, revoked_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, provider));
+CREATE TABLE IF NOT EXISTS oauth_state (
+    state TEXT PRIMARY KEY, provider TEXT NOT NULL, workspace_id TEXT NOT NULL,
+    verifier BLOB NOT NULL, created_ms INTEGER NOT NULL);
 """
 
 
@@ -51,6 +60,18 @@ class TokenCipher:
 
 
 @dataclass(frozen=True, slots=True)
+class Channel:
+    """A push channel a provider notifies us on (a Calendar ``events.watch`` channel, a Graph
+    subscription): which user it is for and when it expires (to renew before)."""
+
+    channel_id: str
+    user_id: str
+    provider: str
+    resource_id: str | None
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Connection:
     user_id: str
     provider: str
@@ -72,8 +93,12 @@ class CaptureStore:
         self._db.close()
 
     def connect(self, user_id: str, provider: str, workspace_id: str, tokens: str) -> None:
-        """A user connected a mailbox (the OAuth code exchange's token response)."""
+        """A user connected a mailbox (the OAuth code exchange's token response); a connection
+        marked revoked is live again."""
         with self._db:
+            self._db.execute(
+                "DELETE FROM revoked WHERE user_id = ? AND provider = ?", (user_id, provider)
+            )
             self._db.execute(
                 "INSERT INTO connection VALUES (?, ?, ?, ?, NULL) ON CONFLICT (user_id, provider)"
                 " DO UPDATE SET workspace_id = excluded.workspace_id, tokens = excluded.tokens",
@@ -82,13 +107,66 @@ class CaptureStore:
 
     def connection(self, user_id: str, provider: str) -> Connection | None:
         row = self._db.execute(
-            "SELECT workspace_id, tokens, cursor FROM connection"
-            " WHERE user_id = ? AND provider = ?",
+            "SELECT workspace_id, tokens, cursor FROM connection c"
+            " WHERE user_id = ? AND provider = ? AND NOT EXISTS (SELECT 1 FROM revoked r"
+            " WHERE r.user_id = c.user_id AND r.provider = c.provider)",
             (user_id, provider),
         ).fetchone()
         if row is None:
             return None
         return Connection(user_id, provider, row[0], self._cipher.open(row[1]), row[2])
+
+    def users(self, provider: str) -> list[str]:
+        """The users with a live (not revoked) connection to ``provider``."""
+        rows = self._db.execute(
+            "SELECT user_id FROM connection c WHERE provider = ? AND NOT EXISTS (SELECT 1 FROM"
+            " revoked r WHERE r.user_id = c.user_id AND r.provider = c.provider) ORDER BY user_id",
+            (provider,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def mark_revoked(self, user_id: str, provider: str, now_ms: int) -> None:
+        """The user revoked our access (``invalid_grant``): the connection is kept (cursor,
+        captured ids) but not used until the user connects again; its channels are dropped."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO revoked VALUES (?, ?, ?)", (user_id, provider, now_ms)
+            )
+            self._db.execute(
+                "DELETE FROM channel WHERE user_id = ? AND provider = ?", (user_id, provider)
+            )
+
+    def revoked(self, user_id: str, provider: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM revoked WHERE user_id = ? AND provider = ?", (user_id, provider)
+        ).fetchone()
+        return row is not None
+
+    def save_oauth_state(
+        self, state: str, provider: str, workspace_id: str, verifier: str, now_ms: int
+    ) -> None:
+        """A started authorization (its PKCE verifier encrypted like the tokens)."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO oauth_state VALUES (?, ?, ?, ?, ?)",
+                (state, provider, workspace_id, self._cipher.seal(verifier), now_ms),
+            )
+
+    def take_oauth_state(
+        self, state: str, provider: str, not_before_ms: int
+    ) -> tuple[str, str] | None:
+        """``(workspace_id, verifier)`` of a started authorization, once (deleted as read);
+        ``None`` when unknown, of another provider, or started before ``not_before_ms``."""
+        with self._db:
+            row = self._db.execute(
+                "DELETE FROM oauth_state WHERE state = ? RETURNING provider, workspace_id,"
+                " verifier, created_ms",
+                (state,),
+            ).fetchone()
+            self._db.execute("DELETE FROM oauth_state WHERE created_ms < ?", (not_before_ms,))
+        if row is None or row[0] != provider or row[3] < not_before_ms:
+            return None
+        return str(row[1]), self._cipher.open(row[2])
 
     def save_tokens(self, user_id: str, provider: str, tokens: str) -> None:
         """After a refresh."""
@@ -146,19 +224,79 @@ class CaptureStore:
                 "DELETE FROM captured WHERE captured_ms < ?", (before_ms,)
             ).rowcount
 
+    def save_channel(self, channel: Channel) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO channel VALUES (?, ?, ?, ?, ?)",
+                (
+                    channel.channel_id,
+                    channel.user_id,
+                    channel.provider,
+                    channel.resource_id,
+                    channel.expires_ms,
+                ),
+            )
+
+    def channel(self, channel_id: str) -> Channel | None:
+        row = self._db.execute(
+            "SELECT channel_id, user_id, provider, resource_id, expires_ms FROM channel"
+            " WHERE channel_id = ?",
+            (channel_id,),
+        ).fetchone()
+        return None if row is None else Channel(*row)
+
+    def channels(self, provider: str, user_id: str | None = None) -> list[Channel]:
+        """The provider's channels (of one user), soonest expiry first."""
+        rows = self._db.execute(
+            "SELECT channel_id, user_id, provider, resource_id, expires_ms FROM channel"
+            " WHERE provider = ? AND (? IS NULL OR user_id = ?) ORDER BY expires_ms",
+            (provider, user_id, user_id),
+        ).fetchall()
+        return [Channel(*row) for row in rows]
+
+    def drop_channel(self, channel_id: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM channel WHERE channel_id = ?", (channel_id,))
+
+    def prune_workspace(self, workspace_id: str, before_ms: int) -> int:
+        """Forget the captured ids logged before ``before_ms`` by the connections of one
+        workspace (its retention); how many."""
+        with self._db:
+            return self._db.execute(
+                "DELETE FROM captured WHERE captured_ms < ? AND EXISTS (SELECT 1 FROM connection c"
+                " WHERE c.user_id = captured.user_id AND c.provider = captured.provider"
+                " AND c.workspace_id = ?)",
+                (before_ms, workspace_id),
+            ).rowcount
+
+    def prune_unconnected(self, before_ms: int) -> int:
+        """Forget the captured ids logged before ``before_ms`` for users with no connection
+        (the JSON webhook's users, disconnected ones); how many."""
+        with self._db:
+            return self._db.execute(
+                "DELETE FROM captured WHERE captured_ms < ? AND NOT EXISTS (SELECT 1 FROM"
+                " connection c WHERE c.user_id = captured.user_id"
+                " AND c.provider = captured.provider)",
+                (before_ms,),
+            ).rowcount
+
     def disconnect(self, user_id: str) -> int:
-        """Delete everything kept for ``user_id``: tokens, cursors, captured ids; rows deleted."""
+        """Delete everything kept for ``user_id``: tokens, cursors, captured ids, push
+        channels; rows deleted."""
         with self._db:
             a = self._db.execute("DELETE FROM connection WHERE user_id = ?", (user_id,)).rowcount
             b = self._db.execute("DELETE FROM captured WHERE user_id = ?", (user_id,)).rowcount
-        return a + b
+            c = self._db.execute("DELETE FROM channel WHERE user_id = ?", (user_id,)).rowcount
+            d = self._db.execute("DELETE FROM revoked WHERE user_id = ?", (user_id,)).rowcount
+        return a + b + c + d
 
     def rows_of(self, user_id: str) -> int:
-        """Rows kept for ``user_id`` (connections and captured ids)."""
-        (a,) = self._db.execute(
-            "SELECT count(*) FROM connection WHERE user_id = ?", (user_id,)
-        ).fetchone()
-        (b,) = self._db.execute(
-            "SELECT count(*) FROM captured WHERE user_id = ?", (user_id,)
-        ).fetchone()
-        return int(a) + int(b)
+        """Rows kept for ``user_id`` (connections, captured ids, push channels)."""
+        total = 0
+        for table in ("connection", "captured", "channel", "revoked"):  # fixed names, not input
+            (n,) = self._db.execute(
+                f"SELECT count(*) FROM {table} WHERE user_id = ?",  # noqa: S608
+                (user_id,),
+            ).fetchone()
+            total += int(n)
+        return total

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
@@ -27,11 +27,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from producer.gateway import auth, hubspot, pipedrive, salesforce, twenty
-from producer.gateway.common import Context, Normalized, PayloadError
+from producer.gateway.common import ContactLookup, Context, Normalized, PayloadError
+from producer.gateway.contacts import ContactResolver
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import SOURCES, WORKSPACE_PATTERN, GatewaySettings
 from producer.gateway.stages import StageMap
-from schemas.events import DealEvent
+from schemas.events import DealEvent, DealUpdated
 from vectoros.errors import EventRejected
 from vectoros.event_time import TimeBounds
 
@@ -101,8 +102,10 @@ class Gateway:
         *,
         stages: StageMap | None = None,
         clock: Callable[[], float] = time.time,
+        contacts: Mapping[str, ContactResolver] | None = None,
     ) -> None:
         self.settings = settings
+        self.contacts = dict(contacts or {})
         self.publisher = publisher
         self.metrics = metrics
         self.stages = stages or StageMap()
@@ -169,6 +172,19 @@ class Gateway:
         except PayloadError as exc:
             return self._reject(label, 400, exc.reason, exc.detail)
         events = result.sorted_events()
+        if result.lookups:
+            resolver = self.contacts.get(source)
+            if resolver is None:  # no CRM credentials to read the contacts with
+                result.ignore("no_contact_lookup", len(result.lookups))
+            else:
+                try:
+                    looked = await self._contacts(resolver, ctx, result.lookups)
+                except Exception as exc:  # the CRM retries the webhook
+                    self.metrics.publish_failures.labels(source).inc()
+                    reason = type(exc).__name__
+                    logger.error("%s webhook: reading contacts failed (%s)", source, reason)
+                    return _error(503, "unavailable", "the CRM could not be read; retry")
+                events = sorted([*events, *looked], key=lambda e: e.occurred_at)
         received_ms = int(self.clock() * 1000)
         try:
             for event in events:
@@ -195,6 +211,34 @@ class Gateway:
             self.metrics.ignored.labels(source, reason).inc(count)
         logger.debug("%s webhook: %d events, ignored %s", source, len(events), dict(result.ignored))
         return JSONResponse({"published": len(events), "ignored": dict(result.ignored)})
+
+    async def _contacts(
+        self, resolver: ContactResolver, ctx: Context, lookups: Sequence[ContactLookup]
+    ) -> list[DealEvent]:
+        """One ``deal.updated`` with the current ``contacts`` and ``account_domains`` per deal
+        named (its latest lookup's id and time: a redelivery has the same event id)."""
+        latest: dict[str, ContactLookup] = {}
+        for lookup in lookups:
+            if lookup.deal not in latest or lookup.at >= latest[lookup.deal].at:
+                latest[lookup.deal] = lookup
+        out: list[DealEvent] = []
+        for lookup in latest.values():
+            addresses, domains = await resolver.resolve(lookup.crm_deal_id)
+            changes: dict[str, Any] = {"contacts": addresses}
+            if domains is not None:
+                changes["account_domains"] = domains
+            out.append(
+                DealUpdated.model_validate(
+                    {
+                        "event_id": lookup.eid,
+                        "workspace_id": ctx.workspace,
+                        "deal_id": lookup.deal,
+                        "occurred_at": lookup.at,
+                        "changes": changes,
+                    }
+                )
+            )
+        return out
 
     def _authenticate(self, source: str, request: Request, body: bytes) -> None:
         s = self.settings
@@ -235,7 +279,9 @@ def build_app(
     *,
     stages: StageMap | None = None,
     clock: Callable[[], float] = time.time,
+    contacts: Mapping[str, ContactResolver] | None = None,
 ) -> Starlette:
     """The gateway's ASGI app. ``publisher.send(events)`` must return only once the broker has
-    acknowledged those events (``service.KafkaEventPublisher`` does)."""
-    return Gateway(settings, publisher, metrics, stages=stages, clock=clock).app
+    acknowledged those events (``service.KafkaEventPublisher`` does). ``contacts`` reads a
+    deal's contacts from a source's CRM (``producer.gateway.contacts``)."""
+    return Gateway(settings, publisher, metrics, stages=stages, clock=clock, contacts=contacts).app

@@ -69,12 +69,26 @@ class Context:
     default_currency: str | None = None
 
 
+@dataclass(frozen=True)
+class ContactLookup:
+    """A deal whose contacts or companies changed in the CRM: the webhook names them by CRM id
+    only, so the gateway reads the deal's current contacts' addresses and companies' domains
+    from the CRM (``producer.gateway.contacts``) and publishes them as a ``deal.updated``."""
+
+    deal: str
+    crm_deal_id: str
+    eid: str
+    at: dt.datetime
+
+
 @dataclass
 class Normalized:
-    """The deal events of one webhook, and what was ignored (reason -> count)."""
+    """The deal events of one webhook, what was ignored (reason -> count), and the deals whose
+    contacts must be read from the CRM."""
 
     events: list[DealEvent] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
+    lookups: list[ContactLookup] = field(default_factory=list)
 
     def ignore(self, reason: str, count: int = 1) -> None:
         self.ignored[reason] += count

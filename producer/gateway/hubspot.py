@@ -12,7 +12,12 @@ Handled (legacy ``deal.*`` subscription types, and the generic ``object.*`` ones
 - ``creation`` carries no properties (HubSpot sends the properties set at creation as
   ``propertyChange`` events): ignored as ``no_fields``.
 - ``associationChange`` from a deal to a call/email/meeting/note/task (engagement) ->
-  ``activity.logged``. Other associations and removals are ignored.
+  ``activity.logged``; removals are ignored.
+- ``associationChange`` between a deal and a contact or a company (either direction, added or
+  removed) -> a contact lookup: the gateway reads the deal's contacts' emails and companies'
+  domains from HubSpot (``producer.gateway.contacts``, with ``VECTOROS_GATEWAY_HUBSPOT_TOKEN``)
+  and publishes them as a ``deal.updated`` (``contacts``, ``account_domains``). Other
+  associations are ignored.
 - Everything else (contacts, companies, merge, restore, ...): ignored, counted.
 
 ``deal_id`` is ``hubspot:<portalId>:<objectId>`` (object ids are unique per HubSpot account);
@@ -27,6 +32,7 @@ import re
 from typing import Any
 
 from producer.gateway.common import (
+    ContactLookup,
     Context,
     Normalized,
     PayloadError,
@@ -63,6 +69,8 @@ ENGAGEMENT_TYPE_IDS: dict[str, ActivityType] = {
     "0-27": ActivityType.TASK,
 }
 _DEAL_TO_ENGAGEMENT = re.compile(r"^DEAL_TO_(CALL|EMAIL|MEETING|NOTE|TASK)S?$")
+_PARTY_TYPE_IDS = frozenset({"0-1", "0-2"})  # contacts, companies
+_DEAL_AND_PARTY = re.compile(r"^(DEAL_TO_(CONTACT|COMPANY)|(CONTACT|COMPANY)_TO_DEAL)$")
 
 
 def _scaled_probability(value: Any) -> Any:
@@ -132,8 +140,40 @@ def normalize(payload: Any, ctx: Context) -> Normalized:
     return out
 
 
+def _party(item: Any) -> str | None:
+    """``from`` or ``to``: which end is the deal when the association joins a deal and a
+    contact or company; ``None`` otherwise."""
+    association = str(item.get("associationType", "")).upper()
+    if _DEAL_AND_PARTY.match(association):
+        return "from" if association.startswith("DEAL_") else "to"
+    ends = (str(item.get("fromObjectTypeId", "")), str(item.get("toObjectTypeId", "")))
+    if ends[0] == DEAL_OBJECT_TYPE_ID and ends[1] in _PARTY_TYPE_IDS:
+        return "from"
+    if ends[1] == DEAL_OBJECT_TYPE_ID and ends[0] in _PARTY_TYPE_IDS:
+        return "to"
+    return None
+
+
 def _association(item: Any, where: str, ctx: Context, out: Normalized) -> None:
-    """A deal associated with an engagement: the engagement is activity on the deal."""
+    """A deal associated with an engagement: the engagement is activity on the deal. A deal
+    associated with (or parted from) a contact or company: its contacts are read again."""
+    end = _party(item)
+    if end is not None:
+        crm_deal = crm_id(item.get(f"{end}ObjectId"), f"{where}.{end}ObjectId")
+        portal = crm_id(item.get("portalId"), f"{where}.portalId")
+        eid = event_id(
+            SOURCE,
+            portal,
+            item.get("subscriptionId", ""),
+            crm_id(item.get("eventId"), f"{where}.eventId"),
+            item.get("fromObjectId"),
+            item.get("toObjectId"),
+            item.get("occurredAt"),
+            item.get("associationRemoved"),
+        )
+        at = from_epoch_ms(item.get("occurredAt"), f"{where}.occurredAt")
+        out.lookups.append(ContactLookup(deal_id(SOURCE, portal, crm_deal), crm_deal, eid, at))
+        return
     kind: ActivityType | None = None
     association = str(item.get("associationType", "")).upper()
     match = _DEAL_TO_ENGAGEMENT.match(association)

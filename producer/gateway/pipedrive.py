@@ -10,6 +10,10 @@ Handled:
   ``data``); ``status`` becoming won/lost -> ``deal.closed`` (``lost_reason`` as reason);
   re-opening a closed deal is ignored (``reopened``): the monitor has forgotten it.
 - ``deal`` ``delete`` -> ``deal.deleted``.
+- ``deal`` ``create`` with a ``person_id``, or ``change`` of ``person_id``, of an open deal -> a
+  contact lookup: the gateway reads the persons linked to the deal (``producer.gateway.contacts``,
+  with ``VECTOROS_GATEWAY_PIPEDRIVE_API_TOKEN``) and publishes their emails as a
+  ``deal.updated`` (``contacts``).
 - ``activity`` marked done (created done, or ``done`` false -> true) on a deal ->
   ``activity.logged`` (``type`` call/meeting/email/lunch/task/deadline mapped; other custom
   types count as task). Activities not done yet are ignored (``not_done``): a scheduled call is
@@ -30,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from producer.gateway.common import (
+    ContactLookup,
     Context,
     Normalized,
     PayloadError,
@@ -167,6 +172,11 @@ def _deal(
         create=create,
         **kwargs,
     )
+    person = data.get("person_id")
+    is_open = outcome is None and data.get("status", "open") == "open"
+    if "person_id" in changed and is_open and (person is not None or not create):
+        crm_deal = deal.rsplit(":", 1)[1]
+        out.lookups.append(ContactLookup(deal, crm_deal, event_id(SOURCE, eid, "contacts"), at))
 
 
 def _activity(

@@ -17,6 +17,12 @@ fields at the top level), the CometD envelope (``{"data": {"payload": ..., "even
   (``gap_event``); reconcile those deals from Salesforce. Wildcard record ids are ignored.
 - ``Task``/``Event`` ``CREATE`` whose ``WhatId`` is an opportunity (``006`` prefix) ->
   ``activity.logged`` on it (``TaskSubtype`` Call/Email, else task; events are meetings).
+- ``OpportunityContactRole`` ``CREATE``/``UNDELETE`` (or an ``UPDATE`` naming its
+  ``OpportunityId``) -> a contact lookup: the gateway reads the opportunity's contact roles'
+  emails and its account's website (``producer.gateway.contacts``, with
+  ``VECTOROS_GATEWAY_SALESFORCE_INSTANCE_URL`` and the client credentials) and publishes them as a
+  ``deal.updated`` (``contacts``, ``account_domains``). A ``DELETE`` names only the role's id:
+  ignored (``contact_role_removed``); the next change of the opportunity's roles corrects it.
 - Other entities are ignored (``unknown_object``).
 
 ``deal_id`` is ``salesforce:<record id>``; ``event_id`` is derived from ``transactionKey``,
@@ -26,10 +32,12 @@ when there is no transaction key).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from producer.gateway.common import (
+    ContactLookup,
     Context,
     Normalized,
     PayloadError,
@@ -49,6 +57,8 @@ from schemas.events import ActivityType, Outcome
 
 SOURCE = "salesforce"
 OPPORTUNITY_PREFIX = "006"
+OPPORTUNITY_ID = re.compile(r"^006[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
+"""A 15- or 18-character opportunity id (also what makes it safe inside a SOQL literal)."""
 
 FIELDS: dict[str, str] = {
     "Name": "title",
@@ -95,7 +105,7 @@ def normalize(payload: Any, ctx: Context) -> Normalized:
         if change.startswith("GAP_"):
             out.ignore("gap_event", max(1, len(record_ids)))
             continue
-        if entity not in ("Opportunity", "Task", "Event"):
+        if entity not in ("Opportunity", "Task", "Event", "OpportunityContactRole"):
             out.ignore("unknown_object")
             continue
         if change not in ("CREATE", "UPDATE", "DELETE", "UNDELETE"):
@@ -120,6 +130,8 @@ def normalize(payload: Any, ctx: Context) -> Normalized:
             eid = event_id(SOURCE, entity, change, *base, record)
             if entity == "Opportunity":
                 _opportunity(ctx, out, event, header, change, record, eid, at)
+            elif entity == "OpportunityContactRole":
+                _contact_role(out, event, change, eid, at)
             else:
                 _activity(ctx, out, event, entity, change, eid, at)
     return out
@@ -166,6 +178,19 @@ def _opportunity(
     emit_deal(
         ctx, out, deal=deal, eid=eid, at=at, raw=raw, outcome=outcome, create=create, **kwargs
     )
+
+
+def _contact_role(
+    out: Normalized, event: Mapping[str, Any], change: str, eid: str, at: Any
+) -> None:
+    if change == "DELETE":
+        out.ignore("contact_role_removed")
+        return
+    opportunity = event.get("OpportunityId")
+    if not isinstance(opportunity, str) or not OPPORTUNITY_ID.match(opportunity):
+        out.ignore("no_deal")
+        return
+    out.lookups.append(ContactLookup(deal_id(SOURCE, opportunity), opportunity, eid, at))
 
 
 def _activity(

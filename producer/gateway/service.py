@@ -13,9 +13,16 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
 from prometheus_client import CollectorRegistry
 
 from producer.gateway.app import build_app
+from producer.gateway.contacts import (
+    ContactResolver,
+    HubSpotContacts,
+    PipedriveContacts,
+    SalesforceContacts,
+)
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import GatewaySettings
 from producer.gateway.stages import StageMap
@@ -75,9 +82,30 @@ async def run_gateway(
     health.register("gateway", lambda: ready)
     await ensure_topics(settings.bootstrap(), {settings.topic_events: settings.topic_partitions})
     producer = await start_producer(settings)
+    crm = httpx.AsyncClient(timeout=20.0)
     try:
         publisher = KafkaEventPublisher(producer, settings.topic_events)
-        app = build_app(settings, publisher, metrics, stages=stages)
+        contacts: dict[str, ContactResolver] = {}
+        if settings.gateway_hubspot_token is not None:
+            contacts["hubspot"] = HubSpotContacts(
+                crm, settings.gateway_hubspot_token.get_secret_value()
+            )
+        token, domain = (
+            settings.gateway_pipedrive_api_token,
+            settings.gateway_pipedrive_company_domain,
+        )
+        if token is not None and domain is not None:
+            contacts["pipedrive"] = PipedriveContacts(crm, token.get_secret_value(), domain)
+        sf_url, sf_id = (
+            settings.gateway_salesforce_instance_url,
+            settings.gateway_salesforce_client_id,
+        )
+        sf_secret = settings.gateway_salesforce_client_secret
+        if sf_url is not None and sf_id is not None and sf_secret is not None:
+            contacts["salesforce"] = SalesforceContacts(
+                crm, sf_url, sf_id, sf_secret.get_secret_value()
+            )
+        app = build_app(settings, publisher, metrics, stages=stages, contacts=contacts)
         server = GatewayServer(app, settings.gateway_host, settings.gateway_port)
         await server.start()
         try:
@@ -96,5 +124,6 @@ async def run_gateway(
             ready = False
             await server.stop()
     finally:
+        await crm.aclose()
         await producer.stop()
         logger.info("gateway stopped")

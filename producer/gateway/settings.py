@@ -103,14 +103,41 @@ class GatewaySettings(KafkaSettings):
     gateway_hubspot_client_secret: SecretStr | None = Field(
         default=None, description="HubSpot app client secret (X-HubSpot-Signature-v3)."
     )
+    gateway_hubspot_token: SecretStr | None = Field(
+        default=None,
+        description="HubSpot private app access token: reads a deal's contacts' emails and "
+        "companies' domains when associations change (for email capture).",
+    )
     gateway_pipedrive_username: str | None = Field(
         default=None, description="HTTP basic auth user set on the Pipedrive webhook."
     )
     gateway_pipedrive_password: SecretStr | None = Field(
         default=None, description="HTTP basic auth password set on the Pipedrive webhook."
     )
+    gateway_pipedrive_api_token: SecretStr | None = Field(
+        default=None,
+        description="Pipedrive API token: reads the persons of a deal whose person changed "
+        "(for email capture); with gateway_pipedrive_company_domain.",
+    )
+    gateway_pipedrive_company_domain: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="The Pipedrive company domain (<domain>.pipedrive.com) of the API token.",
+    )
     gateway_salesforce_token: SecretStr | None = Field(
         default=None, description="Bearer token the Salesforce CDC relay sends."
+    )
+    gateway_salesforce_instance_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[A-Za-z0-9.-]+$",
+        description="Salesforce My Domain URL (https://<domain>.my.salesforce.com): reads an "
+        "opportunity's contact roles (for email capture), with the client id and secret.",
+    )
+    gateway_salesforce_client_id: str | None = Field(
+        default=None, description="Salesforce connected app consumer key (client credentials)."
+    )
+    gateway_salesforce_client_secret: SecretStr | None = Field(
+        default=None, description="Salesforce connected app consumer secret."
     )
     gateway_twenty_secret: SecretStr | None = Field(
         default=None, description="Twenty webhook secret (X-Twenty-Webhook-Signature)."

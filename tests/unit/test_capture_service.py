@@ -14,11 +14,13 @@ import httpx
 import orjson
 import pytest
 from cryptography.fernet import Fernet
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from producer.capture import webhook
 from producer.capture.app import build_app
 from producer.capture.matcher import DealIndex, Matcher, WorkspacePolicy
+from producer.capture.metrics import CaptureMetrics
 from producer.capture.store import CaptureStore, TokenCipher
 from schemas.events import DealCreated, DealEvent, EmailLogged, MeetingLogged, encode_event
 
@@ -234,3 +236,26 @@ def test_the_workspaces_file_is_the_opt_in(tmp_path: Path) -> None:
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_policies(path)
+
+
+async def test_requests_are_counted_by_source_and_status(store: CaptureStore) -> None:
+    registry = CollectorRegistry()
+    matcher = Matcher(deal_index(), {"ws": WorkspacePolicy(frozenset({"vendor.io"}))})
+    app = build_app(
+        matcher, Publisher(), store, SECRET, clock=lambda: NOW, metrics=CaptureMetrics(registry)
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://capture") as c:
+        await c.post("/capture/webhook/ws", content=BODY, headers=signed(BODY))
+        await c.post("/capture/webhook/ws", content=BODY, headers=signed(BODY, secret="forged"))
+        await c.delete("/capture/users/u-17", headers=signed(b""))
+
+    def count(source: str, status: str) -> float:
+        labels = {"source": source, "status": status}
+        return registry.get_sample_value("vectoros_capture_requests_total", labels) or 0.0
+
+    assert (count("webhook", "200"), count("webhook", "401"), count("disconnect", "200")) == (
+        1.0,
+        1.0,
+        1.0,
+    )

@@ -49,6 +49,7 @@ SERVICE_SETTINGS: dict[str, type[OpsSettings]] = {
     "enricher": EnricherSettings,
     "gateway": GatewaySettings,
     "history": HistorySettings,
+    "capture": CaptureSettings,
 }
 
 

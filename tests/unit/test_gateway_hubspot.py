@@ -170,7 +170,8 @@ def test_engagement_association_is_activity() -> None:
         (ActivityLogged, ActivityType.CALL),
         (ActivityLogged, ActivityType.MEETING),
     ]
-    assert out.ignored == {"unknown_object": 1, "association_removed": 1}
+    assert out.ignored == {"association_removed": 1}
+    assert [lookup.crm_deal_id for lookup in out.lookups] == ["5"]  # DEAL_TO_CONTACT: contacts
 
 
 def test_bad_field_values_are_dropped_not_fatal() -> None:

@@ -14,6 +14,7 @@ from consumer.enricher.metrics import EnricherMetrics
 from consumer.monitor.metrics import MonitorMetrics
 from consumer.notifier.metrics import NotifierMetrics
 from consumer.sink.metrics import SinkMetrics
+from producer.capture.metrics import CaptureMetrics
 from producer.gateway.metrics import GatewayMetrics
 from producer.ticker import TickerMetrics
 from vectoros.ops_server import Health, OpsServer
@@ -25,6 +26,7 @@ SERVICES = {
     "notifier": NotifierMetrics,
     "gateway": GatewayMetrics,
     "enricher": EnricherMetrics,
+    "capture": CaptureMetrics,
 }
 BOUNDED_LABELS = {
     "type", "rule", "priority", "lifecycle", "reason", "partition", "table",
