@@ -1,0 +1,291 @@
+"""The notifier's destinations: one ``Destination`` per configured place (Slack and Teams
+webhooks, signed webhooks, each owner's email and phone from the directory, the console), each
+with how it sends one insight and one flood-control message. Keys and labels are safe to store
+and log; URLs, tokens and passwords stay inside the send functions (``secrets_of`` lists them
+for redaction)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import httpx
+
+from consumer.notifier.console import ConsoleClient, format_insight
+from consumer.notifier.delivery import Clock, destination_key, redact_url
+from consumer.notifier.digest import console_text, slack_message, webhook_body
+from consumer.notifier.directory import Directory
+from consumer.notifier.email import EmailClient, build_email
+from consumer.notifier.flood import Message
+from consumer.notifier.settings import NotifierSettings
+from consumer.notifier.slack import SlackClient, build_message, deal_url
+from consumer.notifier.sms import SmsClient, insight_text, message_text
+from consumer.notifier.teams import TeamsClient, insight_card, message_card
+from consumer.notifier.webhook import WebhookClient, payload
+from schemas.insights import InsightEvent
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[InsightEvent, str], Awaitable[None]]
+SendMessage = Callable[[Message, str], Awaitable[None]]
+PERSONAL = frozenset({"email", "sms"})  # destinations of one person, routed by the insight's owner
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One place notifications go. ``key``/``label`` are safe to store and log; the URL is not."""
+
+    kind: str  # slack | webhook | console: the metric label
+    key: str
+    label: str
+    at_most_once: bool
+    min_interval: float
+    send: Send = field(repr=False)
+    send_message: SendMessage | None = field(default=None, repr=False)
+    names: tuple[str, ...] = ()  # what the routing policy calls it: slack:0, webhook:1, console
+
+
+def build_destinations(
+    settings: NotifierSettings,
+    http: httpx.AsyncClient,
+    *,
+    console_stream: TextIO | None = None,
+    wall_clock: Clock = time.time,
+    directory: Directory | None = None,
+) -> list[Destination]:
+    """Every configured destination, each once (a URL listed twice is one destination)."""
+    timeout = settings.notify_http_timeout_seconds
+    template = settings.crm_deal_url_template
+    found: dict[str, Destination] = {}
+
+    def add(dest: Destination) -> None:
+        known = found.get(dest.key)
+        if known is None:
+            found[dest.key] = dest
+            return
+        logger.warning("destination %s is configured twice; using it once", dest.label)
+        found[dest.key] = dataclasses.replace(known, names=known.names + dest.names)
+
+    def posting(
+        kind: str,
+        client: SlackClient | TeamsClient,
+        raw: str,
+        position: int,
+        render_insight: Callable[..., Any],
+        render_message: Callable[..., Any],
+        at_most_once: bool,
+        min_interval: float,
+    ) -> Destination:
+        """A destination that posts one rendered JSON body per notification (Slack, Teams)."""
+
+        async def send(insight: InsightEvent, _msg_id: str) -> None:
+            await client.post(render_insight(insight, deal_url_template=template))
+
+        async def send_message(message: Message, _msg_id: str) -> None:
+            await client.post(render_message(message, deal_url_template=template))
+
+        return Destination(
+            kind=kind,
+            key=destination_key(kind, raw),
+            label=redact_url(kind, raw),
+            at_most_once=at_most_once,
+            min_interval=min_interval,
+            send=send,
+            send_message=send_message,
+            names=(f"{kind}:{position}",),
+        )
+
+    for position, url in enumerate(settings.slack_webhook_urls):
+        slack = SlackClient(http, url, timeout=timeout, wall_clock=wall_clock)
+        add(
+            posting(
+                "slack",
+                slack,
+                url.get_secret_value(),
+                position,
+                build_message,
+                slack_message,
+                settings.slack_at_most_once,
+                settings.slack_min_interval_seconds,
+            )
+        )
+    for position, url in enumerate(settings.teams_webhook_urls):
+        teams = TeamsClient(http, url, timeout=timeout, wall_clock=wall_clock)
+        add(
+            posting(
+                "teams",
+                teams,
+                url.get_secret_value(),
+                position,
+                insight_card,
+                message_card,
+                settings.teams_at_most_once,
+                settings.teams_min_interval_seconds,
+            )
+        )
+    for position, url in enumerate(settings.webhook_urls):
+        assert settings.webhook_secret is not None  # enforced by the settings validator
+        hook = WebhookClient(
+            http, url, settings.webhook_secret, timeout=timeout, wall_clock=wall_clock
+        )
+
+        async def send_webhook(
+            insight: InsightEvent, msg_id: str, hook: WebhookClient = hook
+        ) -> None:
+            await hook.post(msg_id, payload(insight))
+
+        async def send_webhook_message(
+            message: Message, msg_id: str, hook: WebhookClient = hook
+        ) -> None:
+            await hook.post(msg_id, webhook_body(message))
+
+        raw = url.get_secret_value()
+        add(
+            Destination(
+                kind="webhook",
+                key=destination_key("webhook", raw),
+                label=redact_url("webhook", raw),
+                at_most_once=False,
+                min_interval=settings.webhook_min_interval_seconds,
+                send=send_webhook,
+                send_message=send_webhook_message,
+                names=(f"webhook:{position}",),
+            )
+        )
+    if settings.smtp_host and directory is not None:
+        smtp = EmailClient(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            timeout=timeout,
+            validate_certs=settings.smtp_validate_certs,
+        )
+        for owner_id, person in directory.owners.items():
+            if person.email is None:
+                continue
+
+            async def send_email(
+                insight: InsightEvent,
+                msg_id: str,
+                address: str = person.email,
+                name: str | None = person.name,
+            ) -> None:
+                await smtp.send(
+                    build_email(
+                        insight,
+                        sender=settings.email_from,
+                        to=address,
+                        to_name=name,
+                        message_id=msg_id,
+                        deal_url_template=template,
+                    )
+                )
+
+            async def send_email_message(
+                message: Message,
+                msg_id: str,
+                address: str = person.email,
+                name: str | None = person.name,
+            ) -> None:
+                await smtp.send(
+                    build_email(
+                        message,
+                        sender=settings.email_from,
+                        to=address,
+                        to_name=name,
+                        message_id=msg_id,
+                        deal_url_template=template,
+                    )
+                )
+
+            add(
+                Destination(
+                    kind="email",
+                    key=destination_key("email", person.email.lower()),
+                    label=f"email:{owner_id}",
+                    at_most_once=settings.email_at_most_once,
+                    min_interval=settings.email_min_interval_seconds,
+                    send=send_email,
+                    send_message=send_email_message,
+                    names=(f"email:{owner_id}",),
+                )
+            )
+    if (
+        settings.twilio_account_sid
+        and settings.twilio_auth_token is not None
+        and settings.sms_from
+        and directory is not None
+    ):
+        twilio = SmsClient(
+            http,
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+            sender=settings.sms_from,
+            status_callback=settings.sms_status_callback_url,
+            base_url=settings.twilio_api_url,
+            timeout=timeout,
+            wall_clock=wall_clock,
+        )
+        for owner_id, person in directory.owners.items():
+            if person.phone is None:
+                continue
+
+            async def send_sms(insight: InsightEvent, _id: str, to: str = person.phone) -> None:
+                await twilio.send(to, insight_text(insight, deal_url_template=template))
+
+            async def send_sms_message(message: Message, _id: str, to: str = person.phone) -> None:
+                await twilio.send(to, message_text(message, deal_url_template=template))
+
+            add(
+                Destination(
+                    kind="sms",
+                    key=destination_key("sms", person.phone),
+                    label=f"sms:{owner_id}",
+                    at_most_once=settings.sms_at_most_once,
+                    min_interval=settings.sms_min_interval_seconds,
+                    send=send_sms,
+                    send_message=send_sms_message,
+                    names=(f"sms:{owner_id}",),
+                )
+            )
+    if settings.notify_console:
+        console = ConsoleClient(console_stream)
+
+        async def send_console(insight: InsightEvent, _msg_id: str) -> None:
+            await console.post(format_insight(insight, deal_url(template, insight)))
+
+        async def send_console_message(message: Message, _msg_id: str) -> None:
+            await console.post(console_text(message, deal_url_template=template))
+
+        add(
+            Destination(
+                kind="console",
+                key=destination_key("console", "stdout"),
+                label="console",
+                at_most_once=False,
+                min_interval=0.0,
+                send=send_console,
+                send_message=send_console_message,
+                names=("console",),
+            )
+        )
+    return list(found.values())
+
+
+def secrets_of(settings: NotifierSettings) -> list[str]:
+    """Every secret string a log line or error text must never contain."""
+    urls = (*settings.slack_webhook_urls, *settings.webhook_urls, *settings.teams_webhook_urls)
+    values = [u.get_secret_value() for u in urls]
+    if settings.webhook_secret is not None:
+        values.append(settings.webhook_secret.get_secret_value())
+    if settings.smtp_password is not None:
+        values.append(settings.smtp_password.get_secret_value())
+    if settings.twilio_auth_token is not None:
+        values.append(settings.twilio_auth_token.get_secret_value())
+    return sorted(values, key=len, reverse=True)

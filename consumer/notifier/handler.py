@@ -1,0 +1,211 @@
+"""The notifier's handler on the consume loop (``NotifierHandler``): select, wait for the
+model's text, route (the policy, else every shared destination and the owner's own), drop what
+an ack or a snooze holds (``held.py``), then deliver (``dispatch.py``) straight away or through
+flood control (``flood_runner.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from consumer.notifier.acks import AckLookup, PgAcks
+from consumer.notifier.delivery import Clock
+from consumer.notifier.destinations import PERSONAL, Destination
+from consumer.notifier.directory import Directory
+from consumer.notifier.dispatch import Notifier
+from consumer.notifier.flood_runner import FloodRunner, item_of
+from consumer.notifier.held import AckFilter
+from consumer.notifier.log import NotificationLog, NotificationStore
+from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
+from consumer.notifier.outbox import FloodStore, PgFloodStore
+from consumer.notifier.routing import Policy, QuietHours
+from consumer.notifier.settings import NotifierSettings
+from schemas.insights import InsightEvent
+from vectoros.consume_loop import Output, Records, Resources
+from vectoros.db import migrate
+from vectoros.enrichments import EnrichmentLookup, PgEnrichmentLookup
+
+STALE_GRACE_SECONDS = 20.0
+
+
+class NotifierHandler:
+    """The notifier's logic for the consume loop: select, wait for the model's text, deliver.
+
+    With ``notify_flood_control`` the batch goes through flood control (``flood.py``) instead
+    of straight to the destinations; its state and the messages it lets out are saved
+    (``outbox.py``) before the batch is committed, and a background tick (every
+    ``notify_flush_tick_seconds``) sends what becomes due between batches."""
+
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        destinations: Sequence[Destination],
+        metrics: NotifierMetrics,
+        stop: asyncio.Event,
+        *,
+        secrets: Sequence[str] = (),
+        enrichment_metrics: NotifierEnrichmentMetrics | None = None,
+        log: NotificationStore | None = None,
+        enrichments: EnrichmentLookup | None = None,
+        flood_store: FloodStore | None = None,
+        wall_clock: Clock = time.time,
+        policy: Policy | None = None,
+        directory: Directory | None = None,
+        acks: AckLookup | None = None,
+    ) -> None:
+        self.settings = settings
+        self._held = AckFilter(acks, metrics, wall_clock)
+        self.policy = policy
+        self.directory = directory
+        self._keys_by_name = {n: d.key for d in destinations for n in d.names}
+        self._destinations = list(destinations)
+        self._metrics = metrics
+        self._stop = stop
+        self._secrets = list(secrets)
+        self._enrichment_metrics = enrichment_metrics
+        self._log = log
+        self._enrichments = enrichments
+        # without a policy: every shared destination, and the owner's own (email) ones
+        self._recipients = tuple(d.key for d in self._destinations if d.kind not in PERSONAL)
+        self._routed = policy is not None or len(self._recipients) < len(self._destinations)
+        self.notifier: Notifier | None = None
+        if log is not None:
+            self.notifier = self._new_notifier(log, enrichments)
+        self._flood = FloodRunner(
+            settings,
+            self._destinations,
+            metrics,
+            stop,
+            self._held,
+            wall_clock=wall_clock,
+            directory=directory,
+            keys_by_name=self._keys_by_name,
+            store=flood_store,
+        )
+
+    @property
+    def _acks(self) -> AckLookup | None:
+        return self._held.lookup
+
+    @_acks.setter
+    def _acks(self, lookup: AckLookup | None) -> None:
+        self._held.lookup = lookup
+
+    def _new_notifier(
+        self, log: NotificationStore, enrichments: EnrichmentLookup | None
+    ) -> Notifier:
+        return Notifier(
+            self.settings,
+            self._destinations,
+            log,
+            self._metrics,
+            self._stop,
+            secrets=self._secrets,
+            enrichments=enrichments,
+            enrichment_metrics=self._enrichment_metrics,
+            routes=self.recipients if self._routed else None,
+        )
+
+    def _resolve(self, name: str, insight: InsightEvent) -> str | None:
+        """``email:owner`` / ``email:manager`` -> ``email:<owner id>`` of this insight."""
+        kind, _, who = name.partition(":")
+        if kind not in PERSONAL or who not in ("owner", "manager"):
+            return name
+        owner = insight.data.owner_id
+        person = owner if who == "owner" else (self.directory and self.directory.manager_of(owner))
+        return None if not person else f"{kind}:{person}"
+
+    def quiet_hours(self, insight: InsightEvent) -> dict[str, QuietHours]:
+        """Per destination key, the quiet hours that hold ``insight`` (not urgent there)."""
+        policy = self.policy
+        if policy is None or not policy.quiet_hours:
+            return {}
+        out = {}
+        for name, urgent in policy.deliveries(insight).items():
+            quiet = policy.quiet_hours.get(name)
+            resolved = self._resolve(name, insight)
+            key = None if resolved is None else self._keys_by_name.get(resolved)
+            if quiet is not None and key is not None and not urgent:
+                out[key] = quiet
+        return out
+
+    def recipients(self, insight: InsightEvent) -> tuple[str, ...]:
+        """The keys of the destinations ``insight`` goes to (the policy's, else all)."""
+        if self.policy is None:
+            if not self._routed:
+                return self._recipients
+            own = self._keys_by_name.get(f"email:{insight.data.owner_id}")
+            return self._recipients if own is None else (*self._recipients, own)
+        names = (self._resolve(name, insight) for name in self.policy.route(insight))
+        keys = (self._keys_by_name.get(n) for n in names if n is not None)
+        return tuple(dict.fromkeys(k for k in keys if k is not None))
+
+    async def open(self, resources: Resources) -> None:
+        """Migrate, then the notification and enrichment logs on the pool (unless given); with
+        flood control, load its state and undelivered messages and start the tick."""
+        if self.notifier is None:
+            pool = resources.pool
+            if pool is None:
+                raise RuntimeError("the notifier needs a database")
+            await migrate(pool)
+            log = NotificationLog(
+                pool,
+                stale_after_seconds=self.settings.notify_http_timeout_seconds + STALE_GRACE_SECONDS,
+            )
+            self.notifier = self._new_notifier(log, PgEnrichmentLookup(pool))
+            if self._flood.store is None and self.settings.notify_flood_control:
+                self._flood.store = PgFloodStore(pool, self.settings.notifier_group_id)
+            if self._held.lookup is None:
+                self._held.lookup = PgAcks(pool)
+        if self.settings.notify_flood_control:
+            await self._flood.start(self.notifier)
+
+    async def close(self) -> None:
+        await self._flood.close()
+
+    def decode(self, records: Records) -> list[InsightEvent]:
+        assert self.notifier is not None
+        return [
+            insight
+            for tp, recs in records.items()
+            for rec in recs
+            if (
+                insight := self.notifier.select(
+                    rec.value, f"{tp.topic}/{tp.partition}@{rec.offset}"
+                )
+            )
+            is not None
+        ]
+
+    async def handle(
+        self, insights: Sequence[InsightEvent], stop: asyncio.Event
+    ) -> Sequence[Output] | None:
+        assert self.notifier is not None
+        if not insights:
+            return ()
+        ready = await self.notifier.with_enrichments(insights)
+        if self.policy is not None:
+            routed = [i for i in ready if self.recipients(i)]
+            if len(routed) < len(ready):
+                self._metrics.skipped.labels(reason="unrouted").inc(len(ready) - len(routed))
+            ready = routed
+        ready = await self._held.insights(ready)
+        if self._flood.flood is None:
+            if not await self.notifier.process(ready):
+                return None
+            return ()
+        await self._flood.offer(
+            [(item_of(i), self.recipients(i), self.quiet_hours(i)) for i in ready]
+        )
+        if not await self._flood.drain():
+            return None
+        return ()
+
+    async def drain(self) -> bool:
+        """Deliver flood control's outbox in order; False when the stop event came first."""
+        return await self._flood.drain()
+
+    async def tick(self) -> None:
+        """Send what became due since the last batch (called every flush tick)."""
+        await self._flood.tick()
