@@ -23,10 +23,12 @@ from consumer.notifier.email import EmailClient, build_email
 from consumer.notifier.flood import Message
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack import SlackClient, build_message, deal_url
+from consumer.notifier.slack_app import PgThreads, SlackAppClient
 from consumer.notifier.sms import SmsClient, insight_text, message_text
 from consumer.notifier.teams import TeamsClient, insight_card, message_card
 from consumer.notifier.webhook import WebhookClient, payload
 from schemas.insights import InsightEvent
+from vectoros.db import PgPool
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class Destination:
     send: Send = field(repr=False)
     send_message: SendMessage | None = field(default=None, repr=False)
     names: tuple[str, ...] = ()  # what the routing policy calls it: slack:0, webhook:1, console
+    bind: Callable[[PgPool], None] | None = field(default=None, repr=False)  # gets the pool
 
 
 def build_destinations(
@@ -113,6 +116,39 @@ def build_destinations(
                 settings.slack_min_interval_seconds,
             )
         )
+    if settings.slack_bot_token is not None and settings.slack_channels:
+        app = SlackAppClient(
+            http,
+            settings.slack_bot_token,
+            base_url=settings.slack_api_url,
+            timeout=timeout,
+            wall_clock=wall_clock,
+        )
+
+        def bind_threads(pool: PgPool, app: SlackAppClient = app) -> None:
+            app.threads = PgThreads(pool)
+
+        for position, channel in enumerate(settings.slack_channels):
+
+            async def send_app(insight: InsightEvent, _id: str, channel: str = channel) -> None:
+                await app.send_insight(channel, insight, deal_url_template=template)
+
+            async def send_app_message(message: Message, _id: str, channel: str = channel) -> None:
+                await app.send_message(channel, message, deal_url_template=template)
+
+            add(
+                Destination(
+                    kind="slack_app",
+                    key=destination_key("slack_app", channel),
+                    label=f"slack_app:{channel}",
+                    at_most_once=settings.slack_at_most_once,
+                    min_interval=settings.slack_min_interval_seconds,
+                    send=send_app,
+                    send_message=send_app_message,
+                    names=(f"slack_app:{position}",),
+                    bind=bind_threads,
+                )
+            )
     for position, url in enumerate(settings.teams_webhook_urls):
         teams = TeamsClient(http, url, timeout=timeout, wall_clock=wall_clock)
         add(
@@ -286,6 +322,8 @@ def secrets_of(settings: NotifierSettings) -> list[str]:
         values.append(settings.webhook_secret.get_secret_value())
     if settings.smtp_password is not None:
         values.append(settings.smtp_password.get_secret_value())
+    if settings.slack_bot_token is not None:
+        values.append(settings.slack_bot_token.get_secret_value())
     if settings.twilio_auth_token is not None:
         values.append(settings.twilio_auth_token.get_secret_value())
     return sorted(values, key=len, reverse=True)

@@ -158,6 +158,9 @@ class NotifierHandler:
                 self._flood.store = PgFloodStore(pool, self.settings.notifier_group_id)
             if self._held.lookup is None:
                 self._held.lookup = PgAcks(pool)
+            for dest in self._destinations:
+                if dest.bind is not None:
+                    dest.bind(pool)
         if self.settings.notify_flood_control:
             await self._flood.start(self.notifier)
 

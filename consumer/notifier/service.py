@@ -144,6 +144,7 @@ async def run_notifier(
             if not settings.has_destinations or not destinations:
                 raise ConfigError(
                     "the notifier has no destination: set VECTOROS_SLACK_WEBHOOK_URLS, "
+                    "VECTOROS_SLACK_BOT_TOKEN (with VECTOROS_SLACK_CHANNELS), "
                     "VECTOROS_TEAMS_WEBHOOK_URLS, VECTOROS_SMTP_HOST (with a directory), "
                     "VECTOROS_WEBHOOK_URLS (with VECTOROS_WEBHOOK_SECRET) or "
                     "VECTOROS_NOTIFY_CONSOLE=true"

@@ -31,6 +31,7 @@ WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 URL_TEMPLATE_FIELDS = frozenset({"deal_id", "workspace_id"})
 
 SecretUrls = Annotated[list[SecretStr], NoDecode]
+Channels = Annotated[list[str], NoDecode]
 
 
 def _split_list(value: Any) -> Any:
@@ -88,6 +89,15 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     slack_webhook_urls: SecretUrls = Field(
         default_factory=list, description="Slack incoming-webhook URLs (secrets)."
     )
+    slack_bot_token: SecretStr | None = Field(
+        default=None,
+        description="Slack app mode: the bot token (xoxb-..., secret) for chat.postMessage/update.",
+    )
+    slack_channels: Channels = Field(
+        default_factory=list,
+        description="Slack app mode: channel ids to post to (one thread per deal in each).",
+    )
+    slack_api_url: str = Field(default="https://slack.com/api", description="Slack's Web API.")
     slack_min_interval_seconds: float = Field(
         default=1.0, ge=0, description="At least this long between two requests to one Slack URL."
     )
@@ -258,6 +268,7 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         """Whether anything is configured to notify (``run_notifier`` refuses to start without)."""
         return bool(
             self.slack_webhook_urls
+            or (self.slack_bot_token and self.slack_channels)
             or self.webhook_urls
             or self.teams_webhook_urls
             or self.notify_console
@@ -265,7 +276,9 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
             or (self.twilio_account_sid and self.notify_directory_file)
         )
 
-    @field_validator("slack_webhook_urls", "webhook_urls", "teams_webhook_urls", mode="before")
+    @field_validator(
+        "slack_webhook_urls", "webhook_urls", "teams_webhook_urls", "slack_channels", mode="before"
+    )
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
@@ -305,6 +318,10 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
             raise ValueError(
                 "VECTOROS_WEBHOOK_URLS needs VECTOROS_WEBHOOK_SECRET (deliveries are signed): "
                 "set it to 'whsec_<base64>'"
+            )
+        if bool(self.slack_bot_token) != bool(self.slack_channels):
+            raise ValueError(
+                "Slack app mode needs both VECTOROS_SLACK_BOT_TOKEN and VECTOROS_SLACK_CHANNELS"
             )
         if self.notify_backoff_cap_seconds < self.notify_backoff_base_seconds:
             raise ValueError(
