@@ -30,6 +30,7 @@ from producer.gateway import auth, hubspot, pipedrive, salesforce, twenty
 from producer.gateway.common import Context, Normalized, PayloadError
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import SOURCES, WORKSPACE_PATTERN, GatewaySettings
+from producer.gateway.slack import AckPublisher, SlackInteractions
 from producer.gateway.stages import StageMap
 from schemas.events import DealEvent
 from vectoros.errors import EventRejected
@@ -101,6 +102,7 @@ class Gateway:
         *,
         stages: StageMap | None = None,
         clock: Callable[[], float] = time.time,
+        acks: AckPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -109,10 +111,22 @@ class Gateway:
         self.clock = clock
         self.time_bounds = TimeBounds.of_seconds(settings.max_clock_skew, settings.max_event_age)
         self.enabled = frozenset(settings.enabled_sources())
+        self.slack = SlackInteractions(
+            settings.gateway_slack_signing_secret,
+            acks,
+            max_body_bytes=settings.gateway_max_body_bytes,
+            max_age=settings.gateway_max_timestamp_age_seconds,
+            publish_timeout=settings.gateway_publish_timeout_seconds,
+            clock=clock,
+            counted=lambda outcome, state: metrics.acks.answers.labels(
+                "slack", outcome, state
+            ).inc(),
+        )
         self.app = Starlette(
             routes=[
                 Route("/webhooks/{source}", self.handle, methods=["POST"]),
                 Route("/webhooks/{source}/{workspace}", self.handle, methods=["POST"]),
+                Route("/slack/interactions", self.slack.handle, methods=["POST"]),
             ]
         )
 
@@ -235,7 +249,8 @@ def build_app(
     *,
     stages: StageMap | None = None,
     clock: Callable[[], float] = time.time,
+    acks: AckPublisher | None = None,
 ) -> Starlette:
     """The gateway's ASGI app. ``publisher.send(events)`` must return only once the broker has
     acknowledged those events (``service.KafkaEventPublisher`` does)."""
-    return Gateway(settings, publisher, metrics, stages=stages, clock=clock).app
+    return Gateway(settings, publisher, metrics, stages=stages, clock=clock, acks=acks).app

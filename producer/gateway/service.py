@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from producer.gateway.app import build_app
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import GatewaySettings
+from producer.gateway.slack import KafkaAckPublisher
 from producer.gateway.stages import StageMap
 from producer.publisher import DealEventPublisher
 from schemas.events import DealEvent
@@ -50,11 +51,11 @@ def check_config(settings: GatewaySettings) -> StageMap:
     """What can be checked before anything starts: at least one source, the stage mapping.
     Raises ``ConfigError``; returns the loaded stage mapping."""
     settings.bootstrap()
-    if not settings.enabled_sources():
+    if not settings.enabled_sources() and settings.gateway_slack_signing_secret is None:
         raise ConfigError(
             "the gateway has no source: set VECTOROS_GATEWAY_HUBSPOT_CLIENT_SECRET, "
-            "VECTOROS_GATEWAY_PIPEDRIVE_USERNAME/_PASSWORD, VECTOROS_GATEWAY_SALESFORCE_TOKEN "
-            "or VECTOROS_GATEWAY_TWENTY_SECRET"
+            "VECTOROS_GATEWAY_PIPEDRIVE_USERNAME/_PASSWORD, VECTOROS_GATEWAY_SALESFORCE_TOKEN, "
+            "VECTOROS_GATEWAY_TWENTY_SECRET or VECTOROS_GATEWAY_SLACK_SIGNING_SECRET"
         )
     return StageMap.load(settings.gateway_stages_file)
 
@@ -73,11 +74,15 @@ async def run_gateway(
     metrics = GatewayMetrics(registry)
     ready = False
     health.register("gateway", lambda: ready)
-    await ensure_topics(settings.bootstrap(), {settings.topic_events: settings.topic_partitions})
+    topics = {settings.topic_events: settings.topic_partitions}
+    if settings.gateway_slack_signing_secret is not None:
+        topics[settings.topic_acks] = settings.topic_partitions
+    await ensure_topics(settings.bootstrap(), topics)
     producer = await start_producer(settings)
     try:
         publisher = KafkaEventPublisher(producer, settings.topic_events)
-        app = build_app(settings, publisher, metrics, stages=stages)
+        acks = KafkaAckPublisher(producer, settings.topic_acks)
+        app = build_app(settings, publisher, metrics, stages=stages, acks=acks)
         server = GatewayServer(app, settings.gateway_host, settings.gateway_port)
         await server.start()
         try:

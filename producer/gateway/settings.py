@@ -115,6 +115,10 @@ class GatewaySettings(KafkaSettings):
     gateway_twenty_secret: SecretStr | None = Field(
         default=None, description="Twenty webhook secret (X-Twenty-Webhook-Signature)."
     )
+    gateway_slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="The Slack app's signing secret: enables POST /slack/interactions (buttons).",
+    )
 
     @field_validator("gateway_workspaces", mode="before")
     @classmethod
@@ -151,6 +155,7 @@ class GatewaySettings(KafkaSettings):
         "gateway_pipedrive_password",
         "gateway_salesforce_token",
         "gateway_twenty_secret",
+        "gateway_slack_signing_secret",
         mode="after",
     )
     @classmethod
