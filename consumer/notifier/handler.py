@@ -6,10 +6,13 @@ flood control (``flood_runner.py``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
-from consumer.notifier.acks import AckLookup, PgAcks
+from pydantic import ValidationError
+
+from consumer.notifier.acks import AckLookup, AckRecorder, PgAcks
 from consumer.notifier.delivery import Clock
 from consumer.notifier.destinations import PERSONAL, Destination
 from consumer.notifier.directory import Directory
@@ -21,10 +24,13 @@ from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
 from consumer.notifier.outbox import FloodStore, PgFloodStore
 from consumer.notifier.routing import Policy, QuietHours
 from consumer.notifier.settings import NotifierSettings
+from schemas.acks import InsightAck
 from schemas.insights import InsightEvent
 from vectoros.consume_loop import Output, Records, Resources
 from vectoros.db import migrate
 from vectoros.enrichments import EnrichmentLookup, PgEnrichmentLookup
+
+logger = logging.getLogger(__name__)
 
 STALE_GRACE_SECONDS = 20.0
 
@@ -53,9 +59,11 @@ class NotifierHandler:
         policy: Policy | None = None,
         directory: Directory | None = None,
         acks: AckLookup | None = None,
+        recorder: AckRecorder | None = None,
     ) -> None:
         self.settings = settings
         self._held = AckFilter(acks, metrics, wall_clock)
+        self._recorder: AckRecorder | None = recorder
         self.policy = policy
         self.directory = directory
         self._keys_by_name = {n: d.key for d in destinations for n in d.names}
@@ -158,6 +166,8 @@ class NotifierHandler:
                 self._flood.store = PgFloodStore(pool, self.settings.notifier_group_id)
             if self._held.lookup is None:
                 self._held.lookup = PgAcks(pool)
+            if self._recorder is None:
+                self._recorder = PgAcks(pool)
             for dest in self._destinations:
                 if dest.bind is not None:
                     dest.bind(pool)
@@ -167,24 +177,44 @@ class NotifierHandler:
     async def close(self) -> None:
         await self._flood.close()
 
-    def decode(self, records: Records) -> list[InsightEvent]:
+    def decode(self, records: Records) -> list[InsightEvent | InsightAck]:
+        """The batch's insights worth announcing and, from ``insight-acks``, its answers."""
         assert self.notifier is not None
-        return [
-            insight
-            for tp, recs in records.items()
-            for rec in recs
-            if (
-                insight := self.notifier.select(
-                    rec.value, f"{tp.topic}/{tp.partition}@{rec.offset}"
-                )
+        out: list[InsightEvent | InsightAck] = []
+        for tp, recs in records.items():
+            for rec in recs:
+                where = f"{tp.topic}/{tp.partition}@{rec.offset}"
+                if tp.topic == self.settings.topic_acks:
+                    ack = self._ack(rec.value, where)
+                    if ack is not None:
+                        out.append(ack)
+                elif (insight := self.notifier.select(rec.value, where)) is not None:
+                    out.append(insight)
+        return out
+
+    def _ack(self, value: bytes | None, where: str) -> InsightAck | None:
+        try:
+            return InsightAck.model_validate_json(value or b"")
+        except ValidationError as exc:
+            self._metrics.skipped.labels(reason="invalid_ack").inc()
+            logger.warning(
+                "skipping an invalid ack event (%s): %d error(s)", where, exc.error_count()
             )
-            is not None
-        ]
+            return None
 
     async def handle(
-        self, insights: Sequence[InsightEvent], stop: asyncio.Event
+        self, batch: Sequence[InsightEvent | InsightAck], stop: asyncio.Event
     ) -> Sequence[Output] | None:
+        """Store the batch's answers first (so its insights already see them), then announce."""
         assert self.notifier is not None
+        acks = [a for a in batch if isinstance(a, InsightAck)]
+        if acks:
+            if self._recorder is None:
+                raise RuntimeError("acks need a database")
+            await self._recorder.record(acks)
+            for ack in acks:
+                self._metrics.acks.labels(source=ack.source.value, state=ack.state.value).inc()
+        insights = [i for i in batch if isinstance(i, InsightEvent)]
         if not insights:
             return ()
         ready = await self.notifier.with_enrichments(insights)

@@ -36,6 +36,12 @@ class NotifierMetrics:
             ["reason"],
             registry=registry,
         )
+        self.acks = Counter(
+            f"{PREFIX}_notifier_acks_recorded_total",
+            "Answers to insights read from insight-acks and stored, by source and state.",
+            ["source", "state"],
+            registry=registry,
+        )
         self.flood_messages = Counter(
             f"{PREFIX}_notifier_flood_messages_total",
             "Messages flood control let out, by kind (alert, digest, reminder, burst).",

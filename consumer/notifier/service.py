@@ -82,11 +82,12 @@ def loop_options(settings: NotifierSettings, database: Database | None) -> LoopO
     return LoopOptions(
         name="notifier",
         subscription=Subscription(
-            topics=(settings.topic_insights,),
+            topics=(settings.topic_insights, settings.topic_acks),
             group_id=settings.notifier_group_id,
             client_id=f"{settings.kafka_client_id}-notifier",
             max_poll_interval_ms=settings.notify_max_poll_interval_ms,
         ),
+        topics={settings.topic_acks: settings.topic_partitions},
         batch_max=settings.notify_max_batch_records,
         idle_poll_ms=settings.notify_fetch_timeout_ms,
         database=database,

@@ -1,0 +1,90 @@
+"""Acks and Slack threads on the real PostgreSQL (migration 0010): an ack event stored once (a
+replay or an older answer changes nothing), "not useful" holds, the Slack app's message and
+thread ts survive a restart, and ``vectoros insights ack --not-useful``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from consumer.notifier.acks import PgAcks
+from consumer.notifier.slack_app import PgThreads, SlackAppClient
+from schemas.acks import AckSource, AckState, InsightAck
+from tests.databases import fresh_database, migrated_pool
+from tests.integration.test_cli import run
+from tests.slack_stand_in import SlackWebApi
+from tests.unit.test_notifier_service import insight
+from vectoros.db import PgPool
+
+T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
+TOKEN = "xoxb-1-2-SECRET"
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[PgPool]:
+    async with fresh_database(database_url, "acks10") as dsn, migrated_pool(dsn) as pool:
+        yield pool
+
+
+def ack(state: str, at: dt.datetime, n: int, until: dt.datetime | None = None) -> InsightAck:
+    return InsightAck(
+        ack_id=f"a-{n}",
+        insight_id="ins-1",
+        state=AckState(state),
+        snoozed_until=until,
+        actor=f"slack:U{n}",
+        source=AckSource.SLACK,
+        at=at,
+    )
+
+
+async def test_the_latest_answer_wins_and_a_replay_changes_nothing(pool: PgPool) -> None:
+    acks = PgAcks(pool)
+    snooze = ack("snoozed", T0, 1, until=T0 + dt.timedelta(days=1))
+    await acks.record([snooze])
+    assert await acks.held(["ins-1"], T0) == {"ins-1"}
+    assert await acks.held(["ins-1"], T0 + dt.timedelta(days=2)) == set()
+    await acks.record([ack("not_useful", T0 + dt.timedelta(hours=1), 2)])
+    await acks.record([snooze])  # replayed after the newer answer: ignored
+    await acks.record([ack("acknowledged", T0 - dt.timedelta(hours=1), 3)])  # older: ignored
+    row = await pool.fetchrow("SELECT state, actor, source, ack_id FROM insight_acks")
+    assert tuple(row) == ("not_useful", "slack:U2", "slack", "a-2")
+    assert await acks.held(["ins-1"], T0 + dt.timedelta(days=30)) == {"ins-1"}
+
+
+async def test_slack_threads_survive_a_new_client(pool: PgPool) -> None:
+    api = SlackWebApi(TOKEN, {"C1"})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api)) as http:
+        first = SlackAppClient(http, SecretStr(TOKEN), threads=PgThreads(pool))
+        await first.send_insight("C1", insight(1, deal_id="d-1"))
+        later = SlackAppClient(http, SecretStr(TOKEN), threads=PgThreads(pool))  # a restart
+        await later.send_insight("C1", insight(2, deal_id="d-1"))
+        await later.send_insight("C1", insight(1, deal_id="d-1", lifecycle="resolved"))
+    [root] = api.roots("C1")
+    assert [m.body["text"][:13] for m in api.replies(root.ts)] == ["[HIGH] raised"]
+    assert [u["text"][:15] for u in root.updates] == ["[HIGH] resolved"]
+    rows = await pool.fetch("SELECT insight_id, thread_ts FROM notify_slack_messages ORDER BY 1")
+    assert [(r["insight_id"], r["thread_ts"]) for r in rows] == [
+        ("insight-1", root.ts),
+        ("insight-2", root.ts),
+    ]
+
+
+async def test_insights_ack_not_useful_command(database_url: str) -> None:
+    async with fresh_database(database_url, "ackcli") as dsn:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
+        env.update(VECTOROS_DATABASE_URL=dsn)
+        done = await asyncio.to_thread(
+            run, ["insights", "ack", "ins-9", "--not-useful", "--by", "ana"], env
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "marked not useful ins-9"
+        async with migrated_pool(dsn) as pool:
+            row = await pool.fetchrow("SELECT state, actor, source FROM insight_acks")
+            assert tuple(row) == ("not_useful", "ana", "cli")
