@@ -210,7 +210,8 @@ def report() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 def report_usefulness(since: str, as_json: bool) -> None:
-    """Per rule: insights notified, and the share acknowledged or snoozed."""
+    """Per rule: insights notified, the share acknowledged, snoozed or marked not useful, and
+    the share followed by activity on the deal within 72 hours."""
     import datetime as dt
 
     import orjson
@@ -238,11 +239,16 @@ def report_usefulness(since: str, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps([r.to_json() for r in rows], option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"{'rule':<22} {'notified':>8} {'acknowledged':>14} {'snoozed':>9}")
+    click.echo(
+        f"{'rule':<22} {'notified':>8} {'acknowledged':>14} {'snoozed':>11} {'not useful':>12}"
+        f" {'activity 72h':>14}"
+    )
     for r in rows:
         click.echo(
-            f"{r.rule:<22} {r.notified:>8} {r.acknowledged:>6} ({r.acknowledged_share:>4.0%})"
-            f" {r.snoozed:>3} ({r.snoozed_share:>3.0%})"
+            f"{r.rule:<22} {r.notified:>8} {r.acknowledged:>7} ({r.acknowledged_share:>4.0%})"
+            f" {r.snoozed:>4} ({r.snoozed_share:>4.0%})"
+            f" {r.not_useful:>5} ({r.not_useful_share:>4.0%})"
+            f" {r.followed:>7} ({r.followed_share:>4.0%})"
         )
     if not rows:
         click.echo(f"no notifications since {since_at.isoformat(timespec='seconds')}")

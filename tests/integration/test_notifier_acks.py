@@ -14,7 +14,9 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.notifier.acks import PgAcks
+from consumer.notifier.log import NotificationLog, NotificationRef
 from consumer.notifier.slack_app import PgThreads, SlackAppClient
+from consumer.notifier.usefulness import usefulness
 from schemas.acks import AckSource, AckState, InsightAck
 from tests.databases import fresh_database, migrated_pool
 from tests.integration.test_cli import run
@@ -88,3 +90,42 @@ async def test_insights_ack_not_useful_command(database_url: str) -> None:
         async with migrated_pool(dsn) as pool:
             row = await pool.fetchrow("SELECT state, actor, source FROM insight_acks")
             assert tuple(row) == ("not_useful", "ana", "cli")
+
+
+async def test_usefulness_counts_not_useful_and_activity_within_72_hours(pool: PgPool) -> None:
+    log = NotificationLog(pool, stale_after_seconds=30)
+    for n in (1, 2, 3, 4):
+        ref = NotificationRef(f"ins-{n}", "raised", "a" * 64)
+        await log.claim(
+            ref,
+            destination_type="slack_app",
+            destination_label="slack_app:C1",
+            workspace_id="w",
+            deal_id=f"d-{n}",
+            rule="stale_deal",
+            priority="high",
+        )
+        await log.mark_sent(ref)
+    sent = await pool.fetchval("SELECT min(created_at) FROM notifications")
+    events = [
+        ("d-1", "activity.logged", sent + dt.timedelta(hours=5), {}),  # followed
+        ("d-2", "activity.logged", sent + dt.timedelta(hours=73), {}),  # too late
+        ("d-3", "meeting.logged", sent + dt.timedelta(hours=1), {"status": "scheduled"}),
+        ("d-4", "meeting.logged", sent + dt.timedelta(hours=1), {"status": "held"}),  # followed
+        ("d-4", "email.logged", sent - dt.timedelta(hours=1), {}),  # before: not counted twice
+    ]
+    for i, (deal, kind, at, payload) in enumerate(events):
+        await pool.execute(
+            "INSERT INTO deal_history_events (workspace_id, deal_id, event_id, occurred_at, type,"
+            " payload) VALUES ('w', $1, $2, $3, $4, $5::jsonb)",
+            deal,
+            f"e-{i}",
+            at,
+            kind,
+            payload,
+        )
+    await PgAcks(pool).record([ack("not_useful", T0, 1)])  # ins-1
+    [row] = await usefulness(pool, sent - dt.timedelta(days=1))
+    assert (row.rule, row.notified, row.not_useful, row.followed) == ("stale_deal", 4, 1, 2)
+    assert row.to_json()["not_useful_share"] == 0.25
+    assert row.followed_share == 0.5
