@@ -50,6 +50,7 @@ class AckLookup(Protocol):
 
 class AckRecorder(Protocol):
     async def record(self, acks: Sequence[InsightAck]) -> None: ...
+    async def rules_of(self, insight_ids: Collection[str]) -> dict[str, str]: ...
 
 
 class PgAcks:
@@ -82,6 +83,17 @@ class PgAcks:
             ],
         )
 
+    async def rules_of(self, insight_ids: Collection[str]) -> dict[str, str]:
+        """The rule of each of ``insight_ids`` that was notified (from ``notifications``)."""
+        if not insight_ids:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT ON (insight_id) insight_id, rule FROM notifications"
+            " WHERE insight_id = ANY($1::text[])",
+            list(insight_ids),
+        )
+        return {r["insight_id"]: r["rule"] for r in rows}
+
     async def held(self, insight_ids: Collection[str], now: dt.datetime) -> set[str]:
         """Which of ``insight_ids`` are acknowledged or not useful, or snoozed past ``now``."""
         if not insight_ids:
@@ -97,6 +109,10 @@ class MemoryAcks:
         self.acked: set[str] = set()
         self.snoozed: dict[str, dt.datetime] = {}
         self.recorded: list[InsightAck] = []
+        self.rules: dict[str, str] = {}
+
+    async def rules_of(self, insight_ids: Collection[str]) -> dict[str, str]:
+        return {i: self.rules[i] for i in insight_ids if i in self.rules}
 
     async def record(self, acks: Sequence[InsightAck]) -> None:
         for ack in acks:

@@ -212,8 +212,12 @@ class NotifierHandler:
             if self._recorder is None:
                 raise RuntimeError("acks need a database")
             await self._recorder.record(acks)
+            rules = await self._recorder.rules_of({a.insight_id for a in acks})
             for ack in acks:
                 self._metrics.acks.labels(source=ack.source.value, state=ack.state.value).inc()
+                rule = rules.get(ack.insight_id)
+                if rule is not None:
+                    self._metrics.answers.labels(rule=rule, state=ack.state.value).inc()
         insights = [i for i in batch if isinstance(i, InsightEvent)]
         if not insights:
             return ()

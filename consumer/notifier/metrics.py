@@ -42,6 +42,13 @@ class NotifierMetrics:
             ["source", "state"],
             registry=registry,
         )
+        self.answers = Counter(
+            f"{PREFIX}_notifier_answers_total",
+            "Answers to notified insights by the insight's rule and the answer (acknowledged, "
+            "snoozed, not_useful): with notifications sent per rule, the usefulness of a rule.",
+            ["rule", "state"],
+            registry=registry,
+        )
         self.flood_messages = Counter(
             f"{PREFIX}_notifier_flood_messages_total",
             "Messages flood control let out, by kind (alert, digest, reminder, burst).",

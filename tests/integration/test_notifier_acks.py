@@ -129,3 +129,4 @@ async def test_usefulness_counts_not_useful_and_activity_within_72_hours(pool: P
     assert (row.rule, row.notified, row.not_useful, row.followed) == ("stale_deal", 4, 1, 2)
     assert row.to_json()["not_useful_share"] == 0.25
     assert row.followed_share == 0.5
+    assert await PgAcks(pool).rules_of(["ins-1", "unknown"]) == {"ins-1": "stale_deal"}

@@ -86,6 +86,7 @@ async def test_answers_on_insight_acks_are_stored_and_hold_their_insights() -> N
         await broker.append(INSIGHTS, orjson.dumps(insight_dict(n)))
     async with httpx.AsyncClient() as http:
         setup = Setup(broker, http)
+        setup.acks.rules["insight-2"] = "stale_deal"  # notified before
         await setup.run_until(broker, {ACKS: 3, INSIGHTS: 3})
     out = setup.console.getvalue()
     assert "Deal 3 has gone quiet" in out
@@ -95,6 +96,8 @@ async def test_answers_on_insight_acks_are_stored_and_hold_their_insights() -> N
     sample = setup.registry.get_sample_value
     assert sample("vectoros_notifier_acks_recorded_total", {"source": "slack", "state": "snoozed"})
     assert sample("vectoros_notifier_skipped_total", {"reason": "invalid_ack"}) == 1
+    answers = {"rule": "stale_deal", "state": "not_useful"}
+    assert sample("vectoros_notifier_answers_total", answers) == 1
     assert sample("vectoros_notifier_skipped_total", {"reason": "acknowledged"}) == 2
 
 
