@@ -17,7 +17,7 @@ import httpx
 
 from consumer.notifier.console import ConsoleClient, format_insight
 from consumer.notifier.delivery import Clock, destination_key, redact_url
-from consumer.notifier.digest import console_text, slack_message, webhook_body
+from consumer.notifier.digest import console_text, insight_of, slack_message, webhook_body
 from consumer.notifier.directory import Directory
 from consumer.notifier.email import EmailClient, build_email
 from consumer.notifier.flood import Message
@@ -27,7 +27,8 @@ from consumer.notifier.slack_app import PgThreads, SlackAppClient
 from consumer.notifier.sms import SmsClient, insight_text, message_text
 from consumer.notifier.teams import TeamsClient, insight_card, message_card
 from consumer.notifier.webhook import WebhookClient, payload
-from schemas.insights import InsightEvent
+from schemas.insights import InsightEvent, Lifecycle
+from vectoros.ack_links import AckLink, sign
 from vectoros.db import PgPool
 
 logger = logging.getLogger(__name__)
@@ -211,6 +212,7 @@ def build_destinations(
                 msg_id: str,
                 address: str = person.email,
                 name: str | None = person.name,
+                owner_id: str = owner_id,
             ) -> None:
                 await smtp.send(
                     build_email(
@@ -220,6 +222,7 @@ def build_destinations(
                         to_name=name,
                         message_id=msg_id,
                         deal_url_template=template,
+                        answer_links=answer_links(settings, insight, owner_id, wall_clock()),
                     )
                 )
 
@@ -228,7 +231,18 @@ def build_destinations(
                 msg_id: str,
                 address: str = person.email,
                 name: str | None = person.name,
+                owner_id: str = owner_id,
             ) -> None:
+                single = (
+                    message.kind == "alert"
+                    and len(message.items) == 1
+                    and message.items[0].lifecycle != "flapping"
+                )
+                links = (
+                    answer_links(settings, insight_of(message.items[0]), owner_id, wall_clock())
+                    if single
+                    else []
+                )
                 await smtp.send(
                     build_email(
                         message,
@@ -237,6 +251,7 @@ def build_destinations(
                         to_name=name,
                         message_id=msg_id,
                         deal_url_template=template,
+                        answer_links=links,
                     )
                 )
 
@@ -324,6 +339,32 @@ def secrets_of(settings: NotifierSettings) -> list[str]:
         values.append(settings.smtp_password.get_secret_value())
     if settings.slack_bot_token is not None:
         values.append(settings.slack_bot_token.get_secret_value())
+    if settings.notify_ack_link_key is not None:
+        values.append(settings.notify_ack_link_key.get_secret_value())
     if settings.twilio_auth_token is not None:
         values.append(settings.twilio_auth_token.get_secret_value())
     return sorted(values, key=len, reverse=True)
+
+
+ANSWER_LABELS = (
+    ("acknowledged", "Acknowledge"),
+    ("snooze_1d", "Snooze 1 day"),
+    ("not_useful", "Not useful"),
+)
+
+
+def answer_links(
+    settings: NotifierSettings, insight: InsightEvent, recipient: str, now: float
+) -> list[tuple[str, str]]:
+    """The signed answer links of an open insight's email (none without the settings)."""
+    key, base = settings.notify_ack_link_key, settings.notify_ack_link_url
+    if key is None or base is None or insight.lifecycle == Lifecycle.RESOLVED:
+        return []
+    expires = int(now + settings.notify_ack_link_ttl_hours * 3600)
+    secret = key.get_secret_value().encode()
+    base = base.rstrip("/")
+    out = []
+    for answer, label in ANSWER_LABELS:
+        token = sign(secret, AckLink(insight.insight_id, answer, recipient, expires))
+        out.append((label, f"{base}/acks/{token}"))
+    return out

@@ -198,6 +198,19 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         description="A mail whose outcome is unknown (connection lost mid-way) is not resent.",
     )
     email_min_interval_seconds: float = Field(default=0.0, ge=0)
+    notify_ack_link_url: str | None = Field(
+        default=None,
+        description="The gateway's public base URL: emails get signed answer links to "
+        "{url}/acks/<token> (Acknowledge, Snooze 1 day, Not useful); unset: no links.",
+    )
+    notify_ack_link_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the answer links (secret, at least 32 characters; the "
+        "gateway's VECTOROS_GATEWAY_ACK_LINK_KEY is the same).",
+    )
+    notify_ack_link_ttl_hours: float = Field(
+        default=168.0, gt=0, le=24 * 90, description="How long an answer link works."
+    )
 
     notify_escalate_after_hours: float = Field(
         default=0.0,
@@ -319,6 +332,20 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
                 "VECTOROS_WEBHOOK_URLS needs VECTOROS_WEBHOOK_SECRET (deliveries are signed): "
                 "set it to 'whsec_<base64>'"
             )
+        if bool(self.notify_ack_link_url) != (self.notify_ack_link_key is not None):
+            raise ValueError(
+                "answer links need both VECTOROS_NOTIFY_ACK_LINK_URL and "
+                "VECTOROS_NOTIFY_ACK_LINK_KEY"
+            )
+        if (
+            self.notify_ack_link_key is not None
+            and len(self.notify_ack_link_key.get_secret_value()) < 32
+        ):
+            raise ValueError("VECTOROS_NOTIFY_ACK_LINK_KEY: at least 32 characters")
+        if self.notify_ack_link_url is not None:
+            parts = urlsplit(self.notify_ack_link_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+                raise ValueError("VECTOROS_NOTIFY_ACK_LINK_URL must be an http(s) URL, no query")
         if bool(self.slack_bot_token) != bool(self.slack_channels):
             raise ValueError(
                 "Slack app mode needs both VECTOROS_SLACK_BOT_TOKEN and VECTOROS_SLACK_CHANNELS"

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from producer.gateway import auth, hubspot, pipedrive, salesforce, twenty
+from producer.gateway.ack_links import AckLinks
 from producer.gateway.common import Context, Normalized, PayloadError
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import SOURCES, WORKSPACE_PATTERN, GatewaySettings
@@ -122,11 +123,21 @@ class Gateway:
                 "slack", outcome, state
             ).inc(),
         )
+        self.ack_links = AckLinks(
+            settings.gateway_ack_link_key,
+            acks,
+            publish_timeout=settings.gateway_publish_timeout_seconds,
+            clock=clock,
+            counted=lambda outcome, state: metrics.acks.answers.labels(
+                "email", outcome, state
+            ).inc(),
+        )
         self.app = Starlette(
             routes=[
                 Route("/webhooks/{source}", self.handle, methods=["POST"]),
                 Route("/webhooks/{source}/{workspace}", self.handle, methods=["POST"]),
                 Route("/slack/interactions", self.slack.handle, methods=["POST"]),
+                Route("/acks/{token}", self.ack_links.handle, methods=["GET", "POST"]),
             ]
         )
 

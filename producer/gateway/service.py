@@ -51,11 +51,13 @@ def check_config(settings: GatewaySettings) -> StageMap:
     """What can be checked before anything starts: at least one source, the stage mapping.
     Raises ``ConfigError``; returns the loaded stage mapping."""
     settings.bootstrap()
-    if not settings.enabled_sources() and settings.gateway_slack_signing_secret is None:
+    answers = (settings.gateway_slack_signing_secret, settings.gateway_ack_link_key)
+    if not settings.enabled_sources() and all(a is None for a in answers):
         raise ConfigError(
             "the gateway has no source: set VECTOROS_GATEWAY_HUBSPOT_CLIENT_SECRET, "
             "VECTOROS_GATEWAY_PIPEDRIVE_USERNAME/_PASSWORD, VECTOROS_GATEWAY_SALESFORCE_TOKEN, "
-            "VECTOROS_GATEWAY_TWENTY_SECRET or VECTOROS_GATEWAY_SLACK_SIGNING_SECRET"
+            "VECTOROS_GATEWAY_TWENTY_SECRET, VECTOROS_GATEWAY_SLACK_SIGNING_SECRET or "
+            "VECTOROS_GATEWAY_ACK_LINK_KEY"
         )
     return StageMap.load(settings.gateway_stages_file)
 
@@ -75,7 +77,7 @@ async def run_gateway(
     ready = False
     health.register("gateway", lambda: ready)
     topics = {settings.topic_events: settings.topic_partitions}
-    if settings.gateway_slack_signing_secret is not None:
+    if settings.gateway_slack_signing_secret or settings.gateway_ack_link_key:
         topics[settings.topic_acks] = settings.topic_partitions
     await ensure_topics(settings.bootstrap(), topics)
     producer = await start_producer(settings)

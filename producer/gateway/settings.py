@@ -119,6 +119,11 @@ class GatewaySettings(KafkaSettings):
         default=None,
         description="The Slack app's signing secret: enables POST /slack/interactions (buttons).",
     )
+    gateway_ack_link_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the notifier's signed email answer links (the notifier's "
+        "VECTOROS_NOTIFY_ACK_LINK_KEY): enables /acks/<token>.",
+    )
 
     @field_validator("gateway_workspaces", mode="before")
     @classmethod
@@ -162,6 +167,13 @@ class GatewaySettings(KafkaSettings):
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 8:
             raise ValueError("too short (at least 8 characters)")
+        return value
+
+    @field_validator("gateway_ack_link_key", mode="after")
+    @classmethod
+    def _ack_link_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("too short (at least 32 characters)")
         return value
 
     @model_validator(mode="after")
