@@ -131,11 +131,19 @@ class NotifierHandler:
             return {}
         out = {}
         for name, urgent in policy.deliveries(insight).items():
-            quiet = policy.quiet_hours.get(name)
             resolved = self._resolve(name, insight)
             key = None if resolved is None else self._keys_by_name.get(resolved)
-            if quiet is not None and key is not None and not urgent:
-                out[key] = quiet
+            if key is None or urgent or resolved is None:
+                continue
+            quiet = policy.quiet_for(name, resolved)
+            if quiet is None:
+                continue
+            if quiet.tz is None:  # a person's: in their own time zone
+                person = (
+                    self.directory.person(resolved.partition(":")[2]) if self.directory else None
+                )
+                quiet = quiet.model_copy(update={"tz": person.tz if person else None})
+            out[key] = quiet
         return out
 
     def recipients(self, insight: InsightEvent) -> tuple[str, ...]:

@@ -156,7 +156,7 @@ async def run_notifier(
                     policy = load_policy(settings.notify_policy_file)
                     known = {n for d in destinations for n in d.names}
                     for kind in {d.kind for d in destinations} & PERSONAL:
-                        known |= {f"{kind}:owner", f"{kind}:manager"}
+                        known |= {f"{kind}:owner", f"{kind}:manager", f"{kind}:*"}
                     policy.check(known)
                     if policy.quiet_hours and not settings.notify_flood_control:
                         raise ValueError(
