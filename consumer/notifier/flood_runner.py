@@ -22,7 +22,7 @@ from consumer.notifier.flood import FloodControl, Item, Message
 from consumer.notifier.held import AckFilter
 from consumer.notifier.metrics import NotifierMetrics
 from consumer.notifier.outbox import FloodStore
-from consumer.notifier.routing import QuietHours
+from consumer.notifier.routing import Hold
 from consumer.notifier.settings import NotifierSettings
 from schemas.insights import InsightEvent, Priority
 
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 CRITICAL = Priority.CRITICAL.rank
 
-Offer = tuple[Item, tuple[str, ...], Mapping[str, QuietHours]]
+Offer = tuple[Item, tuple[str, ...], Mapping[str, Hold]]  # recipients, holds per recipient
 
 
 def item_of(insight: InsightEvent) -> Item:

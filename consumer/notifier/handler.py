@@ -22,7 +22,7 @@ from consumer.notifier.held import AckFilter
 from consumer.notifier.log import NotificationLog, NotificationStore
 from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
 from consumer.notifier.outbox import FloodStore, PgFloodStore
-from consumer.notifier.routing import Policy, QuietHours
+from consumer.notifier.routing import DailyDigest, Hold, Holds, Policy, QuietHours
 from consumer.notifier.settings import NotifierSettings
 from schemas.acks import InsightAck
 from schemas.insights import InsightEvent
@@ -80,6 +80,15 @@ class NotifierHandler:
         self.notifier: Notifier | None = None
         if log is not None:
             self.notifier = self._new_notifier(log, enrichments)
+        self._zones = {  # the time zone of each person's destinations
+            d.key: person.tz
+            for d in self._destinations
+            for name in d.names
+            if name.partition(":")[0] in PERSONAL
+            and directory is not None
+            and (person := directory.person(name.partition(":")[2])) is not None
+            and person.tz is not None
+        }
         self._flood = FloodRunner(
             settings,
             self._destinations,
@@ -144,6 +153,22 @@ class NotifierHandler:
                 )
                 quiet = quiet.model_copy(update={"tz": person.tz if person else None})
             out[key] = quiet
+        return out
+
+    def holds(self, insight: InsightEvent) -> dict[str, Hold]:
+        """Per destination key, what holds ``insight`` back: its quiet hours, and the daily
+        digest for insights at or below ``notify_daily_digest_max_priority``."""
+        out: dict[str, Hold] = dict(self.quiet_hours(insight))
+        at = self.settings.notify_daily_digest_at
+        if (
+            at is None
+            or insight.priority.rank > self.settings.notify_daily_digest_max_priority.rank
+        ):
+            return out
+        for key in self.recipients(insight):
+            digest = DailyDigest(at, self._zones.get(key, self.settings.notify_daily_digest_tz))
+            quiet = out.get(key)
+            out[key] = digest if quiet is None else Holds((quiet, digest))
         return out
 
     def recipients(self, insight: InsightEvent) -> tuple[str, ...]:
@@ -240,9 +265,7 @@ class NotifierHandler:
             if not await self.notifier.process(ready):
                 return None
             return ()
-        await self._flood.offer(
-            [(item_of(i), self.recipients(i), self.quiet_hours(i)) for i in ready]
-        )
+        await self._flood.offer([(item_of(i), self.recipients(i), self.holds(i)) for i in ready])
         if not await self._flood.drain():
             return None
         return ()

@@ -41,8 +41,9 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import yaml
 from pydantic import (
@@ -126,6 +127,39 @@ class QuietHours(BaseModel):
         else:
             return None
         return dt.datetime.combine(day, self.end, tzinfo=zone).timestamp()
+
+
+class Hold(Protocol):
+    def until(self, now: float) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class DailyDigest:
+    """Held until the next ``at`` (local time in ``tz``): what goes into the daily digest."""
+
+    at: dt.time
+    tz: str
+
+    def until(self, now: float) -> float | None:
+        zone = zoneinfo.ZoneInfo(self.tz)
+        local = dt.datetime.fromtimestamp(now, zone)
+        today = dt.datetime.combine(local.date(), self.at, tzinfo=zone).timestamp()
+        if today >= now:
+            return today
+        return dt.datetime.combine(
+            local.date() + dt.timedelta(days=1), self.at, tzinfo=zone
+        ).timestamp()
+
+
+@dataclass(frozen=True)
+class Holds:
+    """Several holds on one destination: held until the latest of them ends."""
+
+    parts: tuple[Hold, ...]
+
+    def until(self, now: float) -> float | None:
+        ends = [u for part in self.parts if (u := part.until(now)) is not None]
+        return max(ends) if ends else None
 
 
 class Policy(BaseModel):

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import string
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -228,6 +230,17 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     sms_at_most_once: bool = True
     sms_min_interval_seconds: float = Field(default=1.0, ge=0)
 
+    notify_daily_digest_at: dt.time | None = Field(
+        default=None,
+        description="With flood control: insights at or below notify_daily_digest_max_priority "
+        "are held for one daily digest at this local time (a person's own time zone from the "
+        "directory, else notify_daily_digest_tz); unset: no daily digest.",
+    )
+    notify_daily_digest_max_priority: Priority = Field(default=Priority.MEDIUM)
+    notify_daily_digest_tz: str = Field(
+        default="UTC", description="Time zone of the daily digest for shared destinations."
+    )
+
     notify_flood_control: bool = Field(
         default=False,
         description=(
@@ -332,6 +345,18 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
                 "VECTOROS_WEBHOOK_URLS needs VECTOROS_WEBHOOK_SECRET (deliveries are signed): "
                 "set it to 'whsec_<base64>'"
             )
+        if self.notify_daily_digest_at is not None and not self.notify_flood_control:
+            raise ValueError(
+                "VECTOROS_NOTIFY_DAILY_DIGEST_AT holds insights, which needs "
+                "VECTOROS_NOTIFY_FLOOD_CONTROL=true"
+            )
+        try:
+            zoneinfo.ZoneInfo(self.notify_daily_digest_tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "VECTOROS_NOTIFY_DAILY_DIGEST_TZ: unknown time zone "
+                f"{self.notify_daily_digest_tz!r}"
+            ) from None
         if bool(self.notify_ack_link_url) != (self.notify_ack_link_key is not None):
             raise ValueError(
                 "answer links need both VECTOROS_NOTIFY_ACK_LINK_URL and "

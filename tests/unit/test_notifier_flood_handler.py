@@ -418,3 +418,30 @@ async def test_escalation_survives_a_restart_without_a_duplicate() -> None:
         await second.at(5 * 3600)
         await second.handler.close()
     assert len(manager.messages) == 1
+
+
+async def test_medium_insights_wait_for_the_daily_digest_and_high_ones_do_not() -> None:
+    day = dt.datetime(2025, 3, 15, 10, 0, tzinfo=dt.UTC).timestamp()
+    async with httpx.AsyncClient() as http:
+        clock = Clock()
+        clock.now = day
+        setup = Setup(http, clock=clock, notify_daily_digest_at="08:00")
+        await setup.open()
+        await setup.feed([insight_dict(n, priority="medium") for n in (1, 2, 3)])
+        await setup.feed([insight_dict(4, priority="high", workspace_id="ws-2")])
+        await setup.at(31)
+        assert len(setup.console.messages) == 1  # the high one, after group_wait
+        assert "Deal 4" in setup.console.messages[0]
+        next_morning = dt.datetime(2025, 3, 16, 8, 0, tzinfo=dt.UTC).timestamp()
+        await setup.at(next_morning - 1 - setup.clock.now)
+        assert len(setup.console.messages) == 1
+        await setup.at(1)
+        await setup.handler.close()
+    assert len(setup.console.messages) == 2
+    digest = setup.console.messages[1]
+    assert all(f"Deal {n}" in digest for n in (1, 2, 3))
+
+
+def test_the_daily_digest_needs_flood_control() -> None:
+    with pytest.raises(ValueError, match="FLOOD_CONTROL"):
+        settings(notify_daily_digest_at="08:00", notify_flood_control=False)

@@ -338,3 +338,31 @@ async def test_quiet_hours_per_person_follow_the_directorys_time_zone() -> None:
 def test_quiet_hours_without_a_time_zone_are_only_for_a_persons_destinations() -> None:
     with pytest.raises(ValueError, match="tz is required"):
         parse_policy('quiet_hours:\n  slack:0: {start: "22:00", end: "07:00"}\n')
+
+
+async def test_the_daily_digest_is_at_each_persons_local_time() -> None:
+    s = settings(smtp_host="127.0.0.1", notify_daily_digest_at="08:00")
+    directory = parse_directory(TIME_ZONES)
+    async with httpx.AsyncClient() as http:
+        destinations = build_destinations(s, http, directory=directory)
+    handler = NotifierHandler(
+        s,
+        destinations,
+        NotifierMetrics(CollectorRegistry()),
+        asyncio.Event(),
+        log=FakeStore(),
+        policy=parse_policy(PERSONAL_QUIET.replace("min_priority: high", "min_priority: medium")),
+        directory=directory,
+    )
+    keys = {d.names[0]: d.key for d in destinations}
+    at = dt.datetime(2025, 3, 15, 10, 0, tzinfo=dt.UTC).timestamp()  # 19:00 Tokyo
+    data = {"deal_id": "d", "deal_title": "D", "deal_value": 1.0, "owner_id": "u-tokyo"}
+    holds = handler.holds(insight(1, data=data, priority="medium"))
+    tokyo = dt.datetime(2025, 3, 16, 8, 0, tzinfo=zoneinfo.ZoneInfo("Asia/Tokyo")).timestamp()
+    assert holds[keys["email:u-tokyo"]].until(at) == tokyo  # 08:00 in Tokyo
+    assert (
+        holds[keys["console"]].until(at)
+        == dt.datetime(2025, 3, 16, 8, 0, tzinfo=dt.UTC).timestamp()
+    )  # a shared destination: VECTOROS_NOTIFY_DAILY_DIGEST_TZ (UTC)
+    high = handler.holds(insight(1, data=data, priority="high"))
+    assert high[keys["email:u-tokyo"]].until(at) is None  # 19:00 in Tokyo: not quiet, no digest
