@@ -33,6 +33,7 @@ from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import SOURCES, WORKSPACE_PATTERN, GatewaySettings
 from producer.gateway.slack import AckPublisher, SlackInteractions
 from producer.gateway.stages import StageMap
+from producer.gateway.twilio import TwilioStatus
 from schemas.events import DealEvent
 from vectoros.errors import EventRejected
 from vectoros.event_time import TimeBounds
@@ -132,12 +133,19 @@ class Gateway:
                 "email", outcome, state
             ).inc(),
         )
+        self.twilio = TwilioStatus(
+            settings.gateway_twilio_auth_token,
+            lambda request: _request_uri(request, settings.gateway_public_url),
+            counted=lambda status: metrics.acks.sms_status.labels(status).inc(),
+            rejected=lambda reason: metrics.acks.answers.labels("twilio", reason, "-").inc(),
+        )
         self.app = Starlette(
             routes=[
                 Route("/webhooks/{source}", self.handle, methods=["POST"]),
                 Route("/webhooks/{source}/{workspace}", self.handle, methods=["POST"]),
                 Route("/slack/interactions", self.slack.handle, methods=["POST"]),
                 Route("/acks/{token}", self.ack_links.handle, methods=["GET", "POST"]),
+                Route("/twilio/status", self.twilio.handle, methods=["POST"]),
             ]
         )
 

@@ -51,13 +51,17 @@ def check_config(settings: GatewaySettings) -> StageMap:
     """What can be checked before anything starts: at least one source, the stage mapping.
     Raises ``ConfigError``; returns the loaded stage mapping."""
     settings.bootstrap()
-    answers = (settings.gateway_slack_signing_secret, settings.gateway_ack_link_key)
+    answers = (
+        settings.gateway_slack_signing_secret,
+        settings.gateway_ack_link_key,
+        settings.gateway_twilio_auth_token,
+    )
     if not settings.enabled_sources() and all(a is None for a in answers):
         raise ConfigError(
             "the gateway has no source: set VECTOROS_GATEWAY_HUBSPOT_CLIENT_SECRET, "
             "VECTOROS_GATEWAY_PIPEDRIVE_USERNAME/_PASSWORD, VECTOROS_GATEWAY_SALESFORCE_TOKEN, "
-            "VECTOROS_GATEWAY_TWENTY_SECRET, VECTOROS_GATEWAY_SLACK_SIGNING_SECRET or "
-            "VECTOROS_GATEWAY_ACK_LINK_KEY"
+            "VECTOROS_GATEWAY_TWENTY_SECRET, VECTOROS_GATEWAY_SLACK_SIGNING_SECRET, "
+            "VECTOROS_GATEWAY_ACK_LINK_KEY or VECTOROS_GATEWAY_TWILIO_AUTH_TOKEN"
         )
     return StageMap.load(settings.gateway_stages_file)
 

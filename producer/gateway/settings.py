@@ -119,6 +119,10 @@ class GatewaySettings(KafkaSettings):
         default=None,
         description="The Slack app's signing secret: enables POST /slack/interactions (buttons).",
     )
+    gateway_twilio_auth_token: SecretStr | None = Field(
+        default=None,
+        description="Twilio Auth Token: enables POST /twilio/status (signed SMS status callbacks).",
+    )
     gateway_ack_link_key: SecretStr | None = Field(
         default=None,
         description="Key of the notifier's signed email answer links (the notifier's "
@@ -161,6 +165,7 @@ class GatewaySettings(KafkaSettings):
         "gateway_salesforce_token",
         "gateway_twenty_secret",
         "gateway_slack_signing_secret",
+        "gateway_twilio_auth_token",
         mode="after",
     )
     @classmethod
