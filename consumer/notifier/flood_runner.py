@@ -113,17 +113,21 @@ class FloodRunner:
         if not expired:
             return []
         held = await self._acks.held({i.insight_id for i in expired})
-        out = []
+        out: list[Message] = []
         for item in expired:
             if item.insight_id in held:
                 continue
             owner = insight_of(item).data.owner_id
             manager = self._directory.manager_of(owner) if self._directory else None
-            key = self._keys_by_name.get(f"email:{manager}") if manager else None
-            if key is None:
+            keys = [
+                key
+                for kind in dict.fromkeys(self.settings.notify_escalate_via)
+                if manager and (key := self._keys_by_name.get(f"{kind}:{manager}")) is not None
+            ]
+            if not keys:
                 logger.info("insight %s: nobody to escalate to (owner %s)", item.insight_id, owner)
                 continue
-            out.append(flood.escalation(item, key))
+            out.extend(flood.escalation(item, key) for key in keys)
         return out
 
     async def offer(self, items: Sequence[Offer]) -> None:

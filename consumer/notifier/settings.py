@@ -34,6 +34,11 @@ URL_TEMPLATE_FIELDS = frozenset({"deal_id", "workspace_id"})
 
 SecretUrls = Annotated[list[SecretStr], NoDecode]
 Channels = Annotated[list[str], NoDecode]
+Kinds = Annotated[list[Literal["email", "sms"]], NoDecode]
+
+
+def _by_email() -> list[Literal["email", "sms"]]:
+    return ["email"]
 
 
 def _split_list(value: Any) -> Any:
@@ -220,6 +225,11 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         description="Critical insights not acknowledged or resolved after this long go to the "
         "owner's manager (needs flood control and the owner directory); 0 = never.",
     )
+    notify_escalate_via: Kinds = Field(
+        default_factory=_by_email,
+        description="How the manager is told of an escalation: email, sms, or both "
+        "(comma-separated; each needs the channel configured and the manager's address/phone).",
+    )
     twilio_account_sid: str | None = Field(default=None, description="SMS: Twilio account.")
     twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio Auth Token.")
     twilio_api_url: str = Field(default="https://api.twilio.com")
@@ -303,7 +313,12 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         )
 
     @field_validator(
-        "slack_webhook_urls", "webhook_urls", "teams_webhook_urls", "slack_channels", mode="before"
+        "slack_webhook_urls",
+        "webhook_urls",
+        "teams_webhook_urls",
+        "slack_channels",
+        "notify_escalate_via",
+        mode="before",
     )
     @classmethod
     def _split(cls, value: Any) -> Any:
