@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -20,9 +20,11 @@ from consumer.notifier.usefulness import usefulness
 from schemas.acks import AckSource, AckState, InsightAck
 from tests.databases import fresh_database, migrated_pool
 from tests.integration.test_cli import run
+from tests.kafka_utils import read_all
 from tests.slack_stand_in import SlackWebApi
 from tests.unit.test_notifier_service import insight
 from vectoros.db import PgPool
+from vectoros.kafka import ensure_topics
 
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 TOKEN = "xoxb-1-2-SECRET"
@@ -130,3 +132,32 @@ async def test_usefulness_counts_not_useful_and_activity_within_72_hours(pool: P
     assert row.to_json()["not_useful_share"] == 0.25
     assert row.followed_share == 0.5
     assert await PgAcks(pool).rules_of(["ins-1", "unknown"]) == {"ins-1": "stale_deal"}
+
+
+async def test_insights_snooze_publishes_the_answer_when_a_broker_is_set(
+    database_url: str, kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    topic = unique_name("acks")
+    await ensure_topics(kafka_bootstrap, {topic: 1})
+    async with fresh_database(database_url, "ackpub") as dsn:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
+        env.update(
+            VECTOROS_DATABASE_URL=dsn,
+            VECTOROS_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+            VECTOROS_KAFKA_IDEMPOTENCE="off",
+            VECTOROS_TOPIC_ACKS=topic,
+        )
+        done = await asyncio.to_thread(
+            run, ["insights", "snooze", "ins-5", "--until", "1w", "--by", "ana"], env
+        )
+        assert done.returncode == 0, done.stderr
+    [record] = await read_all(kafka_bootstrap, topic)
+    ack = InsightAck.model_validate_json(record.value)
+    assert record.key == b"ins-5"
+    assert (ack.insight_id, ack.state, ack.actor, ack.source) == (
+        "ins-5",
+        AckState.SNOOZED,
+        "ana",
+        AckSource.CLI,
+    )
+    assert ack.snoozed_until is not None
