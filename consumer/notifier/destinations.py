@@ -27,6 +27,7 @@ from consumer.notifier.slack_app import PgThreads, SlackAppClient
 from consumer.notifier.sms import SmsClient, insight_text, message_text
 from consumer.notifier.teams import TeamsClient, insight_card, message_card
 from consumer.notifier.webhook import WebhookClient, payload
+from schemas.acks import InsightAck
 from schemas.insights import InsightEvent, Lifecycle
 from vectoros.ack_links import AckLink, sign
 from vectoros.db import PgPool
@@ -51,6 +52,7 @@ class Destination:
     send_message: SendMessage | None = field(default=None, repr=False)
     names: tuple[str, ...] = ()  # what the routing policy calls it: slack:0, webhook:1, console
     bind: Callable[[PgPool], None] | None = field(default=None, repr=False)  # gets the pool
+    show_answer: Callable[[InsightAck], Awaitable[bool]] | None = field(default=None, repr=False)
 
 
 def build_destinations(
@@ -137,6 +139,9 @@ def build_destinations(
             async def send_app_message(message: Message, _id: str, channel: str = channel) -> None:
                 await app.send_message(channel, message, deal_url_template=template)
 
+            async def show_answer(ack: InsightAck, channel: str = channel) -> bool:
+                return await app.show_answer(channel, ack)
+
             add(
                 Destination(
                     kind="slack_app",
@@ -148,6 +153,7 @@ def build_destinations(
                     send_message=send_app_message,
                     names=(f"slack_app:{position}",),
                     bind=bind_threads,
+                    show_answer=show_answer,
                 )
             )
     for position, url in enumerate(settings.teams_webhook_urls):

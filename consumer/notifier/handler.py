@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from consumer.notifier.acks import AckLookup, AckRecorder, PgAcks
-from consumer.notifier.delivery import Clock
+from consumer.notifier.delivery import Clock, error_text
 from consumer.notifier.destinations import PERSONAL, Destination
 from consumer.notifier.directory import Directory
-from consumer.notifier.dispatch import Notifier
+from consumer.notifier.dispatch import DB_ERRORS, Notifier
 from consumer.notifier.flood_runner import FloodRunner, item_of
 from consumer.notifier.held import AckFilter
 from consumer.notifier.log import NotificationLog, NotificationStore
@@ -29,10 +29,13 @@ from schemas.insights import InsightEvent
 from vectoros.consume_loop import Output, Records, Resources
 from vectoros.db import migrate
 from vectoros.enrichments import EnrichmentLookup, PgEnrichmentLookup
+from vectoros.errors import DeliveryError
+from vectoros.logs import scrub
 
 logger = logging.getLogger(__name__)
 
 STALE_GRACE_SECONDS = 20.0
+_ANSWER_ERRORS: tuple[type[BaseException], ...] = (DeliveryError, *DB_ERRORS)
 
 
 class NotifierHandler:
@@ -246,6 +249,7 @@ class NotifierHandler:
                 raise RuntimeError("acks need a database")
             await self._recorder.record(acks)
             rules = await self._recorder.rules_of({a.insight_id for a in acks})
+            await self._show_answers(acks)
             for ack in acks:
                 self._metrics.acks.labels(source=ack.source.value, state=ack.state.value).inc()
                 rule = rules.get(ack.insight_id)
@@ -269,6 +273,23 @@ class NotifierHandler:
         if not await self._flood.drain():
             return None
         return ()
+
+    async def _show_answers(self, acks: Sequence[InsightAck]) -> None:
+        """Redraw the Slack app messages of the answered insights (best effort: a failure is
+        logged; the answer itself is stored and holds either way)."""
+        for dest in self._destinations:
+            if dest.show_answer is None:
+                continue
+            for ack in acks:
+                try:
+                    await dest.show_answer(ack)
+                except _ANSWER_ERRORS as exc:
+                    logger.warning(
+                        "answer to insight %s not shown on %s: %s",
+                        ack.insight_id,
+                        dest.label,
+                        scrub(error_text(exc), self._secrets),
+                    )
 
     async def drain(self) -> bool:
         """Deliver flood control's outbox in order; False when the stop event came first."""

@@ -25,9 +25,11 @@ The bot token is a secret: never logged, never part of an error text.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
@@ -38,7 +40,8 @@ from pydantic import SecretStr
 from consumer.notifier.delivery import Clock, HttpRejected, HttpRetriable, post_json
 from consumer.notifier.digest import insight_of, slack_message
 from consumer.notifier.flood import Message
-from consumer.notifier.slack import Block, build_message
+from consumer.notifier.slack import Block, build_message, escape
+from schemas.acks import AckState, InsightAck
 from schemas.insights import InsightEvent, Lifecycle
 from vectoros.db import TRANSIENT_ERRORS, PgPool
 
@@ -56,6 +59,8 @@ ACK_ACTION = "vectoros_ack"
 SNOOZE_DAY_ACTION = "vectoros_snooze_1d"
 SNOOZE_WEEK_ACTION = "vectoros_snooze_1w"
 NOT_USEFUL_ACTION = "vectoros_not_useful"
+ACK_BLOCK_ID = "vectoros_ack"
+ANSWER_BLOCK_ID = "vectoros_answer"
 BUTTONS: tuple[tuple[str, str, str | None], ...] = (
     (ACK_ACTION, "Acknowledge", "primary"),
     (SNOOZE_DAY_ACTION, "Snooze 1 day", None),
@@ -77,7 +82,7 @@ def ack_buttons(insight_id: str) -> Block:
         if style is not None:
             button["style"] = style
         elements.append(button)
-    return {"type": "actions", "block_id": "vectoros_ack", "elements": elements}
+    return {"type": "actions", "block_id": ACK_BLOCK_ID, "elements": elements}
 
 
 def app_message(insight: InsightEvent, *, deal_url_template: str | None = None) -> dict[str, Any]:
@@ -90,14 +95,29 @@ def app_message(insight: InsightEvent, *, deal_url_template: str | None = None) 
     return message
 
 
+@dataclass(frozen=True)
+class Posted:
+    """An insight's message in a channel: its ``ts`` and the last body sent (to redraw it)."""
+
+    ts: str
+    body: dict[str, Any]
+
+
 class SlackThreads(Protocol):
     """Where each deal's thread and each insight's message are in a channel."""
 
     async def thread(self, channel: str, workspace_id: str, deal_id: str) -> str | None: ...
-    async def message(self, channel: str, insight_id: str) -> str | None: ...
+    async def message(self, channel: str, insight_id: str) -> Posted | None: ...
     async def remember(
-        self, channel: str, workspace_id: str, deal_id: str, insight_id: str, ts: str
+        self,
+        channel: str,
+        workspace_id: str,
+        deal_id: str,
+        insight_id: str,
+        ts: str,
+        body: dict[str, Any],
     ) -> None: ...
+    async def redrawn(self, channel: str, insight_id: str, body: dict[str, Any]) -> None: ...
 
 
 class MemoryThreads:
@@ -105,19 +125,30 @@ class MemoryThreads:
 
     def __init__(self) -> None:
         self.threads: dict[tuple[str, str, str], str] = {}
-        self.messages: dict[tuple[str, str], str] = {}
+        self.messages: dict[tuple[str, str], Posted] = {}
 
     async def thread(self, channel: str, workspace_id: str, deal_id: str) -> str | None:
         return self.threads.get((channel, workspace_id, deal_id))
 
-    async def message(self, channel: str, insight_id: str) -> str | None:
+    async def message(self, channel: str, insight_id: str) -> Posted | None:
         return self.messages.get((channel, insight_id))
 
     async def remember(
-        self, channel: str, workspace_id: str, deal_id: str, insight_id: str, ts: str
+        self,
+        channel: str,
+        workspace_id: str,
+        deal_id: str,
+        insight_id: str,
+        ts: str,
+        body: dict[str, Any],
     ) -> None:
         self.threads.setdefault((channel, workspace_id, deal_id), ts)
-        self.messages.setdefault((channel, insight_id), ts)
+        self.messages.setdefault((channel, insight_id), Posted(ts, body))
+
+    async def redrawn(self, channel: str, insight_id: str, body: dict[str, Any]) -> None:
+        known = self.messages.get((channel, insight_id))
+        if known is not None:
+            self.messages[(channel, insight_id)] = Posted(known.ts, body)
 
 
 class PgThreads:
@@ -137,29 +168,67 @@ class PgThreads:
         )
         return ts
 
-    async def message(self, channel: str, insight_id: str) -> str | None:
-        ts: str | None = await self._pool.fetchval(
-            "SELECT ts FROM notify_slack_messages WHERE channel = $1 AND insight_id = $2",
+    async def message(self, channel: str, insight_id: str) -> Posted | None:
+        row = await self._pool.fetchrow(
+            "SELECT ts, body FROM notify_slack_messages WHERE channel = $1 AND insight_id = $2",
             channel,
             insight_id,
         )
-        return ts
+        return None if row is None else Posted(row["ts"], row["body"])
 
     async def remember(
-        self, channel: str, workspace_id: str, deal_id: str, insight_id: str, ts: str
+        self,
+        channel: str,
+        workspace_id: str,
+        deal_id: str,
+        insight_id: str,
+        ts: str,
+        body: dict[str, Any],
     ) -> None:
         thread = await self.thread(channel, workspace_id, deal_id)
         await self._pool.execute(
             "INSERT INTO notify_slack_messages (channel, insight_id, workspace_id, deal_id, ts,"
-            " thread_ts) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (channel, insight_id)"
-            " DO NOTHING",
+            " thread_ts, body) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (channel, insight_id) DO NOTHING",
             channel,
             insight_id,
             workspace_id,
             deal_id,
             ts,
             thread or ts,
+            body,
         )
+
+    async def redrawn(self, channel: str, insight_id: str, body: dict[str, Any]) -> None:
+        await self._pool.execute(
+            "UPDATE notify_slack_messages SET body = $3 WHERE channel = $1 AND insight_id = $2",
+            channel,
+            insight_id,
+            body,
+        )
+
+
+def answer_text(ack: InsightAck) -> str:
+    """``✅ Acknowledged by <@U123>`` (a Slack user is mentioned; other actors are escaped)."""
+    who = ack.actor.removeprefix("slack:")
+    actor = f"<@{who}>" if ack.actor.startswith("slack:") and who.isalnum() else escape(ack.actor)
+    if ack.state == AckState.SNOOZED and ack.snoozed_until is not None:
+        until = ack.snoozed_until.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return f"💤 Snoozed until {until} by {actor}"
+    if ack.state == AckState.NOT_USEFUL:
+        return f"👎 Marked not useful by {actor}"
+    return f"✅ Acknowledged by {actor}"
+
+
+def answered_blocks(blocks: list[Block], ack: InsightAck) -> list[Block]:
+    """``blocks`` without the ack buttons and without an earlier answer, plus this answer."""
+    kept = [b for b in blocks if b.get("block_id") not in (ACK_BLOCK_ID, ANSWER_BLOCK_ID)]
+    note: Block = {
+        "type": "context",
+        "block_id": ANSWER_BLOCK_ID,
+        "elements": [{"type": "mrkdwn", "text": answer_text(ack)}],
+    }
+    return [*kept, note]
 
 
 class SlackApiError(HttpRejected):
@@ -215,15 +284,27 @@ class SlackAppClient:
             raise HttpRetriable(response.status_code, f"{method}: {error}")
         raise SlackApiError(response.status_code, f"{method}: {error}")
 
-    async def _remember(self, channel: str, insight: InsightEvent, ts: str) -> None:
+    async def _remember(
+        self, channel: str, insight: InsightEvent, ts: str, body: dict[str, Any]
+    ) -> None:
         try:
             await self.threads.remember(
-                channel, insight.workspace_id, insight.deal_id, insight.insight_id, ts
+                channel, insight.workspace_id, insight.deal_id, insight.insight_id, ts, body
             )
         except _DB_ERRORS as exc:  # the message is out anyway
             logger.warning(
                 "slack message of insight %s sent but not remembered (%s): later steps post anew",
                 insight.insight_id,
+                type(exc).__name__,
+            )
+
+    async def _redrawn(self, channel: str, insight_id: str, body: dict[str, Any]) -> None:
+        try:
+            await self.threads.redrawn(channel, insight_id, body)
+        except _DB_ERRORS as exc:  # the message is updated anyway
+            logger.warning(
+                "slack message of insight %s updated but not remembered (%s)",
+                insight_id,
                 type(exc).__name__,
             )
 
@@ -235,19 +316,30 @@ class SlackAppClient:
         body = app_message(insight, deal_url_template=deal_url_template)
         body["channel"] = channel
         if insight.lifecycle != Lifecycle.RAISED:
-            ts = await self.threads.message(channel, insight.insight_id)
-            if ts is not None:
-                body["ts"] = ts
+            posted = await self.threads.message(channel, insight.insight_id)
+            if posted is not None:
                 body.pop("unfurl_links", None)  # not a chat.update argument
-                await self.call("chat.update", body)
+                await self.call("chat.update", {**body, "ts": posted.ts})
+                await self._redrawn(channel, insight.insight_id, body)
                 return
         thread = await self.threads.thread(channel, insight.workspace_id, insight.deal_id)
-        if thread is not None:
-            body["thread_ts"] = thread
-        answer = await self.call("chat.postMessage", body)
+        call = body if thread is None else {**body, "thread_ts": thread}
+        answer = await self.call("chat.postMessage", call)
         ts = answer.get("ts")
         if isinstance(ts, str) and ts:
-            await self._remember(channel, insight, ts)
+            await self._remember(channel, insight, ts, body)
+
+    async def show_answer(self, channel: str, ack: InsightAck) -> bool:
+        """Redraw the insight's message in ``channel`` without its buttons and with who answered
+        what (False when the message is not known here)."""
+        posted = await self.threads.message(channel, ack.insight_id)
+        if posted is None:
+            return False
+        body = {**posted.body, "blocks": answered_blocks(posted.body.get("blocks", []), ack)}
+        body.pop("unfurl_links", None)
+        await self.call("chat.update", {**body, "channel": channel, "ts": posted.ts})
+        await self._redrawn(channel, ack.insight_id, body)
+        return True
 
     async def send_message(
         self, channel: str, message: Message, *, deal_url_template: str | None = None

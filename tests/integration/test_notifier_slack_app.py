@@ -1,7 +1,8 @@
 """A Slack button press end to end on the real broker and PostgreSQL: the notifier posts an
 insight with its buttons to a Slack Web API stand-in; a press with a bad signature is refused at
 the gateway; a good "Snooze 1 week" is published on insight-acks, stored by the notifier, and the
-insight's resolution is then held (a later insight, the sentinel, still goes out)."""
+message is redrawn with the answer and without buttons, and the insight's resolution is then
+held (a later insight, the sentinel, still goes out)."""
 
 from __future__ import annotations
 
@@ -140,6 +141,7 @@ async def test_a_slack_button_press_snoozes_through_the_gateway(
                         return bool(state == "snoozed")
 
                     await eventually(stored, "the notifier to store the snooze")
+                    await eventually(lambda: len(posted.updates) == 1, "the answer shown")
                     count = await pool.fetchval("SELECT count(*) FROM insight_acks")
                     assert count == 1  # the forged press recorded nothing
                 await produce(kafka_bootstrap, topic, [event(1, lifecycle="resolved")])
@@ -147,6 +149,8 @@ async def test_a_slack_button_press_snoozes_through_the_gateway(
                 await eventually(lambda: len(api.messages) == 2, "the sentinel in Slack")
         finally:
             await producer.stop()
-    assert posted.updates == []  # the resolution of the snoozed insight was held
+    [shown] = posted.updates  # the answer; the resolution of the snoozed insight was held
+    assert "Snoozed until" in shown["blocks"][-1]["elements"][0]["text"]
+    assert not [b for b in shown["blocks"] if b["type"] == "actions"]
     sentinel = next(m for m in api.messages.values() if m.ts != posted.ts)
     assert sentinel.thread_ts == posted.ts  # same deal: in its thread

@@ -5,6 +5,7 @@ per deal, the message updated in place when the insight escalates or resolves, t
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import httpx
@@ -12,11 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
 
+from consumer.notifier.acks import MemoryAcks
 from consumer.notifier.flood import Message
 from consumer.notifier.metrics import NotifierMetrics
 from consumer.notifier.service import NotifierHandler, build_destinations, item_of, secrets_of
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack_app import BUTTONS, MemoryThreads, SlackAppClient
+from schemas.acks import AckSource, AckState, InsightAck
 from tests.slack_stand_in import SlackWebApi
 from tests.unit.test_notifier_service import FakeStore, insight
 
@@ -42,12 +45,15 @@ class Setup:
         self.store = FakeStore()
         self.settings = settings(**overrides)
         self.destinations = build_destinations(self.settings, http)
+        self.acks = MemoryAcks()
         self.handler = NotifierHandler(
             self.settings,
             self.destinations,
             NotifierMetrics(CollectorRegistry()),
             asyncio.Event(),
             log=self.store,
+            acks=self.acks,
+            recorder=self.acks,
         )
 
     async def feed(self, *insights: Any) -> None:
@@ -191,3 +197,39 @@ def test_the_token_is_a_secret_and_needs_channels() -> None:
     s = settings(slack_channels="C1, C2")
     assert s.slack_channels == ["C1", "C2"]
     assert s.has_destinations
+
+
+def answer(insight_id: str, state: str, actor: str = "slack:U061F7AUR") -> InsightAck:
+    until = dt.datetime(2025, 3, 8, 9, 0, tzinfo=dt.UTC) if state == "snoozed" else None
+    return InsightAck(
+        ack_id=f"a-{insight_id}-{state}",
+        insight_id=insight_id,
+        state=AckState(state),
+        snoozed_until=until,
+        actor=actor,
+        source=AckSource.SLACK,
+        at=dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC),
+    )
+
+
+async def test_an_answer_redraws_the_message_without_buttons_and_says_who() -> None:
+    api = SlackWebApi(TOKEN, {CHANNEL})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api)) as http:
+        setup = Setup(api, http, notify_resolved=True)
+        await setup.feed(deal_insight(1, "deal-a"))
+        await setup.feed(answer("insight-1", "snoozed"), answer("insight-9", "acknowledged"))
+        await setup.feed(answer("insight-1", "not_useful", actor="ana <!channel>"))
+        await setup.feed(deal_insight(1, "deal-a", lifecycle="resolved"))  # held: answered
+    [posted] = api.messages.values()
+    snoozed, not_useful = posted.updates  # insight-9 was never posted here: nothing to redraw
+    assert action_ids(snoozed) == []
+    notes = [b for b in snoozed["blocks"] if b.get("block_id") == "vectoros_answer"]
+    assert notes[0]["elements"][0]["text"] == (
+        "💤 Snoozed until 2025-03-08 09:00 UTC by <@U061F7AUR>"
+    )
+    assert snoozed["blocks"][0] == posted.body["blocks"][0]  # the same header
+    texts = [b["elements"][0]["text"] for b in not_useful["blocks"] if b["type"] == "context"]
+    assert texts[-1] == "👎 Marked not useful by ana &lt;!channel&gt;"
+    assert sum("Snoozed" in t for t in texts) == 0  # the earlier answer is replaced
+    assert setup.acks.snoozed == {}
+    assert "insight-1" in setup.acks.acked

@@ -1,7 +1,8 @@
 -- The notifier's Slack app mode and acks as events (docs/notifier.md).
 -- notify_slack_messages: where each insight's message is in a channel (`ts`, for chat.update
--- when it escalates or resolves) and its deal's thread (`thread_ts`: the deal's first message
--- in that channel). One row per (channel, insight); the first post wins.
+-- when it escalates, resolves or is answered), its deal's thread (`thread_ts`: the deal's first
+-- message in that channel) and the last body sent (`body`, to redraw it with the answer). One
+-- row per (channel, insight); the first post wins.
 CREATE TABLE IF NOT EXISTS notify_slack_messages (
     channel         text        NOT NULL,
     insight_id      text        NOT NULL,
@@ -9,6 +10,7 @@ CREATE TABLE IF NOT EXISTS notify_slack_messages (
     deal_id         text        NOT NULL,
     ts              text        NOT NULL,
     thread_ts       text        NOT NULL,
+    body            jsonb       NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (channel, insight_id)
 );
