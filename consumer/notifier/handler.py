@@ -6,6 +6,8 @@ flood control (``flood_runner.py``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
@@ -20,14 +22,19 @@ from consumer.notifier.dispatch import DB_ERRORS, Notifier
 from consumer.notifier.flood_runner import FloodRunner, item_of
 from consumer.notifier.held import AckFilter
 from consumer.notifier.log import NotificationLog, NotificationStore
-from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
+from consumer.notifier.metrics import (
+    NotifierEnrichmentMetrics,
+    NotifierMetrics,
+    UsefulnessMetrics,
+)
 from consumer.notifier.outbox import FloodStore, PgFloodStore
 from consumer.notifier.routing import DailyDigest, Hold, Holds, Policy, QuietHours
 from consumer.notifier.settings import NotifierSettings
+from consumer.notifier.usefulness import publish, usefulness
 from schemas.acks import InsightAck
 from schemas.insights import InsightEvent
 from vectoros.consume_loop import Output, Records, Resources
-from vectoros.db import migrate
+from vectoros.db import PgPool, migrate
 from vectoros.enrichments import EnrichmentLookup, PgEnrichmentLookup
 from vectoros.errors import DeliveryError
 from vectoros.logs import scrub
@@ -35,6 +42,7 @@ from vectoros.logs import scrub
 logger = logging.getLogger(__name__)
 
 STALE_GRACE_SECONDS = 20.0
+USEFULNESS_WINDOW = dt.timedelta(days=30)
 _ANSWER_ERRORS: tuple[type[BaseException], ...] = (DeliveryError, *DB_ERRORS)
 
 
@@ -63,6 +71,7 @@ class NotifierHandler:
         directory: Directory | None = None,
         acks: AckLookup | None = None,
         recorder: AckRecorder | None = None,
+        usefulness_metrics: UsefulnessMetrics | None = None,
     ) -> None:
         self.settings = settings
         self._held = AckFilter(acks, metrics, wall_clock)
@@ -92,6 +101,8 @@ class NotifierHandler:
             and (person := directory.person(name.partition(":")[2])) is not None
             and person.tz is not None
         }
+        self._usefulness = usefulness_metrics
+        self._refresher: asyncio.Task[None] | None = None
         self._flood = FloodRunner(
             settings,
             self._destinations,
@@ -207,11 +218,30 @@ class NotifierHandler:
             for dest in self._destinations:
                 if dest.bind is not None:
                     dest.bind(pool)
+            if self._usefulness is not None and self.settings.notify_usefulness_refresh_seconds:
+                self._refresher = asyncio.create_task(self._refresh_usefulness(pool))
         if self.settings.notify_flood_control:
             await self._flood.start(self.notifier)
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
         await self._flood.close()
+
+    async def _refresh_usefulness(self, pool: PgPool) -> None:
+        """Every ``notify_usefulness_refresh_seconds``: the usefulness gauges, last 30 days."""
+        assert self._usefulness is not None
+        seconds = self.settings.notify_usefulness_refresh_seconds
+        while not self._stop.is_set():
+            since = dt.datetime.now(dt.UTC) - USEFULNESS_WINDOW
+            try:
+                publish(self._usefulness, await usefulness(pool, since))
+            except DB_ERRORS as exc:
+                logger.warning("usefulness gauges not refreshed (database: %s)", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
 
     def decode(self, records: Records) -> list[InsightEvent | InsightAck]:
         """The batch's insights worth announcing and, from ``insight-acks``, its answers."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from vectoros.metrics import LATENCY_BUCKETS, PREFIX
 
@@ -79,5 +79,25 @@ class NotifierEnrichmentMetrics:
             f"{PREFIX}_notifier_enrichment_wait_seconds",
             "Time a batch of notifications waited for the model's text.",
             buckets=_WAIT_BUCKETS,
+            registry=registry,
+        )
+
+
+class UsefulnessMetrics:
+    """Per rule, what ``vectoros report usefulness`` says over the last 30 days, refreshed by the
+    notifier every ``notify_usefulness_refresh_seconds``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.notified = Gauge(
+            f"{PREFIX}_notifier_usefulness_notified",
+            "Insights notified one by one in the last 30 days, by rule.",
+            ["rule"],
+            registry=registry,
+        )
+        self.share = Gauge(
+            f"{PREFIX}_notifier_usefulness_share",
+            "Share of a rule's insights notified in the last 30 days that were acknowledged, "
+            "snoozed, marked not_useful, or followed by deal activity within 72 h (measure).",
+            ["rule", "measure"],
             registry=registry,
         )

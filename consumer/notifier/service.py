@@ -38,7 +38,11 @@ from consumer.notifier.directory import load_directory
 from consumer.notifier.dispatch import DB_ERRORS, NotificationMeta, Notifier, Stopping
 from consumer.notifier.flood_runner import FloodRunner, item_of
 from consumer.notifier.handler import STALE_GRACE_SECONDS, NotifierHandler
-from consumer.notifier.metrics import NotifierEnrichmentMetrics, NotifierMetrics
+from consumer.notifier.metrics import (
+    NotifierEnrichmentMetrics,
+    NotifierMetrics,
+    UsefulnessMetrics,
+)
 from consumer.notifier.routing import load_policy
 from consumer.notifier.settings import NotifierSettings
 from vectoros import __version__
@@ -172,6 +176,7 @@ async def run_notifier(
                 stop_event,
                 secrets=secrets,
                 enrichment_metrics=NotifierEnrichmentMetrics(registry),
+                usefulness_metrics=UsefulnessMetrics(registry),
                 policy=policy,
                 directory=directory,
             )

@@ -225,6 +225,12 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         description="Critical insights not acknowledged or resolved after this long go to the "
         "owner's manager (needs flood control and the owner directory); 0 = never.",
     )
+    notify_usefulness_refresh_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How often the usefulness gauges (last 30 days per rule) are recomputed "
+        "from PostgreSQL; 0 = never.",
+    )
     notify_escalate_via: Kinds = Field(
         default_factory=_by_email,
         description="How the manager is told of an escalation: email, sms, or both "

@@ -19,6 +19,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from consumer.notifier.metrics import UsefulnessMetrics
 from vectoros.db import PgPool
 
 FOLLOW_UP = dt.timedelta(hours=72)
@@ -103,3 +104,16 @@ async def usefulness(pool: PgPool, since: dt.datetime) -> list[RuleUsefulness]:
         )
         for r in rows
     ]
+
+
+def publish(metrics: UsefulnessMetrics, rows: list[RuleUsefulness]) -> None:
+    """Set the usefulness gauges from a report (rules absent from it are left as they were)."""
+    for r in rows:
+        metrics.notified.labels(r.rule).set(r.notified)
+        for measure, share in (
+            ("acknowledged", r.acknowledged_share),
+            ("snoozed", r.snoozed_share),
+            ("not_useful", r.not_useful_share),
+            ("followed", r.followed_share),
+        ):
+            metrics.share.labels(r.rule, measure).set(share)

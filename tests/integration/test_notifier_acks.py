@@ -11,10 +11,14 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from consumer.notifier.acks import PgAcks
 from consumer.notifier.log import NotificationLog, NotificationRef
+from consumer.notifier.metrics import NotifierMetrics, UsefulnessMetrics
+from consumer.notifier.service import NotifierHandler, build_destinations
+from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack_app import PgThreads, SlackAppClient
 from consumer.notifier.usefulness import usefulness
 from schemas.acks import AckSource, AckState, InsightAck
@@ -23,6 +27,7 @@ from tests.integration.test_cli import run
 from tests.kafka_utils import read_all
 from tests.slack_stand_in import SlackWebApi
 from tests.unit.test_notifier_service import insight
+from vectoros.consume_loop import Resources
 from vectoros.db import PgPool
 from vectoros.kafka import ensure_topics
 
@@ -161,3 +166,44 @@ async def test_insights_snooze_publishes_the_answer_when_a_broker_is_set(
         AckSource.CLI,
     )
     assert ack.snoozed_until is not None
+
+
+async def test_the_notifier_publishes_usefulness_gauges(pool: PgPool) -> None:
+    log = NotificationLog(pool, stale_after_seconds=30)
+    for n in (1, 2):
+        ref = NotificationRef(f"ins-{n}", "raised", "a" * 64)
+        await log.claim(
+            ref,
+            destination_type="console",
+            destination_label="console",
+            workspace_id="w",
+            deal_id=f"d-{n}",
+            rule="close_date_passed",
+            priority="high",
+        )
+        await log.mark_sent(ref)
+    await PgAcks(pool).record([ack("acknowledged", T0, 1)])  # ins-1
+    registry = CollectorRegistry()
+    settings = NotifierSettings(notify_console=True, notify_usefulness_refresh_seconds=0.05)
+    async with httpx.AsyncClient() as http:
+        handler = NotifierHandler(
+            settings,
+            build_destinations(settings, http),
+            NotifierMetrics(registry),
+            asyncio.Event(),
+            usefulness_metrics=UsefulnessMetrics(registry),
+        )
+        await handler.open(Resources(pool=pool, producer=None, consumer=None))  # type: ignore[arg-type]
+        try:
+            for _ in range(600):  # a bound for "never happens"
+                if registry.get_sample_value(
+                    "vectoros_notifier_usefulness_notified", {"rule": "close_date_passed"}
+                ):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await handler.close()
+    sample = registry.get_sample_value
+    assert sample("vectoros_notifier_usefulness_notified", {"rule": "close_date_passed"}) == 2
+    labels = {"rule": "close_date_passed", "measure": "acknowledged"}
+    assert sample("vectoros_notifier_usefulness_share", labels) == 0.5
