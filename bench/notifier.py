@@ -1,5 +1,6 @@
-"""The notifier's flood control without I/O: how many insight events per second it takes
-(``item_of`` + ``offer`` + ``due`` on a simulated clock), and the memory of 100k open groups.
+"""The notifier's routing and flood control without I/O: how many insight events per second it
+takes (the routing policy's ``route`` + ``item_of`` + ``offer`` + ``due`` on a simulated clock),
+and the memory of 100k open groups.
 
 Delivery itself is rate-limited by the channels (1 message/s per Slack URL), so what the
 notifier must keep up with is the deciding: target >= 5,000 insights/s."""
@@ -12,10 +13,24 @@ import time
 from dataclasses import dataclass
 
 from consumer.notifier.flood import FloodControl, FloodPolicy
-from consumer.notifier.service import item_of
+from consumer.notifier.flood_runner import item_of
+from consumer.notifier.routing import parse_policy
 from schemas.insights import InsightEvent, insight_adapter
 
-RECIPIENTS = ("slack-team", "webhook-crm")
+# Every insight matches two routes (the team's channel, the CRM webhook); the first route is
+# looked at and skipped for most. Two recipients per insight, as before the policy was routed.
+POLICY = parse_policy(
+    """
+default:
+  - rules: [high_value_at_risk]
+    value_above: 50000000
+    to: [sms:owner]
+  - min_priority: high
+    to: [slack-team]
+  - min_priority: high
+    to: [webhook-crm]
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +93,7 @@ def run_notifier_bench(count: int = 100_000, batch: int = 100) -> NotifierResult
     for start in range(0, count, batch):
         now = start / 1000.0
         for event in events[start : start + batch]:
-            flood.offer(item_of(event), RECIPIENTS, now)
+            flood.offer(item_of(event), POLICY.route(event), now)
         messages += len(flood.due(now))
     took = time.perf_counter() - started
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base

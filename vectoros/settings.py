@@ -89,6 +89,7 @@ class KafkaSettings(OpsSettings):
     topic_insights: str = "deal-insights"
     topic_dlq: str = "deal-events-dlq"
     topic_state: str = "deal-monitor-state"
+    topic_acks: str = "insight-acks"  # answers to insights (schemas/acks.py)
     topic_partitions: int = Field(default=6, ge=1, le=10_000)
 
     def bootstrap(self) -> str:

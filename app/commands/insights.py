@@ -8,6 +8,7 @@ import click
 
 from app.commands.common import (
     load_settings,
+    one_line,
     run_async,
 )
 from schemas.insights import RuleName
@@ -101,15 +102,16 @@ def insights_list(
 @insights.command("ack")
 @click.argument("insight_id")
 @click.option("--by", "actor", default=None, help="Who acknowledges (default: $USER).")
-def insights_ack(insight_id: str, actor: str | None) -> None:
+@click.option(
+    "--not-useful", is_flag=True, help="Also say the insight was not useful (report usefulness)."
+)
+def insights_ack(insight_id: str, actor: str | None, not_useful: bool) -> None:
     """Acknowledge an insight: no more notifications about it except an escalation."""
-    from consumer.notifier.acks import PgAcks
+    from schemas.acks import AckState
 
-    async def go(acks: PgAcks, who: str) -> None:
-        await acks.acknowledge(insight_id, who)
-
-    _with_acks(go, actor)
-    click.echo(f"acknowledged {insight_id}")
+    state = AckState.NOT_USEFUL if not_useful else AckState.ACKNOWLEDGED
+    _answer(insight_id, state, None, actor)
+    click.echo(f"{'marked not useful' if not_useful else 'acknowledged'} {insight_id}")
 
 
 @insights.command("snooze")
@@ -127,7 +129,7 @@ def insights_snooze(insight_id: str, until_text: str, actor: str | None) -> None
     """Snooze an insight: no notifications about it until then, except an escalation."""
     import datetime as dt
 
-    from consumer.notifier.acks import PgAcks
+    from schemas.acks import AckState
     from vectoros.when import parse_when
 
     now = dt.datetime.now(dt.UTC)
@@ -138,32 +140,57 @@ def insights_snooze(insight_id: str, until_text: str, actor: str | None) -> None
     until = parsed if parsed >= now else now + (now - parsed)  # a duration counts forward
     if until <= now:
         raise click.BadParameter("must be in the future", param_hint="'--until'")
-
-    async def go(acks: PgAcks, who: str) -> None:
-        await acks.snooze(insight_id, until, who)
-
-    _with_acks(go, actor)
+    _answer(insight_id, AckState.SNOOZED, until, actor)
     click.echo(f"snoozed {insight_id} until {until.isoformat(timespec='seconds')}")
 
 
-def _with_acks(action: Any, actor: str | None) -> None:
-    """Run ``action(PgAcks, actor)`` on a migrated pool (``insight_acks`` may be new)."""
+def _answer(insight_id: str, state: Any, until: Any, actor: str | None) -> None:
+    """Store the answer in ``insight_acks`` (on a migrated pool: the table may be new), then
+    publish it on ``insight-acks`` when a broker is configured (for the read side; the table is
+    what the notifiers read)."""
+    import datetime as dt
     import getpass
+    import uuid
 
     from consumer.notifier.acks import PgAcks
+    from schemas.acks import AckSource, InsightAck
     from vectoros.db import connect_pool, migrate
-    from vectoros.settings import DatabaseSettings
+    from vectoros.kafka import start_producer
+    from vectoros.settings import DatabaseSettings, KafkaSettings
 
+    try:
+        ack = InsightAck(
+            ack_id=f"cli-{uuid.uuid4()}",
+            insight_id=insight_id,
+            state=state,
+            snoozed_until=until,
+            actor=actor or getpass.getuser(),
+            source=AckSource.CLI,
+            at=dt.datetime.now(dt.UTC),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(one_line(str(exc)), param_hint="'INSIGHT_ID'") from None
     dsn = load_settings(DatabaseSettings).dsn()
-    who = actor or getpass.getuser()
+    kafka = load_settings(KafkaSettings)
 
     async def go() -> None:
         pool = await connect_pool(dsn)
         try:
             await migrate(pool)
-            await action(PgAcks(pool), who)
+            await PgAcks(pool).record([ack])
         finally:
             await pool.close()
+        if not kafka.kafka_bootstrap_servers:
+            return
+        producer = await start_producer(kafka)
+        try:
+            await producer.send_and_wait(
+                kafka.topic_acks,
+                value=ack.model_dump_json().encode(),
+                key=ack.insight_id.encode(),
+            )
+        finally:
+            await producer.stop()
 
     run_async(go())
 
@@ -183,7 +210,8 @@ def report() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 def report_usefulness(since: str, as_json: bool) -> None:
-    """Per rule: insights notified, and the share acknowledged or snoozed."""
+    """Per rule: insights notified, the share acknowledged, snoozed or marked not useful, and
+    the share followed by activity on the deal within 72 hours."""
     import datetime as dt
 
     import orjson
@@ -211,11 +239,16 @@ def report_usefulness(since: str, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps([r.to_json() for r in rows], option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"{'rule':<22} {'notified':>8} {'acknowledged':>14} {'snoozed':>9}")
+    click.echo(
+        f"{'rule':<22} {'notified':>8} {'acknowledged':>14} {'snoozed':>11} {'not useful':>12}"
+        f" {'activity 72h':>14}"
+    )
     for r in rows:
         click.echo(
-            f"{r.rule:<22} {r.notified:>8} {r.acknowledged:>6} ({r.acknowledged_share:>4.0%})"
-            f" {r.snoozed:>3} ({r.snoozed_share:>3.0%})"
+            f"{r.rule:<22} {r.notified:>8} {r.acknowledged:>7} ({r.acknowledged_share:>4.0%})"
+            f" {r.snoozed:>4} ({r.snoozed_share:>4.0%})"
+            f" {r.not_useful:>5} ({r.not_useful_share:>4.0%})"
+            f" {r.followed:>7} ({r.followed_share:>4.0%})"
         )
     if not rows:
         click.echo(f"no notifications since {since_at.isoformat(timespec='seconds')}")

@@ -298,7 +298,8 @@ def openapi_document() -> dict[str, Any]:
                 _query(
                     "limit",
                     {"type": "integer", "minimum": 1, "default": 50},
-                    "Page size; a larger one is served as VECTOROS_API_PAGE_SIZE_MAX (default 200).",
+                    "Page size; a larger one is served as VECTOROS_API_PAGE_SIZE_MAX "
+                    "(default 200).",
                 ),
                 _query("cursor", _TEXT, "next_cursor of the previous page."),
             ],

@@ -141,8 +141,9 @@ async def post_json(
     *,
     deadline: float,
     wall_clock: Clock,
-) -> None:
-    """POST ``body`` once; translate every outcome into success or a delivery error.
+) -> httpx.Response:
+    """POST ``body`` once; translate every outcome into success (the 2xx response) or a
+    delivery error.
 
     ``deadline`` (seconds) bounds the whole attempt (connect, send, wait, read). Error texts never
     contain ``url`` (it is a secret).
@@ -160,6 +161,7 @@ async def post_json(
     except httpx.RequestError as exc:  # read/write errors, dropped connections: maybe delivered
         raise NetworkFailure(f"{type(exc).__name__}: {exc}", ambiguous=True) from None
     check_response(response, wall_clock())
+    return response
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ after the data was sent may have queued the mail, and most mailboxes do not dedu
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formataddr
 
@@ -51,7 +52,9 @@ def _one_line(text: str, limit: int = SUBJECT_MAX) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _insight_html(insight: InsightEvent, url: str | None) -> str:
+def _insight_html(
+    insight: InsightEvent, url: str | None, links: Sequence[tuple[str, str]] = ()
+) -> str:
     data = insight.data
     e = html.escape
     rows = [
@@ -67,17 +70,21 @@ def _insight_html(insight: InsightEvent, url: str | None) -> str:
         for a in insight.actions
     )
     link = f"<p><a href='{e(url)}'>Open the deal</a></p>" if url else ""
+    answers = " · ".join(f"<a href='{e(href)}'>{e(label)}</a>" for label, href in links)
+    answer = f"<p>{answers}</p>" if answers else ""
     return (
         f"<h2>{e(insight.title)}</h2><p>{e(insight.description)}</p><table>{table}</table>"
-        f"<h3>Recommended actions</h3><ul>{actions}</ul>{link}"
+        f"<h3>Recommended actions</h3><ul>{actions}</ul>{link}{answer}"
     )
 
 
-def _message_html(message: Message, template: str | None) -> str:
+def _message_html(
+    message: Message, template: str | None, links: Sequence[tuple[str, str]] = ()
+) -> str:
     items = sorted(message.items, key=lambda i: (-i.rank, -(i.value or 0.0), i.deal_id))
     if message.kind == "alert" and items and items[0].lifecycle != "flapping":
         insight = insight_of(items[0])
-        return _insight_html(insight, deal_url(template, insight))
+        return _insight_html(insight, deal_url(template, insight), links)
     lines = [
         f"<li>{html.escape(line.strip())}</li>" for line in console_text(message).splitlines()[1:]
     ]
@@ -92,17 +99,23 @@ def build_email(
     to_name: str | None,
     message_id: str,
     deal_url_template: str | None = None,
+    answer_links: Sequence[tuple[str, str]] = (),
 ) -> EmailMessage:
-    """The multipart/alternative mail (text first, then HTML) for an insight or a message."""
+    """The multipart/alternative mail (text first, then HTML) for an insight or a message;
+    ``answer_links`` ((label, URL), signed) are added (given only for a single insight)."""
     mail = EmailMessage()
     if isinstance(what, InsightEvent):
         subject = f"[{what.priority.value.upper()}] {what.title} · {what.data.deal_title}"
         text = format_insight(what, deal_url(deal_url_template, what))
-        body = _insight_html(what, deal_url(deal_url_template, what))
+        if answer_links:
+            text += "\n\n" + "\n".join(f"{label}: {href}" for label, href in answer_links)
+        body = _insight_html(what, deal_url(deal_url_template, what), answer_links)
     else:
         subject = headline(what)
         text = console_text(what, deal_url_template=deal_url_template)
-        body = _message_html(what, deal_url_template)
+        if answer_links:
+            text += "\n\n" + "\n".join(f"{label}: {href}" for label, href in answer_links)
+        body = _message_html(what, deal_url_template, answer_links)
     mail["Subject"] = _one_line(subject)
     mail["From"] = sender
     mail["To"] = formataddr((_one_line(to_name or "", 80), to))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from vectoros.metrics import LATENCY_BUCKETS, PREFIX
 
@@ -36,6 +36,19 @@ class NotifierMetrics:
             ["reason"],
             registry=registry,
         )
+        self.acks = Counter(
+            f"{PREFIX}_notifier_acks_recorded_total",
+            "Answers to insights read from insight-acks and stored, by source and state.",
+            ["source", "state"],
+            registry=registry,
+        )
+        self.answers = Counter(
+            f"{PREFIX}_notifier_answers_total",
+            "Answers to notified insights by the insight's rule and the answer (acknowledged, "
+            "snoozed, not_useful): with notifications sent per rule, the usefulness of a rule.",
+            ["rule", "state"],
+            registry=registry,
+        )
         self.flood_messages = Counter(
             f"{PREFIX}_notifier_flood_messages_total",
             "Messages flood control let out, by kind (alert, digest, reminder, burst).",
@@ -66,5 +79,25 @@ class NotifierEnrichmentMetrics:
             f"{PREFIX}_notifier_enrichment_wait_seconds",
             "Time a batch of notifications waited for the model's text.",
             buckets=_WAIT_BUCKETS,
+            registry=registry,
+        )
+
+
+class UsefulnessMetrics:
+    """Per rule, what ``vectoros report usefulness`` says over the last 30 days, refreshed by the
+    notifier every ``notify_usefulness_refresh_seconds``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.notified = Gauge(
+            f"{PREFIX}_notifier_usefulness_notified",
+            "Insights notified one by one in the last 30 days, by rule.",
+            ["rule"],
+            registry=registry,
+        )
+        self.share = Gauge(
+            f"{PREFIX}_notifier_usefulness_share",
+            "Share of a rule's insights notified in the last 30 days that were acknowledged, "
+            "snoozed, marked not_useful, or followed by deal activity within 72 h (measure).",
+            ["rule", "measure"],
             registry=registry,
         )

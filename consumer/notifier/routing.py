@@ -20,6 +20,7 @@
 
     quiet_hours:                  # per destination, in its time zone
       slack:0: {start: "22:00", end: "07:00", tz: Europe/Paris}
+      email:*: {start: "21:00", end: "08:00"}   # each person's, in their directory time zone
 
 A route with ``urgent: true`` goes through quiet hours; anything else for a destination in its
 quiet hours is held (flood control) and sent when they end.
@@ -40,14 +41,24 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from schemas.events import Stage
 from schemas.insights import InsightEvent, Priority, RuleName
+
+PERSONAL_KINDS = frozenset({"email", "sms"})  # destinations of one person (directory)
 
 
 class Route(BaseModel):
@@ -79,17 +90,21 @@ class Route(BaseModel):
 
 class QuietHours(BaseModel):
     """Local times in ``tz`` between which a destination gets nothing but urgent insights
-    (``start`` after ``end``: over midnight, e.g. 22:00 to 07:00)."""
+    (``start`` after ``end``: over midnight, e.g. 22:00 to 07:00). Without ``tz`` (only for a
+    person's destinations: ``email:*``, ``sms:*``, ``email:<owner id>``, ...) the time zone is
+    the person's, from the owner directory (UTC when it has none)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     start: dt.time
     end: dt.time
-    tz: str
+    tz: str | None = None
 
     @field_validator("tz")
     @classmethod
-    def _zone(cls, value: str) -> str:
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -98,7 +113,7 @@ class QuietHours(BaseModel):
 
     def until(self, now: float) -> float | None:
         """When the quiet hours that ``now`` (unix seconds) falls in end; None outside them."""
-        zone = zoneinfo.ZoneInfo(self.tz)
+        zone = zoneinfo.ZoneInfo(self.tz or "UTC")
         local = dt.datetime.fromtimestamp(now, zone)
         t = local.time().replace(tzinfo=None)
         day = local.date()
@@ -114,12 +129,66 @@ class QuietHours(BaseModel):
         return dt.datetime.combine(day, self.end, tzinfo=zone).timestamp()
 
 
+class Hold(Protocol):
+    def until(self, now: float) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class DailyDigest:
+    """Held until the next ``at`` (local time in ``tz``): what goes into the daily digest."""
+
+    at: dt.time
+    tz: str
+
+    def until(self, now: float) -> float | None:
+        zone = zoneinfo.ZoneInfo(self.tz)
+        local = dt.datetime.fromtimestamp(now, zone)
+        today = dt.datetime.combine(local.date(), self.at, tzinfo=zone).timestamp()
+        if today >= now:
+            return today
+        return dt.datetime.combine(
+            local.date() + dt.timedelta(days=1), self.at, tzinfo=zone
+        ).timestamp()
+
+
+@dataclass(frozen=True)
+class Holds:
+    """Several holds on one destination: held until the latest of them ends."""
+
+    parts: tuple[Hold, ...]
+
+    def until(self, now: float) -> float | None:
+        ends = [u for part in self.parts if (u := part.until(now)) is not None]
+        return max(ends) if ends else None
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     default: tuple[Route, ...] = ()
     workspaces: dict[str, tuple[Route, ...]] = Field(default_factory=dict)
     quiet_hours: dict[str, QuietHours] = Field(default_factory=dict)  # by destination name
+
+    @model_validator(mode="after")
+    def _zones(self) -> Policy:
+        for name, quiet in self.quiet_hours.items():
+            if quiet.tz is None and name.partition(":")[0] not in PERSONAL_KINDS:
+                raise ValueError(
+                    f"quiet_hours {name}: tz is required (only a person's email:/sms: "
+                    "destinations take the time zone from the owner directory)"
+                )
+        return self
+
+    def quiet_for(self, *names: str) -> QuietHours | None:
+        """The quiet hours of the first of ``names`` that has some; then ``<kind>:*``."""
+        for name in names:
+            if name in self.quiet_hours:
+                return self.quiet_hours[name]
+        for name in names:
+            wildcard = self.quiet_hours.get(f"{name.partition(':')[0]}:*")
+            if wildcard is not None:
+                return wildcard
+        return None
 
     def routes(self, workspace_id: str) -> tuple[Route, ...]:
         return self.workspaces.get(workspace_id, self.default)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import string
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -31,6 +33,12 @@ WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 URL_TEMPLATE_FIELDS = frozenset({"deal_id", "workspace_id"})
 
 SecretUrls = Annotated[list[SecretStr], NoDecode]
+Channels = Annotated[list[str], NoDecode]
+Kinds = Annotated[list[Literal["email", "sms"]], NoDecode]
+
+
+def _by_email() -> list[Literal["email", "sms"]]:
+    return ["email"]
 
 
 def _split_list(value: Any) -> Any:
@@ -88,6 +96,15 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     slack_webhook_urls: SecretUrls = Field(
         default_factory=list, description="Slack incoming-webhook URLs (secrets)."
     )
+    slack_bot_token: SecretStr | None = Field(
+        default=None,
+        description="Slack app mode: the bot token (xoxb-..., secret) for chat.postMessage/update.",
+    )
+    slack_channels: Channels = Field(
+        default_factory=list,
+        description="Slack app mode: channel ids to post to (one thread per deal in each).",
+    )
+    slack_api_url: str = Field(default="https://slack.com/api", description="Slack's Web API.")
     slack_min_interval_seconds: float = Field(
         default=1.0, ge=0, description="At least this long between two requests to one Slack URL."
     )
@@ -188,12 +205,36 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         description="A mail whose outcome is unknown (connection lost mid-way) is not resent.",
     )
     email_min_interval_seconds: float = Field(default=0.0, ge=0)
+    notify_ack_link_url: str | None = Field(
+        default=None,
+        description="The gateway's public base URL: emails get signed answer links to "
+        "{url}/acks/<token> (Acknowledge, Snooze 1 day, Not useful); unset: no links.",
+    )
+    notify_ack_link_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the answer links (secret, at least 32 characters; the "
+        "gateway's VECTOROS_GATEWAY_ACK_LINK_KEY is the same).",
+    )
+    notify_ack_link_ttl_hours: float = Field(
+        default=168.0, gt=0, le=24 * 90, description="How long an answer link works."
+    )
 
     notify_escalate_after_hours: float = Field(
         default=0.0,
         ge=0,
         description="Critical insights not acknowledged or resolved after this long go to the "
         "owner's manager (needs flood control and the owner directory); 0 = never.",
+    )
+    notify_usefulness_refresh_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How often the usefulness gauges (last 30 days per rule) are recomputed "
+        "from PostgreSQL; 0 = never.",
+    )
+    notify_escalate_via: Kinds = Field(
+        default_factory=_by_email,
+        description="How the manager is told of an escalation: email, sms, or both "
+        "(comma-separated; each needs the channel configured and the manager's address/phone).",
     )
     twilio_account_sid: str | None = Field(default=None, description="SMS: Twilio account.")
     twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio Auth Token.")
@@ -204,6 +245,17 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     sms_status_callback_url: str | None = None
     sms_at_most_once: bool = True
     sms_min_interval_seconds: float = Field(default=1.0, ge=0)
+
+    notify_daily_digest_at: dt.time | None = Field(
+        default=None,
+        description="With flood control: insights at or below notify_daily_digest_max_priority "
+        "are held for one daily digest at this local time (a person's own time zone from the "
+        "directory, else notify_daily_digest_tz); unset: no daily digest.",
+    )
+    notify_daily_digest_max_priority: Priority = Field(default=Priority.MEDIUM)
+    notify_daily_digest_tz: str = Field(
+        default="UTC", description="Time zone of the daily digest for shared destinations."
+    )
 
     notify_flood_control: bool = Field(
         default=False,
@@ -258,6 +310,7 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         """Whether anything is configured to notify (``run_notifier`` refuses to start without)."""
         return bool(
             self.slack_webhook_urls
+            or (self.slack_bot_token and self.slack_channels)
             or self.webhook_urls
             or self.teams_webhook_urls
             or self.notify_console
@@ -265,7 +318,14 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
             or (self.twilio_account_sid and self.notify_directory_file)
         )
 
-    @field_validator("slack_webhook_urls", "webhook_urls", "teams_webhook_urls", mode="before")
+    @field_validator(
+        "slack_webhook_urls",
+        "webhook_urls",
+        "teams_webhook_urls",
+        "slack_channels",
+        "notify_escalate_via",
+        mode="before",
+    )
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
@@ -305,6 +365,36 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
             raise ValueError(
                 "VECTOROS_WEBHOOK_URLS needs VECTOROS_WEBHOOK_SECRET (deliveries are signed): "
                 "set it to 'whsec_<base64>'"
+            )
+        if self.notify_daily_digest_at is not None and not self.notify_flood_control:
+            raise ValueError(
+                "VECTOROS_NOTIFY_DAILY_DIGEST_AT holds insights, which needs "
+                "VECTOROS_NOTIFY_FLOOD_CONTROL=true"
+            )
+        try:
+            zoneinfo.ZoneInfo(self.notify_daily_digest_tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "VECTOROS_NOTIFY_DAILY_DIGEST_TZ: unknown time zone "
+                f"{self.notify_daily_digest_tz!r}"
+            ) from None
+        if bool(self.notify_ack_link_url) != (self.notify_ack_link_key is not None):
+            raise ValueError(
+                "answer links need both VECTOROS_NOTIFY_ACK_LINK_URL and "
+                "VECTOROS_NOTIFY_ACK_LINK_KEY"
+            )
+        if (
+            self.notify_ack_link_key is not None
+            and len(self.notify_ack_link_key.get_secret_value()) < 32
+        ):
+            raise ValueError("VECTOROS_NOTIFY_ACK_LINK_KEY: at least 32 characters")
+        if self.notify_ack_link_url is not None:
+            parts = urlsplit(self.notify_ack_link_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+                raise ValueError("VECTOROS_NOTIFY_ACK_LINK_URL must be an http(s) URL, no query")
+        if bool(self.slack_bot_token) != bool(self.slack_channels):
+            raise ValueError(
+                "Slack app mode needs both VECTOROS_SLACK_BOT_TOKEN and VECTOROS_SLACK_CHANNELS"
             )
         if self.notify_backoff_cap_seconds < self.notify_backoff_base_seconds:
             raise ValueError(

@@ -9,16 +9,14 @@ key: SMS is at most once by default (``VECTOROS_SMS_AT_MOST_ONCE``).
 
 Twilio's status callbacks are signed: ``X-Twilio-Signature`` is base64(HMAC-SHA1(auth token,
 the full callback URL + every POST parameter as name + value, sorted by name)).
-:func:`valid_signature` checks it (constant time) for whoever receives the callbacks.
+:func:`valid_signature` (``vectoros/twilio.py``) checks it; the gateway receives the callbacks
+(``POST /twilio/status``).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import time
-from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -30,6 +28,9 @@ from consumer.notifier.digest import _line, _ordered, headline, insight_of
 from consumer.notifier.flood import Message
 from consumer.notifier.slack import _money, deal_url
 from schemas.insights import InsightEvent
+from vectoros.twilio import signature, valid_signature
+
+__all__ = ["SmsClient", "insight_text", "message_text", "signature", "valid_signature"]
 
 BODY_MAX = 320  # two SMS segments
 TWILIO_API = "https://api.twilio.com"
@@ -56,22 +57,6 @@ def message_text(message: Message, *, deal_url_template: str | None = None) -> s
         return insight_text(insight_of(items[0]), deal_url_template=deal_url_template)
     lines = [headline(message), *(_line(i, insight_of(i)) for i in items[:3])]
     return _cut(" · ".join(lines))
-
-
-def signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
-    """Twilio's ``X-Twilio-Signature`` for a request to ``url`` with POST ``params``."""
-    data = url + "".join(f"{k}{params[k]}" for k in sorted(params))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
-def valid_signature(
-    auth_token: str, url: str, params: Mapping[str, str], header: str | None
-) -> bool:
-    """Whether a status callback really comes from Twilio (constant-time comparison)."""
-    if not header:
-        return False
-    return hmac.compare_digest(signature(auth_token, url, params), header)
 
 
 class SmsClient:

@@ -27,11 +27,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from producer.gateway import auth, hubspot, pipedrive, salesforce, twenty
+from producer.gateway.ack_links import AckLinks
 from producer.gateway.common import ContactLookup, Context, Normalized, PayloadError
 from producer.gateway.contacts import ContactResolver
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import SOURCES, WORKSPACE_PATTERN, GatewaySettings
+from producer.gateway.slack import AckPublisher, SlackInteractions
 from producer.gateway.stages import StageMap
+from producer.gateway.twilio import TwilioStatus
 from schemas.events import DealEvent, DealUpdated
 from vectoros.errors import EventRejected
 from vectoros.event_time import TimeBounds
@@ -103,6 +106,7 @@ class Gateway:
         stages: StageMap | None = None,
         clock: Callable[[], float] = time.time,
         contacts: Mapping[str, ContactResolver] | None = None,
+        acks: AckPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.contacts = dict(contacts or {})
@@ -112,10 +116,39 @@ class Gateway:
         self.clock = clock
         self.time_bounds = TimeBounds.of_seconds(settings.max_clock_skew, settings.max_event_age)
         self.enabled = frozenset(settings.enabled_sources())
+        self.slack = SlackInteractions(
+            settings.gateway_slack_signing_secret,
+            acks,
+            max_body_bytes=settings.gateway_max_body_bytes,
+            max_age=settings.gateway_max_timestamp_age_seconds,
+            publish_timeout=settings.gateway_publish_timeout_seconds,
+            clock=clock,
+            counted=lambda outcome, state: metrics.acks.answers.labels(
+                "slack", outcome, state
+            ).inc(),
+        )
+        self.ack_links = AckLinks(
+            settings.gateway_ack_link_key,
+            acks,
+            publish_timeout=settings.gateway_publish_timeout_seconds,
+            clock=clock,
+            counted=lambda outcome, state: metrics.acks.answers.labels(
+                "email", outcome, state
+            ).inc(),
+        )
+        self.twilio = TwilioStatus(
+            settings.gateway_twilio_auth_token,
+            lambda request: _request_uri(request, settings.gateway_public_url),
+            counted=lambda status: metrics.acks.sms_status.labels(status).inc(),
+            rejected=lambda reason: metrics.acks.answers.labels("twilio", reason, "-").inc(),
+        )
         self.app = Starlette(
             routes=[
                 Route("/webhooks/{source}", self.handle, methods=["POST"]),
                 Route("/webhooks/{source}/{workspace}", self.handle, methods=["POST"]),
+                Route("/slack/interactions", self.slack.handle, methods=["POST"]),
+                Route("/acks/{token}", self.ack_links.handle, methods=["GET", "POST"]),
+                Route("/twilio/status", self.twilio.handle, methods=["POST"]),
             ]
         )
 
@@ -280,8 +313,12 @@ def build_app(
     stages: StageMap | None = None,
     clock: Callable[[], float] = time.time,
     contacts: Mapping[str, ContactResolver] | None = None,
+    acks: AckPublisher | None = None,
 ) -> Starlette:
     """The gateway's ASGI app. ``publisher.send(events)`` must return only once the broker has
     acknowledged those events (``service.KafkaEventPublisher`` does). ``contacts`` reads a
-    deal's contacts from a source's CRM (``producer.gateway.contacts``)."""
-    return Gateway(settings, publisher, metrics, stages=stages, clock=clock, contacts=contacts).app
+    deal's contacts from a source's CRM (``producer.gateway.contacts``); ``acks`` publishes the
+    answers of Slack buttons and email links."""
+    return Gateway(
+        settings, publisher, metrics, stages=stages, clock=clock, contacts=contacts, acks=acks
+    ).app

@@ -61,3 +61,26 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.acks = GatewayAckMetrics(registry)
+
+
+class GatewayAckMetrics:
+    """The answers to insights that reach the gateway (Slack buttons, email links), and the
+    SMS status callbacks (channel twilio)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.answers = Counter(
+            f"{PREFIX}_gateway_ack_requests_total",
+            "Answers to insights, by channel (slack, email), outcome (published, or a short "
+            "rejection code: bad_signature, stale_timestamp, invalid_payload, ...) and state "
+            "(acknowledged, snoozed, not_useful; - when nothing was published).",
+            ["channel", "outcome", "state"],
+            registry=registry,
+        )
+        self.sms_status = Counter(
+            f"{PREFIX}_gateway_sms_status_total",
+            "Twilio status callbacks with a valid signature, by MessageStatus (queued, sent, "
+            "delivered, undelivered, failed, ...; other).",
+            ["status"],
+            registry=registry,
+        )

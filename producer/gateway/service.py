@@ -25,6 +25,7 @@ from producer.gateway.contacts import (
 )
 from producer.gateway.metrics import GatewayMetrics
 from producer.gateway.settings import GatewaySettings
+from producer.gateway.slack import KafkaAckPublisher
 from producer.gateway.stages import StageMap
 from producer.publisher import DealEventPublisher
 from schemas.events import DealEvent
@@ -57,11 +58,17 @@ def check_config(settings: GatewaySettings) -> StageMap:
     """What can be checked before anything starts: at least one source, the stage mapping.
     Raises ``ConfigError``; returns the loaded stage mapping."""
     settings.bootstrap()
-    if not settings.enabled_sources():
+    answers = (
+        settings.gateway_slack_signing_secret,
+        settings.gateway_ack_link_key,
+        settings.gateway_twilio_auth_token,
+    )
+    if not settings.enabled_sources() and all(a is None for a in answers):
         raise ConfigError(
             "the gateway has no source: set VECTOROS_GATEWAY_HUBSPOT_CLIENT_SECRET, "
-            "VECTOROS_GATEWAY_PIPEDRIVE_USERNAME/_PASSWORD, VECTOROS_GATEWAY_SALESFORCE_TOKEN "
-            "or VECTOROS_GATEWAY_TWENTY_SECRET"
+            "VECTOROS_GATEWAY_PIPEDRIVE_USERNAME/_PASSWORD, VECTOROS_GATEWAY_SALESFORCE_TOKEN, "
+            "VECTOROS_GATEWAY_TWENTY_SECRET, VECTOROS_GATEWAY_SLACK_SIGNING_SECRET, "
+            "VECTOROS_GATEWAY_ACK_LINK_KEY or VECTOROS_GATEWAY_TWILIO_AUTH_TOKEN"
         )
     return StageMap.load(settings.gateway_stages_file)
 
@@ -80,7 +87,10 @@ async def run_gateway(
     metrics = GatewayMetrics(registry)
     ready = False
     health.register("gateway", lambda: ready)
-    await ensure_topics(settings.bootstrap(), {settings.topic_events: settings.topic_partitions})
+    topics = {settings.topic_events: settings.topic_partitions}
+    if settings.gateway_slack_signing_secret or settings.gateway_ack_link_key:
+        topics[settings.topic_acks] = settings.topic_partitions
+    await ensure_topics(settings.bootstrap(), topics)
     producer = await start_producer(settings)
     crm = httpx.AsyncClient(timeout=20.0)
     try:
@@ -105,7 +115,8 @@ async def run_gateway(
             contacts["salesforce"] = SalesforceContacts(
                 crm, sf_url, sf_id, sf_secret.get_secret_value()
             )
-        app = build_app(settings, publisher, metrics, stages=stages, contacts=contacts)
+        acks = KafkaAckPublisher(producer, settings.topic_acks)
+        app = build_app(settings, publisher, metrics, stages=stages, contacts=contacts, acks=acks)
         server = GatewayServer(app, settings.gateway_host, settings.gateway_port)
         await server.start()
         try:

@@ -142,6 +142,19 @@ class GatewaySettings(KafkaSettings):
     gateway_twenty_secret: SecretStr | None = Field(
         default=None, description="Twenty webhook secret (X-Twenty-Webhook-Signature)."
     )
+    gateway_slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="The Slack app's signing secret: enables POST /slack/interactions (buttons).",
+    )
+    gateway_twilio_auth_token: SecretStr | None = Field(
+        default=None,
+        description="Twilio Auth Token: enables POST /twilio/status (signed SMS status callbacks).",
+    )
+    gateway_ack_link_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the notifier's signed email answer links (the notifier's "
+        "VECTOROS_NOTIFY_ACK_LINK_KEY): enables /acks/<token>.",
+    )
 
     @field_validator("gateway_workspaces", mode="before")
     @classmethod
@@ -178,12 +191,21 @@ class GatewaySettings(KafkaSettings):
         "gateway_pipedrive_password",
         "gateway_salesforce_token",
         "gateway_twenty_secret",
+        "gateway_slack_signing_secret",
+        "gateway_twilio_auth_token",
         mode="after",
     )
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 8:
             raise ValueError("too short (at least 8 characters)")
+        return value
+
+    @field_validator("gateway_ack_link_key", mode="after")
+    @classmethod
+    def _ack_link_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("too short (at least 32 characters)")
         return value
 
     @model_validator(mode="after")

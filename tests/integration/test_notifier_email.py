@@ -262,3 +262,61 @@ async def test_the_notifier_mails_each_insight_to_its_owner(inbox: tuple[Inbox, 
         assert await handler.handle([ana], asyncio.Event()) == ()  # replayed: not mailed again
     assert [rcpt for rcpt, _ in box.mails] == [["ana@acme.test"]]
     assert {r.status for r in store.by_type("email").values()} == {"sent"}
+
+
+async def test_the_answer_link_in_a_real_mail_snoozes_at_the_gateway(
+    inbox: tuple[Inbox, int],
+) -> None:
+    from producer.gateway.app import build_app
+    from producer.gateway.metrics import GatewayMetrics
+    from producer.gateway.settings import GatewaySettings
+    from tests.unit.test_gateway_slack_interactions import NoEvents
+    from tests.unit.test_notifier_ack_links import FakeAcks
+
+    box, port = inbox
+    key = "a-shared-answer-link-key-of-32-chars!"
+    settings = NotifierSettings(
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_security="none",
+        email_from="alerts@vectoros.test",
+        notify_ack_link_url="https://gw.test",
+        notify_ack_link_key=SecretStr(key),
+    )
+    async with httpx.AsyncClient() as http:
+        directory = parse_directory(DIRECTORY)
+        handler = NotifierHandler(
+            settings,
+            build_destinations(settings, http, directory=directory),
+            NotifierMetrics(CollectorRegistry()),
+            asyncio.Event(),
+            log=FakeStore(),
+            directory=directory,
+        )
+        assert await handler.handle([evil_insight()], asyncio.Event()) == ()
+    [(_, mail)] = box.mails
+    text = next(p for p in mail.walk() if p.get_content_type() == "text/plain")
+    line = next(
+        t for t in text.get_payload(decode=True).decode().splitlines() if t.startswith("Snooze")
+    )
+    url = line.split(": ", 1)[1]
+    acks = FakeAcks()
+    app = build_app(
+        GatewaySettings(
+            kafka_bootstrap_servers="unused:9092",
+            metrics_enabled=False,
+            gateway_ack_link_key=SecretStr(key),
+        ),
+        NoEvents(),
+        GatewayMetrics(CollectorRegistry()),
+        acks=acks,
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://gw.test") as gateway:
+        assert (await gateway.post(url)).status_code == 200
+    [ack] = acks.sent
+    assert (ack.insight_id, ack.state.value, ack.actor) == (
+        evil_insight().insight_id,
+        "snoozed",
+        "email:u-17",
+    )

@@ -249,7 +249,9 @@ async def test_a_page_larger_than_the_largest_is_the_largest() -> None:
         "/api/v1/insights", params={"limit": "22873391937405"}, headers=bearer(tokens.add("w"))
     )
     assert answer.status_code == 200
-    assert store.calls[-1][0] == "list" and store.calls[-1][2][2] == 200
+    kind, _, (_, _, limit) = store.calls[-1]
+    assert kind == "list"
+    assert limit == 200
 
 
 async def test_cors_is_off_unless_configured() -> None:

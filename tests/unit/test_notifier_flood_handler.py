@@ -334,7 +334,7 @@ async def test_a_snooze_after_grouping_takes_the_insight_out_of_the_held_digest(
 class Inbox:
     """An email destination that records what it is sent (the SMTP path has its own tests)."""
 
-    def __init__(self, owner_id: str) -> None:
+    def __init__(self, owner_id: str, kind: str = "email") -> None:
         self.messages: list[Message] = []
 
         async def send(insight: Any, msg_id: str) -> None:
@@ -344,14 +344,14 @@ class Inbox:
             self.messages.append(message)
 
         self.destination = Destination(
-            kind="email",
-            key=destination_key("email", f"{owner_id}@acme.test"),
-            label=f"email:{owner_id}",
+            kind=kind,
+            key=destination_key(kind, f"{owner_id}@acme.test"),
+            label=f"{kind}:{owner_id}",
             at_most_once=True,
             min_interval=0.0,
             send=send,
             send_message=send_message,
-            names=(f"email:{owner_id}",),
+            names=(f"{kind}:{owner_id}",),
         )
 
 
@@ -418,3 +418,55 @@ async def test_escalation_survives_a_restart_without_a_duplicate() -> None:
         await second.at(5 * 3600)
         await second.handler.close()
     assert len(manager.messages) == 1
+
+
+async def test_medium_insights_wait_for_the_daily_digest_and_high_ones_do_not() -> None:
+    day = dt.datetime(2025, 3, 15, 10, 0, tzinfo=dt.UTC).timestamp()
+    async with httpx.AsyncClient() as http:
+        clock = Clock()
+        clock.now = day
+        setup = Setup(http, clock=clock, notify_daily_digest_at="08:00")
+        await setup.open()
+        await setup.feed([insight_dict(n, priority="medium") for n in (1, 2, 3)])
+        await setup.feed([insight_dict(4, priority="high", workspace_id="ws-2")])
+        await setup.at(31)
+        assert len(setup.console.messages) == 1  # the high one, after group_wait
+        assert "Deal 4" in setup.console.messages[0]
+        next_morning = dt.datetime(2025, 3, 16, 8, 0, tzinfo=dt.UTC).timestamp()
+        await setup.at(next_morning - 1 - setup.clock.now)
+        assert len(setup.console.messages) == 1
+        await setup.at(1)
+        await setup.handler.close()
+    assert len(setup.console.messages) == 2
+    digest = setup.console.messages[1]
+    assert all(f"Deal {n}" in digest for n in (1, 2, 3))
+
+
+def test_the_daily_digest_needs_flood_control() -> None:
+    with pytest.raises(ValueError, match="FLOOD_CONTROL"):
+        settings(notify_daily_digest_at="08:00", notify_flood_control=False)
+
+
+@pytest.mark.parametrize(("via", "to_mail", "to_phone"), [("sms", 0, 1), ("email,sms", 1, 1)])
+async def test_escalation_goes_by_the_channels_named(via: str, to_mail: int, to_phone: int) -> None:
+    async with httpx.AsyncClient() as http:
+        setup = Setup(http, notify_escalate_after_hours=4, notify_escalate_via=via)
+        mail, phone = Inbox("u-1"), Inbox("u-1", kind="sms")
+        setup.handler = NotifierHandler(
+            setup.settings,
+            [mail.destination, phone.destination],
+            NotifierMetrics(CollectorRegistry()),
+            setup.stop,
+            log=setup.log,
+            flood_store=setup.store,
+            wall_clock=setup.clock,
+            directory=parse_directory(DIRECTORY),
+            acks=MemoryAcks(),
+        )
+        await setup.open()
+        await setup.feed([critical(1)])
+        await setup.at(4 * 3600 + 60)
+        await setup.at(10_000)  # once only
+        await setup.handler.close()
+    assert [m.kind for m in mail.messages] == ["escalation"] * to_mail
+    assert [m.kind for m in phone.messages] == ["escalation"] * to_phone

@@ -289,3 +289,80 @@ def test_a_bad_directory_is_refused() -> None:
         parse_directory("owners:\n  u-1: {manager: u-9}\n")
     with pytest.raises(ValueError, match="not an email address"):
         parse_directory("owners:\n  u-1: {email: 'bo at acme'}\n")
+
+
+PERSONAL_QUIET = """
+default:
+  - min_priority: high
+    to: [email:owner, console]
+quiet_hours:
+  email:*: {start: "22:00", end: "07:00"}
+  console: {start: "12:00", end: "13:00", tz: UTC}
+"""
+
+TIME_ZONES = """
+owners:
+  u-tokyo: {email: aki@acme.test, tz: Asia/Tokyo}
+  u-ny: {email: ned@acme.test, tz: America/New_York}
+  u-utc: {email: uma@acme.test}
+"""
+
+
+async def test_quiet_hours_per_person_follow_the_directorys_time_zone() -> None:
+    s = settings(smtp_host="127.0.0.1")
+    directory = parse_directory(TIME_ZONES)
+    async with httpx.AsyncClient() as http:
+        destinations = build_destinations(s, http, directory=directory)
+    handler = NotifierHandler(
+        s,
+        destinations,
+        NotifierMetrics(CollectorRegistry()),
+        asyncio.Event(),
+        log=FakeStore(),
+        policy=parse_policy(PERSONAL_QUIET),
+        directory=directory,
+    )
+    keys = {d.names[0]: d.key for d in destinations}
+    at = dt.datetime(2025, 3, 15, 14, 0, tzinfo=dt.UTC).timestamp()  # 23:00 Tokyo, 10:00 NY
+    quiet = {}
+    for owner in ("u-tokyo", "u-ny", "u-utc"):
+        data = {"deal_id": "d", "deal_title": "D", "deal_value": 1.0, "owner_id": owner}
+        one = insight(1, data=data)
+        held = handler.quiet_hours(one)
+        assert set(held) == {keys[f"email:{owner}"], keys["console"]}
+        quiet[owner] = held[keys[f"email:{owner}"]].until(at)
+    tokyo_morning = dt.datetime(2025, 3, 16, 7, 0, tzinfo=zoneinfo.ZoneInfo("Asia/Tokyo"))
+    assert quiet == {"u-tokyo": tokyo_morning.timestamp(), "u-ny": None, "u-utc": None}
+
+
+def test_quiet_hours_without_a_time_zone_are_only_for_a_persons_destinations() -> None:
+    with pytest.raises(ValueError, match="tz is required"):
+        parse_policy('quiet_hours:\n  slack:0: {start: "22:00", end: "07:00"}\n')
+
+
+async def test_the_daily_digest_is_at_each_persons_local_time() -> None:
+    s = settings(smtp_host="127.0.0.1", notify_daily_digest_at="08:00")
+    directory = parse_directory(TIME_ZONES)
+    async with httpx.AsyncClient() as http:
+        destinations = build_destinations(s, http, directory=directory)
+    handler = NotifierHandler(
+        s,
+        destinations,
+        NotifierMetrics(CollectorRegistry()),
+        asyncio.Event(),
+        log=FakeStore(),
+        policy=parse_policy(PERSONAL_QUIET.replace("min_priority: high", "min_priority: medium")),
+        directory=directory,
+    )
+    keys = {d.names[0]: d.key for d in destinations}
+    at = dt.datetime(2025, 3, 15, 10, 0, tzinfo=dt.UTC).timestamp()  # 19:00 Tokyo
+    data = {"deal_id": "d", "deal_title": "D", "deal_value": 1.0, "owner_id": "u-tokyo"}
+    holds = handler.holds(insight(1, data=data, priority="medium"))
+    tokyo = dt.datetime(2025, 3, 16, 8, 0, tzinfo=zoneinfo.ZoneInfo("Asia/Tokyo")).timestamp()
+    assert holds[keys["email:u-tokyo"]].until(at) == tokyo  # 08:00 in Tokyo
+    assert (
+        holds[keys["console"]].until(at)
+        == dt.datetime(2025, 3, 16, 8, 0, tzinfo=dt.UTC).timestamp()
+    )  # a shared destination: VECTOROS_NOTIFY_DAILY_DIGEST_TZ (UTC)
+    high = handler.holds(insight(1, data=data, priority="high"))
+    assert high[keys["email:u-tokyo"]].until(at) is None  # 19:00 in Tokyo: not quiet, no digest

@@ -34,7 +34,7 @@ def test_committed_files_match_models() -> None:
 def test_expected_files() -> None:
     expected = {f"json/{t}.schema.json" for t in EVENT_TYPES}
     expected |= {"json/deal-event.schema.json", "json/insight-event.schema.json", "asyncapi.yaml"}
-    expected |= {"json/deal-score.schema.json"}
+    expected |= {"json/deal-score.schema.json", "json/insight-ack.schema.json"}
     assert set(RENDERED) == expected
 
 
@@ -263,6 +263,7 @@ def test_channels() -> None:
         "dealEventsDlq": "deal-events-dlq",
         "dealMonitorState": "deal-monitor-state",
         "dealScores": "deal-scores",
+        "insightAcks": "insight-acks",
     }
     state = channels["dealMonitorState"]["bindings"]["kafka"]
     assert state["topicConfiguration"]["cleanup.policy"] == ["compact"]
