@@ -10,6 +10,7 @@ COPY schemas ./schemas
 COPY producer ./producer
 COPY consumer ./consumer
 COPY vectoros ./vectoros
+COPY app ./app
 RUN PYTHONPATH=/install/lib/python3.12/site-packages \
     pip install --no-cache-dir --prefix=/install --no-deps --no-build-isolation .
 
@@ -19,9 +20,10 @@ RUN useradd --system --uid 10001 vectoros \
 COPY --from=build /install /usr/local
 USER vectoros
 # Each service has its own default VECTOROS_METRICS_PORT (run 9464, monitor 9465, sink 9466,
-# notifier 9467, enricher 9468, gateway 9469, ticker 9470), so none is set here.
+# notifier 9467, enricher 9468, gateway 9469, ticker 9470, capture 9471, history 9472, api 9473),
+# so none is set here.
 ENV PYTHONUNBUFFERED=1 \
     VECTOROS_METRICS_HOST=0.0.0.0
-EXPOSE 9464-9470
+EXPOSE 9464-9473
 ENTRYPOINT ["vectoros"]
 CMD ["--help"]

@@ -142,3 +142,14 @@ def _grouped(var: str, text: str) -> bool:
             if f"`{family}_" in text:
                 return True
     return False
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    """The image installs the project from what it copies: a package left out (app/, the
+    command line, once was) makes the `vectoros` entry point fail in the container."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert set(packages) <= copied, sorted(set(packages) - copied)
