@@ -17,9 +17,13 @@ import email.utils
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
+import orjson
+
+if TYPE_CHECKING:
+    from producer.capture.store import CaptureStore
 
 logger = logging.getLogger(__name__)
 
@@ -196,3 +200,53 @@ class ApiClient:
                 return {}
             body = resp.json()
             return body if isinstance(body, dict) else {}
+
+
+C = TypeVar("C", bound=ApiClient)
+
+
+class PushEndpoint(Generic[C]):
+    """What every provider's push endpoint shares: the HTTP client, the provider's OAuth client,
+    the secret its pushes are verified with, one sync at a time per user (a lock each, so
+    overlapping pushes cannot both publish a message), and the provider's API client for a
+    user's stored tokens (refreshed tokens are stored again, encrypted). Subclasses name the
+    provider, its client class and its API base."""
+
+    provider: ClassVar[str]
+    client_class: ClassVar[Callable[..., Any]]
+    default_api_base: ClassVar[str]
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        oauth: OAuthClient,
+        secret: str,
+        *,
+        api_base: str | None = None,
+        full_sync_days: int = 30,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._http, self._oauth, self._secret = http, oauth, secret
+        self._ready = ready
+        self._base = api_base or self.default_api_base
+        self._days, self._sleep, self._now = full_sync_days, sleep, now
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, user: str) -> asyncio.Lock:
+        """The lock a sync of ``user``'s mailbox or calendar holds."""
+        return self._locks.setdefault(user, asyncio.Lock())
+
+    def client(self, store: CaptureStore, user: str, tokens: str) -> C:
+        """The provider's client for ``user``, from their stored (decrypted) token response."""
+        client: C = self.client_class(
+            self._http,
+            self._oauth,
+            orjson.loads(tokens),
+            api_base=self._base,
+            on_tokens=lambda t: store.save_tokens(user, self.provider, orjson.dumps(t).decode()),
+            sleep=self._sleep,
+            now=self._now,
+        )
+        return client

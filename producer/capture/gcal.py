@@ -35,21 +35,19 @@ Tokens, the channel secret and channel tokens are never logged.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import hmac
 import logging
 import secrets
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-import orjson
 
-from producer.capture.api import ApiClient, ApiError, OAuthClient, error_code, revoked
+from producer.capture.api import ApiClient, ApiError, PushEndpoint, error_code, revoked
 from producer.capture.matcher import CapturedMeeting, Matcher, address, meeting_status
 from producer.capture.store import CaptureStore, Channel
 from schemas.events import DealEvent
@@ -369,38 +367,14 @@ class PushOutcome:
     body: dict[str, Any]
 
 
-class CalendarPush:
+class CalendarPush(PushEndpoint[CalendarClient]):
     """``POST /capture/gcal/notify``: verify the notification, then sync the calendar its
     channel belongs to (one sync at a time per user). Before ``ready()`` (the deal index caught
     up): 503."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        oauth: OAuthClient,
-        secret: str,
-        *,
-        api_base: str = API_BASE,
-        full_sync_days: int = 30,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        ready: Callable[[], bool] = lambda: True,
-    ) -> None:
-        self._http, self._oauth, self._secret = http, oauth, secret
-        self._ready = ready
-        self._base, self._days, self._sleep, self._now = api_base, full_sync_days, sleep, now
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    def client(self, store: CaptureStore, user_id: str, tokens: str) -> CalendarClient:
-        return CalendarClient(
-            self._http,
-            self._oauth,
-            orjson.loads(tokens),
-            api_base=self._base,
-            on_tokens=lambda t: store.save_tokens(user_id, PROVIDER, orjson.dumps(t).decode()),
-            sleep=self._sleep,
-            now=self._now,
-        )
+    provider = PROVIDER
+    client_class = CalendarClient
+    default_api_base = API_BASE
 
     async def handle(
         self,
@@ -425,7 +399,7 @@ class CalendarPush:
     ) -> PushOutcome:
         """Sync one calendar (a notification, or the maintenance loop's polling); one at a time
         per user. 204: synced, or nothing to do (disconnected, revoked); 503: failed."""
-        async with self._locks.setdefault(user, asyncio.Lock()):
+        async with self.lock(user):
             conn = store.connection(user, PROVIDER)
             if conn is None:  # disconnected meanwhile
                 return PushOutcome(204, {})

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from producer.capture.api import ApiClient, ApiError, OAuthClient, revoked
+from producer.capture.api import ApiClient, ApiError, OAuthClient, PushEndpoint, revoked
 from producer.capture.api import retry_after_seconds as retry_after_seconds
 from producer.capture.matcher import CapturedEmail, Matcher, address
 from producer.capture.store import CaptureStore, Channel
@@ -363,7 +363,7 @@ class PushOutcome:
     body: dict[str, Any]
 
 
-class GmailPush:
+class GmailPush(PushEndpoint[GmailClient]):
     """``POST /capture/gmail/push?token=...``: verify the push, then sync the mailbox it names.
 
     A Gmail connection is stored under its mailbox address as ``user_id``. No sync before
@@ -371,22 +371,9 @@ class GmailPush:
     run one at a time (a lock per mailbox), so overlapping pushes cannot both publish a message.
     """
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        oauth: OAuthClient,
-        push_token: str,
-        *,
-        api_base: str = API_BASE,
-        full_sync_days: int = 30,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        ready: Callable[[], bool] = lambda: True,
-    ) -> None:
-        self._http, self._oauth, self._token = http, oauth, push_token
-        self._ready = ready
-        self._base, self._days, self._sleep, self._now = api_base, full_sync_days, sleep, now
-        self._locks: dict[str, asyncio.Lock] = {}
+    provider = PROVIDER
+    client_class = GmailClient
+    default_api_base = API_BASE
 
     async def handle(
         self,
@@ -397,7 +384,7 @@ class GmailPush:
         publisher: EventPublisher,
     ) -> PushOutcome:
         try:
-            notice = decode_push(body, token, self._token)
+            notice = decode_push(body, token, self._secret)
         except PushRejected as exc:
             logger.warning("gmail push refused: %s", exc.reason)
             return PushOutcome(403 if exc.reason == "bad_token" else 400, {"error": exc.reason})
@@ -405,23 +392,12 @@ class GmailPush:
             return PushOutcome(503, {"error": "not_ready"})
         return await self.sync(store, matcher, publisher, notice.email_address)
 
-    def client(self, store: CaptureStore, user: str, tokens: str) -> GmailClient:
-        return GmailClient(
-            self._http,
-            self._oauth,
-            orjson.loads(tokens),
-            on_tokens=lambda t: store.save_tokens(user, PROVIDER, orjson.dumps(t).decode()),
-            api_base=self._base,
-            sleep=self._sleep,
-            now=self._now,
-        )
-
     async def sync(
         self, store: CaptureStore, matcher: Matcher, publisher: EventPublisher, user: str
     ) -> PushOutcome:
         """Sync one mailbox (a push, or the maintenance loop's polling); one at a time per
         mailbox. 204: synced, or nothing to do (disconnected, revoked); 503: failed."""
-        async with self._locks.setdefault(user, asyncio.Lock()):
+        async with self.lock(user):
             conn = store.connection(user, PROVIDER)
             if conn is None:  # disconnected: acknowledge, nothing to read
                 return PushOutcome(204, {})

@@ -37,21 +37,20 @@ Tokens, the client secret and client states are never logged.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import hmac
 import logging
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 import orjson
 
-from producer.capture.api import ApiClient, ApiError, OAuthClient, error_code, revoked
+from producer.capture.api import ApiClient, ApiError, OAuthClient, PushEndpoint, error_code, revoked
 from producer.capture.matcher import (
     CapturedEmail,
     CapturedMeeting,
@@ -502,44 +501,20 @@ class PushOutcome:
     body: dict[str, Any]
 
 
-class GraphPush:
+class GraphPush(PushEndpoint[GraphClient]):
     """``POST /capture/graph/notify``: the validation handshake, or notifications: verified,
     then each user's mailbox and calendar synced (one sync at a time per user). 202 when
     synced; 503 when a sync failed (Graph retries) or before the deal index caught up."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        oauth: OAuthClient,
-        secret: str,
-        *,
-        api_base: str = API_BASE,
-        full_sync_days: int = 30,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        ready: Callable[[], bool] = lambda: True,
-    ) -> None:
-        self._http, self._oauth, self.secret = http, oauth, secret
-        self._ready = ready
-        self._base, self._days, self._sleep, self._now = api_base, full_sync_days, sleep, now
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    def client(self, store: CaptureStore, user_id: str, tokens: str) -> GraphClient:
-        return GraphClient(
-            self._http,
-            self._oauth,
-            orjson.loads(tokens),
-            api_base=self._base,
-            on_tokens=lambda t: store.save_tokens(user_id, PROVIDER, orjson.dumps(t).decode()),
-            sleep=self._sleep,
-            now=self._now,
-        )
+    provider = PROVIDER
+    client_class = GraphClient
+    default_api_base = API_BASE
 
     async def handle(
         self, body: bytes, store: CaptureStore, matcher: Matcher, publisher: EventPublisher
     ) -> PushOutcome:
         try:
-            users = decode_notifications(body, self.secret, store)
+            users = decode_notifications(body, self._secret, store)
         except PushRejected as exc:
             logger.warning("graph notification refused: %s", exc.reason)
             return PushOutcome(
@@ -560,7 +535,7 @@ class GraphPush:
     ) -> PushOutcome:
         """Sync one mailbox and calendar (a notification, or the maintenance loop's polling);
         one at a time per user. 202: synced, or nothing to do (disconnected, revoked); 503."""
-        async with self._locks.setdefault(user, asyncio.Lock()):
+        async with self.lock(user):
             conn = store.connection(user, PROVIDER)
             if conn is None:
                 return PushOutcome(202, {})
@@ -589,6 +564,6 @@ class GraphPush:
             return []
         subs = GraphSubscriptions(
             self.client(store, user, conn.tokens), store, user_id=user,
-            notification_url=notification_url, secret=self.secret, now=self._now,
+            notification_url=notification_url, secret=self._secret, now=self._now,
         )  # fmt: skip
         return await subs.ensure()
