@@ -17,6 +17,7 @@ from schemas.events import (
     DealCreated,
     DealEvent,
     DealFields,
+    DealScored,
     DealUpdated,
     Direction,
     EmailLogged,
@@ -99,6 +100,45 @@ def hold_until(engagement: Engagement | None) -> int:
     return max(start for _, start in engagement.scheduled)
 
 
+SCORE_WINDOW_DAYS = 7
+"""How many days back a deal's scores are remembered (``Score.daily``): the window of
+``win_probability_drop``."""
+FACTORS_KEPT = 3
+
+
+class Score(NamedTuple):
+    """The model's latest view of a deal (``deal.scored`` events); ``None`` on a deal never
+    scored. Probabilities and effects in points (0-100, like the rep's probability)."""
+
+    as_of_ms: int
+    model_version: int
+    probability: float
+    p10_day: int | None = None
+    """The model's 10th-percentile close date (day number); ``None``: no close-date model."""
+    factors: tuple[tuple[str, float], ...] = ()
+    """``(feature, effect in points)`` of the strongest factors, strongest first."""
+    daily: tuple[tuple[int, float], ...] = ()
+    """``(day, highest probability scored that day)`` for the scored days of the last
+    ``SCORE_WINDOW_DAYS`` days before the newest one, oldest first."""
+
+
+def fold_score(score: Score | None, event: DealScored, at_ms: int) -> Score | None:
+    """``score`` after ``event``: replaced by a newer one (later ``as_of``, or the same with a
+    newer model), an older or repeated one changes nothing (returns ``score`` itself)."""
+    version = event.model_version
+    if score is not None and (at_ms, version) <= (score.as_of_ms, score.model_version):
+        return score
+    points = round(event.win_probability * 100, 2)
+    day = at_ms // DAY_MS
+    daily = dict(score.daily) if score is not None else {}
+    daily[day] = max(daily.get(day, points), points)
+    newest = max(daily)
+    kept = tuple(sorted((d, p) for d, p in daily.items() if d >= newest - SCORE_WINDOW_DAYS))
+    factors = tuple((f.feature, round(f.effect * 100, 1)) for f in event.top_factors[:FACTORS_KEPT])
+    p10 = None if event.close_p10 is None else to_day(event.close_p10)
+    return Score(at_ms, version, points, p10, factors, kept)
+
+
 @dataclass(slots=True)
 class DealState:
     """What the monitor knows about one open deal.
@@ -134,6 +174,8 @@ class DealState:
     the deal is ``partial`` (0 otherwise): it decides when a never-identified deal is dropped."""
     engagement: Engagement | None = None
     """Captured email and meetings (``Engagement``); ``None`` when none was captured."""
+    score: Score | None = None
+    """The model's latest score (``Score``); ``None`` when the deal was never scored."""
 
     @property
     def partial(self) -> bool:
@@ -170,6 +212,7 @@ def copy_state(b: DealState) -> DealState:
         b.activity,
         b.last_event_at_ms,
         b.engagement,
+        b.score,
     )
 
 
@@ -232,6 +275,13 @@ def apply_event(
         held = event.status is MeetingStatus.HELD
         new = _activity(base, at) if held else copy_state(base)
         new.engagement = _meeting(base.engagement or Engagement(), event, at)
+        return new
+    if isinstance(event, DealScored):
+        score = fold_score(base.score, event, at)
+        if score is base.score:
+            return base
+        new = copy_state(base)
+        new.score = score
         return new
     raise AssertionError(f"unhandled event type {event.type}")  # pragma: no cover
 

@@ -34,7 +34,7 @@ from consumer.history.settings import HistorySettings
 from consumer.history.train import retrain_if_due
 from consumer.intelligence.features import OwnerRecord
 from consumer.intelligence.scoring import score_deals
-from schemas.events import DealEvent, Tick, event_adapter
+from schemas.events import DealEvent, DealScored, Tick, event_adapter
 from vectoros.consume_loop import (
     OUTAGE_ERRORS,
     Broker,
@@ -68,7 +68,8 @@ class Retrain:
 
 
 def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> list[DealEvent]:
-    """The deal events of a batch; ticks dropped, invalid messages counted and skipped."""
+    """The deal events of a batch; ticks and scores (``deal.scored``: this service's own
+    output, not a change of the deal) dropped, invalid messages counted and skipped."""
     events: list[DealEvent] = []
     for recs in records.values():
         for rec in recs:
@@ -86,7 +87,7 @@ def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> lis
                     rec.offset,
                 )
                 continue
-            if not isinstance(event, Tick):
+            if not isinstance(event, Tick | DealScored):
                 events.append(event)
     return events
 
