@@ -35,18 +35,29 @@ __all__ = [
 ]
 
 
-def _split(th: RuleThresholds) -> tuple[fused.Limits, tuple[tuple[Rule[Any], Any], ...]]:
-    """The fused pass's limits and the registered rules it does not cover (once per ``th``)."""
+Checks = tuple[tuple[Rule[Any], Any], ...]
+
+
+def _split(th: RuleThresholds) -> tuple[fused.Limits, Checks, Checks]:
+    """The fused pass's limits, the registered rules it does not cover, and of those the ones
+    that read the model's score (run only on a deal that has one: nothing for the others)
+    (once per ``th``)."""
     lim = fused.Limits.of(th)
     rest = tuple((r, t) for r, t in th.checks if r.name not in fused.COVERS)
-    th.cache["split"] = out = (lim, rest)
+    th.cache["split"] = out = (
+        lim,
+        tuple((r, t) for r, t in rest if "score" not in r.needs),
+        tuple((r, t) for r, t in rest if "score" in r.needs),
+    )
     return out
 
 
 def fired(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Priority]:
     """What fires, and how badly (no numbers)."""
-    lim, rest = th.cache.get("split") or _split(th)
+    lim, rest, scored = th.cache.get("split") or _split(th)
     out = fused.assess(deal, now, lim)[0]
+    if deal.score is not None:
+        rest += scored
     for rule, t in rest:
         finding = rule.check(deal, now, t)
         if finding is not None:
@@ -58,8 +69,10 @@ def assess(
     deal: DealState, now: int, th: RuleThresholds
 ) -> tuple[dict[RuleName, Priority], int | None]:
     """``fired`` and ``next_deadline`` at once: the hot path (one pass over the fused rules)."""
-    lim, rest = th.cache.get("split") or _split(th)
+    lim, rest, scored = th.cache.get("split") or _split(th)
     out, best = fused.assess(deal, now, lim)
+    if deal.score is not None:
+        rest += scored
     for rule, t in rest:
         finding = rule.check(deal, now, t)
         if finding is not None:
@@ -82,8 +95,10 @@ def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Fi
 
 def next_deadline(deal: DealState, now: int, th: RuleThresholds) -> int | None:
     """The earliest instant after ``now`` at which a rule's answer may change by time alone."""
-    lim, rest = th.cache.get("split") or _split(th)
+    lim, rest, scored = th.cache.get("split") or _split(th)
     best = fused.assess(deal, now, lim)[1]
+    if deal.score is not None:
+        rest += scored
     for rule, t in rest:
         due = rule.deadline(deal, now, t)
         if due is not None and (best is None or due < best):
