@@ -12,8 +12,12 @@ start and then every ``history_benchmarks_refresh_seconds``.
 
 Scoring (``history_scoring``): once a model is current (``vectoros train``), every open deal a
 batch changed is scored in one batch call, as of just after its latest event; the scores go to
-``deal_scores`` and, before the batch is committed, to ``deal-scores``. The current model and
-the owners' records are looked up at start and every ``history_model_refresh_seconds``.
+``deal_scores`` and, before the batch is committed, to ``deal-scores`` and (with
+``history_scores_to_events``) as ``deal.scored`` events to ``deal-events``, keyed by deal id like
+the deal's own events: on the deal's partition, after the events they reflect, where the monitor
+folds them into the deal's state (this service skips them when it reads them back). The current
+model and the owners' records are looked up at start and every
+``history_model_refresh_seconds``.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from consumer.history.metrics import HistoryMetrics
 from consumer.history.settings import HistorySettings
 from consumer.history.train import retrain_if_due
 from consumer.intelligence.features import OwnerRecord
-from consumer.intelligence.scoring import score_deals
-from schemas.events import DealEvent, DealScored, Tick, event_adapter
+from consumer.intelligence.scoring import score_deals, score_event
+from schemas.events import DealEvent, DealScored, Tick, encode_event, event_adapter
 from vectoros.consume_loop import (
     OUTAGE_ERRORS,
     Broker,
@@ -102,6 +106,7 @@ class HistoryHandler:
         migrate_on_start: bool = True,
         refresh_seconds: float | None = None,
         scores_topic: str | None = None,
+        events_topic: str | None = None,
         model_refresh_seconds: float = 300,
         retrain: Retrain | None = None,
     ) -> None:
@@ -110,6 +115,7 @@ class HistoryHandler:
         self._migrate = migrate_on_start
         self._refresh_seconds = refresh_seconds
         self._scores_topic = scores_topic
+        self._events_topic = events_topic  # where scores also go as deal.scored events
         self._model_refresh_seconds = model_refresh_seconds
         self._retrain = retrain
         self._tasks: list[asyncio.Task[None]] = []
@@ -205,7 +211,13 @@ class HistoryHandler:
         self.metrics.deals_written.inc(result.deals_written)
         self.metrics.deals_scored.inc(len(scores))
         topic = self._scores_topic or ""
-        return [Output(topic, s.model_dump_json().encode(), s.deal_id.encode()) for s in scores]
+        out = [Output(topic, s.model_dump_json().encode(), s.deal_id.encode()) for s in scores]
+        if self._events_topic is not None:
+            out += [
+                Output(self._events_topic, encode_event(score_event(s)), s.deal_id.encode())
+                for s in scores
+            ]
+        return out
 
     async def refresh_benchmarks(self) -> None:
         assert self.pool is not None
@@ -273,6 +285,11 @@ def history_loop(
         migrate_on_start=settings.history_migrate_on_start,
         refresh_seconds=settings.history_benchmarks_refresh_seconds,
         scores_topic=settings.topic_scores if settings.history_scoring else None,
+        events_topic=(
+            settings.topic_events
+            if settings.history_scoring and settings.history_scores_to_events
+            else None
+        ),
         model_refresh_seconds=settings.history_model_refresh_seconds,
         retrain=Retrain(
             after_outcomes=settings.history_retrain_after_outcomes,

@@ -37,6 +37,13 @@ class HistorySettings(KafkaSettings, DatabaseSettings):
         default=True,
         description="Score every open deal an event batch changes with the current model.",
     )
+    history_scores_to_events: bool = Field(
+        default=True,
+        description=(
+            "Also publish each score as a deal.scored event on deal-events (the deal's own "
+            "partition), where the monitor reads it for its model-based rules."
+        ),
+    )
     history_model_refresh_seconds: float = Field(
         default=300, gt=0, description="How often the current model is looked up again."
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 
 from consumer.intelligence.features import OwnerRecord, features_at
 from consumer.intelligence.model import WinModel
 from consumer.intelligence.projection import DealHistory
+from schemas.events import DealScored
 from schemas.scores import DealScore, TopFactor
 
 
@@ -49,3 +51,22 @@ def score_deals(
         )
         for h, p, why in zip(deals, probabilities, factors, strict=True)
     ]
+
+
+def score_event(score: DealScore) -> DealScored:
+    """``score`` as a ``deal.scored`` event for ``deal-events`` (where the monitor folds it into
+    the deal's state), at its ``as_of``, with an id derived from the deal, the model version and
+    ``as_of``: the same score published again (a replay) is the same event."""
+    as_of_ms = round(score.as_of.timestamp() * 1000)
+    name = f"{score.workspace_id}\x1f{score.deal_id}\x1f{score.model_version}\x1f{as_of_ms}"
+    digest = hashlib.blake2b(name.encode(), digest_size=12).hexdigest()
+    return DealScored(
+        event_id=f"score-{digest}",
+        workspace_id=score.workspace_id,
+        deal_id=score.deal_id,
+        occurred_at=score.as_of,
+        model_version=score.model_version,
+        win_probability=score.win_probability,
+        top_factors=list(score.top_factors),
+        close_p10=score.close_p10,
+    )

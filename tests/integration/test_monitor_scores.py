@@ -1,0 +1,113 @@
+"""Scores reach the monitor: with a current model, ``vectoros history`` scores the deals an event
+batch changed and publishes each score as a ``deal.scored`` event on ``deal-events``; the monitor
+folds it into the deal's state and its model-based rules fire on it, with the score in the
+insight's key metrics. Real broker, real PostgreSQL, the real services."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from consumer.history import store
+from consumer.history.service import run_history
+from consumer.history.settings import HistorySettings
+from consumer.history.train import train
+from consumer.intelligence.histgen import HistorySpec, generate_histories
+from consumer.thresholds import RulesConfig, RuleThresholds
+from schemas.events import DealCreated
+from schemas.insights import RuleName
+from tests.databases import fresh_database, migrated_pool
+from tests.kafka_utils import (
+    monitor_settings,
+    publish,
+    read_insights,
+    running_monitor,
+    wait_ready,
+)
+from vectoros.ops_server import Health
+
+pytestmark = pytest.mark.integration
+
+WAIT_LIMIT = 120.0  # a bound for "never happens", not a timing goal
+SPEC = HistorySpec(deals=1500, days=540, seed=3)
+DEALS = ("scored-1", "scored-2")
+
+
+def created(deal_id: str, at: dt.datetime) -> DealCreated:
+    return DealCreated(
+        event_id=f"{deal_id}-created",
+        workspace_id="ws-scores",
+        deal_id=deal_id,
+        occurred_at=at,
+        title=f"Deal {deal_id}",
+        value=5_000,
+        currency="USD",
+        stage="negotiation",  # type: ignore[arg-type]
+        probability=100,
+        close_date=(at + dt.timedelta(days=30)).date(),
+        owner_id="owner-1",
+    )
+
+
+async def test_scores_reach_the_monitor_and_its_model_rules(
+    kafka_bootstrap: str, database_url: str, unique_name: Any
+) -> None:
+    async with fresh_database(database_url, "scores") as dsn, migrated_pool(dsn) as pool:
+        async with pool.acquire() as conn:
+            await store.upsert_histories(conn, generate_histories(SPEC))
+        trained = await train(pool, holdout_days=150, max_iter=40)
+        assert trained.promoted
+        settings = monitor_settings(kafka_bootstrap, unique_name)
+        # the rep says 100%: any model probability below 99.99% is a forecast risk
+        rules = RulesConfig(
+            RuleThresholds(forecast_gap_points=0.01, forecast_gap_critical_points=100)
+        )
+        history = HistorySettings(
+            kafka_bootstrap_servers=kafka_bootstrap,
+            database_url=dsn,  # type: ignore[arg-type]
+            topic_events=settings.topic_events,
+            topic_scores=unique_name("scores"),
+            topic_partitions=settings.topic_partitions,
+            history_group_id=unique_name("history"),
+            history_flush_ms=20,
+            metrics_enabled=False,
+        )
+        async with running_monitor(settings, rules) as monitor:
+            await wait_ready(monitor)
+            at = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+            await publish(settings, [created(d, at) for d in DEALS])
+            stop = asyncio.Event()
+            task = asyncio.create_task(run_history(history, CollectorRegistry(), Health(), stop))
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + WAIT_LIMIT
+                found: dict[str, Any] = {}
+                while len(found) < len(DEALS):
+                    assert loop.time() < deadline, f"saw only {sorted(found)}"
+                    for insight in await read_insights(kafka_bootstrap, settings.topic_insights):
+                        if insight.rule is RuleName.FORECAST_RISK:
+                            found.setdefault(insight.deal_id, insight)
+                    await asyncio.sleep(0.2)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, WAIT_LIMIT)
+            states = {
+                deal_id: deal
+                for part in monitor.partitions.values()
+                for deal_id, deal in part.deals.items()
+            }
+        rows = {r["deal_id"]: r for r in await pool.fetch("SELECT * FROM deal_scores")}
+    assert set(rows) == set(DEALS)
+    for deal_id in DEALS:
+        row, score = rows[deal_id], states[deal_id].score
+        assert score is not None
+        assert score.model_version == row["model_version"] == trained.version
+        assert score.probability == round(row["win_probability"] * 100, 2)
+        metrics = found[deal_id].data.key_metrics
+        assert metrics["model_win_probability"] == score.probability
+        assert metrics["rep_probability"] == 100
+        assert f"{score.probability:g}%" in found[deal_id].description
