@@ -136,6 +136,12 @@ def train(holdout_days: float) -> None:
         f"model version {result.version}: held-out AUC {m.auc:.3f}, Brier {m.brier:.4f}, "
         f"log loss {m.log_loss:.4f}, ECE {m.ece:.3f} on {m.n} snapshots"
     )
+    ev = result.evaluation
+    if ev.interval_coverage is not None:
+        click.echo(
+            f"close date: P10-P90 interval holds {ev.interval_coverage:.1%} of the held-out "
+            "close dates (scores carry the P10)"
+        )
     if result.current is not None:
         c = result.current
         click.echo(

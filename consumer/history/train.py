@@ -35,16 +35,20 @@ async def train(
     histories: Sequence[DealHistory] | None = None,
     scope: str = "pooled",
     max_iter: int = 200,
+    with_close: bool = True,
 ) -> TrainResult:
     """Train on the history (every workspace pooled, the workspace a feature) before the last
     ``holdout_days``; score the new model and the current one on that period; promote the new
-    one only if ``better``. ``NotEnoughHistory`` when there is too little to do it."""
+    one only if ``better``. ``NotEnoughHistory`` when there is too little to do it. With
+    ``with_close`` the close-date model is fitted too and stored with it (scores then carry
+    their close-date P10)."""
     if histories is None:
         histories = await load_histories(pool)
     # the fit is CPU work of seconds to minutes: off the event loop (a service keeps serving)
     result = await asyncio.to_thread(
-        evaluate, histories, holdout_days, with_close=False, max_iter=max_iter
+        evaluate, histories, holdout_days, with_close=with_close, max_iter=max_iter
     )
+    result.model.close = result.close  # stored with it: each score's close-date P10
     holdout = result.split.holdout
     new = result.scores["model"]
     current = await current_model(pool, scope)

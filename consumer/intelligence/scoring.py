@@ -1,4 +1,5 @@
-"""Scoring open deals with the current model: one batch call for all of them (pure)."""
+"""Scoring open deals with the current model: one batch call for all of them (pure), with the
+close-date P10 of the close-date model stored with it, when it has one."""
 
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ def score_deals(
     at = [(h.updated_ms or 0) + 1 for h in deals]
     rows = [features_at(h, t, owners, model.workspaces) for h, t in zip(deals, at, strict=True)]
     probabilities, factors = model.explain(rows, top)
+    close = getattr(model, "close", None)  # None in a model pickled before it had one
+    p10: list[dt.date | None] = [None] * len(deals)
+    if close is not None:
+        days = close.predict(rows)[0]
+        p10 = [_day_after(t, float(d)) for t, d in zip(at, days, strict=True)]
     return [
         DealScore(
             workspace_id=h.workspace_id,
@@ -48,9 +54,15 @@ def score_deals(
             rep_probability=h.probability,
             stage=h.stage,
             top_factors=[TopFactor(feature=f, effect=e) for f, e in why],
+            close_p10=low,
         )
-        for h, p, why in zip(deals, probabilities, factors, strict=True)
+        for h, p, why, low in zip(deals, probabilities, factors, p10, strict=True)
     ]
+
+
+def _day_after(at_ms: int, days: float) -> dt.date:
+    """The date ``days`` after the instant ``at_ms`` (UTC)."""
+    return (dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC) + dt.timedelta(days=days)).date()
 
 
 def score_event(score: DealScore) -> DealScored:

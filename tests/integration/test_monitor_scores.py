@@ -107,6 +107,7 @@ async def test_scores_reach_the_monitor_and_its_model_rules(
         assert score is not None
         assert score.model_version == row["model_version"] == trained.version
         assert score.probability == round(row["win_probability"] * 100, 2)
+        assert score.p10_day is not None  # train stores the close-date model with it
         metrics = found[deal_id].data.key_metrics
         assert metrics["model_win_probability"] == score.probability
         assert metrics["rep_probability"] == 100
