@@ -33,11 +33,11 @@ Layout of format 4 (little-endian)::
         n_scheduled x <Iq  scheduled meetings: id digest, start
         n_contacts x <Ii   engaged contacts: address digest, last day]
     [score block, only with flag 32 (``consumer.state.Score``):
-        <qIdiBB   as_of_ms, model_version, probability (points), p10_day (NO_DAY: none),
-                  n_daily, n_factors  (27 bytes)
-        n_daily x <Hf      scored days: day number, highest probability that day
-        n_factors x <fB    factors: effect (points), length of the name in bytes, then the
-                           name (UTF-8)]
+        <qIdiBH   as_of_ms, model_version, probability (points), p10_day (NO_DAY: none),
+                  n_daily, the length of the factors' text in bytes  (28 bytes)
+        n_daily x <HH      scored days: day number, highest probability that day in
+                           hundredths of a point (``consumer.state.scored_days``)
+        the factors' text, UTF-8]
     n_open x <BBq       open insights: rule code, priority code, raised_at_ms
     n_seen x 8 bytes    digests of the deal's most recent event ids (oldest first)
     n_activity x 3      activity history (``consumer.state.record_activity``)
@@ -77,9 +77,9 @@ _ENGAGEMENT = struct.Struct("<qqqBBBB")
 _HELD = struct.Struct("<q")
 _SCHEDULED = struct.Struct("<Iq")
 _CONTACT = struct.Struct("<Ii")
-_SCORE = struct.Struct("<qIdiBB")
-_SCORED_DAY = struct.Struct("<Hf")
-_FACTOR = struct.Struct("<fB")
+_SCORE = struct.Struct("<qIdiBH")
+_SCORE_SIZE = _SCORE.size
+_SCORED_DAY_SIZE = 4
 NO_DAY = -(2**31)
 _DEADLINE_AT = 25  # byte offset of deadline_ms in the header
 _NONE = 0xFFFF
@@ -233,37 +233,26 @@ def unpack(deal_id: str, data: bytes) -> DealState:
 
 
 def _pack_score(s: Score) -> bytes:
-    names = [name.encode()[:255] for name, _ in s.factors]
-    parts = [
-        _SCORE.pack(
-            s.as_of_ms,
-            s.model_version,
-            s.probability,
-            NO_DAY if s.p10_day is None else s.p10_day,
-            len(s.daily),
-            len(names),
-        )
-    ]
-    parts += [_SCORED_DAY.pack(day, p) for day, p in s.daily]
-    for name, (_, effect) in zip(names, s.factors, strict=True):
-        parts += [_FACTOR.pack(effect, len(name)), name]
-    return b"".join(parts)
+    factors = s.factors.encode()
+    head = _SCORE.pack(
+        s.as_of_ms,
+        s.model_version,
+        s.probability,
+        NO_DAY if s.p10_day is None else s.p10_day,
+        len(s.daily) // _SCORED_DAY_SIZE,
+        len(factors),
+    )
+    return b"".join((head, s.daily, factors))
 
 
 def _unpack_score(data: bytes, pos: int) -> tuple[Score, int]:
     as_of, version, probability, p10, n_daily, n_factors = _SCORE.unpack_from(data, pos)
-    pos += _SCORE.size
-    end = pos + _SCORED_DAY.size * n_daily
-    daily = tuple((day, round(p, 2)) for day, p in _SCORED_DAY.iter_unpack(data[pos:end]))
-    pos = end
-    factors = []
-    for _ in range(n_factors):
-        effect, n = _FACTOR.unpack_from(data, pos)
-        pos += _FACTOR.size
-        factors.append((data[pos : pos + n].decode(), round(effect, 1)))
-        pos += n
-    p10_day = None if p10 == NO_DAY else p10
-    return Score(as_of, version, probability, p10_day, tuple(factors), daily), pos
+    pos += _SCORE_SIZE
+    end = pos + n_daily * _SCORED_DAY_SIZE
+    daily = data[pos:end]
+    pos = end + n_factors
+    factors = data[end:pos].decode()
+    return Score(as_of, version, probability, None if p10 == NO_DAY else p10, factors, daily), pos
 
 
 def _pack_engagement(e: Engagement) -> bytes:

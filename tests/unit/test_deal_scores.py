@@ -13,7 +13,16 @@ from typing import Any
 
 from consumer.changelog import restore
 from consumer.deal_codec import FORMAT, deadline_of, pack, unpack, upgrade
-from consumer.state import DAY_MS, SCORE_WINDOW_DAYS, DealState, Score, apply_event, to_ms
+from consumer.state import (
+    DAY_MS,
+    SCORE_WINDOW_DAYS,
+    DealState,
+    Score,
+    apply_event,
+    pack_scored_days,
+    scored_days,
+    to_ms,
+)
 from schemas.events import DealCreated, DealFields, DealScored, DealUpdated
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,8 +94,8 @@ def test_a_score_is_folded_into_the_deal_and_an_older_one_changes_nothing() -> N
         1,
         62.0,
         day1 + 39,
-        (("days_since_activity", -12.0), ("stage", 5.0)),
-        ((day1, 62.0),),
+        "days_since_activity (-12.0 pts), stage (+5.0 pts)",
+        pack_scored_days([(day1, 62.0)]),
     )
     assert deal.score is None  # states are never changed in place
     assert apply_event(first, scored(0.1, 0.5)) is first  # older: ignored
@@ -95,7 +104,7 @@ def test_a_score_is_folded_into_the_deal_and_an_older_one_changes_nothing() -> N
     assert newer_model is not None
     assert newer_model.score is not None
     assert (newer_model.score.probability, newer_model.score.model_version) == (50.0, 2)
-    assert newer_model.score.daily == ((day1, 62.0),)  # the day's highest is kept
+    assert scored_days(newer_model.score.daily) == [(day1, 62.0)]  # the day's highest is kept
 
 
 def test_the_scored_days_keep_the_last_week_only() -> None:
@@ -104,7 +113,7 @@ def test_the_scored_days_keep_the_last_week_only() -> None:
         deal = apply_event(deal, scored(0.05 * day, day))
     assert deal is not None
     assert deal.score is not None
-    days = [d for d, _ in deal.score.daily]
+    days = [d for d, _ in scored_days(deal.score.daily)]
     newest = (to_ms(T0) + 11 * DAY_MS) // DAY_MS
     assert days == list(range(newest - SCORE_WINDOW_DAYS, newest + 1))
 
@@ -127,7 +136,7 @@ def test_a_scored_deal_packs_and_unpacks() -> None:
     assert data[0] == FORMAT == 4
     assert unpack("d1", data) == deal
     assert deadline_of(data) == to_ms(T0) + 7 * DAY_MS
-    no_p10 = replace(deal, score=replace_score(deal, p10_day=None, factors=()))
+    no_p10 = replace(deal, score=replace_score(deal, p10_day=None, factors=""))
     assert unpack("d1", pack(no_p10, None)) == no_p10
     plain = replace(deal, score=None)
     assert unpack("d1", pack(plain, None)) == plain

@@ -20,7 +20,15 @@ from consumer.rules import RULES, assess, evaluate, fired, next_deadline
 from consumer.rules.base import Finding, Rule, Text, Thresholds
 from consumer.rules.catalog import stale_deal
 from consumer.rules.registry import check, keys, readme_table
-from consumer.state import DAY_MS, DealState, Engagement, OpenInsight, Score, record_activity
+from consumer.state import (
+    DAY_MS,
+    DealState,
+    Engagement,
+    OpenInsight,
+    Score,
+    pack_scored_days,
+    record_activity,
+)
 from consumer.templates import render
 from consumer.thresholds import RuleThresholds
 from schemas.events import Stage
@@ -105,8 +113,8 @@ scores = st.one_of(
             1,
             p,
             None if p10 is None else NOW0 // DAY_MS + p10,
-            (("stage", -3.5),),
-            tuple(sorted({NOW0 // DAY_MS - d: q for d, q in daily.items()}.items())),
+            "stage (-3.5 pts)",
+            pack_scored_days([(NOW0 // DAY_MS - d, q) for d, q in daily.items()]),
         ),
         p=st.floats(0, 100),
         p10=st.one_of(st.none(), st.integers(-30, 150)),
@@ -256,8 +264,9 @@ def test_rule_text_has_no_holes_with_fields_missing(
     )
     if "score" in rule.needs:  # the model 40 points below the rep, 35 below its peak, P10 late
         today = now // DAY_MS
-        daily = ((today - 3, 55.0), (today - 1, 20.0))
-        score = Score(now - DAY_MS, 1, 20.0, today + 30, (("stage_days", -12.0),), daily)
+        daily = [(today - 3, 55.0), (today - 1, 20.0)]
+        factors = "stage_days (-12.0 pts)"
+        score = Score(now - DAY_MS, 1, 20.0, today + 30, factors, pack_scored_days(daily))
         deal = replace(deal, probability=60, stage=Stage.NEGOTIATION, score=score)
     deal = replace(deal, **dict.fromkeys(missing))
     finding = rule.find(deal, now, TH)

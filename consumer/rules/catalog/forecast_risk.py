@@ -1,7 +1,8 @@
 """forecast_risk: the model gives a late-stage deal a much lower win probability than the rep.
 
 Reads the deal's score (``DealState.score``, folded from ``deal.scored`` events): a deal never
-scored never fires. Also home of the helpers the model-based rules share (``factors_text``).
+scored never fires. Also home of the helpers the model-based rules share (``score_metrics``,
+``factors_sentence``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,6 @@ from schemas.insights import Priority, RuleName
 _LATE = frozenset((Stage.PROPOSAL, Stage.NEGOTIATION))
 
 
-def factors_text(score: Score) -> str:
-    """``days_since_activity (-12.0 pts), stage (+4.5 pts)``, or ``""`` without factors."""
-    return ", ".join(f"{feature} ({effect:+.1f} pts)" for feature, effect in score.factors)
-
-
 def factors_sentence(m: Metrics) -> str:
     """`` What weighs most: ...`` (with its leading space), or nothing without factors."""
     factors = m.get("top_factors")
@@ -41,7 +37,7 @@ def score_metrics(score: Score) -> Metrics:
     and its top factors."""
     return {
         "model_win_probability": score.probability,
-        "top_factors": factors_text(score) or None,
+        "top_factors": score.factors or None,
     }
 
 

@@ -22,7 +22,7 @@ from consumer.rules.base import (
     value_sentence,
 )
 from consumer.rules.catalog.forecast_risk import factors_sentence, score_metrics
-from consumer.state import DAY_MS, SCORE_WINDOW_DAYS, DealState, Score
+from consumer.state import DAY_MS, SCORE_WINDOW_DAYS, DealState, Score, scored_days
 from schemas.insights import Priority, RuleName
 
 
@@ -36,9 +36,11 @@ def _peak(score: Score, today: int, window: int) -> tuple[float, int]:
     """The highest probability scored on a day in the window ending ``today`` and that day
     (the latest score itself when none)."""
     best, day = score.probability, score.as_of_ms // DAY_MS
-    for d, p in score.daily:
-        if d >= today - window and p > best:
-            best, day = p, d
+    if score.daily:
+        first = today - window
+        for d, p in scored_days(score.daily):
+            if d >= first and p > best:
+                best, day = p, d
     return best, day
 
 
@@ -68,10 +70,13 @@ def check(deal: DealState, now: int, th: WinDropThresholds) -> Finding | None:
 def deadline(deal: DealState, now: int, th: WinDropThresholds) -> int | None:
     """While it fires: the next day an earlier score leaves the window (the peak may fall)."""
     score = deal.score
-    if score is None or check(deal, now, th) is None:
+    if score is None:
+        return None
+    peak = _peak(score, now // DAY_MS, th.win_drop_window_days)[0]
+    if peak - score.probability < th.win_drop_points:
         return None
     best = None
-    for d, _ in score.daily:
+    for d, _ in scored_days(score.daily):
         best = earliest(best, (d + th.win_drop_window_days + 1) * DAY_MS, now)
     return best
 
