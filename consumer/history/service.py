@@ -12,11 +12,12 @@ start and then every ``history_benchmarks_refresh_seconds``.
 
 Scoring (``history_scoring``): once a model is current (``vectoros train``), every open deal a
 batch changed is scored in one batch call, as of just after its latest event; the scores go to
-``deal_scores`` and, before the batch is committed, to ``deal-scores`` and (with
-``history_scores_to_events``) as ``deal.scored`` events to ``deal-events``, keyed by deal id like
-the deal's own events: on the deal's partition, after the events they reflect, where the monitor
-folds them into the deal's state (this service skips them when it reads them back). The current
-model and the owners' records are looked up at start and every
+``deal_scores`` and, before the batch is committed, to ``deal-scores``. With
+``history_scores_to_events``, the scores whose model version or probability changed (most events
+leave a calibrated score where it was) also go to ``deal-events`` as ``deal.scored`` events,
+keyed by deal id like the deal's own events: on the deal's partition, after the events they
+reflect, where the monitor folds them into the deal's state (this service skips them when it
+reads them back). The current model and the owners' records are looked up at start and every
 ``history_model_refresh_seconds``.
 """
 
@@ -39,6 +40,7 @@ from consumer.history.train import retrain_if_due
 from consumer.intelligence.features import OwnerRecord
 from consumer.intelligence.scoring import score_deals, score_event
 from schemas.events import DealEvent, DealScored, Tick, encode_event, event_adapter
+from schemas.scores import DealScore
 from vectoros.consume_loop import (
     OUTAGE_ERRORS,
     Broker,
@@ -198,10 +200,13 @@ class HistoryHandler:
         try:
             async with self.pool.acquire() as conn:
                 result = await store.write_events(conn, events)
+                changed: list[DealScore] = []
                 if model is None or self._scores_topic is None:
                     scores = []
                 else:
                     scores = score_deals(model.model, model.version, result.histories, self.owners)
+                    if self._events_topic is not None:
+                        changed = await models.changed_scores(conn, scores)
                     await models.upsert_scores(conn, scores)
         except OUTAGE_ERRORS:
             self.metrics.db_errors.inc()
@@ -212,11 +217,12 @@ class HistoryHandler:
         self.metrics.deals_scored.inc(len(scores))
         topic = self._scores_topic or ""
         out = [Output(topic, s.model_dump_json().encode(), s.deal_id.encode()) for s in scores]
-        if self._events_topic is not None:
+        if self._events_topic is not None:  # the monitor needs only the scores that changed
             out += [
                 Output(self._events_topic, encode_event(score_event(s)), s.deal_id.encode())
-                for s in scores
+                for s in changed
             ]
+            self.metrics.scores_to_events.inc(len(changed))
         return out
 
     async def refresh_benchmarks(self) -> None:

@@ -112,3 +112,58 @@ async def test_scores_reach_the_monitor_and_its_model_rules(
         assert metrics["model_win_probability"] == score.probability
         assert metrics["rep_probability"] == 100
         assert f"{score.probability:g}%" in found[deal_id].description
+
+
+class ConstantModel:
+    """A stand-in for the win model that gives every deal the same probability."""
+
+    workspaces: dict[str, int] = {}
+    close = None
+
+    def __init__(self, probability: float) -> None:
+        self.probability = probability
+
+    def explain(self, rows: list[Any], top: int = 3) -> tuple[Any, list[list[tuple[str, float]]]]:
+        import numpy as np
+
+        return np.full(len(rows), self.probability), [[("stage", 0.1)] for _ in rows]
+
+
+async def test_only_changed_scores_go_to_deal_events(database_url: str) -> None:
+    """A score equal to the deal's stored one (same model, same probability) goes to
+    deal-scores but not to deal-events; a batch processed again after a crash publishes its
+    scores again (what it published may never have reached the broker)."""
+    from consumer.history import models
+    from consumer.history.metrics import HistoryMetrics
+    from consumer.history.service import HistoryHandler
+    from schemas.events import ActivityLogged
+
+    at = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+    note = ActivityLogged(
+        event_id="note-1",
+        workspace_id="ws-scores",
+        deal_id="scored-1",
+        occurred_at=at + dt.timedelta(days=1),
+        activity_type="note",  # type: ignore[arg-type]
+    )
+    registry = CollectorRegistry()
+    handler = HistoryHandler(HistoryMetrics(registry), scores_topic="scores", events_topic="events")
+    stop = asyncio.Event()
+
+    async def to_events(events: list[Any], probability: float) -> list[str]:
+        handler.model = models.StoredModel(1, "pooled", {}, ConstantModel(probability))  # type: ignore[arg-type]
+        out = await handler.handle(events, stop)
+        assert sum(o.topic == "scores" for o in out) == 1  # deal-scores gets every score
+        return [o.key.decode() for o in out if o.topic == "events" and o.key is not None]
+
+    async with fresh_database(database_url, "changed") as dsn, migrated_pool(dsn) as pool:
+        handler.pool = pool
+        first = created("scored-1", at)
+        assert await to_events([first], 0.4) == ["scored-1"]  # its first score
+        assert await to_events([note], 0.4) == []  # the note left it at 40%
+        assert await to_events([note], 0.4) == ["scored-1"]  # the same batch again
+        later = note.model_copy(
+            update={"event_id": "note-2", "occurred_at": at + dt.timedelta(days=2)}
+        )
+        assert await to_events([later], 0.3) == ["scored-1"]  # 40% -> 30%
+    assert registry.get_sample_value("vectoros_history_scores_to_events_total") == 3
