@@ -3,9 +3,10 @@
 A ``HistoryHandler`` on the consume loop (``vectoros.consume_loop``), in its own consumer group,
 beside the monitor: fetch a batch of deal events, record the new ones and recompute the deals
 they touch in one transaction (``consumer.history.store``), then commit the offsets. Replays
-and redeliveries change nothing. Ticks are ignored; a message that is not a valid deal event is
-counted and skipped (the monitor dead-letters it with the reason). Outages of the broker or
-PostgreSQL are the loop's: wait, retry the same batch, never exit.
+and redeliveries change nothing. Ticks only start the periodic rescoring (below); a message
+that is not a valid deal event is counted and skipped (the monitor dead-letters it with the
+reason). Outages of the broker or PostgreSQL are the loop's: wait, retry the same batch, never
+exit.
 
 Beside the loop, the learned stage benchmarks (``stage_benchmarks``) are refreshed once at
 start and then every ``history_benchmarks_refresh_seconds``.
@@ -18,13 +19,17 @@ leave a calibrated score where it was) also go to ``deal-events`` as ``deal.scor
 keyed by deal id like the deal's own events: on the deal's partition, after the events they
 reflect, where the monitor folds them into the deal's state (this service skips them when it
 reads them back). The current model and the owners' records are looked up at start and every
-``history_model_refresh_seconds``.
+``history_model_refresh_seconds``. Time changes features too (days since the last activity, in
+the stage, to the close date): the first tick of each ``history_rescore_hours`` period of tick
+time scores every open deal again as of the period's start, in one batch call (deterministic on
+replay; a restart scores the current period once more, which changes nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -73,10 +78,16 @@ class Retrain:
     holdout_days: float = 90
 
 
-def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> list[DealEvent]:
+class EventBatch(list[DealEvent]):
+    """The deal events of a fetched batch, and the latest tick time in it (0: none)."""
+
+    tick_ms: int = 0
+
+
+def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> EventBatch:
     """The deal events of a batch; ticks and scores (``deal.scored``: this service's own
     output, not a change of the deal) dropped, invalid messages counted and skipped."""
-    events: list[DealEvent] = []
+    events = EventBatch()
     for recs in records.values():
         for rec in recs:
             if rec.value is None:
@@ -93,7 +104,9 @@ def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> lis
                     rec.offset,
                 )
                 continue
-            if not isinstance(event, Tick | DealScored):
+            if isinstance(event, Tick):
+                events.tick_ms = max(events.tick_ms, round(event.at.timestamp() * 1000))
+            elif not isinstance(event, DealScored):
                 events.append(event)
     return events
 
@@ -109,6 +122,7 @@ class HistoryHandler:
         refresh_seconds: float | None = None,
         scores_topic: str | None = None,
         events_topic: str | None = None,
+        rescore_ms: int = 0,
         model_refresh_seconds: float = 300,
         retrain: Retrain | None = None,
     ) -> None:
@@ -118,6 +132,8 @@ class HistoryHandler:
         self._refresh_seconds = refresh_seconds
         self._scores_topic = scores_topic
         self._events_topic = events_topic  # where scores also go as deal.scored events
+        self._rescore_ms = rescore_ms  # rescore every open deal once per this much tick time
+        self._rescored_at = 0  # the last rescoring's time (a multiple of rescore_ms)
         self._model_refresh_seconds = model_refresh_seconds
         self._retrain = retrain
         self._tasks: list[asyncio.Task[None]] = []
@@ -186,31 +202,46 @@ class HistoryHandler:
             logger.info("scoring open deals with model version %d", model.version)
         self.model = model
 
-    def decode(self, records: Records) -> list[DealEvent]:
+    def decode(self, records: Records) -> EventBatch:
         events = decode_batch(records, self.metrics)
         self.metrics.events_consumed.inc(len(events))
         return events
 
     async def handle(self, events: list[DealEvent], stop: asyncio.Event) -> Sequence[Output]:
-        if not events:
+        tick_ms = getattr(events, "tick_ms", 0)
+        rescore_at = 0
+        if self._rescore_ms and tick_ms:
+            rescore_at = tick_ms // self._rescore_ms * self._rescore_ms
+            if rescore_at <= self._rescored_at:
+                rescore_at = 0
+        if not events and not (rescore_at and self.model is not None):
             return ()
         assert self.pool is not None
         started = time.perf_counter()
         model = self.model
+        scores: list[DealScore] = []
+        changed: list[DealScore] = []
+        result = store.WriteResult()
         try:
             async with self.pool.acquire() as conn:
-                result = await store.write_events(conn, events)
-                changed: list[DealScore] = []
-                if model is None or self._scores_topic is None:
-                    scores = []
-                else:
+                if events:
+                    result = await store.write_events(conn, events)
+                if model is not None and self._scores_topic is not None:
                     scores = score_deals(model.model, model.version, result.histories, self.owners)
+                    if rescore_at:  # time changed every open deal's features: all of them again
+                        open_deals = await store.load_open_histories(conn)
+                        scores += score_deals(
+                            model.model, model.version, open_deals, self.owners, at_ms=rescore_at
+                        )
                     if self._events_topic is not None:
                         changed = await models.changed_scores(conn, scores)
                     await models.upsert_scores(conn, scores)
         except OUTAGE_ERRORS:
             self.metrics.db_errors.inc()
             raise
+        if rescore_at:
+            self._rescored_at = rescore_at
+            logger.info("open deals scored again as of %s", _utc(rescore_at))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.events_recorded.inc(result.events_inserted)
         self.metrics.deals_written.inc(result.deals_written)
@@ -248,6 +279,10 @@ class HistoryHandler:
 
 
 HistoryService = ConsumeLoop[list[DealEvent]]
+
+
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
 
 
 def loop_options(settings: HistorySettings, pool: PgPool | None = None) -> LoopOptions:
@@ -296,6 +331,7 @@ def history_loop(
             if settings.history_scoring and settings.history_scores_to_events
             else None
         ),
+        rescore_ms=round(settings.history_rescore_hours * 3_600_000),
         model_refresh_seconds=settings.history_model_refresh_seconds,
         retrain=Retrain(
             after_outcomes=settings.history_retrain_after_outcomes,

@@ -30,13 +30,19 @@ def score_deals(
     histories: Sequence[DealHistory],
     owners: OwnerRecord,
     top: int = 3,
+    *,
+    at_ms: int | None = None,
 ) -> list[DealScore]:
     """A score for each open deal of ``histories`` as of just after its latest event (so a
-    replay scores the same), with its ``top`` factors."""
+    replay scores the same), with its ``top`` factors. With ``at_ms`` (a tick: time changed the
+    features, e.g. the days since the last activity), as of ``at_ms`` instead, for the deals
+    whose latest event is before it (the others have a newer score already)."""
     deals = [h for h in histories if scorable(h)]
+    if at_ms is not None:
+        deals = [h for h in deals if (h.updated_ms or 0) < at_ms]
     if not deals:
         return []
-    at = [(h.updated_ms or 0) + 1 for h in deals]
+    at = [(h.updated_ms or 0) + 1 if at_ms is None else at_ms for h in deals]
     rows = [features_at(h, t, owners, model.workspaces) for h, t in zip(deals, at, strict=True)]
     probabilities, factors = model.explain(rows, top)
     close = getattr(model, "close", None)  # None in a model pickled before it had one
@@ -48,7 +54,9 @@ def score_deals(
         DealScore(
             workspace_id=h.workspace_id,
             deal_id=h.deal_id,
-            as_of=dt.datetime.fromtimestamp((h.updated_ms or 0) / 1000, dt.UTC),
+            as_of=dt.datetime.fromtimestamp(
+                ((h.updated_ms or 0) if at_ms is None else at_ms) / 1000, dt.UTC
+            ),
             model_version=version,
             win_probability=min(1.0, max(0.0, float(p))),
             rep_probability=h.probability,

@@ -32,6 +32,7 @@ from vectoros.ops_server import Health
 
 pytestmark = pytest.mark.integration
 
+DAY_MS = 86_400_000
 WAIT_LIMIT = 120.0  # a bound for "never happens", not a timing goal
 SPEC = HistorySpec(deals=1500, days=540, seed=3)
 DEALS = ("scored-1", "scored-2")
@@ -167,3 +168,100 @@ async def test_only_changed_scores_go_to_deal_events(database_url: str) -> None:
         )
         assert await to_events([later], 0.3) == ["scored-1"]  # 40% -> 30%
     assert registry.get_sample_value("vectoros_history_scores_to_events_total") == 3
+
+
+class AgingModel(ConstantModel):
+    """A stand-in whose probability falls with the deal's age: time alone changes it."""
+
+    def explain(self, rows: list[Any], top: int = 3) -> tuple[Any, list[list[tuple[str, float]]]]:
+        import numpy as np
+
+        from consumer.intelligence.features import FEATURES
+
+        age = FEATURES.index("deal_age_days")
+        p = np.asarray([max(0.05, self.probability - 0.01 * row[age]) for row in rows])
+        return p, [[("deal_age_days", -0.01)] for _ in rows]
+
+
+async def test_a_tick_scores_every_open_deal_again_once_a_day(database_url: str) -> None:
+    """The first tick of a day scores every open deal again as of that day's start (time
+    changed their features), in one batch; later ticks that day do not; a deal with an event
+    after that instant keeps its newer score; closed deals are not scored."""
+    from consumer.history import models
+    from consumer.history.metrics import HistoryMetrics
+    from consumer.history.service import EventBatch, HistoryHandler
+    from schemas.events import DealClosed
+
+    day0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+    registry = CollectorRegistry()
+    handler = HistoryHandler(
+        HistoryMetrics(registry),
+        scores_topic="scores",
+        events_topic="events",
+        rescore_ms=86_400_000,
+    )
+    handler.model = models.StoredModel(1, "pooled", {}, AgingModel(0.6))  # type: ignore[arg-type]
+    stop = asyncio.Event()
+
+    def batch(*events: Any, tick: dt.datetime | None = None) -> EventBatch:
+        out = EventBatch(events)
+        out.tick_ms = 0 if tick is None else round(tick.timestamp() * 1000)
+        return out
+
+    async def scored(b: EventBatch) -> dict[str, list[tuple[str, dt.datetime, float]]]:
+        from schemas.events import DealScored, event_adapter
+        from schemas.scores import DealScore
+
+        out: dict[str, list[tuple[str, dt.datetime, float]]] = {"scores": [], "events": []}
+        for o in await handler.handle(b, stop):
+            if o.topic == "scores":
+                s = DealScore.model_validate_json(o.value)
+                out["scores"].append((s.deal_id, s.as_of, round(s.win_probability, 2)))
+            else:
+                e = event_adapter.validate_json(o.value)
+                assert isinstance(e, DealScored)
+                out["events"].append((e.deal_id, e.occurred_at, round(e.win_probability, 2)))
+        return out
+
+    lost = DealClosed(
+        event_id="lost-1",
+        workspace_id="ws-scores",
+        deal_id="scored-3",
+        occurred_at=day0,
+        outcome="lost",  # type: ignore[arg-type]
+    )
+    async with fresh_database(database_url, "rescore") as dsn, migrated_pool(dsn) as pool:
+        handler.pool = pool
+        first = await scored(
+            batch(
+                created("scored-1", day0),
+                created("scored-2", day0),
+                created("scored-3", day0),
+                lost,
+            )
+        )
+        assert sorted(first["events"]) == [
+            ("scored-1", day0, 0.6),
+            ("scored-2", day0, 0.6),
+        ]
+        day3 = dt.datetime(2026, 3, 5, tzinfo=dt.UTC)
+        late = created("scored-2", day0).model_copy(
+            update={"event_id": "late", "occurred_at": day3 + dt.timedelta(hours=1)}
+        )
+        again = await scored(batch(late, tick=day3 + dt.timedelta(hours=2)))
+        # scored-2: its event's score (after day3's start) is newer than the tick's
+        age1 = round(0.6 - 0.01 * (day3 - day0).total_seconds() / 86_400, 2)
+        assert ("scored-1", day3, age1) in again["events"]
+        when = {(d, at) for d, at, _ in again["events"]}
+        assert ("scored-2", day3 + dt.timedelta(hours=1)) in when
+        assert ("scored-2", day3) not in when
+        assert not [s for s in again["scores"] if s[0] == "scored-3"]
+        assert await scored(batch(tick=day3 + dt.timedelta(hours=20))) == {
+            "scores": [],
+            "events": [],
+        }  # the same day: nothing
+        next_day = await scored(batch(tick=day3 + dt.timedelta(days=1, minutes=1)))
+        assert [s[:2] for s in next_day["scores"]] == [
+            ("scored-1", day3 + dt.timedelta(days=1)),
+            ("scored-2", day3 + dt.timedelta(days=1)),
+        ]
