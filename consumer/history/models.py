@@ -51,6 +51,23 @@ async def current_model(db: PgPool | PgConnection, scope: str = "pooled") -> Sto
     return StoredModel(row["version"], row["scope"], row["metrics"], loads(row["model"]))
 
 
+WORKSPACE_SCOPE = "workspace:"
+"""A per-workspace model's scope is this and the workspace id; the pooled one's ``pooled``."""
+
+
+def workspace_scope(workspace_id: str) -> str:
+    return f"{WORKSPACE_SCOPE}{workspace_id}"
+
+
+async def current_models(db: PgPool | PgConnection) -> dict[str, StoredModel]:
+    """Every scope's current model (``pooled`` and ``workspace:<id>``), by scope."""
+    rows = await db.fetch("SELECT version, scope, metrics, model FROM win_models WHERE current")
+    return {
+        r["scope"]: StoredModel(r["version"], r["scope"], r["metrics"], loads(r["model"]))
+        for r in rows
+    }
+
+
 async def save_model(
     conn: PgConnection,
     *,

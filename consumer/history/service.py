@@ -43,6 +43,7 @@ from consumer.history.metrics import HistoryMetrics
 from consumer.history.settings import HistorySettings
 from consumer.history.train import retrain_if_due
 from consumer.intelligence.features import OwnerRecord
+from consumer.intelligence.projection import DealHistory
 from consumer.intelligence.scoring import score_deals, score_event
 from schemas.events import DealEvent, DealScored, Tick, encode_event, event_adapter
 from schemas.scores import DealScore
@@ -138,7 +139,8 @@ class HistoryHandler:
         self._retrain = retrain
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
-        self.model: models.StoredModel | None = None
+        self.model: models.StoredModel | None = None  # the pooled one
+        self.models: dict[str, models.StoredModel] = {}  # every scope's current one
         self.owners = OwnerRecord()
 
     async def open(self, resources: Resources) -> None:
@@ -182,7 +184,7 @@ class HistoryHandler:
         )
         if result is not None:
             self.metrics.retrainings.labels(promoted=str(result.promoted).lower()).inc()
-            if result.promoted and self._scores_topic is not None:
+            if self._scores_topic is not None:  # a workspace's own model may be new too
                 await self.load_model()
 
     async def close(self) -> None:
@@ -194,13 +196,32 @@ class HistoryHandler:
         self._tasks.clear()
 
     async def load_model(self) -> None:
-        """The current model and the owners' records, looked up again."""
+        """The current models (pooled, and per workspace) and the owners' records, looked up
+        again."""
         assert self.pool is not None
-        model = await models.current_model(self.pool)
+        current = await models.current_models(self.pool)
         self.owners = await models.owner_record(self.pool)
-        if model is not None and (self.model is None or model.version != self.model.version):
-            logger.info("scoring open deals with model version %d", model.version)
-        self.model = model
+        before = {scope: m.version for scope, m in self.models.items()}
+        if {scope: m.version for scope, m in current.items()} != before:
+            logger.info(
+                "scoring open deals with model versions %s",
+                ", ".join(f"{scope} {m.version}" for scope, m in sorted(current.items())),
+            )
+        self.models = current
+        self.model = current.get("pooled")
+
+    def score(self, histories: Sequence[DealHistory], at_ms: int | None = None) -> list[DealScore]:
+        """Each deal scored by its workspace's own model when it has one, else the pooled one;
+        one batch call per model."""
+        groups: dict[int, tuple[models.StoredModel, list[DealHistory]]] = {}
+        for h in histories:
+            m = self.models.get(models.workspace_scope(h.workspace_id)) or self.model
+            if m is not None:
+                groups.setdefault(m.version, (m, []))[1].append(h)
+        out: list[DealScore] = []
+        for m, group in groups.values():
+            out += score_deals(m.model, m.version, group, self.owners, at_ms=at_ms)
+        return out
 
     def decode(self, records: Records) -> EventBatch:
         events = decode_batch(records, self.metrics)
@@ -214,11 +235,11 @@ class HistoryHandler:
             rescore_at = tick_ms // self._rescore_ms * self._rescore_ms
             if rescore_at <= self._rescored_at:
                 rescore_at = 0
-        if not events and not (rescore_at and self.model is not None):
+        scoring = self._scores_topic is not None and (self.model is not None or self.models)
+        if not events and not (rescore_at and scoring):
             return ()
         assert self.pool is not None
         started = time.perf_counter()
-        model = self.model
         scores: list[DealScore] = []
         changed: list[DealScore] = []
         result = store.WriteResult()
@@ -226,13 +247,11 @@ class HistoryHandler:
             async with self.pool.acquire() as conn:
                 if events:
                     result = await store.write_events(conn, events)
-                if model is not None and self._scores_topic is not None:
-                    scores = score_deals(model.model, model.version, result.histories, self.owners)
+                if scoring:
+                    scores = self.score(result.histories)
                     if rescore_at:  # time changed every open deal's features: all of them again
                         open_deals = await store.load_open_histories(conn)
-                        scores += score_deals(
-                            model.model, model.version, open_deals, self.owners, at_ms=rescore_at
-                        )
+                        scores += self.score(open_deals, at_ms=rescore_at)
                     if self._events_topic is not None:
                         changed = await models.changed_scores(conn, scores)
                     await models.upsert_scores(conn, scores)
