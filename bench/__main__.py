@@ -39,6 +39,7 @@ from bench.report import Metric, markdown_table, notes, text_table
 SCENARIOS = (
     "monitor",
     "bare",
+    "scores",
     "floor",
     "latency",
     "tick",
@@ -48,7 +49,6 @@ SCENARIOS = (
     "produce",
     "profile",
     "notifier",
-    "scores",
 )
 DOCS = ROOT / "docs" / "benchmarks.md"
 MIB = 2**20

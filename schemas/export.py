@@ -15,14 +15,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel
 
-from schemas.events import (
-    EVENT_TYPES,
-    TICK_HEADER,
-    DealEvent,
-    DealScored,
-    Tick,
-    event_adapter,
-)
+from schemas.events import EVENT_TYPES, TICK_HEADER, DealEvent, Tick, event_adapter
 from schemas.insights import InsightEvent
 from schemas.scores import DealScore
 
@@ -120,7 +113,7 @@ def component_schemas(schemas: dict[str, JsonSchema]) -> dict[str, JsonSchema]:
         "oneOf": [
             _ref("components/schemas", m.__name__)
             for m in get_args(DealEvent)
-            if m is not DealScored
+            if event_type(m) != "deal.scored"
         ],
         "discriminator": found["DealEvent"]["discriminator"],
     }

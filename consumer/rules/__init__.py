@@ -35,33 +35,37 @@ __all__ = [
 ]
 
 
-Checks = tuple[tuple[Rule[Any], Any], ...]
+Rest = tuple[tuple[str | None, tuple[tuple[Rule[Any], Any], ...]], ...]
+"""The registered rules the fused pass does not cover, with their thresholds, grouped by the
+first field they need (``Rule.needs``): a group is skipped at once on a deal without it."""
 
 
-def _split(th: RuleThresholds) -> tuple[fused.Limits, Checks, Checks]:
-    """The fused pass's limits, the registered rules it does not cover, and of those the ones
-    that read the model's score (run only on a deal that has one: nothing for the others)
-    (once per ``th``)."""
+def _split(th: RuleThresholds) -> tuple[fused.Limits, Rest]:
+    """The fused pass's limits and the other rules (once per ``th``)."""
     lim = fused.Limits.of(th)
-    rest = tuple((r, t) for r, t in th.checks if r.name not in fused.COVERS)
-    th.cache["split"] = out = (
-        lim,
-        tuple((r, t) for r, t in rest if "score" not in r.needs),
-        tuple((r, t) for r, t in rest if "score" in r.needs),
-    )
+    groups: dict[str | None, list[tuple[Rule[Any], Any]]] = {}
+    for r, t in th.checks:
+        if r.name not in fused.COVERS:
+            groups.setdefault(r.needs[0] if r.needs else None, []).append((r, t))
+    rest: Rest = tuple((field, tuple(rules)) for field, rules in groups.items())
+    th.cache["split"] = out = (lim, rest)
     return out
+
+
+def _ready(deal: DealState, field: str | None) -> bool:
+    return field is None or getattr(deal, field) is not None
 
 
 def fired(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Priority]:
     """What fires, and how badly (no numbers)."""
-    lim, rest, scored = th.cache.get("split") or _split(th)
+    lim, rest = th.cache.get("split") or _split(th)
     out = fused.assess(deal, now, lim)[0]
-    if deal.score is not None:
-        rest += scored
-    for rule, t in rest:
-        finding = rule.check(deal, now, t)
-        if finding is not None:
-            out[rule.name] = finding.priority
+    for field, rules in rest:
+        if _ready(deal, field):
+            for rule, t in rules:
+                finding = rule.check(deal, now, t)
+                if finding is not None:
+                    out[rule.name] = finding.priority
     return out
 
 
@@ -69,17 +73,17 @@ def assess(
     deal: DealState, now: int, th: RuleThresholds
 ) -> tuple[dict[RuleName, Priority], int | None]:
     """``fired`` and ``next_deadline`` at once: the hot path (one pass over the fused rules)."""
-    lim, rest, scored = th.cache.get("split") or _split(th)
+    lim, rest = th.cache.get("split") or _split(th)
     out, best = fused.assess(deal, now, lim)
-    if deal.score is not None:
-        rest += scored
-    for rule, t in rest:
-        finding = rule.check(deal, now, t)
-        if finding is not None:
-            out[rule.name] = finding.priority
-        due = rule.deadline(deal, now, t)
-        if due is not None and (best is None or due < best):
-            best = due
+    for field, rules in rest:
+        if field is None or getattr(deal, field) is not None:  # else none fires (``Rule.needs``)
+            for rule, t in rules:
+                finding = rule.check(deal, now, t)
+                if finding is not None:
+                    out[rule.name] = finding.priority
+                due = rule.deadline(deal, now, t)
+                if due is not None and (best is None or due < best):
+                    best = due
     return out, best
 
 
@@ -95,14 +99,15 @@ def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Fi
 
 def next_deadline(deal: DealState, now: int, th: RuleThresholds) -> int | None:
     """The earliest instant after ``now`` at which a rule's answer may change by time alone."""
-    lim, rest, scored = th.cache.get("split") or _split(th)
+    lim, rest = th.cache.get("split") or _split(th)
     best = fused.assess(deal, now, lim)[1]
-    if deal.score is not None:
-        rest += scored
-    for rule, t in rest:
-        due = rule.deadline(deal, now, t)
-        if due is not None and (best is None or due < best):
-            best = due
+    for field, rules in rest:
+        if not _ready(deal, field):
+            continue
+        for rule, t in rules:
+            due = rule.deadline(deal, now, t)
+            if due is not None and (best is None or due < best):
+                best = due
     return best
 
 

@@ -12,7 +12,6 @@ import pytest
 from consumer import rules
 from consumer.partition import PartitionState
 from consumer.rules import assess
-from consumer.rules.catalog import forecast_risk
 from consumer.state import DealState, Score, apply_event, to_ms
 from consumer.thresholds import RulesConfig, RuleThresholds
 from schemas.events import Tick
@@ -127,17 +126,20 @@ def test_every_insight_of_a_scored_deal_carries_the_score() -> None:
 
 
 def test_a_deal_without_a_score_does_not_run_the_model_rules() -> None:
-    """The model-based rules cost nothing on a deal never scored: they are not even called."""
-    th = RuleThresholds()
-    lim, rest, model = rules._split(th)
-    assert {r.name for r, _ in model} == set(MODEL_RULES)
-    assert not {r.name for r, _ in rest} & set(MODEL_RULES)
+    """The model-based rules cost nothing on a deal never scored: they are not even called
+    (each names ``score`` first in ``Rule.needs``: ``consumer.rules`` skips the group)."""
+    for name in MODEL_RULES:
+        assert rules.BY_NAME[name].needs[0] == "score"
 
     def boom(deal: DealState, now: int, t: Any) -> None:
         raise AssertionError("called")
 
-    broken = replace(forecast_risk.RULE, check=boom, deadline=boom)
-    th.cache["split"] = (lim, rest, ((broken, th.of(forecast_risk.RULE)),))
+    th = RuleThresholds()
+    th.checks = tuple(
+        (replace(r, check=boom, deadline=boom) if r.name in MODEL_RULES else r, t)
+        for r, t in th.checks
+    )
+    th.cache.clear()
     deal = apply_event(None, created())
     assert deal is not None
     now = to_ms(T0)
