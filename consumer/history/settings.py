@@ -40,8 +40,9 @@ class HistorySettings(KafkaSettings, DatabaseSettings):
     history_scores_to_events: bool = Field(
         default=True,
         description=(
-            "Also publish each score as a deal.scored event on deal-events (the deal's own "
-            "partition), where the monitor reads it for its model-based rules."
+            "Also publish each score whose probability or model changed as a deal.scored event "
+            "on deal-events (the deal's own partition), where the monitor reads it for its "
+            "model-based rules."
         ),
     )
     history_rescore_hours: float = Field(
