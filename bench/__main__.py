@@ -24,6 +24,7 @@ from typing import Any
 from bench import api as api_bench
 from bench import floor, latency, memory, produce, profiling, restore, sink, throughput, tick
 from bench import notifier as notifier_bench
+from bench import scores as scores_bench
 from bench.data import Dataset, events_dataset
 from bench.env import (
     ROOT,
@@ -39,6 +40,7 @@ from bench.report import Metric, markdown_table, notes, text_table
 SCENARIOS = (
     "monitor",
     "bare",
+    "scores",
     "floor",
     "latency",
     "tick",
@@ -198,6 +200,53 @@ class Bench:
                 digits=2,
             )
             ratio.add(mon[0].median / b.median)
+
+    async def scores(self) -> None:
+        """Scoring on against off (``bench/scores.py``): the monitor on the same deal events,
+        then on them with a ``deal.scored`` after each, alternately."""
+        data, topic = self.data, self.topic
+        if data is None:
+            data, topic = self.data, self.topic = await self.events(self.sizes)
+        scored, n_scores = scores_bench.with_scores(data)
+        scored_topic = self.session.name("scored")
+        await self.session.create_topics(scored_topic)
+        seconds = await load(self.session.bootstrap, scored_topic, scored.partitions)
+        say(f"[setup] loaded the same with {n_scores:,} deal.scored records in {seconds:.1f}s")
+        name = "scoring on vs off"
+        off = self.metric(name, "monitor, scoring off", "deal events/s")
+        on = self.metric(name, "monitor, scoring on", "deal events/s")
+        on_records = self.metric(name, "monitor, scoring on, all records", "records/s")
+
+        async def one(i: int) -> str:
+            plain = await throughput.run_monitor(self.session, data, topic)
+            with_scores = await throughput.run_monitor(self.session, scored, scored_topic)
+            off.add(data.deal_events / plain.process_s)
+            on.add(data.deal_events / with_scores.process_s)
+            on_records.add(with_scores.rate)
+            return (
+                f"off {data.deal_events / plain.process_s:,.0f} deal events/s; on "
+                f"{data.deal_events / with_scores.process_s:,.0f} deal events/s "
+                f"({with_scores.rate:,.0f} records/s, {with_scores.insights:,} insights "
+                f"against {plain.insights:,})"
+            )
+
+        await self.repeat("scores", one)
+        ratio = self.metric(
+            name,
+            "on / off, deal events/s (medians)",
+            "x",
+            target=0.9,
+            target_text=">= 0.90",
+            digits=2,
+        )
+        ratio.add(on.median / off.median)
+        per_record = self.metric(name, "on / off, records/s (medians)", "x", digits=2)
+        per_record.add(on_records.median / off.median)
+        off.notes.append(
+            f"{_label(data)}; on: the same plus {n_scores:,} deal.scored records (after "
+            f"{scores_bench.SHARE:.0%} of the deal events of open deals: how often a calibrated "
+            "score changes on the simulator; bench/scores.py)"
+        )
 
     async def notifier(self) -> None:
         rate = self.metric(

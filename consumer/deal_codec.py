@@ -9,10 +9,10 @@ Every packed deal starts with its format version (``FORMAT``). Rules are stored 
 wire code (``Rule.code`` in each rule's module), never by a position in a list, so adding or
 reordering rules changes no stored state; a code no registered rule has is dropped on unpack.
 
-Layout of format 3 (little-endian)::
+Layout of format 4 (little-endian)::
 
     header  <BqqqqddiIBBBBB6H  (74 bytes)
-        format (3),
+        format (4),
         created_at_ms, last_activity_at_ms, stage_entered_at_ms,
         deadline_ms   (the deal's place in the deadline index; NO_DEADLINE if none),
         value, probability (0.0 when unknown, see flags),
@@ -20,7 +20,8 @@ Layout of format 3 (little-endian)::
         stage   (0 unknown, 1 lead, 2 qualified, 3 proposal, 4 negotiation),
         flags   (1 value unknown, 2 probability unknown, 4 close date unknown,
                  8 partial: last_event_at_ms follows the header,
-                 16 engagement: the engagement block follows),
+                 16 engagement: the engagement block follows,
+                 32 score: the score block follows the engagement block),
         n_open, n_seen, n_activity,
         the lengths in characters of workspace_id, title, currency, owner_id, owner_name,
         company (0xFFFF: unknown; at most 2,000 characters each per the event schema)
@@ -31,12 +32,19 @@ Layout of format 3 (little-endian)::
         n_held x <q        held meetings' starts
         n_scheduled x <Iq  scheduled meetings: id digest, start
         n_contacts x <Ii   engaged contacts: address digest, last day]
+    [score block, only with flag 32 (``consumer.state.Score``):
+        <qIdiBH   as_of_ms, model_version, probability (points), p10_day (NO_DAY: none),
+                  n_daily, the length of the factors' text in bytes  (28 bytes)
+        n_daily x <HH      scored days: day number, highest probability that day in
+                           hundredths of a point (``consumer.state.scored_days``)
+        the factors' text, UTF-8]
     n_open x <BBq       open insights: rule code, priority code, raised_at_ms
     n_seen x 8 bytes    digests of the deal's most recent event ids (oldest first)
     n_activity x 3      activity history (``consumer.state.record_activity``)
     the six strings concatenated, UTF-8 (one encode and one decode per pack/unpack)
 
-Format 2 is format 3 without the engagement block (flag 16 never set): ``unpack`` reads it as
+Format 3 is format 4 without the score block (flag 32 never set), and format 2 is format 3
+without the engagement block (flag 16 never set): ``unpack`` reads it as
 it is, ``upgrade`` rewrites its version byte.
 
 Format 1 (before the version byte: the same header without format and n_activity, rules by
@@ -51,13 +59,13 @@ from typing import Any
 
 from consumer.rules.base import Rule
 from consumer.rules.registry import RULES
-from consumer.state import ENTRY_SIZE, DealState, Engagement, OpenInsight
+from consumer.state import ENTRY_SIZE, DealState, Engagement, OpenInsight, Score
 from schemas.events import Stage
 from schemas.insights import Priority, RuleName
 
-FORMAT = 3
-READABLE = (2, 3)
-"""Formats ``unpack`` reads (2 is 3 without engagement)."""
+FORMAT = 4
+READABLE = (2, 3, 4)
+"""Formats ``unpack`` reads (3 is 4 without a score, 2 is 3 without engagement)."""
 NO_DEADLINE = -(2**63)
 
 _HEAD = struct.Struct("<BqqqqddiIBBBBB6H")
@@ -69,6 +77,10 @@ _ENGAGEMENT = struct.Struct("<qqqBBBB")
 _HELD = struct.Struct("<q")
 _SCHEDULED = struct.Struct("<Iq")
 _CONTACT = struct.Struct("<Ii")
+_SCORE = struct.Struct("<qIdiBH")
+_SCORE_SIZE = _SCORE.size
+_SCORED_DAY_SIZE = 4
+NO_DAY = -(2**31)
 _DEADLINE_AT = 25  # byte offset of deadline_ms in the header
 _NONE = 0xFFFF
 
@@ -110,6 +122,7 @@ def pack(deal: DealState, deadline: int | None) -> bytes:
     stage = deal.stage
     partial = stage is None and value is None
     engagement = deal.engagement
+    score = deal.score
     head = _HEAD.pack(
         FORMAT,
         deal.created_at_ms,
@@ -125,7 +138,8 @@ def pack(deal: DealState, deadline: int | None) -> bytes:
         | (probability is None) << 1
         | (close_day is None) << 2
         | partial << 3
-        | (engagement is not None) << 4,
+        | (engagement is not None) << 4
+        | (score is not None) << 5,
         len(deal.open),
         len(seen) // DIGEST_SIZE,
         len(activity) // ENTRY_SIZE,
@@ -143,6 +157,8 @@ def pack(deal: DealState, deadline: int | None) -> bytes:
         head += _INT.pack(deal.last_event_at_ms)
     if engagement is not None:
         head += _pack_engagement(engagement)
+    if score is not None:
+        head += _pack_score(score)
     if deal.open:
         opened = b"".join(
             [
@@ -170,6 +186,9 @@ def unpack(deal_id: str, data: bytes) -> DealState:
     engagement = None
     if flags & 16:
         engagement, pos = _unpack_engagement(data, pos)
+    score = None
+    if flags & 32:
+        score, pos = _unpack_score(data, pos)
     open_: tuple[OpenInsight, ...] = ()
     if n_open:
         end = pos + n_open * _OPEN_SIZE
@@ -217,7 +236,31 @@ def unpack(deal_id: str, data: bytes) -> DealState:
         history,
         last_event,
         engagement,
+        score,
     )
+
+
+def _pack_score(s: Score) -> bytes:
+    factors = s.factors.encode()
+    head = _SCORE.pack(
+        s.as_of_ms,
+        s.model_version,
+        s.probability,
+        NO_DAY if s.p10_day is None else s.p10_day,
+        len(s.daily) // _SCORED_DAY_SIZE,
+        len(factors),
+    )
+    return b"".join((head, s.daily, factors))
+
+
+def _unpack_score(data: bytes, pos: int) -> tuple[Score, int]:
+    as_of, version, probability, p10, n_daily, n_factors = _SCORE.unpack_from(data, pos)
+    pos += _SCORE_SIZE
+    end = pos + n_daily * _SCORED_DAY_SIZE
+    daily = data[pos:end]
+    pos = end + n_factors
+    factors = data[end:pos].decode()
+    return Score(as_of, version, probability, None if p10 == NO_DAY else p10, factors, daily), pos
 
 
 def _pack_engagement(e: Engagement) -> bytes:

@@ -17,6 +17,7 @@ from schemas.events import (
     DealCreated,
     DealEvent,
     DealFields,
+    DealScored,
     DealUpdated,
     Direction,
     EmailLogged,
@@ -99,6 +100,68 @@ def hold_until(engagement: Engagement | None) -> int:
     return max(start for _, start in engagement.scheduled)
 
 
+SCORE_WINDOW_DAYS = 7
+"""How many days back a deal's scores are remembered (``Score.daily``): the window of
+``win_probability_drop``."""
+FACTORS_KEPT = 3
+_SCORED_DAY = struct.Struct("<HH")
+
+
+class Score(NamedTuple):
+    """The model's latest view of a deal (``deal.scored`` events); ``None`` on a deal never
+    scored. Probabilities in points (0-100, like the rep's probability). Kept in the form the
+    deal codec stores (the factors as their text, the scored days as bytes): a scored deal is
+    unpacked and packed on each of its events, its score is read only by the model rules."""
+
+    as_of_ms: int
+    model_version: int
+    probability: float
+    p10_day: int | None = None
+    """The model's 10th-percentile close date (day number); ``None``: no close-date model."""
+    factors: str = ""
+    """The strongest factors as text, strongest first: ``days_since_activity (-12.0 pts), ...``
+    (empty: none)."""
+    daily: bytes = b""
+    """The highest probability scored on each scored day of the last ``SCORE_WINDOW_DAYS``
+    days before the newest one, oldest first (``scored_days`` reads it)."""
+
+
+def scored_days(daily: bytes) -> list[tuple[int, float]]:
+    """``(day, highest probability scored that day)`` of ``Score.daily``, oldest first."""
+    return [(day, hundredths / 100) for day, hundredths in _SCORED_DAY.iter_unpack(daily)]
+
+
+def pack_scored_days(days: list[tuple[int, float]]) -> bytes:
+    """``Score.daily`` of ``(day, probability in points)``, oldest first (days outside
+    0..65535 are not kept; probabilities to the hundredth of a point)."""
+    return b"".join(
+        [_SCORED_DAY.pack(day, round(p * 100)) for day, p in sorted(days) if 0 <= day <= 0xFFFF]
+    )
+
+
+def fold_score(score: Score | None, event: DealScored, at_ms: int) -> Score | None:
+    """``score`` after ``event``: replaced by a newer one (later ``as_of``, or the same with a
+    newer model), an older or repeated one changes nothing (returns ``score`` itself)."""
+    version = event.model_version
+    if score is not None and (at_ms, version) <= (score.as_of_ms, score.model_version):
+        return score
+    points = round(event.win_probability * 100, 2)
+    day = at_ms // DAY_MS
+    # every scored day is on or before this one (a newer score is not earlier)
+    kept = [] if score is None else scored_days(score.daily)
+    kept = [(d, p) for d, p in kept if d >= day - SCORE_WINDOW_DAYS]
+    if kept and kept[-1][0] == day:
+        kept[-1] = (day, max(kept[-1][1], points))
+    else:
+        kept.append((day, points))
+    daily = pack_scored_days(kept)
+    factors = ", ".join(
+        [f"{f.feature} ({f.effect * 100:+.1f} pts)" for f in event.top_factors[:FACTORS_KEPT]]
+    )
+    p10 = None if event.close_p10 is None else to_day(event.close_p10)
+    return Score(at_ms, version, points, p10, factors, daily)
+
+
 @dataclass(slots=True)
 class DealState:
     """What the monitor knows about one open deal.
@@ -134,6 +197,8 @@ class DealState:
     the deal is ``partial`` (0 otherwise): it decides when a never-identified deal is dropped."""
     engagement: Engagement | None = None
     """Captured email and meetings (``Engagement``); ``None`` when none was captured."""
+    score: Score | None = None
+    """The model's latest score (``Score``); ``None`` when the deal was never scored."""
 
     @property
     def partial(self) -> bool:
@@ -170,6 +235,7 @@ def copy_state(b: DealState) -> DealState:
         b.activity,
         b.last_event_at_ms,
         b.engagement,
+        b.score,
     )
 
 
@@ -232,6 +298,13 @@ def apply_event(
         held = event.status is MeetingStatus.HELD
         new = _activity(base, at) if held else copy_state(base)
         new.engagement = _meeting(base.engagement or Engagement(), event, at)
+        return new
+    if isinstance(event, DealScored):
+        score = fold_score(base.score, event, at)
+        if score is base.score:
+            return base
+        new = copy_state(base)
+        new.score = score
         return new
     raise AssertionError(f"unhandled event type {event.type}")  # pragma: no cover
 

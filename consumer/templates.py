@@ -16,6 +16,7 @@ import orjson
 from consumer.lifecycle import Change, Resolution
 from consumer.rules import BY_NAME, RULES, Finding
 from consumer.rules.base import Action
+from consumer.rules.catalog.forecast_risk import score_metrics
 from consumer.state import DAY_MS, DealState
 from consumer.thresholds import RuleThresholds
 from schemas.insights import (
@@ -139,6 +140,9 @@ def render(change: Change, deal: DealState, now: int, th: RuleThresholds) -> Ins
         actions = _ACTIONS_JSON.get(rule) or _ACTIONS_JSON.setdefault(
             rule, _actions_json(list(definition.actions))
         )
+    score = deal.score
+    if score is not None and "model_win_probability" not in metrics:
+        metrics.update(score_metrics(score))
     body = {
         "schema_version": 1,
         "insight_id": insight_id_for(deal.workspace_id, deal.deal_id, rule, change.raised_at_ms),

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.scores import TopFactor
+
 SCHEMA_VERSION: Literal[1] = 1
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=False)]
@@ -226,6 +228,21 @@ class DealDeleted(_EventBase):
     type: Literal["deal.deleted"] = "deal.deleted"
 
 
+class DealScored(_EventBase):
+    """The model's current score of a deal (``schemas.scores.DealScore``) as an event: written
+    by the history service beside each ``deal-scores`` record, on the deal's own partition and
+    after the events it reflects, so the monitor folds it into the deal's state like any other
+    event (ordered, de-duplicated, checkpointed). ``occurred_at`` is the score's ``as_of``."""
+
+    type: Literal["deal.scored"] = "deal.scored"
+    model_version: int = Field(ge=1, description="win_models.version")
+    win_probability: float = Field(ge=0, le=1, allow_inf_nan=False)
+    top_factors: list[TopFactor] = Field(default_factory=list, max_length=10)
+    close_p10: dt.date | None = Field(
+        default=None, description="The model's 10th-percentile close date, when it has one."
+    )
+
+
 class Tick(_Strict):
     """Produced by the ticker to every partition (header ``vectoros-type: tick``)."""
 
@@ -243,6 +260,7 @@ DealEvent = (
     | DealDeleted
     | EmailLogged
     | MeetingLogged
+    | DealScored
 )
 AnyEvent = Annotated[DealEvent | Tick, Field(discriminator="type")]
 
@@ -254,6 +272,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "deal.deleted",
     "email.logged",
     "meeting.logged",
+    "deal.scored",
     "tick",
 )
 

@@ -37,6 +37,8 @@ _DESCRIPTIONS = {
     "as activity and feeds ghosting.",
     "meeting.logged": "A captured meeting on a deal (scheduled, held, cancelled, no-show); a "
     "held one counts as activity, a scheduled one holds off stale_deal and ghosting.",
+    "deal.scored": "The model's score of a deal (a deal-score as an event), written by the "
+    "history service after the events it reflects; the monitor folds it into the deal's state.",
     "tick": f"Advances a partition's clock; sent to every partition, header `{TICK_HEADER}: tick`.",
     "insight-event": "One lifecycle step (raised, escalated, resolved) of an insight.",
     "deal-score": "The win-probability model's current score of an open deal, with top factors.",
@@ -110,8 +112,12 @@ def component_schemas(schemas: dict[str, JsonSchema]) -> dict[str, JsonSchema]:
             found.setdefault(name, _to_asyncapi(sub))
     found["CrmDealEvent"] = {
         "title": "CrmDealEvent",
-        "description": "A deal event from the CRM backend: any type but tick.",
-        "oneOf": [_ref("components/schemas", m.__name__) for m in get_args(DealEvent)],
+        "description": "A deal event from the CRM backend: any type but tick and deal.scored.",
+        "oneOf": [
+            _ref("components/schemas", m.__name__)
+            for m in get_args(DealEvent)
+            if event_type(m) != "deal.scored"
+        ],
         "discriminator": found["DealEvent"]["discriminator"],
     }
     return dict(sorted(found.items()))

@@ -70,6 +70,9 @@ class RuleName(StrEnum):
     GHOSTING = "ghosting"
     MEETING_CADENCE_DROP = "meeting_cadence_drop"
     SINGLE_THREADED = "single_threaded"
+    FORECAST_RISK = "forecast_risk"
+    WIN_PROBABILITY_DROP = "win_probability_drop"
+    CLOSE_DATE_UNREALISTIC = "close_date_unrealistic"
 
 
 class _Model(BaseModel):

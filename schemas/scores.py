@@ -8,6 +8,7 @@ replay gives the same score for the same model version.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -37,3 +38,6 @@ class DealScore(BaseModel):
     rep_probability: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
     stage: str | None = None
     top_factors: list[TopFactor] = Field(default_factory=list, max_length=10)
+    close_p10: dt.date | None = Field(
+        default=None, description="The model's 10th-percentile close date, when it has one."
+    )

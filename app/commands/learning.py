@@ -118,31 +118,53 @@ def history_benchmarks(workspace: str | None, refresh: bool) -> None:
     show_default=True,
     help="The held-out period at the end of the history the model is judged on.",
 )
-def train(holdout_days: float) -> None:
+@click.option(
+    "--min-closed",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="A workspace with this many closed deals also gets a model of its own.",
+)
+def train(holdout_days: float, min_closed: int) -> None:
     """Train the win-probability model on the deal history in PostgreSQL (every workspace
-    pooled, the workspace a feature); store the version with its held-out metrics; make it the
-    current one only if it beats the current one on the same held-out period."""
-    from consumer.history.train import train as run_train
+    pooled, the workspace a feature), and one per workspace with at least --min-closed closed
+    deals (its deals are then scored with its own); store each version with its held-out
+    metrics; make it the current one only if it beats the current one of its scope on the same
+    held-out period."""
+    from consumer.history.train import train_all
     from consumer.intelligence.evaluation import NotEnoughHistory
     from vectoros.settings import DatabaseSettings
 
     dsn = load_settings(DatabaseSettings).dsn()
     try:
-        result = run_async(with_pool(dsn, lambda pool: run_train(pool, holdout_days=holdout_days)))
+        results = run_async(
+            with_pool(
+                dsn,
+                lambda pool: train_all(pool, holdout_days=holdout_days, min_closed=min_closed),
+            )
+        )
     except NotEnoughHistory as exc:
         raise ConfigError(f"not enough history to train on: {exc}") from None
-    m = result.scores
-    click.echo(
-        f"model version {result.version}: held-out AUC {m.auc:.3f}, Brier {m.brier:.4f}, "
-        f"log loss {m.log_loss:.4f}, ECE {m.ece:.3f} on {m.n} snapshots"
-    )
-    if result.current is not None:
-        c = result.current
+    for result in results:
+        m = result.scores
+        scope = "" if result.scope == "pooled" else f" ({result.scope})"
         click.echo(
-            f"current version {result.current_version} on the same period: AUC {c.auc:.3f}, "
-            f"Brier {c.brier:.4f}"
+            f"model version {result.version}{scope}: held-out AUC {m.auc:.3f}, Brier "
+            f"{m.brier:.4f}, log loss {m.log_loss:.4f}, ECE {m.ece:.3f} on {m.n} snapshots"
         )
-    click.echo("promoted: it is now the current model" if result.promoted else "not promoted")
+        ev = result.evaluation
+        if ev.interval_coverage is not None:
+            click.echo(
+                f"close date: P10-P90 interval holds {ev.interval_coverage:.1%} of the held-out "
+                "close dates (scores carry the P10)"
+            )
+        if result.current is not None:
+            c = result.current
+            click.echo(
+                f"current version {result.current_version} on the same period: AUC "
+                f"{c.auc:.3f}, Brier {c.brier:.4f}"
+            )
+        click.echo("promoted: it is now the current model" if result.promoted else "not promoted")
 
 
 @click.command()

@@ -45,6 +45,12 @@ class HistoryMetrics:
             "Open deals scored with the current model (published on deal-scores).",
             registry=registry,
         )
+        self.scores_to_events = Counter(
+            f"{PREFIX}_history_scores_to_events_total",
+            "Scores published on deal-events as deal.scored (those whose probability or model "
+            "version changed), for the monitor.",
+            registry=registry,
+        )
         self.retrainings = Counter(
             f"{PREFIX}_history_retrainings_total",
             "Models trained by the service itself (outcome learning), by whether promoted.",

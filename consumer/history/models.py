@@ -25,6 +25,14 @@ WHERE (deal_scores.as_of, deal_scores.model_version)
 """
 
 
+_PREVIOUS_SCORES = """
+SELECT s.workspace_id, s.deal_id, s.as_of, s.model_version, s.win_probability
+FROM deal_scores s
+JOIN unnest($1::text[], $2::text[]) AS k(workspace_id, deal_id)
+  ON s.workspace_id = k.workspace_id AND s.deal_id = k.deal_id
+"""
+
+
 @dataclass(frozen=True)
 class StoredModel:
     version: int
@@ -41,6 +49,23 @@ async def current_model(db: PgPool | PgConnection, scope: str = "pooled") -> Sto
     if row is None:
         return None
     return StoredModel(row["version"], row["scope"], row["metrics"], loads(row["model"]))
+
+
+WORKSPACE_SCOPE = "workspace:"
+"""A per-workspace model's scope is this and the workspace id; the pooled one's ``pooled``."""
+
+
+def workspace_scope(workspace_id: str) -> str:
+    return f"{WORKSPACE_SCOPE}{workspace_id}"
+
+
+async def current_models(db: PgPool | PgConnection) -> dict[str, StoredModel]:
+    """Every scope's current model (``pooled`` and ``workspace:<id>``), by scope."""
+    rows = await db.fetch("SELECT version, scope, metrics, model FROM win_models WHERE current")
+    return {
+        r["scope"]: StoredModel(r["version"], r["scope"], r["metrics"], loads(r["model"]))
+        for r in rows
+    }
 
 
 async def save_model(
@@ -134,3 +159,29 @@ async def upsert_scores(db: PgPool | PgConnection, scores: list[DealScore]) -> N
             for s in scores
         ],
     )
+
+
+async def changed_scores(db: PgPool | PgConnection, scores: list[DealScore]) -> list[DealScore]:
+    """The scores that say something new against each deal's stored score (call it before
+    ``upsert_scores``): no stored score, another model version or probability, or a stored
+    score that is not older (a batch processed again after a crash: what it published may
+    never have reached the broker, so it is published again)."""
+    if not scores:
+        return []
+    rows = await db.fetch(
+        _PREVIOUS_SCORES, [s.workspace_id for s in scores], [s.deal_id for s in scores]
+    )
+    stored = {
+        (r["workspace_id"], r["deal_id"]): (r["as_of"], r["model_version"], r["win_probability"])
+        for r in rows
+    }
+    out = []
+    for s in scores:
+        before = stored.get((s.workspace_id, s.deal_id))
+        if (
+            before is None
+            or before[0] >= s.as_of
+            or (before[1], before[2]) != (s.model_version, s.win_probability)
+        ):
+            out.append(s)
+    return out

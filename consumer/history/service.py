@@ -3,23 +3,33 @@
 A ``HistoryHandler`` on the consume loop (``vectoros.consume_loop``), in its own consumer group,
 beside the monitor: fetch a batch of deal events, record the new ones and recompute the deals
 they touch in one transaction (``consumer.history.store``), then commit the offsets. Replays
-and redeliveries change nothing. Ticks are ignored; a message that is not a valid deal event is
-counted and skipped (the monitor dead-letters it with the reason). Outages of the broker or
-PostgreSQL are the loop's: wait, retry the same batch, never exit.
+and redeliveries change nothing. Ticks only start the periodic rescoring (below); a message
+that is not a valid deal event is counted and skipped (the monitor dead-letters it with the
+reason). Outages of the broker or PostgreSQL are the loop's: wait, retry the same batch, never
+exit.
 
 Beside the loop, the learned stage benchmarks (``stage_benchmarks``) are refreshed once at
 start and then every ``history_benchmarks_refresh_seconds``.
 
 Scoring (``history_scoring``): once a model is current (``vectoros train``), every open deal a
 batch changed is scored in one batch call, as of just after its latest event; the scores go to
-``deal_scores`` and, before the batch is committed, to ``deal-scores``. The current model and
-the owners' records are looked up at start and every ``history_model_refresh_seconds``.
+``deal_scores`` and, before the batch is committed, to ``deal-scores``. With
+``history_scores_to_events``, the scores whose model version or probability changed (most events
+leave a calibrated score where it was) also go to ``deal-events`` as ``deal.scored`` events,
+keyed by deal id like the deal's own events: on the deal's partition, after the events they
+reflect, where the monitor folds them into the deal's state (this service skips them when it
+reads them back). The current model and the owners' records are looked up at start and every
+``history_model_refresh_seconds``. Time changes features too (days since the last activity, in
+the stage, to the close date): the first tick of each ``history_rescore_hours`` period of tick
+time scores every open deal again as of the period's start, in one batch call (deterministic on
+replay; a restart scores the current period once more, which changes nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,8 +43,10 @@ from consumer.history.metrics import HistoryMetrics
 from consumer.history.settings import HistorySettings
 from consumer.history.train import retrain_if_due
 from consumer.intelligence.features import OwnerRecord
-from consumer.intelligence.scoring import score_deals
-from schemas.events import DealEvent, Tick, event_adapter
+from consumer.intelligence.projection import DealHistory
+from consumer.intelligence.scoring import score_deals, score_event
+from schemas.events import DealEvent, DealScored, Tick, encode_event, event_adapter
+from schemas.scores import DealScore
 from vectoros.consume_loop import (
     OUTAGE_ERRORS,
     Broker,
@@ -67,9 +79,16 @@ class Retrain:
     holdout_days: float = 90
 
 
-def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> list[DealEvent]:
-    """The deal events of a batch; ticks dropped, invalid messages counted and skipped."""
-    events: list[DealEvent] = []
+class EventBatch(list[DealEvent]):
+    """The deal events of a fetched batch, and the latest tick time in it (0: none)."""
+
+    tick_ms: int = 0
+
+
+def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> EventBatch:
+    """The deal events of a batch; ticks and scores (``deal.scored``: this service's own
+    output, not a change of the deal) dropped, invalid messages counted and skipped."""
+    events = EventBatch()
     for recs in records.values():
         for rec in recs:
             if rec.value is None:
@@ -86,7 +105,9 @@ def decode_batch(records: Records, metrics: HistoryMetrics | None = None) -> lis
                     rec.offset,
                 )
                 continue
-            if not isinstance(event, Tick):
+            if isinstance(event, Tick):
+                events.tick_ms = max(events.tick_ms, round(event.at.timestamp() * 1000))
+            elif not isinstance(event, DealScored):
                 events.append(event)
     return events
 
@@ -101,6 +122,8 @@ class HistoryHandler:
         migrate_on_start: bool = True,
         refresh_seconds: float | None = None,
         scores_topic: str | None = None,
+        events_topic: str | None = None,
+        rescore_ms: int = 0,
         model_refresh_seconds: float = 300,
         retrain: Retrain | None = None,
     ) -> None:
@@ -109,11 +132,15 @@ class HistoryHandler:
         self._migrate = migrate_on_start
         self._refresh_seconds = refresh_seconds
         self._scores_topic = scores_topic
+        self._events_topic = events_topic  # where scores also go as deal.scored events
+        self._rescore_ms = rescore_ms  # rescore every open deal once per this much tick time
+        self._rescored_at = 0  # the last rescoring's time (a multiple of rescore_ms)
         self._model_refresh_seconds = model_refresh_seconds
         self._retrain = retrain
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
-        self.model: models.StoredModel | None = None
+        self.model: models.StoredModel | None = None  # the pooled one
+        self.models: dict[str, models.StoredModel] = {}  # every scope's current one
         self.owners = OwnerRecord()
 
     async def open(self, resources: Resources) -> None:
@@ -157,7 +184,7 @@ class HistoryHandler:
         )
         if result is not None:
             self.metrics.retrainings.labels(promoted=str(result.promoted).lower()).inc()
-            if result.promoted and self._scores_topic is not None:
+            if self._scores_topic is not None:  # a workspace's own model may be new too
                 await self.load_model()
 
     async def close(self) -> None:
@@ -169,42 +196,84 @@ class HistoryHandler:
         self._tasks.clear()
 
     async def load_model(self) -> None:
-        """The current model and the owners' records, looked up again."""
+        """The current models (pooled, and per workspace) and the owners' records, looked up
+        again."""
         assert self.pool is not None
-        model = await models.current_model(self.pool)
+        current = await models.current_models(self.pool)
         self.owners = await models.owner_record(self.pool)
-        if model is not None and (self.model is None or model.version != self.model.version):
-            logger.info("scoring open deals with model version %d", model.version)
-        self.model = model
+        before = {scope: m.version for scope, m in self.models.items()}
+        if {scope: m.version for scope, m in current.items()} != before:
+            logger.info(
+                "scoring open deals with model versions %s",
+                ", ".join(f"{scope} {m.version}" for scope, m in sorted(current.items())),
+            )
+        self.models = current
+        self.model = current.get("pooled")
 
-    def decode(self, records: Records) -> list[DealEvent]:
+    def score(self, histories: Sequence[DealHistory], at_ms: int | None = None) -> list[DealScore]:
+        """Each deal scored by its workspace's own model when it has one, else the pooled one;
+        one batch call per model."""
+        groups: dict[int, tuple[models.StoredModel, list[DealHistory]]] = {}
+        for h in histories:
+            m = self.models.get(models.workspace_scope(h.workspace_id)) or self.model
+            if m is not None:
+                groups.setdefault(m.version, (m, []))[1].append(h)
+        out: list[DealScore] = []
+        for m, group in groups.values():
+            out += score_deals(m.model, m.version, group, self.owners, at_ms=at_ms)
+        return out
+
+    def decode(self, records: Records) -> EventBatch:
         events = decode_batch(records, self.metrics)
         self.metrics.events_consumed.inc(len(events))
         return events
 
     async def handle(self, events: list[DealEvent], stop: asyncio.Event) -> Sequence[Output]:
-        if not events:
+        tick_ms = getattr(events, "tick_ms", 0)
+        rescore_at = 0
+        if self._rescore_ms and tick_ms:
+            rescore_at = tick_ms // self._rescore_ms * self._rescore_ms
+            if rescore_at <= self._rescored_at:
+                rescore_at = 0
+        scoring = self._scores_topic is not None and (self.model is not None or self.models)
+        if not events and not (rescore_at and scoring):
             return ()
         assert self.pool is not None
         started = time.perf_counter()
-        model = self.model
+        scores: list[DealScore] = []
+        changed: list[DealScore] = []
+        result = store.WriteResult()
         try:
             async with self.pool.acquire() as conn:
-                result = await store.write_events(conn, events)
-                if model is None or self._scores_topic is None:
-                    scores = []
-                else:
-                    scores = score_deals(model.model, model.version, result.histories, self.owners)
+                if events:
+                    result = await store.write_events(conn, events)
+                if scoring:
+                    scores = self.score(result.histories)
+                    if rescore_at:  # time changed every open deal's features: all of them again
+                        open_deals = await store.load_open_histories(conn)
+                        scores += self.score(open_deals, at_ms=rescore_at)
+                    if self._events_topic is not None:
+                        changed = await models.changed_scores(conn, scores)
                     await models.upsert_scores(conn, scores)
         except OUTAGE_ERRORS:
             self.metrics.db_errors.inc()
             raise
+        if rescore_at:
+            self._rescored_at = rescore_at
+            logger.info("open deals scored again as of %s", _utc(rescore_at))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.events_recorded.inc(result.events_inserted)
         self.metrics.deals_written.inc(result.deals_written)
         self.metrics.deals_scored.inc(len(scores))
         topic = self._scores_topic or ""
-        return [Output(topic, s.model_dump_json().encode(), s.deal_id.encode()) for s in scores]
+        out = [Output(topic, s.model_dump_json().encode(), s.deal_id.encode()) for s in scores]
+        if self._events_topic is not None:  # the monitor needs only the scores that changed
+            out += [
+                Output(self._events_topic, encode_event(score_event(s)), s.deal_id.encode())
+                for s in changed
+            ]
+            self.metrics.scores_to_events.inc(len(changed))
+        return out
 
     async def refresh_benchmarks(self) -> None:
         assert self.pool is not None
@@ -229,6 +298,10 @@ class HistoryHandler:
 
 
 HistoryService = ConsumeLoop[list[DealEvent]]
+
+
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
 
 
 def loop_options(settings: HistorySettings, pool: PgPool | None = None) -> LoopOptions:
@@ -272,6 +345,12 @@ def history_loop(
         migrate_on_start=settings.history_migrate_on_start,
         refresh_seconds=settings.history_benchmarks_refresh_seconds,
         scores_topic=settings.topic_scores if settings.history_scoring else None,
+        events_topic=(
+            settings.topic_events
+            if settings.history_scoring and settings.history_scores_to_events
+            else None
+        ),
+        rescore_ms=round(settings.history_rescore_hours * 3_600_000),
         model_refresh_seconds=settings.history_model_refresh_seconds,
         retrain=Retrain(
             after_outcomes=settings.history_retrain_after_outcomes,

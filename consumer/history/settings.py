@@ -37,6 +37,23 @@ class HistorySettings(KafkaSettings, DatabaseSettings):
         default=True,
         description="Score every open deal an event batch changes with the current model.",
     )
+    history_scores_to_events: bool = Field(
+        default=True,
+        description=(
+            "Also publish each score whose probability or model changed as a deal.scored event "
+            "on deal-events (the deal's own partition), where the monitor reads it for its "
+            "model-based rules."
+        ),
+    )
+    history_rescore_hours: float = Field(
+        default=24,
+        ge=0,
+        le=24 * 7,
+        description=(
+            "Score every open deal again once per this many hours of tick time (time changes "
+            "the features: days since the last activity, in stage, to the close date); 0: never."
+        ),
+    )
     history_model_refresh_seconds: float = Field(
         default=300, gt=0, description="How often the current model is looked up again."
     )

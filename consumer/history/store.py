@@ -52,6 +52,12 @@ _SELECT = (
 )
 
 
+_SELECT_OPEN = (
+    f"SELECT {', '.join(_COLUMNS)} FROM deal_history "  # noqa: S608
+    "WHERE deleted_at IS NULL AND outcome IS NULL ORDER BY workspace_id, deal_id"
+)
+
+
 def _ts(ms: int | None) -> dt.datetime | None:
     return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
@@ -147,6 +153,11 @@ async def load_histories(pool: PgPool, workspace: str | None = None) -> list[Dea
     """Every deal of ``workspace`` (all when ``None``) that was not deleted."""
     rows = await pool.fetch(_SELECT, workspace)
     return [history_of(r) for r in rows]
+
+
+async def load_open_histories(db: PgPool | PgConnection) -> list[DealHistory]:
+    """Every open deal (not closed, not deleted), of every workspace."""
+    return [history_of(r) for r in await db.fetch(_SELECT_OPEN)]
 
 
 async def refresh_benchmarks(db: PgPool | PgConnection) -> None:

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from consumer.history.models import current_model, save_model
+from consumer.history.models import current_model, save_model, workspace_scope
 from consumer.history.store import load_histories
 from consumer.intelligence.evaluation import Evaluation, better, evaluate
 from consumer.intelligence.metrics import Scores, score
@@ -26,6 +26,12 @@ class TrainResult:
     current: Scores | None
     current_version: int | None
     evaluation: Evaluation
+    scope: str = "pooled"
+
+
+PER_WORKSPACE_MIN_CLOSED = 200
+"""A workspace with this many closed deals gets its own model (scored with it); the others are
+scored with the pooled one (every workspace, the workspace a feature)."""
 
 
 async def train(
@@ -35,16 +41,20 @@ async def train(
     histories: Sequence[DealHistory] | None = None,
     scope: str = "pooled",
     max_iter: int = 200,
+    with_close: bool = True,
 ) -> TrainResult:
     """Train on the history (every workspace pooled, the workspace a feature) before the last
     ``holdout_days``; score the new model and the current one on that period; promote the new
-    one only if ``better``. ``NotEnoughHistory`` when there is too little to do it."""
+    one only if ``better``. ``NotEnoughHistory`` when there is too little to do it. With
+    ``with_close`` the close-date model is fitted too and stored with it (scores then carry
+    their close-date P10)."""
     if histories is None:
         histories = await load_histories(pool)
     # the fit is CPU work of seconds to minutes: off the event loop (a service keeps serving)
     result = await asyncio.to_thread(
-        evaluate, histories, holdout_days, with_close=False, max_iter=max_iter
+        evaluate, histories, holdout_days, with_close=with_close, max_iter=max_iter
     )
+    result.model.close = result.close  # stored with it: each score's close-date P10
     holdout = result.split.holdout
     new = result.scores["model"]
     current = await current_model(pool, scope)
@@ -83,7 +93,48 @@ async def train(
         current_scores,
         None if current is None else current.version,
         result,
+        scope,
     )
+
+
+async def train_all(
+    pool: PgPool,
+    *,
+    holdout_days: float = 90,
+    max_iter: int = 200,
+    with_close: bool = True,
+    min_closed: int = PER_WORKSPACE_MIN_CLOSED,
+) -> list[TrainResult]:
+    """The pooled model, then one per workspace with at least ``min_closed`` closed deals
+    (scope ``workspace:<id>``, trained on that workspace's history alone; each promoted only if
+    it beats that scope's current model). A workspace whose history is still too small for its
+    own split is skipped (logged). ``NotEnoughHistory`` when even the pooled one cannot train."""
+    from consumer.intelligence.evaluation import NotEnoughHistory
+
+    histories = await load_histories(pool)
+
+    async def fit(scope: str, own: Sequence[DealHistory]) -> TrainResult:
+        return await train(
+            pool,
+            holdout_days=holdout_days,
+            histories=own,
+            scope=scope,
+            max_iter=max_iter,
+            with_close=with_close,
+        )
+
+    results = [await fit("pooled", histories)]
+    closed: dict[str, int] = {}
+    for h in histories:
+        if h.outcome is not None:
+            closed[h.workspace_id] = closed.get(h.workspace_id, 0) + 1
+    for workspace in sorted(w for w, n in closed.items() if n >= min_closed):
+        own = [h for h in histories if h.workspace_id == workspace]
+        try:
+            results.append(await fit(workspace_scope(workspace), own))
+        except NotEnoughHistory as exc:
+            logger.info("no model of its own for workspace %s yet: %s", workspace, exc)
+    return results
 
 
 _DUE = """
@@ -137,7 +188,8 @@ async def retrain_if_due(
         try:
             logger.info("retraining: %d new outcomes since the last model's data", new)
             try:
-                return await train(pool, holdout_days=holdout_days, max_iter=max_iter)
+                results = await train_all(pool, holdout_days=holdout_days, max_iter=max_iter)
+                return results[0]  # the pooled one (the per-workspace ones are logged)
             except NotEnoughHistory as exc:
                 logger.info("not retraining yet: %s", exc)
                 return None

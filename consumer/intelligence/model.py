@@ -63,6 +63,9 @@ class WinModel:
     features: tuple[str, ...] = FEATURES
     workspaces: dict[str, int] = field(default_factory=dict)
     """The workspace feature's codes it was trained with (score with the same)."""
+    close: CloseModel | None = None
+    """The close-date model trained with it (``vectoros train``), for each score's P10; ``None``
+    in models stored before it was (their scores have no close date)."""
 
     def predict(self, rows: list[list[float]]) -> NDArray[np.float64]:
         """Calibrated probabilities of winning, one per row (batch: one call for all rows)."""

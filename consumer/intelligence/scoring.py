@@ -1,13 +1,16 @@
-"""Scoring open deals with the current model: one batch call for all of them (pure)."""
+"""Scoring open deals with the current model: one batch call for all of them (pure), with the
+close-date P10 of the close-date model stored with it, when it has one."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 
 from consumer.intelligence.features import OwnerRecord, features_at
 from consumer.intelligence.model import WinModel
 from consumer.intelligence.projection import DealHistory
+from schemas.events import DealScored
 from schemas.scores import DealScore, TopFactor
 
 
@@ -27,25 +30,63 @@ def score_deals(
     histories: Sequence[DealHistory],
     owners: OwnerRecord,
     top: int = 3,
+    *,
+    at_ms: int | None = None,
 ) -> list[DealScore]:
     """A score for each open deal of ``histories`` as of just after its latest event (so a
-    replay scores the same), with its ``top`` factors."""
+    replay scores the same), with its ``top`` factors. With ``at_ms`` (a tick: time changed the
+    features, e.g. the days since the last activity), as of ``at_ms`` instead, for the deals
+    whose latest event is before it (the others have a newer score already)."""
     deals = [h for h in histories if scorable(h)]
+    if at_ms is not None:
+        deals = [h for h in deals if (h.updated_ms or 0) < at_ms]
     if not deals:
         return []
-    at = [(h.updated_ms or 0) + 1 for h in deals]
+    at = [(h.updated_ms or 0) + 1 if at_ms is None else at_ms for h in deals]
     rows = [features_at(h, t, owners, model.workspaces) for h, t in zip(deals, at, strict=True)]
     probabilities, factors = model.explain(rows, top)
+    close = getattr(model, "close", None)  # None in a model pickled before it had one
+    p10: list[dt.date | None] = [None] * len(deals)
+    if close is not None:
+        days = close.predict(rows)[0]
+        p10 = [_day_after(t, float(d)) for t, d in zip(at, days, strict=True)]
     return [
         DealScore(
             workspace_id=h.workspace_id,
             deal_id=h.deal_id,
-            as_of=dt.datetime.fromtimestamp((h.updated_ms or 0) / 1000, dt.UTC),
+            as_of=dt.datetime.fromtimestamp(
+                ((h.updated_ms or 0) if at_ms is None else at_ms) / 1000, dt.UTC
+            ),
             model_version=version,
             win_probability=min(1.0, max(0.0, float(p))),
             rep_probability=h.probability,
             stage=h.stage,
             top_factors=[TopFactor(feature=f, effect=e) for f, e in why],
+            close_p10=low,
         )
-        for h, p, why in zip(deals, probabilities, factors, strict=True)
+        for h, p, why, low in zip(deals, probabilities, factors, p10, strict=True)
     ]
+
+
+def _day_after(at_ms: int, days: float) -> dt.date:
+    """The date ``days`` after the instant ``at_ms`` (UTC)."""
+    return (dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC) + dt.timedelta(days=days)).date()
+
+
+def score_event(score: DealScore) -> DealScored:
+    """``score`` as a ``deal.scored`` event for ``deal-events`` (where the monitor folds it into
+    the deal's state), at its ``as_of``, with an id derived from the deal, the model version and
+    ``as_of``: the same score published again (a replay) is the same event."""
+    as_of_ms = round(score.as_of.timestamp() * 1000)
+    name = f"{score.workspace_id}\x1f{score.deal_id}\x1f{score.model_version}\x1f{as_of_ms}"
+    digest = hashlib.blake2b(name.encode(), digest_size=12).hexdigest()
+    return DealScored(
+        event_id=f"score-{digest}",
+        workspace_id=score.workspace_id,
+        deal_id=score.deal_id,
+        occurred_at=score.as_of,
+        model_version=score.model_version,
+        win_probability=score.win_probability,
+        top_factors=list(score.top_factors),
+        close_p10=score.close_p10,
+    )

@@ -26,6 +26,9 @@ MODULES: tuple[str, ...] = (
     "ghosting",
     "meeting_cadence_drop",
     "single_threaded",
+    "forecast_risk",
+    "win_probability_drop",
+    "close_date_unrealistic",
 )
 
 

@@ -270,9 +270,50 @@ async def test_outcome_learning_retrains_after_enough_new_outcomes(pool: PgPool)
     assert is_due
     assert new >= 50
     await handler.retrain_if_due()
-    assert [r["version"] for r in await versions(pool)] == [1, 2]
+    # a second pooled version (the workspaces' own models took version numbers too)
+    pooled = [r["version"] for r in await versions(pool)]
+    assert len(pooled) == 2
+    assert pooled[0] == 1
     trained = sum(
         registry.get_sample_value("vectoros_history_retrainings_total", {"promoted": p}) or 0
         for p in ("true", "false")
     )
     assert trained == 2
+
+
+async def test_a_workspace_with_enough_closed_deals_gets_its_own_model(pool: PgPool) -> None:
+    """``train_all``: the pooled model, and one of its own for a workspace with enough closed
+    deals (trained on its deals alone); its deals are then scored with it, the others with the
+    pooled one."""
+    from collections import Counter
+
+    from prometheus_client import CollectorRegistry
+
+    from consumer.history.metrics import HistoryMetrics
+    from consumer.history.models import current_models
+    from consumer.history.service import HistoryHandler
+    from consumer.history.train import train_all
+
+    histories = generate_histories(SPEC)
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, histories)
+    closed = Counter(h.workspace_id for h in histories if h.outcome is not None)
+    big, small = sorted(closed, key=lambda w: closed[w], reverse=True)
+    assert closed[big] > closed[small] >= 200
+    results = await train_all(
+        pool, holdout_days=150, max_iter=40, with_close=False, min_closed=closed[big]
+    )
+    own = f"workspace:{big}"
+    assert [(r.scope, r.promoted) for r in results] == [("pooled", True), (own, True)]
+    current = await current_models(pool)
+    assert set(current) == {"pooled", own}
+    assert current[own].model.workspaces == {big: 0}  # its own deals only
+    handler = HistoryHandler(HistoryMetrics(CollectorRegistry()), scores_topic="scores")
+    handler.pool = pool
+    await handler.load_model()
+    open_deals = [h for h in histories if h.outcome is None and h.deleted_ms is None]
+    assert {h.workspace_id for h in open_deals} == {big, small}
+    scores = {s.deal_id: s for s in handler.score(open_deals)}
+    assert len(scores) == len(open_deals)
+    versions_used = {(h.workspace_id, scores[h.deal_id].model_version) for h in open_deals}
+    assert versions_used == {(big, current[own].version), (small, current["pooled"].version)}

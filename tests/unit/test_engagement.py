@@ -212,7 +212,7 @@ def test_a_deal_with_engagement_packs_and_unpacks() -> None:
         meeting("m2", "scheduled", 9, 4),
     )
     data = pack(deal, T0_MS + 7 * DAY_MS)
-    assert data[0] == FORMAT == 3
+    assert data[0] == FORMAT
     assert unpack("d1", data) == deal
     assert deadline_of(data) == T0_MS + 7 * DAY_MS
     plain = replace(deal, engagement=None)

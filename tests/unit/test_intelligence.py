@@ -198,3 +198,29 @@ def test_open_deals_are_scored_in_one_batch_with_their_top_factors() -> None:
         effects = [abs(f.effect) for f in s.top_factors]
         assert effects == sorted(effects, reverse=True)
         assert {f.feature for f in s.top_factors} <= set(FEATURES)
+
+
+def test_scores_carry_the_close_date_p10_of_the_close_model_stored_with_the_model() -> None:
+    from consumer.intelligence.scoring import score_deals
+
+    histories = generate_histories(HistorySpec(deals=600, days=400, seed=5))
+    result = evaluate(histories, holdout_days=120, max_iter=20, with_close=True)
+    model, close = result.model, result.close
+    assert close is not None
+    owners = OwnerRecord.of(histories)
+    without = score_deals(model, 1, histories, owners)
+    assert without
+    assert {s.close_p10 for s in without} == {None}  # no close model: no close date
+    old = copy.copy(model)
+    del old.__dict__["close"]  # a model pickled before it had a close model
+    assert {s.close_p10 for s in score_deals(loads(old.dumps()), 1, histories, owners)} == {None}
+    model.close = close
+    again = loads(model.dumps())  # stored and read back with it
+    scores = score_deals(again, 1, histories, owners)
+    assert [s.win_probability for s in scores] == [s.win_probability for s in without]
+    open_deals = [h for h in histories if h.outcome is None]
+    rows = [features_at(h, (h.updated_ms or 0) + 1, owners, model.workspaces) for h in open_deals]
+    days = close.predict(rows)[0]
+    for s, d in zip(scores, days, strict=True):
+        assert s.close_p10 == (s.as_of + dt.timedelta(milliseconds=1, days=float(d))).date()
+        assert s.close_p10 >= s.as_of.date()

@@ -15,6 +15,7 @@ from schemas.events import (
     DealDeleted,
     DealEvent,
     DealFields,
+    DealScored,
     DealUpdated,
     EmailLogged,
     MeetingLogged,
@@ -265,6 +266,25 @@ def _captured_then_silent(deal_id: str) -> list[DealEvent]:
     return out
 
 
+def scored(
+    probability: float,
+    at: dt.datetime,
+    deal_id: str = "d1",
+    close_p10: dt.date | None = None,
+    factors: tuple[tuple[str, float], ...] = (),
+) -> DealScored:
+    return DealScored(
+        event_id=eid(),
+        workspace_id="ws",
+        deal_id=deal_id,
+        occurred_at=at,
+        model_version=1,
+        win_probability=probability,
+        top_factors=[{"feature": f, "effect": e} for f, e in factors],
+        close_p10=close_p10,
+    )  # type: ignore[arg-type]
+
+
 def test_rendered_insights_are_valid_insight_events() -> None:
     """The renderer writes JSON directly; every rule and lifecycle must be a valid
     ``InsightEvent`` whose routing fields agree with the JSON."""
@@ -274,6 +294,17 @@ def test_rendered_insights_are_valid_insight_events() -> None:
         p.apply(created(probability=5, value=50_000, close_date=T0.date() + dt.timedelta(days=3))),
         *(p.apply(activity(at=T0)) for _ in range(4)),  # a baseline that then goes silent
         *(p.apply(e) for e in _captured_then_silent("d9")),
+        p.apply(created("d8", close_date=T0.date() + dt.timedelta(days=3))),
+        p.apply(scored(0.7, T0, "d8")),
+        p.apply(
+            scored(
+                0.3,
+                T0 + dt.timedelta(hours=1),
+                "d8",
+                T0.date() + dt.timedelta(days=40),
+                (("stage", -0.2),),
+            )
+        ),
         p.tick(tick(4)),
         p.tick(tick(9)),
         p.tick(tick(40)),

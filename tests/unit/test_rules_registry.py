@@ -20,7 +20,15 @@ from consumer.rules import RULES, assess, evaluate, fired, fused, next_deadline
 from consumer.rules.base import Finding, Rule, Text, Thresholds
 from consumer.rules.catalog import stale_deal
 from consumer.rules.registry import check, keys, readme_table
-from consumer.state import DAY_MS, DealState, Engagement, OpenInsight, record_activity
+from consumer.state import (
+    DAY_MS,
+    DealState,
+    Engagement,
+    OpenInsight,
+    Score,
+    pack_scored_days,
+    record_activity,
+)
 from consumer.templates import render
 from consumer.thresholds import RuleThresholds
 from schemas.events import Stage
@@ -97,8 +105,26 @@ engagements = st.one_of(
 )
 """Captured email and meetings (or none): stale_deal's hold-off runs in the fused pass too."""
 
+scores = st.one_of(
+    st.none(),
+    st.builds(
+        lambda p, p10, daily: Score(
+            NOW0 - DAY_MS,
+            1,
+            p,
+            None if p10 is None else NOW0 // DAY_MS + p10,
+            "stage (-3.5 pts)",
+            pack_scored_days([(NOW0 // DAY_MS - d, q) for d, q in daily.items()]),
+        ),
+        p=st.floats(0, 100),
+        p10=st.one_of(st.none(), st.integers(-30, 150)),
+        daily=st.dictionaries(st.integers(0, 7), st.floats(0, 100), max_size=8),
+    ),
+)
+"""The model's score (or none): the model-based rules run only on a deal that has one."""
+
 deals = st.builds(
-    lambda value, probability, stage, close_in, inactive, in_stage, activity, open_, eng: _deal(
+    lambda value, probability, stage, close_in, inactive, in_stage, activity, open_, eng, sc: _deal(
         value=value,
         probability=probability,
         stage=stage,
@@ -108,6 +134,7 @@ deals = st.builds(
         activity=_history([T0 // DAY_MS + 100 - d for d in activity]),
         open=tuple(OpenInsight(r, p, T0) for r, p in open_.items()),
         engagement=eng,
+        score=sc,
     ),
     value=st.one_of(st.none(), st.floats(0, 300_000)),
     probability=st.one_of(st.none(), st.floats(0, 100)),
@@ -119,6 +146,7 @@ deals = st.builds(
     activity=st.lists(st.integers(-5, 95), max_size=40),
     open_=st.dictionaries(st.sampled_from(list(RuleName)), st.sampled_from(list(Priority))),
     eng=engagements,
+    sc=scores,
 )
 
 only_velocity = st.builds(
@@ -262,6 +290,12 @@ def test_rule_text_has_no_holes_with_fields_missing(
         ),
         stage=Stage.NEGOTIATION if rule.name is RuleName.SINGLE_THREADED else Stage.LEAD,
     )
+    if "score" in rule.needs:  # the model 40 points below the rep, 35 below its peak, P10 late
+        today = now // DAY_MS
+        daily = [(today - 3, 55.0), (today - 1, 20.0)]
+        factors = "stage_days (-12.0 pts)"
+        score = Score(now - DAY_MS, 1, 20.0, today + 30, factors, pack_scored_days(daily))
+        deal = replace(deal, probability=60, stage=Stage.NEGOTIATION, score=score)
     deal = replace(deal, **dict.fromkeys(missing))
     finding = rule.find(deal, now, TH)
     if set(missing) & set(rule.needs):

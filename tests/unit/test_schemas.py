@@ -17,6 +17,7 @@ from schemas.events import (
     DealCreated,
     DealDeleted,
     DealFields,
+    DealScored,
     DealUpdated,
     EmailLogged,
     MeetingLogged,
@@ -130,6 +131,23 @@ VALID: list[tuple[str, dict[str, Any], type[object]]] = [
         },
         MeetingLogged,
     ),
+    (
+        "scored",
+        {
+            **BASE,
+            "type": "deal.scored",
+            "model_version": 3,
+            "win_probability": 0.42,
+            "top_factors": [{"feature": "days_since_activity", "effect": -0.12}],
+            "close_p10": "2025-04-30",
+        },
+        DealScored,
+    ),
+    (
+        "scored minimal",
+        {**BASE, "type": "deal.scored", "model_version": 1, "win_probability": 1},
+        DealScored,
+    ),
     ("tick", {"schema_version": 1, "type": "tick", "at": "2025-03-01T10:00:00Z"}, Tick),
     ("tick with id", {"type": "tick", "event_id": "t-1", "at": "2025-03-01T12:00:00+02:00"}, Tick),
 ]
@@ -179,6 +197,12 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
     ("naive tick", {"type": "tick", "at": "2025-03-01T10:00:00"}, "at", "timezone_aware"),
     ("probability -1", ev(probability=-1), "probability", "greater_than_equal"),
     ("probability 101", ev(probability=101), "probability", "less_than_equal"),
+    (
+        "model probability above 1",
+        {**BASE, "type": "deal.scored", "model_version": 1, "win_probability": 1.5},
+        "win_probability",
+        "less_than_equal",
+    ),
     ("negative value", ev(value=-0.01), "value", "greater_than_equal"),
     (
         "negative closed value",

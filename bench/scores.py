@@ -1,0 +1,81 @@
+"""Scoring on against scoring off: the monitor on the same deal events without and with the
+model's scores on ``deal-events``.
+
+``vectoros history`` scores each open deal that an event batch changed and publishes a
+``deal.scored`` event on the deal's partition, after the events it reflects, when the score's
+probability (or model) changed. In a live stream a deal's events are days apart, so each lands in
+its own history batch. How often a calibrated score changes, and by how much, was measured on the
+simulator's history with a trained model (3,000 deals, every event of 1,500 of them scored): 59 %
+of events change it, by 12 points on average when they do (the isotonic calibration is a step
+function: the other 41 % leave it on its step). ``with_scores`` adds that to the throughput
+dataset: after each deal event but a close or a deletion, with probability ``SHARE``, a score at
+the same time (the probability a random walk with steps of ``STEP``, three top factors, a
+close-date P10). Both are reported: deal events/s (what the pipeline is for) and records/s
+(scores included), and their ratio on / off.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import orjson
+
+from bench.data import DAY_MS, Dataset, day_iso
+from bench.env import Record
+
+SHARE = 0.59
+STEP = 0.155  # the standard deviation of a change: mean absolute change ~12 points
+FACTORS = ("days_since_activity", "stage", "owner_win_rate", "close_pushes", "activities_30d")
+
+
+def with_scores(
+    data: Dataset, *, share: float = SHARE, step: float = STEP, seed: int = 17
+) -> tuple[Dataset, int]:
+    """``data`` with a ``deal.scored`` record after a ``share`` of the deal events of open
+    deals; the new dataset and how many scores it holds."""
+    rng = random.Random(seed)
+    probability: dict[bytes, float] = {}
+    parts: dict[int, list[Record]] = {}
+    scores = 0
+    for partition, records in data.partitions.items():
+        out: list[Record] = []
+        for key, value, headers in records:
+            out.append((key, value, headers))
+            if key is None:  # a tick
+                continue
+            event = orjson.loads(value)
+            if event["type"] in ("deal.closed", "deal.deleted"):
+                probability.pop(key, None)
+                continue
+            if rng.random() >= share:
+                continue
+            p = probability.get(key)
+            p = rng.uniform(0.25, 0.65) if p is None else p + rng.gauss(0, step)
+            p = probability[key] = min(0.99, max(0.01, p))
+            day = _day(event["occurred_at"])
+            factors = rng.sample(FACTORS, 3)
+            body = {
+                "schema_version": 1,
+                "type": "deal.scored",
+                "event_id": f"score-{partition}-{scores:010d}",
+                "workspace_id": event["workspace_id"],
+                "deal_id": event["deal_id"],
+                "occurred_at": event["occurred_at"],
+                "model_version": 1,
+                "win_probability": round(p, 4),
+                "top_factors": [
+                    {"feature": f, "effect": round(rng.uniform(-0.15, 0.15), 4)} for f in factors
+                ],
+                "close_p10": day_iso(day + rng.randint(10, 60)),
+            }
+            out.append((key, orjson.dumps(body), None))
+            scores += 1
+        parts[partition] = out
+    scored = Dataset(data.deals, data.deal_events + scores, data.ticks, parts, data.clock_end_ms)
+    return scored, scores
+
+
+def _day(occurred_at: str) -> int:
+    """The day number of an RFC 3339 timestamp (``bench.data.iso``)."""
+    return int(dt.datetime.fromisoformat(occurred_at).timestamp() * 1000) // DAY_MS
