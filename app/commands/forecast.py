@@ -38,6 +38,13 @@ def forecast() -> None:
     default=None,
     help="Also one forecast per owner of each workspace.",
 )
+@click.option(
+    "--scenario",
+    "scenario_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A what-if YAML file (docs/forecast.md): shown as the change from the baseline.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 def forecast_run(
     as_of: str,
@@ -47,16 +54,21 @@ def forecast_run(
     simulations: int,
     seed: int | None,
     by: str | None,
+    scenario_file: str | None,
     as_json: bool,
 ) -> None:
     """Forecast a period's revenue from the deal history as known at --as-of: P10/P50/P90,
     expected value, weighted pipeline, commit/best-case/pipeline roll-up, and with --target
-    the gap and the probability of reaching it. Stored in the forecasts table."""
+    the gap, the probability of reaching it and the deals that close the gap most. With
+    --scenario, the forecast under it as the change from the baseline. Stored in the
+    forecasts table (the baseline only)."""
     import datetime as dt
+    from pathlib import Path
 
     import orjson
 
     from consumer.forecast.pipeline import PeriodSpec
+    from consumer.forecast.scenario import Scenario
     from consumer.forecast.service import WorkspaceForecast, forecast_workspaces, store
     from consumer.history.store import load_histories
     from vectoros.settings import DatabaseSettings
@@ -74,20 +86,30 @@ def forecast_run(
         raise click.BadParameter(
             f"{at.isoformat()} is not before the end of {spec.name}", param_hint="'--as-of'"
         )
+    scenario = None
+    if scenario_file is not None:
+        try:
+            scenario = Scenario.from_yaml(Path(scenario_file).read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--scenario'") from None
     dsn = load_settings(DatabaseSettings).dsn()
 
     async def go(pool: Any) -> list[WorkspaceForecast]:
         histories = await load_histories(pool, workspace)
-        results = forecast_workspaces(
-            histories,
-            at,
-            spec,
-            workspace=workspace,
-            target=target,
-            simulations=simulations,
-            seed=seed,
-            by_owner=by == "owner",
-        )
+        try:
+            results = forecast_workspaces(
+                histories,
+                at,
+                spec,
+                workspace=workspace,
+                target=target,
+                simulations=simulations,
+                seed=seed,
+                by_owner=by == "owner",
+                scenario=scenario,
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--scenario'") from None
         await store(pool, results)
         return results
 
@@ -141,4 +163,63 @@ def _print_forecasts(results: Sequence[Any]) -> None:
             share(f.p_reach),
             ratio(f.coverage),
         )
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(table)
+    for r in results:
+        if r.result.target is not None:
+            _print_gap_closers(console, r, money, share)
+        if r.scenario is not None:
+            _print_scenario(console, r, money, share)
+
+
+def _print_gap_closers(console: Any, r: Any, money: Any, share: Any) -> None:
+    from rich.table import Table
+
+    if not r.gap_closers:
+        console.print(f"{r.workspace_id}: no open deal raises the probability of the target")
+        return
+    table = Table(
+        title=f"What closes the gap in {r.workspace_id}: P(target) {share(r.result.p_reach)} now"
+    )
+    for name in ("deal", "value", "P(win)", "P(target) if won", "lift"):
+        table.add_column(name, justify="left" if name == "deal" else "right")
+    for g in r.gap_closers:
+        table.add_row(
+            g.deal_id,
+            money(g.value),
+            share(g.probability),
+            share(g.p_reach_if_won),
+            f"{100 * g.lift:+.1f} pts",
+        )
+    console.print(table)
+
+
+def _print_scenario(console: Any, r: Any, money: Any, share: Any) -> None:
+    from rich.table import Table
+
+    sc = r.scenario
+    title = f"Scenario {sc.name or ''} in {r.workspace_id}: " + ("; ".join(sc.changes) or "none")
+    table = Table(title=title)
+    table.add_column("")
+    labels = ("P10", "P50", "P90", "expected", "weighted", "pipeline", "P(target)")
+    for name in labels:
+        table.add_column(name, justify="right")
+    fields = ("p10", "p50", "p90", "expected", "weighted_pipeline", "pipeline", "p_reach")
+
+    def row(f: Any) -> list[str]:
+        return [money(getattr(f, n)) for n in fields[:-1]] + [share(f.p_reach)]
+
+    table.add_row("baseline", *row(sc.baseline))
+    table.add_row("scenario", *row(sc.result))
+    change = sc.change()
+
+    def signed(x: float | None) -> str:
+        return "" if x is None else f"{x:+,.0f}"
+
+    pts = change["p_reach"]
+    table.add_row(
+        "change",
+        *[signed(change[n]) for n in fields[:-1]],
+        "" if pts is None else f"{100 * pts:+.1f} pts",
+    )
+    console.print(table)

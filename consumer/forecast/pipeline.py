@@ -103,6 +103,7 @@ def pipeline_at(histories: Iterable[DealHistory], at: dt.datetime, period: Perio
     start_ms = round(period.start.timestamp() * 1000)
     ids: list[str] = []
     owners: list[str] = []
+    stages: list[str] = []
     value: list[float] = []
     prob: list[float] = []
     p10: list[float] = []
@@ -129,6 +130,7 @@ def pipeline_at(histories: Iterable[DealHistory], at: dt.datetime, period: Perio
         lo, hi = close_spread(mid)
         ids.append(h.deal_id)
         owners.append(past.owner_id or "")
+        stages.append(past.stage or "")
         value.append(past.value or 0.0)
         prob.append(p)
         p10.append(lo)
@@ -144,5 +146,53 @@ def pipeline_at(histories: Iterable[DealHistory], at: dt.datetime, period: Perio
         np.asarray(p50, dtype=float),
         np.asarray(p90, dtype=float),
         tuple(owners),
+        tuple(stages),
     )
     return Pipeline(deals, won, won_deals)
+
+
+@dataclass(frozen=True)
+class CreationRates:
+    """How new pipeline came in during the ``lookback_days`` before an as-of time."""
+
+    lookback_days: float
+    created: int
+    """Deals created in the window."""
+    per_day: float
+    mean_value: float
+    """Of the deals created in the window, as known at the as-of time (0 when none)."""
+    win_rate: float
+    """Won / (won + lost) of the deals closed in the window (0 when none closed)."""
+    cycle_days: float
+    """Median days from creation to a win, of the deals won in the window (the default
+    ``DEFAULT_DAYS_TO_CLOSE`` when none)."""
+
+
+def creation_rates(
+    histories: Iterable[DealHistory], at: dt.datetime, lookback_days: float
+) -> CreationRates:
+    """The historical creation and conversion rates, from what was known before ``at``."""
+    t = round(at.timestamp() * 1000)
+    since = t - round(lookback_days * DAY_MS)
+    values: list[float] = []
+    won = lost = 0
+    cycles: list[float] = []
+    for h in histories:
+        if h.created_ms is None or (h.deleted_ms is not None and h.deleted_ms < t):
+            continue
+        if since <= h.created_ms < t:
+            values.append(as_of(h, t).value or 0.0)
+        if h.closed_ms is not None and since <= h.closed_ms < t:
+            if h.outcome == "won":
+                won += 1
+                cycles.append((h.closed_ms - h.created_ms) / DAY_MS)
+            elif h.outcome == "lost":
+                lost += 1
+    return CreationRates(
+        lookback_days=lookback_days,
+        created=len(values),
+        per_day=len(values) / lookback_days,
+        mean_value=float(np.mean(values)) if values else 0.0,
+        win_rate=won / (won + lost) if won + lost else 0.0,
+        cycle_days=float(np.median(cycles)) if cycles else DEFAULT_DAYS_TO_CLOSE,
+    )

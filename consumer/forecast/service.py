@@ -4,6 +4,7 @@ its row). Every statement is parameterised."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -11,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from consumer.forecast.pipeline import PeriodSpec, pipeline_at
-from consumer.forecast.simulate import SIMULATIONS, Forecast, forecast
+from consumer.forecast import scenario as what_if
+from consumer.forecast.pipeline import PeriodSpec, creation_rates, pipeline_at
+from consumer.forecast.simulate import SIMULATIONS, Forecast, GapCloser, forecast, gap_closers
 from consumer.intelligence.projection import DealHistory
 from vectoros.db import PgConnection, PgPool
 
@@ -20,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 WORKSPACE_SCOPE = "workspace"
 OWNER_SCOPE = "owner:"
+GAP_CLOSERS = 10
+CHANGE_FIELDS = ("p10", "p50", "p90", "expected", "weighted_pipeline", "pipeline", "p_reach")
 
 _UPSERT = """
 INSERT INTO forecasts (workspace_id, scope, period, as_of, period_start, period_end,
@@ -40,6 +44,32 @@ ON CONFLICT (workspace_id, scope, period, as_of) DO UPDATE SET
 
 
 @dataclass(frozen=True)
+class ScenarioForecast:
+    """The forecast under a scenario, beside the baseline it changes."""
+
+    name: str | None
+    changes: tuple[str, ...]
+    result: Forecast
+    baseline: Forecast
+
+    def change(self) -> dict[str, float | None]:
+        """Scenario - baseline of each headline number (None where either has none)."""
+        out: dict[str, float | None] = {}
+        for name in CHANGE_FIELDS:
+            after, before = getattr(self.result, name), getattr(self.baseline, name)
+            out[name] = None if after is None or before is None else after - before
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "changes": list(self.changes),
+            "forecast": self.result.to_json(),
+            "change": self.change(),
+        }
+
+
+@dataclass(frozen=True)
 class WorkspaceForecast:
     workspace_id: str
     scope: str
@@ -47,9 +77,12 @@ class WorkspaceForecast:
     as_of: dt.datetime
     seed: int | None
     result: Forecast
+    gap_closers: tuple[GapCloser, ...] = ()
+    """With a target: the open deals whose win in the period raises P(target) most."""
+    scenario: ScenarioForecast | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "workspace_id": self.workspace_id,
             "scope": self.scope,
             "period": self.period.name,
@@ -57,6 +90,11 @@ class WorkspaceForecast:
             "seed": self.seed,
             **self.result.to_json(),
         }
+        if self.result.target is not None:
+            out["gap_closers"] = [g.to_json() for g in self.gap_closers]
+        if self.scenario is not None:
+            out["scenario"] = self.scenario.to_json()
+        return out
 
 
 def forecast_workspaces(
@@ -69,11 +107,18 @@ def forecast_workspaces(
     simulations: int = SIMULATIONS,
     seed: int | None = None,
     by_owner: bool = False,
+    scenario: what_if.Scenario | None = None,
+    gap_top: int = GAP_CLOSERS,
 ) -> list[WorkspaceForecast]:
     """One forecast per workspace of ``histories`` (only ``workspace`` when given, even if it
     has no deal), in workspace order; one random generator from ``seed`` for all of them. With
     ``by_owner``, each workspace's is followed by one per owner (scope ``owner:<id>``, the
-    deal's current owner, no target), in owner order."""
+    deal's current owner, no target), in owner order.
+
+    With a ``target``, each workspace forecast lists its ``gap_top`` gap closers; with a
+    ``scenario``, it carries the forecast under the scenario too. Both draw from copies of the
+    generator as it was for the baseline (common random numbers), so their differences from the
+    baseline come from what they change, not from other random draws."""
     if at >= period.end:
         raise ValueError(f"the as-of time {at.isoformat()} is not before the end of {period.name}")
     by_workspace: dict[str, list[DealHistory]] = {}
@@ -82,14 +127,53 @@ def forecast_workspaces(
     for h in histories:
         if workspace is None or h.workspace_id == workspace:
             by_workspace.setdefault(h.workspace_id, []).append(h)
+    if scenario is not None and scenario.set:
+        open_ids = {
+            d for ws in by_workspace.values() for d in pipeline_at(ws, at, period).deals.ids
+        }
+        for s in scenario.set:
+            if s.deal not in open_ids:
+                raise ValueError(f"deal {s.deal!r} of the scenario is not open at the as-of time")
     rng = np.random.default_rng(seed)
     out = []
     for ws in sorted(by_workspace):
         pipe = pipeline_at(by_workspace[ws], at, period)
-        result = forecast(
-            pipe.deals, period.relative_to(at), rng, won=pipe.won, n=simulations, target=target
-        )
-        out.append(WorkspaceForecast(ws, WORKSPACE_SCOPE, period, at, seed, result))
+        rel = period.relative_to(at)
+        start = copy.deepcopy(rng)
+        result = forecast(pipe.deals, rel, rng, won=pipe.won, n=simulations, target=target)
+        closers: tuple[GapCloser, ...] = ()
+        if target is not None:
+            _, found = gap_closers(
+                pipe.deals,
+                rel,
+                copy.deepcopy(start),
+                target=target,
+                won=pipe.won,
+                n=simulations,
+                top=gap_top,
+            )
+            closers = tuple(found)
+        under = None
+        if scenario is not None:
+            rates = None
+            if scenario.new_pipeline is not None:
+                lookback = scenario.new_pipeline.lookback_days
+                rates = creation_rates(by_workspace[ws], at, lookback)
+            changed = what_if.apply(scenario, pipe.deals, pipe.won, rel, rates, only_open=True)
+            under = ScenarioForecast(
+                scenario.name,
+                changed.changes,
+                forecast(
+                    changed.deals,
+                    rel,
+                    copy.deepcopy(start),
+                    won=changed.won,
+                    n=simulations,
+                    target=target,
+                ),
+                result,
+            )
+        out.append(WorkspaceForecast(ws, WORKSPACE_SCOPE, period, at, seed, result, closers, under))
         if not by_owner:
             continue
         owners: dict[str, list[DealHistory]] = {}

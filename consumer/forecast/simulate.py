@@ -13,6 +13,7 @@ bounded (``CHUNK_CELLS`` draws at a time) whatever ``n`` * deals.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,13 +43,19 @@ class OpenDeals:
     close_p90: FloatArray
     """Days after the as-of time."""
     owners: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
+    """The stage at the as-of time ("" when unknown); scenarios select deals by it."""
 
     def __post_init__(self) -> None:
         n = len(self.ids)
         for name in ("value", "probability", "rep_probability", "close_p10", "close_p50"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries, not {n}")
-        if len(self.close_p90) != n or (self.owners and len(self.owners) != n):
+        if (
+            len(self.close_p90) != n
+            or (self.owners and len(self.owners) != n)
+            or (self.stages and len(self.stages) != n)
+        ):
             raise ValueError("every array needs one entry per deal")
 
     def __len__(self) -> int:
@@ -64,6 +71,7 @@ class OpenDeals:
             self.close_p50[keep],
             self.close_p90[keep],
             tuple(o for o, k in zip(self.owners, keep, strict=True) if k) if self.owners else (),
+            tuple(s for s, k in zip(self.stages, keep, strict=True) if k) if self.stages else (),
         )
 
 
@@ -129,6 +137,24 @@ def close_days(u: FloatArray, p10: FloatArray, p50: FloatArray, p90: FloatArray)
     return np.maximum(np.where(u < 0.5, low, high), 0.0)
 
 
+def _landings(
+    deals: OpenDeals, period: Period, n: int, rng: np.random.Generator
+) -> Iterator[NDArray[np.bool_]]:
+    """Chunks of the simulations x deals matrix "won and closed inside the period", each of at
+    most ``CHUNK_CELLS`` cells (at least one simulation), in simulation order."""
+    if n < 1:
+        raise ValueError("at least one simulation")
+    d = len(deals)
+    if d == 0:
+        return
+    chunk = max(1, CHUNK_CELLS // d)
+    for begin in range(0, n, chunk):
+        rows = min(chunk, n - begin)
+        wins = rng.random((rows, d)) < deals.probability
+        days = close_days(rng.random((rows, d)), deals.close_p10, deals.close_p50, deals.close_p90)
+        yield wins & (days >= period.start) & (days < period.end)
+
+
 def revenue_draws(
     deals: OpenDeals, period: Period, n: int, rng: np.random.Generator, won: float = 0.0
 ) -> FloatArray:
@@ -136,17 +162,79 @@ def revenue_draws(
     if n < 1:
         raise ValueError("at least one simulation")
     out = np.full(n, float(won))
-    d = len(deals)
-    if d == 0:
-        return out
-    chunk = max(1, CHUNK_CELLS // d)
-    for begin in range(0, n, chunk):
-        rows = min(chunk, n - begin)
-        wins = rng.random((rows, d)) < deals.probability
-        days = close_days(rng.random((rows, d)), deals.close_p10, deals.close_p50, deals.close_p90)
-        lands = wins & (days >= period.start) & (days < period.end)
+    begin = 0
+    for lands in _landings(deals, period, n, rng):
+        rows = len(lands)
         out[begin : begin + rows] += lands.astype(np.float64) @ deals.value
+        begin += rows
     return out
+
+
+@dataclass(frozen=True)
+class GapCloser:
+    """One open deal and what winning it inside the period does to the chance of the target."""
+
+    deal_id: str
+    value: float
+    probability: float
+    p_reach_if_won: float
+    lift: float
+    """``p_reach_if_won`` - the probability of reaching the target as things stand."""
+
+    def to_json(self) -> dict[str, str | float]:
+        return {
+            "deal_id": self.deal_id,
+            "value": self.value,
+            "probability": self.probability,
+            "p_reach_if_won": self.p_reach_if_won,
+            "lift": self.lift,
+        }
+
+
+def gap_closers(
+    deals: OpenDeals,
+    period: Period,
+    rng: np.random.Generator,
+    *,
+    target: float,
+    won: float = 0.0,
+    n: int = SIMULATIONS,
+    top: int = 10,
+) -> tuple[float, list[GapCloser]]:
+    """The probability of reaching ``target``, and the ``top`` open deals ranked by how much
+    winning each one inside the period raises it (largest lift first, then value, then id;
+    only deals with a positive lift).
+
+    One set of ``n`` simulations serves every deal (common random numbers): in each, forcing
+    deal ``i`` won inside the period adds its value unless it already landed there, so the
+    revenue with ``i`` won is ``revenue + value_i * (1 - lands_i)``. Chunked like the forecast.
+    """
+    d = len(deals)
+    reached = np.zeros(d, dtype=np.int64)
+    base = 0
+    for lands in _landings(deals, period, n, rng):
+        revenue = won + lands.astype(np.float64) @ deals.value
+        base += int(np.count_nonzero(revenue >= target))
+        forced = revenue[:, None] + np.where(lands, 0.0, deals.value)
+        reached += np.count_nonzero(forced >= target, axis=0)
+    if d == 0:
+        base = n if won >= target else 0
+    p_base = base / n
+    ranked = []
+    for i in range(d):
+        p_if_won = float(reached[i]) / n
+        if p_if_won > p_base:
+            ranked.append(
+                GapCloser(
+                    deals.ids[i],
+                    float(deals.value[i]),
+                    float(deals.probability[i]),
+                    p_if_won,
+                    p_if_won - p_base,
+                )
+            )
+    ranked.sort(key=lambda g: (-g.lift, -g.value, g.deal_id))
+    return p_base, ranked[:top]
 
 
 def forecast(

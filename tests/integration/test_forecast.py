@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import math
 import os
+import pathlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -144,3 +145,42 @@ async def test_forecast_run_rejects_a_bad_period_and_an_as_of_after_it(forecast_
     late = run(["forecast", "run", "--as-of", "2026-05-01", "--period", "2026-Q1"], forecast_dsn)
     assert late.returncode == 2
     assert "not before the end of 2026-Q1" in late.stderr
+
+
+async def test_forecast_run_lists_the_gap_closers_and_a_scenario_as_the_change(
+    forecast_dsn: str, pool: PgPool, tmp_path: pathlib.Path
+) -> None:
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, HISTORY)
+    what_if = tmp_path / "what-if.yaml"
+    what_if.write_text("name: lose half\nset:\n  - {deal: half, outcome: lost}\n")
+    args = [*ARGS, "--workspace", "acme", "--seed", "3", "--simulations", "2000"]
+
+    done = run([*args, "--scenario", str(what_if), "--json"], forecast_dsn)
+    assert done.returncode == 0, done.stderr
+    (acme,) = json.loads(done.stdout)
+    # 700 won + "later" (certain) = 1,200; the target 2,200 needs "half" (1,000)
+    assert [g["deal_id"] for g in acme["gap_closers"]] == ["half"]
+    assert acme["gap_closers"][0]["p_reach_if_won"] == 1.0
+    scenario = acme["scenario"]
+    assert scenario["name"] == "lose half"
+    assert scenario["changes"] == ["half lost"]
+    assert scenario["forecast"]["p_reach_target"] == 0.0
+    assert scenario["change"]["weighted_pipeline"] == pytest.approx(-500.0)
+    assert scenario["change"]["p90"] == pytest.approx(-1000.0)
+    rows = await pool.fetch("SELECT p50, weighted_pipeline FROM forecasts")
+    assert [r["weighted_pipeline"] for r in rows] == [pytest.approx(1700.0)]  # the baseline
+
+    table = run([*args, "--scenario", str(what_if)], forecast_dsn)
+    assert table.returncode == 0, table.stderr
+    assert "What closes the gap in acme" in table.stdout
+    assert "Scenario lose half in acme: half lost" in table.stdout
+
+    what_if.write_text("set: [{deal: nowhere, outcome: won}]\n")
+    bad = run([*args, "--scenario", str(what_if)], forecast_dsn)
+    assert bad.returncode == 2
+    assert "not open at the as-of time" in bad.stderr
+    what_if.write_text("slip: [{stage: proposal}]\n")
+    bad = run([*args, "--scenario", str(what_if)], forecast_dsn)
+    assert bad.returncode == 2
+    assert "slip.0.days" in bad.stderr
