@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings
 
 from app.pipeline import RunSettings
 from consumer.enricher.settings import EnricherSettings
+from consumer.forecast.settings import ForecastSettings
 from consumer.history.settings import HistorySettings
 from consumer.monitor.settings import MonitorSettings
 from consumer.notifier.settings import NotifierSettings
@@ -34,6 +35,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     GatewaySettings,
     CaptureSettings,
     HistorySettings,
+    ForecastSettings,
     RunSettings,
 )
 

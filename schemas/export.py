@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel
 
 from schemas.events import EVENT_TYPES, TICK_HEADER, DealEvent, Tick, event_adapter
+from schemas.forecasts import DealForecast
 from schemas.insights import InsightEvent
 from schemas.scores import DealScore
 
@@ -39,6 +40,7 @@ _DESCRIPTIONS = {
     "tick": f"Advances a partition's clock; sent to every partition, header `{TICK_HEADER}: tick`.",
     "insight-event": "One lifecycle step (raised, escalated, resolved) of an insight.",
     "deal-score": "The win-probability model's current score of an open deal, with top factors.",
+    "deal-forecast": "A period's revenue forecast of a workspace (or owner) as known at a date.",
 }
 
 
@@ -62,6 +64,7 @@ def json_schemas() -> dict[str, JsonSchema]:
     sources += [(event_type(m), m.__name__, m.model_json_schema()) for m in event_models()]
     sources.append(("insight-event", "InsightEvent", InsightEvent.model_json_schema()))
     sources.append(("deal-score", "DealScore", DealScore.model_json_schema()))
+    sources.append(("deal-forecast", "DealForecast", DealForecast.model_json_schema()))
     return {
         name: {
             "$schema": DIALECT,
@@ -134,6 +137,7 @@ channels:
   dealInsights: {address: deal-insights, description: "Insights raised, escalated, resolved."}
   dealEventsDlq: {address: deal-events-dlq, description: "Records the monitor could not use."}
   dealScores: {address: deal-scores, description: "Model scores of open deals."}
+  dealForecasts: {address: deal-forecasts, description: "Revenue forecasts of a period."}
   dealMonitorState:
     address: deal-monitor-state
     description: Changelog of the monitor's per-deal state (compacted).
@@ -177,6 +181,10 @@ components:
       summary: The model's score of an open deal after an event changed it, keyed by deal_id.
       payload: {$ref: "#/components/schemas/DealScore"}
       bindings: *key
+    dealForecast:
+      summary: A period's revenue forecast as known at a date, keyed by workspace_id.
+      payload: {$ref: "#/components/schemas/DealForecast"}
+      bindings: {kafka: {key: {type: string, description: workspace_id}, bindingVersion: 0.5.0}}
     dealState:
       summary: The monitor's state of one deal (internal). A null value (tombstone) deletes it.
       payload: {type: [object, "null"], description: Internal state snapshot.}
@@ -195,6 +203,7 @@ _OPERATIONS = [  # (id, action, channel, messages, summary)
     ("notifierReceiveDealInsights", "receive", "dealInsights", ["insightEvent"], "The notifier."),
     ("historyReceiveDealEvents", "receive", "dealEvents", ["dealEvent", "tick"], "The history."),
     ("historySendDealScores", "send", "dealScores", ["dealScore"], "The history service."),
+    ("forecastSendDealForecasts", "send", "dealForecasts", ["dealForecast"], "vectoros forecast."),
 ]
 
 

@@ -45,6 +45,12 @@ def forecast() -> None:
     default=None,
     help="A what-if YAML file (docs/forecast.md): shown as the change from the baseline.",
 )
+@click.option(
+    "--publish/--no-publish",
+    default=True,
+    show_default=True,
+    help="Publish the results on deal-forecasts when VECTOROS_KAFKA_BOOTSTRAP_SERVERS is set.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 def forecast_run(
     as_of: str,
@@ -55,13 +61,15 @@ def forecast_run(
     seed: int | None,
     by: str | None,
     scenario_file: str | None,
+    publish: bool,
     as_json: bool,
 ) -> None:
     """Forecast a period's revenue from the deal history as known at --as-of: P10/P50/P90,
     expected value, weighted pipeline, commit/best-case/pipeline roll-up, and with --target
     the gap, the probability of reaching it and the deals that close the gap most. With
     --scenario, the forecast under it as the change from the baseline. Stored in the
-    forecasts table (the baseline only)."""
+    forecasts table (the baseline only) and, with a broker configured, published on
+    deal-forecasts."""
     import datetime as dt
     from pathlib import Path
 
@@ -70,8 +78,9 @@ def forecast_run(
     from consumer.forecast.pipeline import PeriodSpec
     from consumer.forecast.scenario import Scenario
     from consumer.forecast.service import WorkspaceForecast, forecast_workspaces, store
+    from consumer.forecast.service import publish as publish_forecasts
+    from consumer.forecast.settings import ForecastSettings
     from consumer.history.store import load_histories
-    from vectoros.settings import DatabaseSettings
     from vectoros.when import parse_when
 
     try:
@@ -92,7 +101,15 @@ def forecast_run(
             scenario = Scenario.from_yaml(Path(scenario_file).read_text(encoding="utf-8"))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--scenario'") from None
-    dsn = load_settings(DatabaseSettings).dsn()
+    settings = load_settings(ForecastSettings)
+    dsn = settings.dsn()
+    if publish and not settings.kafka_bootstrap_servers:
+        click.echo(
+            f"not published on {settings.topic_forecasts}: "
+            "VECTOROS_KAFKA_BOOTSTRAP_SERVERS is not set",
+            err=True,
+        )
+        publish = False
 
     async def go(pool: Any) -> list[WorkspaceForecast]:
         histories = await load_histories(pool, workspace)
@@ -111,6 +128,8 @@ def forecast_run(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--scenario'") from None
         await store(pool, results)
+        if publish:
+            await publish_forecasts(settings, settings.topic_forecasts, results)
         return results
 
     results: list[WorkspaceForecast] = run_async(with_pool(dsn, go))

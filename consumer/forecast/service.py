@@ -16,7 +16,10 @@ from consumer.forecast import scenario as what_if
 from consumer.forecast.pipeline import PeriodSpec, creation_rates, pipeline_at
 from consumer.forecast.simulate import SIMULATIONS, Forecast, GapCloser, forecast, gap_closers
 from consumer.intelligence.projection import DealHistory
+from schemas.forecasts import DealForecast, ForecastGapCloser
 from vectoros.db import PgConnection, PgPool
+from vectoros.kafka import ensure_topics, start_producer
+from vectoros.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
@@ -231,3 +234,68 @@ async def store(db: PgPool | PgConnection, forecasts: Sequence[WorkspaceForecast
             f.result.p90,
             f.result.open_deals,
         )
+
+
+def to_contract(f: WorkspaceForecast) -> DealForecast:
+    """The ``deal-forecasts`` record of a forecast (the same numbers as its ``forecasts`` row)."""
+    r = f.result
+    return DealForecast(
+        workspace_id=f.workspace_id,
+        scope=f.scope,
+        period=f.period.name,
+        period_start=f.period.start,
+        period_end=f.period.end,
+        as_of=f.as_of,
+        simulations=r.simulations,
+        seed=f.seed,
+        open_deals=r.open_deals,
+        won=r.won,
+        p10=r.p10,
+        p50=r.p50,
+        p90=r.p90,
+        expected=r.expected,
+        weighted_pipeline=r.weighted_pipeline,
+        commit=r.commit,
+        best_case=r.best_case,
+        pipeline=r.pipeline,
+        target=r.target,
+        coverage=r.coverage,
+        gap=r.gap,
+        p_reach_target=r.p_reach,
+        gap_closers=[
+            ForecastGapCloser(
+                deal_id=g.deal_id,
+                value=g.value,
+                probability=g.probability,
+                p_reach_if_won=g.p_reach_if_won,
+                lift=g.lift,
+            )
+            for g in f.gap_closers
+        ],
+    )
+
+
+async def publish(
+    settings: KafkaSettings, topic: str, forecasts: Sequence[WorkspaceForecast]
+) -> int:
+    """Publish each forecast on ``topic`` (created when missing), keyed by workspace, and wait
+    for the broker to acknowledge them all; the number published."""
+    await ensure_topics(
+        settings.bootstrap(),
+        {topic: settings.topic_partitions},
+        retry_for=settings.kafka_connect_timeout_seconds,
+    )
+    producer = await start_producer(settings)
+    try:
+        sent = [
+            await producer.send(
+                topic, to_contract(f).model_dump_json().encode(), key=f.workspace_id.encode()
+            )
+            for f in forecasts
+        ]
+        for ack in sent:
+            await ack
+    finally:
+        await producer.stop()
+    logger.info("published %d forecasts on %s", len(forecasts), topic)
+    return len(forecasts)

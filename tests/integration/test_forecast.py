@@ -10,13 +10,15 @@ import os
 import pathlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from consumer.history import store
 from consumer.intelligence.projection import DealHistory, StageSpell
+from schemas.forecasts import DealForecast
 from tests.databases import fresh_database, migrated_pool
+from tests.kafka_utils import read_all
 from vectoros.db import PgPool
 
 pytestmark = pytest.mark.integration
@@ -80,9 +82,9 @@ HISTORY = [
 ]
 
 
-def run(args: list[str], dsn: str) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], dsn: str, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VECTOROS_")}
-    env.update(VECTOROS_DATABASE_URL=dsn, COLUMNS="200")
+    env.update(VECTOROS_DATABASE_URL=dsn, COLUMNS="200", **settings)
     return subprocess.run(
         VECTOROS + args, env=env, capture_output=True, text=True, timeout=WAIT_LIMIT, check=False
     )
@@ -100,6 +102,7 @@ async def test_forecast_run_uses_what_was_known_then_and_stores_one_row_per_work
     done = run([*ARGS, "--seed", "3", "--simulations", "4000", "--json"], forecast_dsn)
     assert done.returncode == 0, done.stderr
     acme, beta = json.loads(done.stdout)
+    assert "not published on deal-forecasts" in done.stderr  # no broker configured
     assert (acme["workspace_id"], beta["workspace_id"]) == ("acme", "beta")
     assert acme["open_deals"] == 2  # "later" was still open, "future" did not exist yet
     assert acme["won"] == 700.0
@@ -184,3 +187,66 @@ async def test_forecast_run_lists_the_gap_closers_and_a_scenario_as_the_change(
     bad = run([*args, "--scenario", str(what_if)], forecast_dsn)
     assert bad.returncode == 2
     assert "slip.0.days" in bad.stderr
+
+
+async def test_the_deal_forecasts_topic_and_the_forecasts_table_agree(
+    forecast_dsn: str, pool: PgPool, kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, HISTORY)
+    topic = unique_name("forecasts")
+    broker = {
+        "VECTOROS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "VECTOROS_TOPIC_FORECASTS": topic,
+    }
+
+    skipped = run([*ARGS, "--workspace", "beta", "--no-publish"], forecast_dsn, **broker)
+    assert skipped.returncode == 0, skipped.stderr
+    done = run(
+        [*ARGS, "--seed", "3", "--simulations", "1000", "--by", "owner"], forecast_dsn, **broker
+    )
+    assert done.returncode == 0, done.stderr
+    again = run([*ARGS, "--workspace", "beta", "--simulations", "300"], forecast_dsn, **broker)
+    assert again.returncode == 0, again.stderr
+
+    records = await read_all(kafka_bootstrap, topic)
+    assert len(records) == 5  # each workspace and its owner, then beta again; not --no-publish
+    latest: dict[tuple[str, str], DealForecast] = {}
+    for r in records:
+        f = DealForecast.model_validate_json(r.value)
+        assert r.key == f.workspace_id.encode()
+        latest[f.workspace_id, f.scope] = f  # one partition per key: in publishing order
+    assert latest["beta", "workspace"].simulations == 300
+
+    rows = await pool.fetch("SELECT * FROM forecasts")
+    assert len(rows) == len(latest) == 4
+    for row in rows:
+        f = latest[row["workspace_id"], row["scope"]]
+        assert (f.period, f.as_of, f.period_start, f.period_end) == (
+            row["period"],
+            row["as_of"],
+            row["period_start"],
+            row["period_end"],
+        )
+        for name in (
+            "simulations",
+            "open_deals",
+            "won",
+            "p10",
+            "p50",
+            "p90",
+            "expected",
+            "weighted_pipeline",
+            "commit",
+            "best_case",
+            "pipeline",
+            "target",
+            "coverage",
+            "gap",
+            "p_reach_target",
+        ):
+            assert getattr(f, name) == row[name], name
+    acme = latest["acme", "workspace"]
+    assert [g.deal_id for g in acme.gap_closers] == ["half"]  # with the target
+    assert acme.seed == 3
+    assert "published" not in skipped.stderr

@@ -35,6 +35,7 @@ def test_expected_files() -> None:
     expected = {f"json/{t}.schema.json" for t in EVENT_TYPES}
     expected |= {"json/deal-event.schema.json", "json/insight-event.schema.json", "asyncapi.yaml"}
     expected |= {"json/deal-score.schema.json"}
+    expected |= {"json/deal-forecast.schema.json"}
     assert set(RENDERED) == expected
 
 
@@ -263,6 +264,7 @@ def test_channels() -> None:
         "dealEventsDlq": "deal-events-dlq",
         "dealMonitorState": "deal-monitor-state",
         "dealScores": "deal-scores",
+        "dealForecasts": "deal-forecasts",
     }
     state = channels["dealMonitorState"]["bindings"]["kafka"]
     assert state["topicConfiguration"]["cleanup.policy"] == ["compact"]
