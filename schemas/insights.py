@@ -70,6 +70,13 @@ class RuleName(StrEnum):
     GHOSTING = "ghosting"
     MEETING_CADENCE_DROP = "meeting_cadence_drop"
     SINGLE_THREADED = "single_threaded"
+    PIPELINE_GAP = "pipeline_gap"
+    """Workspace level, from the revenue forecast (not a monitor rule): ``deal_id`` is
+    ``pipeline:<period>``."""
+
+
+WORKSPACE_RULES: frozenset[RuleName] = frozenset({RuleName.PIPELINE_GAP})
+"""Rules about a workspace rather than one deal; the monitor's registry has every other one."""
 
 
 class _Model(BaseModel):

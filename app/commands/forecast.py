@@ -129,7 +129,7 @@ def forecast_run(
             raise click.BadParameter(str(exc), param_hint="'--scenario'") from None
         await store(pool, results)
         if publish:
-            await publish_forecasts(settings, settings.topic_forecasts, results)
+            await publish_forecasts(settings, pool, results)
         return results
 
     results: list[WorkspaceForecast] = run_async(with_pool(dsn, go))

@@ -9,17 +9,20 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from consumer.forecast import gap
 from consumer.forecast import scenario as what_if
 from consumer.forecast.pipeline import PeriodSpec, creation_rates, pipeline_at
+from consumer.forecast.settings import ForecastSettings
 from consumer.forecast.simulate import SIMULATIONS, Forecast, GapCloser, forecast, gap_closers
 from consumer.intelligence.projection import DealHistory
 from schemas.forecasts import DealForecast, ForecastGapCloser
+from schemas.insights import InsightEvent, Priority
 from vectoros.db import PgConnection, PgPool
 from vectoros.kafka import ensure_topics, start_producer
-from vectoros.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
@@ -275,27 +278,90 @@ def to_contract(f: WorkspaceForecast) -> DealForecast:
     )
 
 
+_GAP_LOAD = """
+SELECT last_as_of, priority, raised_at FROM forecast_gap_state
+ WHERE workspace_id = $1 AND period = $2
+   FOR UPDATE
+"""
+_GAP_SAVE = """
+INSERT INTO forecast_gap_state (workspace_id, period, last_as_of, priority, raised_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (workspace_id, period) DO UPDATE SET
+    last_as_of = EXCLUDED.last_as_of, priority = EXCLUDED.priority,
+    raised_at = EXCLUDED.raised_at, updated_at = now()
+"""
+
+
 async def publish(
-    settings: KafkaSettings, topic: str, forecasts: Sequence[WorkspaceForecast]
-) -> int:
-    """Publish each forecast on ``topic`` (created when missing), keyed by workspace, and wait
-    for the broker to acknowledge them all; the number published."""
+    settings: ForecastSettings, db: PgPool, forecasts: Sequence[WorkspaceForecast]
+) -> list[InsightEvent]:
+    """Publish each forecast on ``topic_forecasts`` (keyed by workspace) and wait for the broker
+    to acknowledge them all; then step the ``pipeline_gap`` lifecycle of each workspace
+    forecast with a target and publish its insight events on ``topic_insights``. The topics
+    are created when missing. The insight events published, in order."""
+    parts = settings.topic_partitions
     await ensure_topics(
         settings.bootstrap(),
-        {topic: settings.topic_partitions},
+        {settings.topic_forecasts: parts, settings.topic_insights: parts},
         retry_for=settings.kafka_connect_timeout_seconds,
     )
     producer = await start_producer(settings)
     try:
+        contracts = [to_contract(f) for f in forecasts]
         sent = [
             await producer.send(
-                topic, to_contract(f).model_dump_json().encode(), key=f.workspace_id.encode()
+                settings.topic_forecasts, c.model_dump_json().encode(), key=c.workspace_id.encode()
             )
-            for f in forecasts
+            for c in contracts
         ]
         for ack in sent:
             await ack
+        logger.info("published %d forecasts on %s", len(contracts), settings.topic_forecasts)
+        insights = []
+        for c in contracts:
+            event = await _step_gap(db, producer, settings, c)
+            if event is not None:
+                insights.append(event)
     finally:
         await producer.stop()
-    logger.info("published %d forecasts on %s", len(forecasts), topic)
-    return len(forecasts)
+    return insights
+
+
+async def _step_gap(
+    db: PgPool, producer: Any, settings: ForecastSettings, f: DealForecast
+) -> InsightEvent | None:
+    """One forecast through the pipeline_gap lifecycle: the state row is locked, the event (if
+    any) acknowledged by the broker, then the state saved, in one transaction."""
+    if f.scope != gap.WORKSPACE_SCOPE or f.target is None:
+        return None
+    async with db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(_GAP_LOAD, f.workspace_id, f.period)
+        state = None
+        if row is not None:
+            priority = None if row["priority"] is None else Priority(row["priority"])
+            state = gap.GapState(row["last_as_of"], priority, row["raised_at"])
+        after, event = gap.step(state, f, settings.forecast_gap_threshold)
+        if after is None or after == state:
+            return None
+        if event is not None:
+            await producer.send_and_wait(
+                settings.topic_insights,
+                event.model_dump_json().encode(),
+                key=event.deal_id.encode(),
+            )
+            logger.info(
+                "pipeline_gap %s for %s %s: P(target) %.2f",
+                event.lifecycle.value,
+                f.workspace_id,
+                f.period,
+                f.p_reach_target,
+            )
+        await conn.execute(
+            _GAP_SAVE,
+            f.workspace_id,
+            f.period,
+            after.last_as_of,
+            None if after.priority is None else after.priority.value,
+            after.raised_at,
+        )
+    return event

@@ -14,3 +14,12 @@ class ForecastSettings(KafkaSettings, DatabaseSettings):
         default="deal-forecasts",
         description="Where forecasts are published (when a broker is configured).",
     )
+    forecast_gap_threshold: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Raise pipeline_gap when a workspace's probability of reaching its target falls "
+            "below this (critical below half of it)."
+        ),
+    )

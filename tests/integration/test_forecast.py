@@ -17,8 +17,9 @@ import pytest
 from consumer.history import store
 from consumer.intelligence.projection import DealHistory, StageSpell
 from schemas.forecasts import DealForecast
+from schemas.insights import Lifecycle, Priority, RuleName
 from tests.databases import fresh_database, migrated_pool
-from tests.kafka_utils import read_all
+from tests.kafka_utils import read_all, read_insights
 from vectoros.db import PgPool
 
 pytestmark = pytest.mark.integration
@@ -250,3 +251,49 @@ async def test_the_deal_forecasts_topic_and_the_forecasts_table_agree(
     assert [g.deal_id for g in acme.gap_closers] == ["half"]  # with the target
     assert acme.seed == 3
     assert "published" not in skipped.stderr
+
+
+async def test_pipeline_gap_is_raised_escalated_and_resolved_once_each_on_deal_insights(
+    forecast_dsn: str, pool: PgPool, kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, HISTORY)
+    insights_topic = unique_name("insights")
+    broker = {
+        "VECTOROS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "VECTOROS_TOPIC_FORECASTS": unique_name("forecasts"),
+        "VECTOROS_TOPIC_INSIGHTS": insights_topic,
+        "VECTOROS_FORECAST_GAP_THRESHOLD": "0.6",
+    }
+
+    def forecast_at(day: str, target: str) -> None:
+        args = ["forecast", "run", "--as-of", day, "--period", "2026-Q1", "--workspace", "acme"]
+        done = run([*args, "--target", target, "--simulations", "2000"], forecast_dsn, **broker)
+        assert done.returncode == 0, done.stderr
+
+    forecast_at("2026-02-01", "2200")  # P(target) about 50%: below 60%, high -> raised
+    forecast_at("2026-02-02", "5000")  # 0%: below 30%, critical -> escalated
+    forecast_at("2026-02-02", "5000")  # the same forecast again: nothing
+    forecast_at("2026-01-20", "5000")  # an earlier as-of: nothing
+    forecast_at("2026-02-03", "1000")  # certain: resolved
+    forecast_at("2026-02-04", "1000")  # still fine: nothing
+
+    events = await read_insights(kafka_bootstrap, insights_topic)
+    assert [(e.lifecycle, e.priority) for e in events] == [
+        (Lifecycle.RAISED, Priority.HIGH),
+        (Lifecycle.ESCALATED, Priority.CRITICAL),
+        (Lifecycle.RESOLVED, Priority.CRITICAL),
+    ]
+    assert len({e.insight_id for e in events}) == 1
+    assert {(e.rule, e.workspace_id, e.deal_id) for e in events} == {
+        (RuleName.PIPELINE_GAP, "acme", "pipeline:2026-Q1")
+    }
+    assert [e.detected_at.date().isoformat() for e in events] == [
+        "2026-02-01",
+        "2026-02-02",
+        "2026-02-03",
+    ]
+    state = await pool.fetchrow("SELECT * FROM forecast_gap_state")
+    assert state is not None
+    assert (state["workspace_id"], state["period"], state["priority"]) == ("acme", "2026-Q1", None)
+    assert state["last_as_of"] == dt.datetime(2026, 2, 4, tzinfo=dt.UTC)
