@@ -242,3 +242,163 @@ def _print_scenario(console: Any, r: Any, money: Any, share: Any) -> None:
         "" if pts is None else f"{100 * pts:+.1f} pts",
     )
     console.print(table)
+
+
+@forecast.command("backtest")
+@click.option("--from", "start", required=True, help="First day (YYYY-MM-DD): periods from it.")
+@click.option("--to", "end", required=True, help="Day after the last (YYYY-MM-DD).")
+@click.option("--period", "kind", type=click.Choice(["quarter", "month"]), default="quarter")
+@click.option("--workspace", default=None, help="Only this workspace's history (PostgreSQL).")
+@click.option(
+    "--simulated",
+    type=click.IntRange(min=100),
+    default=None,
+    metavar="DEALS",
+    help="Backtest a known-truth simulated history of DEALS deals instead of PostgreSQL's.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the run.")
+@click.option(
+    "--points",
+    type=click.IntRange(1, 12),
+    default=3,
+    show_default=True,
+    help="As-of dates per period, evenly spaced from its start.",
+)
+@click.option("--simulations", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option(
+    "--models/--rep-probabilities",
+    default=True,
+    show_default=True,
+    help="Train a model per as-of date (the rep's probabilities where there is too little "
+    "history), or use the rep's probabilities throughout.",
+)
+@click.option(
+    "--new-pipeline/--no-new-pipeline",
+    default=True,
+    show_default=True,
+    help="Add the pipeline still to be created, at the historical rates.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Rows and scores as JSON.")
+def forecast_backtest(
+    start: str,
+    end: str,
+    kind: str,
+    workspace: str | None,
+    simulated: int | None,
+    seed: int,
+    points: int,
+    simulations: int,
+    models: bool,
+    new_pipeline: bool,
+    as_json: bool,
+) -> None:
+    """Forecast each past period from several as-of dates, using only what was known then
+    (models trained on the history up to each date), and compare with what was won: P50
+    absolute and percentage error, pinball loss and P10-P90 coverage of the Monte Carlo, beside
+    the weighted pipeline (rep probabilities) and the historical stage win rate."""
+    import datetime as dt
+
+    import numpy as np
+    import orjson
+
+    from consumer.forecast.backtest import backtest
+
+    try:
+        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--from' / '--to'") from None
+    if last <= first:
+        raise click.BadParameter("--to must be after --from", param_hint="'--to'")
+    if simulated is not None:
+        from consumer.intelligence.histgen import HistorySpec, generate_histories
+
+        histories = generate_histories(HistorySpec(deals=simulated, seed=seed))
+        if workspace is not None:
+            histories = [h for h in histories if h.workspace_id == workspace]
+    else:
+        from consumer.history.store import load_histories
+        from vectoros.settings import DatabaseSettings
+
+        dsn = load_settings(DatabaseSettings).dsn()
+        histories = run_async(with_pool(dsn, lambda pool: load_histories(pool, workspace)))
+
+    def progress(line: str) -> None:
+        if not as_json:
+            click.echo(line, err=True)
+
+    result = backtest(
+        histories,
+        first,
+        last,
+        "quarter" if kind == "quarter" else "month",
+        np.random.default_rng(seed),
+        points=points,
+        simulations=simulations,
+        use_models=models,
+        new_pipeline=new_pipeline,
+        progress=progress,
+    )
+    if not result.rows:
+        raise click.BadParameter(
+            f"no whole {kind} between {first} and {last}", param_hint="'--from' / '--to'"
+        )
+    if as_json:
+        doc = {
+            "rows": [r.to_json() for r in result.rows],
+            "scores": [s.to_json() for s in result.scores],
+            "models_trained": result.models_trained,
+        }
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return
+    _print_backtest(result)
+
+
+def _print_backtest(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    rows = Table(title="Backtest: each period from its as-of dates, against what was won")
+    for name in ("period", "as of", "workspace", "probabilities", "open"):
+        rows.add_column(name)
+    for name in ("actual", "P10", "P50", "P90", "weighted", "stage rate"):
+        rows.add_column(name, justify="right")
+    for r in result.rows:
+        rows.add_row(
+            r.period,
+            r.as_of.date().isoformat(),
+            r.workspace_id,
+            r.probabilities,
+            str(r.open_deals),
+            *(f"{x:,.0f}" for x in (r.actual, r.p10, r.p50, r.p90)),
+            f"{r.weighted_pipeline:,.0f}",
+            f"{r.stage_win_rate:,.0f}",
+        )
+    console.print(rows)
+    console.print(backtest_summary(result))
+
+
+def backtest_summary(result: Any) -> str:
+    """The scores as a Markdown table (the README's)."""
+    names = {
+        "monte_carlo": "Monte Carlo P50",
+        "weighted_pipeline": "weighted pipeline (rep)",
+        "stage_win_rate": "stage win rate",
+    }
+    weighted = next(s.mae for s in result.scores if s.method == "weighted_pipeline")
+    lines = [
+        f"{len(result.rows)} forecasts, {result.models_trained} as-of dates with a model",
+        "",
+        "| method | abs error | % error | pinball loss | P10-P90 coverage | abs error / weighted |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in result.scores:
+        lines.append(
+            f"| {names[s.method]} | {s.mae:,.0f} | "
+            f"{'' if s.mape is None else f'{s.mape:.1%}'} | {s.pinball:,.0f} | "
+            f"{'' if s.coverage is None else f'{s.coverage:.0%}'} | "
+            f"{s.mae / weighted:.2f}x |"
+            if weighted
+            else f"| {names[s.method]} | {s.mae:,.0f} | | {s.pinball:,.0f} | | |"
+        )
+    return "\n".join(lines)

@@ -166,6 +166,8 @@ class CreationRates:
     cycle_days: float
     """Median days from creation to a win, of the deals won in the window (the default
     ``DEFAULT_DAYS_TO_CLOSE`` when none)."""
+    values: tuple[float, ...] = ()
+    """The values of the deals created in the window."""
 
 
 def creation_rates(
@@ -195,4 +197,5 @@ def creation_rates(
         mean_value=float(np.mean(values)) if values else 0.0,
         win_rate=won / (won + lost) if won + lost else 0.0,
         cycle_days=float(np.median(cycles)) if cycles else DEFAULT_DAYS_TO_CLOSE,
+        values=tuple(values),
     )

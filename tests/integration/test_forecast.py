@@ -14,7 +14,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from consumer.forecast.backtest import actual_won
+from consumer.forecast.pipeline import PeriodSpec
 from consumer.history import store
+from consumer.intelligence.histgen import HistorySpec, generate_histories
 from consumer.intelligence.projection import DealHistory, StageSpell
 from schemas.forecasts import DealForecast
 from schemas.insights import Lifecycle, Priority, RuleName
@@ -297,3 +300,40 @@ async def test_pipeline_gap_is_raised_escalated_and_resolved_once_each_on_deal_i
     assert state is not None
     assert (state["workspace_id"], state["period"], state["priority"]) == ("acme", "2026-Q1", None)
     assert state["last_as_of"] == dt.datetime(2026, 2, 4, tzinfo=dt.UTC)
+
+
+async def test_forecast_backtest_on_the_stored_history_and_on_a_simulated_one(
+    forecast_dsn: str, pool: PgPool
+) -> None:
+    stored = generate_histories(HistorySpec(deals=400, days=300, workspaces=1, seed=5))
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, stored)
+    args = ["forecast", "backtest", "--from", "2024-04-01", "--to", "2024-10-01"]
+    fast = ["--points", "2", "--simulations", "200", "--rep-probabilities"]
+
+    done = run([*args, "--period", "quarter", *fast, "--json"], forecast_dsn)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert [(r["period"], r["as_of"][:10]) for r in doc["rows"]] == [
+        ("2024-Q2", "2024-04-01"),
+        ("2024-Q2", "2024-05-16"),
+        ("2024-Q3", "2024-07-01"),
+        ("2024-Q3", "2024-08-16"),
+    ]
+    q2 = PeriodSpec.parse("2024-Q2")
+    assert doc["rows"][0]["actual"] == pytest.approx(actual_won(stored, q2))
+    assert {r["probabilities"] for r in doc["rows"]} == {"rep"}
+    assert [s["method"] for s in doc["scores"]] == [
+        "monte_carlo",
+        "weighted_pipeline",
+        "stage_win_rate",
+    ]
+
+    table = run([*args, "--period", "month", *fast, "--simulated", "300"], forecast_dsn)
+    assert table.returncode == 0, table.stderr
+    assert "| Monte Carlo P50 |" in table.stdout
+    assert "24 forecasts, 0 as-of dates with a model" in table.stdout  # 6 months x 2 x 2
+
+    none = run([*args[:3], "2024-04-02", "--to", "2024-05-01", *fast], forecast_dsn)
+    assert none.returncode == 2
+    assert "no whole quarter" in none.stderr
