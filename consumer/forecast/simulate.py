@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 SIMULATIONS = 10_000
-CHUNK_CELLS = 4_000_000
+CHUNK_CELLS = 1_000_000
 COMMIT_FROM = 0.7
 """Roll-up bands on the rep's probability: commit at or above 70%, best case from 40%."""
 BEST_CASE_FROM = 0.4
@@ -137,22 +137,43 @@ def close_days(u: FloatArray, p10: FloatArray, p50: FloatArray, p90: FloatArray)
     return np.maximum(np.where(u < 0.5, low, high), 0.0)
 
 
+def close_cdf(x: float, p10: FloatArray, p50: FloatArray, p90: FloatArray) -> FloatArray:
+    """P(close day < ``x``) of each deal: the inverse of ``close_days`` (its two linear pieces,
+    clipped at 0), so a quantile draw ``v`` lands before ``x`` exactly when ``v < F(x)``."""
+    if x <= 0:
+        return np.zeros(len(p50))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low = np.where(p50 > p10, 0.5 - (p50 - x) * 0.4 / (p50 - p10), 0.0)
+        high = np.where(p90 > p50, 0.5 + (x - p50) * 0.4 / (p90 - p50), 1.0)
+    return np.clip(np.where(x <= p50, low, high), 0.0, 1.0)
+
+
 def _landings(
     deals: OpenDeals, period: Period, n: int, rng: np.random.Generator
 ) -> Iterator[NDArray[np.bool_]]:
     """Chunks of the simulations x deals matrix "won and closed inside the period", each of at
-    most ``CHUNK_CELLS`` cells (at least one simulation), in simulation order."""
+    most ``CHUNK_CELLS`` cells (at least one simulation), in simulation order.
+
+    One uniform ``u`` per cell decides both: the deal is won when ``u < p``, and then
+    ``v = u / p`` is itself uniform and independent of the win, so it serves as the close-date
+    quantile draw. The close day ``close_days(v)`` is nondecreasing in ``v``, so it falls in
+    ``[start, end)`` exactly when ``F(start) <= v < F(end)`` (``close_cdf``): the cell lands
+    when ``p * F(start) <= u < p * F(end)``, two comparisons against per-deal bounds computed
+    once. Same distribution as drawing the two separately, a fraction of the work."""
     if n < 1:
         raise ValueError("at least one simulation")
     d = len(deals)
     if d == 0:
         return
+    p = np.clip(deals.probability, 0.0, 1.0)
+    args = (deals.close_p10, deals.close_p50, deals.close_p90)
+    low = (p * close_cdf(period.start, *args)).astype(np.float32)
+    high = (p * close_cdf(period.end, *args)).astype(np.float32)
     chunk = max(1, CHUNK_CELLS // d)
     for begin in range(0, n, chunk):
         rows = min(chunk, n - begin)
-        wins = rng.random((rows, d)) < deals.probability
-        days = close_days(rng.random((rows, d)), deals.close_p10, deals.close_p50, deals.close_p90)
-        yield wins & (days >= period.start) & (days < period.end)
+        u = rng.random((rows, d), dtype=np.float32)
+        yield (u >= low) & (u < high)
 
 
 def revenue_draws(
@@ -165,7 +186,7 @@ def revenue_draws(
     begin = 0
     for lands in _landings(deals, period, n, rng):
         rows = len(lands)
-        out[begin : begin + rows] += lands.astype(np.float64) @ deals.value
+        out[begin : begin + rows] += np.where(lands, deals.value, 0.0).sum(axis=1)
         begin += rows
     return out
 
@@ -213,7 +234,7 @@ def gap_closers(
     reached = np.zeros(d, dtype=np.int64)
     base = 0
     for lands in _landings(deals, period, n, rng):
-        revenue = won + lands.astype(np.float64) @ deals.value
+        revenue = won + np.where(lands, deals.value, 0.0).sum(axis=1)
         base += int(np.count_nonzero(revenue >= target))
         forced = revenue[:, None] + np.where(lands, 0.0, deals.value)
         reached += np.count_nonzero(forced >= target, axis=0)

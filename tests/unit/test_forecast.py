@@ -211,3 +211,20 @@ def test_by_owner_adds_one_forecast_per_owner_after_the_workspace_one() -> None:
     assert [f.result.target for f in out] == [400.0, None, None]
     plain = forecast_workspaces([a, b, won], at, PeriodSpec.parse("2026-Q1"), seed=1)
     assert [f.scope for f in plain] == ["workspace"]
+
+
+def test_close_cdf_inverts_close_days_so_one_draw_per_cell_decides_the_landing() -> None:
+    lo = np.array([0.0, 5.0, 10.0, 30.0, 0.0])
+    mid = np.array([0.0, 20.0, 10.0, 30.0, 3.0])
+    hi = np.array([14.0, 50.0, 10.0, 90.0, 4.0])  # with degenerate and one-sided spreads
+    u = np.random.default_rng(0).random(5000)[:, None]  # exact ties have probability 0
+    days = simulate.close_days(u, lo, mid, hi)
+    for x in (-5.0, 0.0, 0.5, 3.0, 10.0, 10.5, 20.0, 29.0, 45.0, 95.0):
+        below = u < simulate.close_cdf(x, lo, mid, hi)
+        assert np.array_equal(below, days < x), x
+
+
+def test_won_and_landed_share_matches_probability_times_the_close_date_share() -> None:
+    one = deals([1.0], [0.4], [40.0], spread=20.0)  # P10 20, P90 60
+    draws = revenue_draws(one, Period(20, 60), N, np.random.default_rng(9))
+    assert abs(draws.mean() - 0.4 * 0.8) <= tolerance(0.32)
