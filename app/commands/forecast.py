@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -71,7 +72,6 @@ def forecast_run(
     forecasts table (the baseline only) and, with a broker configured, published on
     deal-forecasts."""
     import datetime as dt
-    from pathlib import Path
 
     import orjson
 
@@ -402,3 +402,107 @@ def backtest_summary(result: Any) -> str:
             else f"| {names[s.method]} | {s.mae:,.0f} | | {s.pinball:,.0f} | | |"
         )
     return "\n".join(lines)
+
+
+@forecast.command("fan")
+@click.option("--period", required=True, help="The period forecast: 2026-Q1 or 2026-12.")
+@click.option("--from", "start", required=True, help="First as-of date (YYYY-MM-DD).")
+@click.option("--to", "end", default=None, help="Last as-of date (default: the period's end).")
+@click.option("--every", type=click.IntRange(min=1), default=7, show_default=True, help="Days.")
+@click.option("--workspace", default=None, help="The workspace (needed when there are several).")
+@click.option(
+    "--simulated",
+    type=click.IntRange(min=100),
+    default=None,
+    metavar="DEALS",
+    help="A known-truth simulated history of DEALS deals instead of PostgreSQL's.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the run.")
+@click.option("--target", type=click.FloatRange(min=0), default=None, help="Drawn as a line.")
+@click.option("--simulations", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--models/--rep-probabilities", default=True, show_default=True)
+@click.option("--new-pipeline/--no-new-pipeline", default=True, show_default=True)
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("fan.png"),
+    show_default=True,
+    help="Where to write the chart.",
+)
+def forecast_fan(
+    period: str,
+    start: str,
+    end: str | None,
+    every: int,
+    workspace: str | None,
+    simulated: int | None,
+    seed: int,
+    target: float | None,
+    simulations: int,
+    models: bool,
+    new_pipeline: bool,
+    png: Path,
+) -> None:
+    """A fan chart (PNG) of one period's forecast as of every --every days from --from: the
+    P10-P90 band and the P50, beside the weighted pipeline, with what was won (when the
+    history covers the period's end) and --target. Each point is made as the backtest makes
+    it: only what was known at its date."""
+    import datetime as dt
+
+    import numpy as np
+
+    from consumer.forecast.backtest import fan
+    from consumer.forecast.chart import fan_png
+    from consumer.forecast.pipeline import PeriodSpec
+
+    try:
+        spec = PeriodSpec.parse(period)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--period'") from None
+    try:
+        first = dt.datetime.fromisoformat(start).replace(tzinfo=dt.UTC)
+        last = spec.end if end is None else dt.datetime.fromisoformat(end).replace(tzinfo=dt.UTC)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--from' / '--to'") from None
+    dates = []
+    at = first
+    while at < min(last + dt.timedelta(seconds=1), spec.end):
+        dates.append(at)
+        at += dt.timedelta(days=every)
+    if not dates:
+        raise click.BadParameter(
+            f"no as-of date before the end of {spec.name}", param_hint="'--from'"
+        )
+    if simulated is not None:
+        from consumer.intelligence.histgen import HistorySpec, generate_histories
+
+        histories = generate_histories(HistorySpec(deals=simulated, seed=seed))
+    else:
+        from consumer.history.store import load_histories
+        from vectoros.settings import DatabaseSettings
+
+        dsn = load_settings(DatabaseSettings).dsn()
+        histories = run_async(with_pool(dsn, lambda pool: load_histories(pool, workspace)))
+    workspaces = sorted({h.workspace_id for h in histories})
+    if workspace is None:
+        if len(workspaces) != 1:
+            raise click.BadParameter(
+                f"choose one of {', '.join(workspaces) or 'no workspace'}",
+                param_hint="'--workspace'",
+            )
+        workspace = workspaces[0]
+    rows = fan(
+        histories,
+        workspace,
+        spec,
+        dates,
+        np.random.default_rng(seed),
+        simulations=simulations,
+        use_models=models,
+        new_pipeline=new_pipeline,
+        progress=lambda line: click.echo(line, err=True),
+    )
+    latest = max((h.updated_ms or 0 for h in histories), default=0)
+    over = latest >= spec.end.timestamp() * 1000
+    fan_png(rows, png, target=target, actual_label="actual (won in the period)" if over else None)
+    click.echo(f"fan chart of {workspace} {spec.name}, {len(rows)} as-of dates: {png}")

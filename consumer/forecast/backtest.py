@@ -281,6 +281,42 @@ def backtest(
     return out
 
 
+def fan(
+    histories: Sequence[DealHistory],
+    workspace: str,
+    period: PeriodSpec,
+    dates: Sequence[dt.datetime],
+    rng: np.random.Generator,
+    *,
+    simulations: int = 2000,
+    use_models: bool = True,
+    new_pipeline: bool = True,
+    lookback_days: float = LOOKBACK_DAYS,
+    max_iter: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Row]:
+    """``workspace``'s forecast of ``period`` as of each of ``dates`` (before its end), each
+    made as the backtest makes it: only what was known then, a model per date where one can be
+    trained. The rows of a fan chart."""
+    hs = [h for h in histories if h.workspace_id == workspace]
+    out = []
+    for at in dates:
+        if at >= period.end:
+            raise ValueError(f"{at.isoformat()} is not before the end of {period.name}")
+        t = round(at.timestamp() * 1000)
+        models = train_at(histories, t, max_iter) if use_models else Models(None, 0)
+        if progress is not None:
+            progress(
+                f"as of {at.date().isoformat()}: {'rep' if models.predict is None else 'model'}"
+            )
+        rates = stage_win_rates(histories, t)
+        out.append(
+            _row(hs, workspace, period, at, models, rates, rng, simulations, new_pipeline,
+                 lookback_days)
+        )  # fmt: skip
+    return out
+
+
 def _row(
     hs: Sequence[DealHistory],
     ws: str,

@@ -337,3 +337,22 @@ async def test_forecast_backtest_on_the_stored_history_and_on_a_simulated_one(
     none = run([*args[:3], "2024-04-02", "--to", "2024-05-01", *fast], forecast_dsn)
     assert none.returncode == 2
     assert "no whole quarter" in none.stderr
+
+
+async def test_forecast_fan_draws_the_stored_history_of_one_workspace(
+    forecast_dsn: str, pool: PgPool, tmp_path: pathlib.Path
+) -> None:
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, HISTORY)
+    png = tmp_path / "fan.png"
+    args = ["forecast", "fan", "--period", "2026-Q1", "--from", "2026-01-15", "--every", "14"]
+    fast = ["--rep-probabilities", "--simulations", "200", "--png", str(png)]
+
+    both = run([*args, *fast], forecast_dsn)
+    assert both.returncode == 2
+    assert "choose one of acme, beta" in both.stderr
+
+    done = run([*args, "--workspace", "acme", "--target", "2200", *fast], forecast_dsn)
+    assert done.returncode == 0, done.stderr
+    assert f"fan chart of acme 2026-Q1, 6 as-of dates: {png}" in done.stdout  # Jan 15 .. Mar 26
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

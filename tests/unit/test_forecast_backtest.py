@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from consumer.forecast import backtest as bt
 from consumer.forecast.backtest import Row, backtest, pinball, score
+from consumer.forecast.chart import fan_png
 from consumer.forecast.pipeline import PeriodSpec
 from consumer.intelligence.histgen import HistorySpec, generate_histories
 from consumer.intelligence.projection import DealHistory, StageSpell
@@ -157,3 +159,25 @@ def test_every_forecast_of_a_backtest_uses_only_what_was_known_at_its_as_of_date
             b.probabilities,
         )
     assert before.rows[2].actual != after.rows[2].actual  # 2024-Q4's outcomes did change
+
+
+def test_a_fan_is_one_backtest_row_per_as_of_date_and_draws_a_png(
+    histories: list[DealHistory], tmp_path: Path
+) -> None:
+    q4 = PeriodSpec.parse("2024-Q4")
+    dates = [dt.datetime(2024, 9, 1, tzinfo=dt.UTC) + dt.timedelta(days=20 * i) for i in range(4)]
+    rows = bt.fan(
+        histories, "ws-0", q4, dates, np.random.default_rng(1), simulations=200, use_models=False
+    )
+    assert [r.as_of for r in rows] == dates
+    assert {(r.workspace_id, r.period, r.probabilities) for r in rows} == {
+        ("ws-0", "2024-Q4", "rep")
+    }
+    assert {r.actual for r in rows} == {bt.actual_won(histories, q4)}
+    png = tmp_path / "fan.png"
+    fan_png(rows, png, target=1_000_000.0)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="not before the end"):
+        bt.fan(histories, "ws-0", q4, [q4.end], np.random.default_rng(1), use_models=False)
+    with pytest.raises(ValueError, match="no forecast"):
+        fan_png([], png)
