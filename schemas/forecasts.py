@@ -63,6 +63,12 @@ class DealForecast(BaseModel):
     coverage: Money | None = None
     gap: Money | None = Field(default=None, description="target - P50.")
     p_reach_target: Share | None = None
+    probabilities: str = Field(
+        default="rep",
+        max_length=50,
+        description="Whose probabilities of winning: `rep`, or `model v<N>` (the current "
+        "model's scores of the open deals it scored).",
+    )
     gap_closers: list[ForecastGapCloser] = Field(
         default_factory=list,
         max_length=50,

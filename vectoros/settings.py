@@ -29,6 +29,7 @@ METRICS_PORTS: dict[str, int] = {
     "ticker": 9470,
     "capture": 9471,
     "history": 9472,
+    "forecast": 9474,
 }
 
 

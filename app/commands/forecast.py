@@ -10,6 +10,7 @@ import click
 
 from app.commands.common import (
     load_settings,
+    one_line,
     run_async,
     with_pool,
 )
@@ -506,3 +507,46 @@ def forecast_fan(
     over = latest >= spec.end.timestamp() * 1000
     fan_png(rows, png, target=target, actual_label="actual (won in the period)" if over else None)
     click.echo(f"fan chart of {workspace} {spec.name}, {len(rows)} as-of dates: {png}")
+
+
+@forecast.command("serve")
+def forecast_serve() -> None:
+    """The forecast service: each workspace's current quarter and month (VECTOROS_FORECAST_*),
+    daily at its time and whenever the current model changes; stored in forecasts and, with a
+    broker, published on deal-forecasts (and pipeline_gap on deal-insights)."""
+    import asyncio
+
+    import yaml
+    from pydantic import TypeAdapter, ValidationError
+
+    from consumer.forecast.service import run_forecast_service
+    from consumer.forecast.settings import ForecastSettings
+    from consumer.history.store import load_histories
+    from vectoros.db import connect_pool, migrate
+    from vectoros.errors import ConfigError
+    from vectoros.service import serve
+
+    settings = load_settings(ForecastSettings)
+    settings.dsn()
+    targets: dict[str, dict[str, float]] = {}
+    if settings.forecast_targets_file is not None:
+        try:
+            raw = yaml.safe_load(settings.forecast_targets_file.read_text(encoding="utf-8"))
+            targets = TypeAdapter(dict[str, dict[str, float]]).validate_python(raw or {})
+        except (OSError, yaml.YAMLError, ValidationError) as exc:
+            raise ConfigError(
+                f"VECTOROS_FORECAST_TARGETS_FILE {settings.forecast_targets_file}: "
+                f"{one_line(str(exc))}"
+            ) from None
+
+    async def body(registry: Any, health: Any, stop: asyncio.Event) -> None:
+        pool = await connect_pool(settings.dsn())
+        try:
+            await migrate(pool)
+            await run_forecast_service(
+                settings, pool, load_histories, registry, health, stop, targets
+            )
+        finally:
+            await pool.close()
+
+    run_async(serve("forecast", settings, body))

@@ -16,7 +16,7 @@ one without a close date gets ``DEFAULT_DAYS_TO_CLOSE``. Win probability: the re
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,8 +97,15 @@ def close_spread(p50: float) -> tuple[float, float]:
     return max(0.0, p50 - spread), p50 + spread
 
 
-def pipeline_at(histories: Iterable[DealHistory], at: dt.datetime, period: PeriodSpec) -> Pipeline:
-    """The open deals at ``at`` and what was won in ``period`` before it."""
+def pipeline_at(
+    histories: Iterable[DealHistory],
+    at: dt.datetime,
+    period: PeriodSpec,
+    probabilities: Mapping[str, float] | None = None,
+) -> Pipeline:
+    """The open deals at ``at`` and what was won in ``period`` before it. ``probabilities``
+    (deal id -> 0-1, e.g. the current model's scores for a forecast as of now) replace the
+    probability of winning of the deals they name; the rep's stays for the roll-up."""
     t = round(at.timestamp() * 1000)
     start_ms = round(period.start.timestamp() * 1000)
     ids: list[str] = []
@@ -109,6 +116,7 @@ def pipeline_at(histories: Iterable[DealHistory], at: dt.datetime, period: Perio
     p10: list[float] = []
     p50: list[float] = []
     p90: list[float] = []
+    rep: list[float] = []
     won, won_deals = 0.0, 0
     for h in histories:
         if won_in(h, start_ms, t):
@@ -128,6 +136,9 @@ def pipeline_at(histories: Iterable[DealHistory], at: dt.datetime, period: Perio
             close_ms = (past.close_date.toordinal() - dt.date(1970, 1, 1).toordinal()) * DAY_MS
             mid = max(0.0, (close_ms - t) / DAY_MS)
         lo, hi = close_spread(mid)
+        rep.append(p)
+        if probabilities is not None and h.deal_id in probabilities:
+            p = min(1.0, max(0.0, probabilities[h.deal_id]))
         ids.append(h.deal_id)
         owners.append(past.owner_id or "")
         stages.append(past.stage or "")
@@ -136,12 +147,11 @@ def pipeline_at(histories: Iterable[DealHistory], at: dt.datetime, period: Perio
         p10.append(lo)
         p50.append(mid)
         p90.append(hi)
-    probability = np.asarray(prob, dtype=float)
     deals = OpenDeals(
         tuple(ids),
         np.asarray(value, dtype=float),
-        probability,
-        probability.copy(),
+        np.asarray(prob, dtype=float),
+        np.asarray(rep, dtype=float),
         np.asarray(p10, dtype=float),
         np.asarray(p50, dtype=float),
         np.asarray(p90, dtype=float),

@@ -4,16 +4,18 @@ its row). Every statement is parameterised."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter
 
-from consumer.forecast import gap
+from consumer.forecast import gap, schedule
 from consumer.forecast import scenario as what_if
 from consumer.forecast.pipeline import PeriodSpec, creation_rates, pipeline_at
 from consumer.forecast.settings import ForecastSettings
@@ -21,23 +23,27 @@ from consumer.forecast.simulate import SIMULATIONS, Forecast, GapCloser, forecas
 from consumer.intelligence.projection import DealHistory
 from schemas.forecasts import DealForecast, ForecastGapCloser
 from schemas.insights import InsightEvent, Priority
+from vectoros.consume_loop import stopped_within
 from vectoros.db import PgConnection, PgPool
 from vectoros.kafka import ensure_topics, start_producer
+from vectoros.metrics import PREFIX
+from vectoros.ops_server import Health
 
 logger = logging.getLogger(__name__)
 
 WORKSPACE_SCOPE = "workspace"
 OWNER_SCOPE = "owner:"
 GAP_CLOSERS = 10
+REP = "rep"
 CHANGE_FIELDS = ("p10", "p50", "p90", "expected", "weighted_pipeline", "pipeline", "p_reach")
 
 _UPSERT = """
 INSERT INTO forecasts (workspace_id, scope, period, as_of, period_start, period_end,
                        simulations, seed, open_deals, won, p10, p50, p90, expected,
                        weighted_pipeline, commit, best_case, pipeline, target, coverage, gap,
-                       p_reach_target)
+                       p_reach_target, probabilities)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-        $20, $21, $22)
+        $20, $21, $22, $23)
 ON CONFLICT (workspace_id, scope, period, as_of) DO UPDATE SET
     period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
     computed_at = now(), simulations = EXCLUDED.simulations, seed = EXCLUDED.seed,
@@ -45,7 +51,8 @@ ON CONFLICT (workspace_id, scope, period, as_of) DO UPDATE SET
     p50 = EXCLUDED.p50, p90 = EXCLUDED.p90, expected = EXCLUDED.expected,
     weighted_pipeline = EXCLUDED.weighted_pipeline, commit = EXCLUDED.commit,
     best_case = EXCLUDED.best_case, pipeline = EXCLUDED.pipeline, target = EXCLUDED.target,
-    coverage = EXCLUDED.coverage, gap = EXCLUDED.gap, p_reach_target = EXCLUDED.p_reach_target
+    coverage = EXCLUDED.coverage, gap = EXCLUDED.gap, p_reach_target = EXCLUDED.p_reach_target,
+    probabilities = EXCLUDED.probabilities
 """
 
 
@@ -86,6 +93,9 @@ class WorkspaceForecast:
     gap_closers: tuple[GapCloser, ...] = ()
     """With a target: the open deals whose win in the period raises P(target) most."""
     scenario: ScenarioForecast | None = None
+    probabilities: str = REP
+    """Whose probabilities of winning: ``rep``, or ``model v<N>`` (the current model's scores
+    of the open deals, where it has one; the rep's for the others)."""
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -94,6 +104,7 @@ class WorkspaceForecast:
             "period": self.period.name,
             "as_of": self.as_of.isoformat(),
             "seed": self.seed,
+            "probabilities": self.probabilities,
             **self.result.to_json(),
         }
         if self.result.target is not None:
@@ -115,6 +126,8 @@ def forecast_workspaces(
     by_owner: bool = False,
     scenario: what_if.Scenario | None = None,
     gap_top: int = GAP_CLOSERS,
+    probabilities: Mapping[str, float] | None = None,
+    probabilities_label: str = REP,
 ) -> list[WorkspaceForecast]:
     """One forecast per workspace of ``histories`` (only ``workspace`` when given, even if it
     has no deal), in workspace order; one random generator from ``seed`` for all of them. With
@@ -124,7 +137,9 @@ def forecast_workspaces(
     With a ``target``, each workspace forecast lists its ``gap_top`` gap closers; with a
     ``scenario``, it carries the forecast under the scenario too. Both draw from copies of the
     generator as it was for the baseline (common random numbers), so their differences from the
-    baseline come from what they change, not from other random draws."""
+    baseline come from what they change, not from other random draws. ``probabilities`` (deal
+    id -> 0-1, the model's scores for a forecast as of now) replace the rep's for the deals they
+    name; ``probabilities_label`` says so in each result."""
     if at >= period.end:
         raise ValueError(f"the as-of time {at.isoformat()} is not before the end of {period.name}")
     by_workspace: dict[str, list[DealHistory]] = {}
@@ -141,9 +156,10 @@ def forecast_workspaces(
             if s.deal not in open_ids:
                 raise ValueError(f"deal {s.deal!r} of the scenario is not open at the as-of time")
     rng = np.random.default_rng(seed)
+    label = probabilities_label if probabilities else REP
     out = []
     for ws in sorted(by_workspace):
-        pipe = pipeline_at(by_workspace[ws], at, period)
+        pipe = pipeline_at(by_workspace[ws], at, period, probabilities)
         rel = period.relative_to(at)
         start = copy.deepcopy(rng)
         result = forecast(pipe.deals, rel, rng, won=pipe.won, n=simulations, target=target)
@@ -179,18 +195,24 @@ def forecast_workspaces(
                 ),
                 result,
             )
-        out.append(WorkspaceForecast(ws, WORKSPACE_SCOPE, period, at, seed, result, closers, under))
+        out.append(
+            WorkspaceForecast(ws, WORKSPACE_SCOPE, period, at, seed, result, closers, under, label)
+        )
         if not by_owner:
             continue
         owners: dict[str, list[DealHistory]] = {}
         for h in by_workspace[ws]:
             owners.setdefault(h.owner_id or "", []).append(h)
         for owner in sorted(owners):
-            pipe = pipeline_at(owners[owner], at, period)
+            pipe = pipeline_at(owners[owner], at, period, probabilities)
             if not len(pipe.deals) and not pipe.won_deals:
                 continue  # nothing open or won in the period: no row
             result = forecast(pipe.deals, period.relative_to(at), rng, won=pipe.won, n=simulations)
-            out.append(WorkspaceForecast(ws, OWNER_SCOPE + owner, period, at, seed, result))
+            out.append(
+                WorkspaceForecast(
+                    ws, OWNER_SCOPE + owner, period, at, seed, result, probabilities=label
+                )
+            )
     return out
 
 
@@ -222,6 +244,7 @@ async def store(db: PgPool | PgConnection, forecasts: Sequence[WorkspaceForecast
                 f.result.coverage,
                 f.result.gap,
                 f.result.p_reach,
+                f.probabilities,
             )
             for f in forecasts
         ],
@@ -265,6 +288,7 @@ def to_contract(f: WorkspaceForecast) -> DealForecast:
         coverage=r.coverage,
         gap=r.gap,
         p_reach_target=r.p_reach,
+        probabilities=f.probabilities,
         gap_closers=[
             ForecastGapCloser(
                 deal_id=g.deal_id,
@@ -365,3 +389,135 @@ async def _step_gap(
             after.raised_at,
         )
     return event
+
+
+# --- the daily service ---------------------------------------------------------------------
+
+_WORKSPACES = "SELECT DISTINCT workspace_id FROM deal_history ORDER BY 1"
+_LAST_RUNS = """
+SELECT workspace_id, max(as_of) AS last FROM forecasts WHERE scope = 'workspace'
+ GROUP BY workspace_id
+"""
+_CURRENT_MODEL = "SELECT max(version) FROM win_models WHERE current"
+_SCORES = """
+SELECT s.deal_id, s.win_probability FROM deal_scores s
+  JOIN win_models m ON m.version = s.model_version AND m.current
+ WHERE s.workspace_id = $1
+"""
+
+HistoryLoader = Callable[[PgPool, str], Awaitable[list[DealHistory]]]
+Targets = Mapping[str, Mapping[str, float]]
+_UNSEEN = -1
+
+
+class ForecastMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rounds = Counter(
+            f"{PREFIX}_forecast_rounds_total",
+            "Forecast rounds that forecast at least one workspace, by trigger "
+            "(schedule, model: a model was promoted).",
+            ["trigger"],
+            registry=registry,
+        )
+        self.forecasts = Counter(
+            f"{PREFIX}_forecast_forecasts_total",
+            "Forecasts stored (one per workspace and period).",
+            registry=registry,
+        )
+        self.failures = Counter(
+            f"{PREFIX}_forecast_failures_total",
+            "Checks that failed (database or broker); retried at the next check.",
+            registry=registry,
+        )
+
+
+class ForecastService:
+    """Each workspace's forecast of the current periods, daily at its time and whenever the
+    current model changes (``check``, called every ``forecast_check_seconds``)."""
+
+    def __init__(
+        self,
+        settings: ForecastSettings,
+        pool: PgPool,
+        load: HistoryLoader,
+        metrics: ForecastMetrics,
+        targets: Targets | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.load = load
+        self.metrics = metrics
+        self.targets = targets or {}
+        self.default_at = schedule.parse_time(settings.forecast_at)
+        self.workspace_at = {
+            ws: schedule.parse_time(t) for ws, t in settings.forecast_workspace_at.items()
+        }
+        self.kinds = [k.strip() for k in settings.forecast_periods.split(",") if k.strip()]
+        schedule.current_periods(dt.datetime.now(dt.UTC), self.kinds)  # validates the kinds
+        self._model: int | None = _UNSEEN
+
+    async def check(self, now: dt.datetime) -> list[WorkspaceForecast]:
+        """Forecast the workspaces that are due (all of them after a model promotion), store
+        and, with a broker, publish; the forecasts made."""
+        version = await self.pool.fetchval(_CURRENT_MODEL)
+        promoted = self._model != _UNSEEN and version is not None and version != self._model
+        self._model = version
+        workspaces = [r["workspace_id"] for r in await self.pool.fetch(_WORKSPACES)]
+        if promoted:
+            todo, trigger = workspaces, "model"
+        else:
+            last = {r["workspace_id"]: r["last"] for r in await self.pool.fetch(_LAST_RUNS)}
+            todo = schedule.due(now, workspaces, last, self.default_at, self.workspace_at)
+            trigger = "schedule"
+        results: list[WorkspaceForecast] = []
+        for ws in todo:
+            histories = await self.load(self.pool, ws)
+            scores = {
+                r["deal_id"]: r["win_probability"] for r in await self.pool.fetch(_SCORES, ws)
+            }
+            for period in schedule.current_periods(now, self.kinds):
+                results += forecast_workspaces(
+                    histories,
+                    now,
+                    period,
+                    workspace=ws,
+                    target=schedule.target_for(self.targets, ws, period.name),
+                    simulations=self.settings.forecast_simulations,
+                    probabilities=scores,
+                    probabilities_label=f"model v{version}",
+                )
+        if not results:
+            return results
+        await store(self.pool, results)
+        if self.settings.kafka_bootstrap_servers:
+            await publish(self.settings, self.pool, results)
+        self.metrics.rounds.labels(trigger).inc()
+        self.metrics.forecasts.inc(len(results))
+        logger.info("%s: forecast %d workspaces (%d forecasts)", trigger, len(todo), len(results))
+        return results
+
+
+async def run_forecast_service(
+    settings: ForecastSettings,
+    pool: PgPool,
+    load: HistoryLoader,
+    registry: CollectorRegistry,
+    health: Health,
+    stop: asyncio.Event,
+    targets: Targets | None = None,
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+) -> None:
+    """Check at once, then every ``forecast_check_seconds`` until ``stop``; a failed check is
+    logged, counted and tried again at the next one."""
+    service = ForecastService(settings, pool, load, ForecastMetrics(registry), targets)
+    health.register("forecast", lambda: True)
+    if not settings.kafka_bootstrap_servers:
+        logger.warning("VECTOROS_KAFKA_BOOTSTRAP_SERVERS is not set: forecasts are stored only")
+    while True:  # the first check at once, even when already asked to stop
+        try:
+            await service.check(clock())
+        except Exception as exc:
+            service.metrics.failures.inc()
+            logger.warning("forecast check failed (%s: %s); trying again", type(exc).__name__, exc)
+        if await stopped_within(stop, settings.forecast_check_seconds):
+            return

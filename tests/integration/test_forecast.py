@@ -248,6 +248,7 @@ async def test_the_deal_forecasts_topic_and_the_forecasts_table_agree(
             "coverage",
             "gap",
             "p_reach_target",
+            "probabilities",
         ):
             assert getattr(f, name) == row[name], name
     acme = latest["acme", "workspace"]

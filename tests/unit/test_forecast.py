@@ -228,3 +228,13 @@ def test_won_and_landed_share_matches_probability_times_the_close_date_share() -
     one = deals([1.0], [0.4], [40.0], spread=20.0)  # P10 20, P90 60
     draws = revenue_draws(one, Period(20, 60), N, np.random.default_rng(9))
     assert abs(draws.mean() - 0.4 * 0.8) <= tolerance(0.32)
+
+
+def test_given_probabilities_replace_the_win_probability_but_not_the_reps() -> None:
+    at = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    a = deal("a", "2026-01-05", value=100.0)
+    a.probabilities = [(ms("2026-01-05"), 60.0)]
+    b = deal("b", "2026-01-05", value=100.0)
+    pipe = pipeline_at([a, b], at, PeriodSpec.parse("2026-Q1"), {"a": 0.9, "zz": 0.1})
+    assert pipe.deals.probability.tolist() == pytest.approx([0.9, 0.5])
+    assert pipe.deals.rep_probability.tolist() == pytest.approx([0.6, 0.5])

@@ -11,3 +11,7 @@ CREATE TABLE forecast_gap_state (
     PRIMARY KEY (workspace_id, period),
     CHECK ((priority IS NULL) = (raised_at IS NULL))
 );
+
+-- Whose probabilities of winning a forecast used: 'rep', or 'model v<N>' (the forecast
+-- service's forecasts as of now use the current model's scores from deal_scores).
+ALTER TABLE forecasts ADD COLUMN probabilities text NOT NULL DEFAULT 'rep';
