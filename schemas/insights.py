@@ -77,6 +77,8 @@ class RuleName(StrEnum):
 
 WORKSPACE_RULES: frozenset[RuleName] = frozenset({RuleName.PIPELINE_GAP})
 """Rules about a workspace rather than one deal; the monitor's registry has every other one."""
+DEAL_RULES: tuple[RuleName, ...] = tuple(r for r in RuleName if r not in WORKSPACE_RULES)
+"""The monitor's rules: about one deal each, in its registry and its packed state."""
 
 
 class _Model(BaseModel):
