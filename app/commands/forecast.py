@@ -31,6 +31,13 @@ def forecast() -> None:
 @click.option("--period", required=True, help="The period forecast: 2026-Q1 or 2026-12.")
 @click.option("--workspace", default=None, help="Only this workspace (default: each one).")
 @click.option("--target", type=click.FloatRange(min=0), default=None, help="The period's target.")
+@click.option(
+    "--targets",
+    "targets_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML targets per workspace, owner and period instead (docs/forecast.md).",
+)
 @click.option("--simulations", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--seed", type=int, default=None, help="Random seed (repeatable results).")
 @click.option(
@@ -59,6 +66,7 @@ def forecast_run(
     period: str,
     workspace: str | None,
     target: float | None,
+    targets_file: str | None,
     simulations: int,
     seed: int | None,
     by: str | None,
@@ -81,6 +89,7 @@ def forecast_run(
     from consumer.forecast.service import WorkspaceForecast, forecast_workspaces, store
     from consumer.forecast.service import publish as publish_forecasts
     from consumer.forecast.settings import ForecastSettings
+    from consumer.forecast.targets import parse_targets
     from consumer.history.store import load_histories
     from vectoros.when import parse_when
 
@@ -96,6 +105,14 @@ def forecast_run(
         raise click.BadParameter(
             f"{at.isoformat()} is not before the end of {spec.name}", param_hint="'--as-of'"
         )
+    targets = None
+    if targets_file is not None:
+        if target is not None:
+            raise click.BadParameter("--target or --targets, not both", param_hint="'--targets'")
+        try:
+            targets = parse_targets(Path(targets_file).read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--targets'") from None
     scenario = None
     if scenario_file is not None:
         try:
@@ -125,6 +142,7 @@ def forecast_run(
                 seed=seed,
                 by_owner=by == "owner",
                 scenario=scenario,
+                targets=targets,
             )
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--scenario'") from None
@@ -516,11 +534,9 @@ def forecast_serve() -> None:
     broker, published on deal-forecasts (and pipeline_gap on deal-insights)."""
     import asyncio
 
-    import yaml
-    from pydantic import TypeAdapter, ValidationError
-
     from consumer.forecast.service import run_forecast_service
     from consumer.forecast.settings import ForecastSettings
+    from consumer.forecast.targets import Targets, parse_targets
     from consumer.history.store import load_histories
     from vectoros.db import connect_pool, migrate
     from vectoros.errors import ConfigError
@@ -528,12 +544,11 @@ def forecast_serve() -> None:
 
     settings = load_settings(ForecastSettings)
     settings.dsn()
-    targets: dict[str, dict[str, float]] = {}
+    targets = Targets()
     if settings.forecast_targets_file is not None:
         try:
-            raw = yaml.safe_load(settings.forecast_targets_file.read_text(encoding="utf-8"))
-            targets = TypeAdapter(dict[str, dict[str, float]]).validate_python(raw or {})
-        except (OSError, yaml.YAMLError, ValidationError) as exc:
+            targets = parse_targets(settings.forecast_targets_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"VECTOROS_FORECAST_TARGETS_FILE {settings.forecast_targets_file}: "
                 f"{one_line(str(exc))}"

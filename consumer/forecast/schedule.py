@@ -57,10 +57,3 @@ def current_periods(now: dt.datetime, kinds: Sequence[str]) -> list[PeriodSpec]:
         else:
             raise ValueError(f"{kind!r} is not a period kind (quarter, month)")
     return out
-
-
-def target_for(
-    targets: Mapping[str, Mapping[str, float]], workspace: str, period: str
-) -> float | None:
-    """A target from ``{workspace: {period: amount}}`` (the targets file)."""
-    return targets.get(workspace, {}).get(period)

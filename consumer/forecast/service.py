@@ -20,6 +20,7 @@ from consumer.forecast import scenario as what_if
 from consumer.forecast.pipeline import PeriodSpec, creation_rates, pipeline_at
 from consumer.forecast.settings import ForecastSettings
 from consumer.forecast.simulate import SIMULATIONS, Forecast, GapCloser, forecast, gap_closers
+from consumer.forecast.targets import Targets
 from consumer.intelligence.projection import DealHistory
 from schemas.forecasts import DealForecast, ForecastGapCloser
 from schemas.insights import InsightEvent, Priority
@@ -128,11 +129,13 @@ def forecast_workspaces(
     gap_top: int = GAP_CLOSERS,
     probabilities: Mapping[str, float] | None = None,
     probabilities_label: str = REP,
+    targets: Targets | None = None,
 ) -> list[WorkspaceForecast]:
     """One forecast per workspace of ``histories`` (only ``workspace`` when given, even if it
     has no deal), in workspace order; one random generator from ``seed`` for all of them. With
     ``by_owner``, each workspace's is followed by one per owner (scope ``owner:<id>``, the
-    deal's current owner, no target), in owner order.
+    deal's current owner), in owner order. ``target`` is every workspace's; without it each
+    workspace's and each owner's come from ``targets`` (none when it has none).
 
     With a ``target``, each workspace forecast lists its ``gap_top`` gap closers; with a
     ``scenario``, it carries the forecast under the scenario too. Both draw from copies of the
@@ -161,15 +164,18 @@ def forecast_workspaces(
     for ws in sorted(by_workspace):
         pipe = pipeline_at(by_workspace[ws], at, period, probabilities)
         rel = period.relative_to(at)
+        ws_target = target
+        if ws_target is None and targets is not None:
+            ws_target = targets.of(ws, period.name)
         start = copy.deepcopy(rng)
-        result = forecast(pipe.deals, rel, rng, won=pipe.won, n=simulations, target=target)
+        result = forecast(pipe.deals, rel, rng, won=pipe.won, n=simulations, target=ws_target)
         closers: tuple[GapCloser, ...] = ()
-        if target is not None:
+        if ws_target is not None:
             _, found = gap_closers(
                 pipe.deals,
                 rel,
                 copy.deepcopy(start),
-                target=target,
+                target=ws_target,
                 won=pipe.won,
                 n=simulations,
                 top=gap_top,
@@ -191,7 +197,7 @@ def forecast_workspaces(
                     copy.deepcopy(start),
                     won=changed.won,
                     n=simulations,
-                    target=target,
+                    target=ws_target,
                 ),
                 result,
             )
@@ -207,7 +213,15 @@ def forecast_workspaces(
             pipe = pipeline_at(owners[owner], at, period, probabilities)
             if not len(pipe.deals) and not pipe.won_deals:
                 continue  # nothing open or won in the period: no row
-            result = forecast(pipe.deals, period.relative_to(at), rng, won=pipe.won, n=simulations)
+            owner_target = None if targets is None else targets.of(ws, period.name, owner)
+            result = forecast(
+                pipe.deals,
+                period.relative_to(at),
+                rng,
+                won=pipe.won,
+                n=simulations,
+                target=owner_target,
+            )
             out.append(
                 WorkspaceForecast(
                     ws, OWNER_SCOPE + owner, period, at, seed, result, probabilities=label
@@ -406,7 +420,6 @@ SELECT s.deal_id, s.win_probability FROM deal_scores s
 """
 
 HistoryLoader = Callable[[PgPool, str], Awaitable[list[DealHistory]]]
-Targets = Mapping[str, Mapping[str, float]]
 _UNSEEN = -1
 
 
@@ -447,7 +460,7 @@ class ForecastService:
         self.pool = pool
         self.load = load
         self.metrics = metrics
-        self.targets = targets or {}
+        self.targets = targets or Targets()
         self.default_at = schedule.parse_time(settings.forecast_at)
         self.workspace_at = {
             ws: schedule.parse_time(t) for ws, t in settings.forecast_workspace_at.items()
@@ -481,7 +494,7 @@ class ForecastService:
                     now,
                     period,
                     workspace=ws,
-                    target=schedule.target_for(self.targets, ws, period.name),
+                    targets=self.targets,
                     simulations=self.settings.forecast_simulations,
                     probabilities=scores,
                     probabilities_label=f"model v{version}",

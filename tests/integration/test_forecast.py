@@ -357,3 +357,30 @@ async def test_forecast_fan_draws_the_stored_history_of_one_workspace(
     assert done.returncode == 0, done.stderr
     assert f"fan chart of acme 2026-Q1, 6 as-of dates: {png}" in done.stdout  # Jan 15 .. Mar 26
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_forecast_run_reads_targets_per_workspace_and_owner_from_a_file(
+    forecast_dsn: str, pool: PgPool, tmp_path: pathlib.Path
+) -> None:
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, HISTORY)
+    targets = tmp_path / "targets.yaml"
+    targets.write_text("acme:\n  2026-Q1: 2200\n  owners:\n    rep-1: {2026-Q1: 1000}\n")
+    args = ["forecast", "run", "--as-of", "2026-02-01", "--period", "2026-Q1"]
+
+    done = run([*args, "--targets", str(targets), "--by", "owner", "--json"], forecast_dsn)
+    assert done.returncode == 0, done.stderr
+    got = {(f["workspace_id"], f["scope"]): f["target"] for f in json.loads(done.stdout)}
+    assert got == {
+        ("acme", "workspace"): 2200.0,
+        ("acme", "owner:rep-1"): 1000.0,
+        ("beta", "workspace"): None,
+        ("beta", "owner:rep-1"): None,
+    }
+    both = run([*args, "--targets", str(targets), "--target", "5"], forecast_dsn)
+    assert both.returncode == 2
+    assert "--target or --targets" in both.stderr
+    targets.write_text("acme: {2026-Q9: 1}\n")
+    bad = run([*args, "--targets", str(targets)], forecast_dsn)
+    assert bad.returncode == 2
+    assert "'2026-Q9' is not a period" in bad.stderr

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from consumer.forecast.service import ForecastMetrics, ForecastService, run_forecast_service
 from consumer.forecast.settings import ForecastSettings
+from consumer.forecast.targets import Targets
 from consumer.history import store
 from tests.databases import fresh_database, migrated_pool
 from tests.integration.test_forecast import HISTORY
@@ -60,7 +61,7 @@ async def test_daily_per_workspace_and_again_when_a_model_is_promoted(pool: PgPo
         registry,
         Health(),
         stop,
-        targets={"acme": {"2026-Q1": 2200.0}},
+        targets=Targets({"acme": {"2026-Q1": 2200.0}}),
         clock=lambda: at("2026-02-01T07:00"),
     )
     # neither had a forecast yet: both at once

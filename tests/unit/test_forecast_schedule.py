@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from consumer.forecast.schedule import current_periods, due, last_slot, parse_time, target_for
+from consumer.forecast.schedule import current_periods, due, last_slot, parse_time
 
 
 def at(text: str) -> dt.datetime:
@@ -40,12 +40,8 @@ def test_each_workspace_is_due_once_a_day_at_its_own_time() -> None:
     assert due(at("2026-02-04T09:00"), workspaces, last, SIX, per_ws) == ["acme", "beta", "gamma"]
 
 
-def test_the_current_periods_and_targets() -> None:
+def test_the_current_periods() -> None:
     names = [p.name for p in current_periods(at("2026-11-30T23:00"), ["quarter", "month"])]
     assert names == ["2026-Q4", "2026-11"]
     with pytest.raises(ValueError, match="period kind"):
         current_periods(at("2026-11-30T23:00"), ["week"])
-    targets = {"acme": {"2026-Q4": 5e5}}
-    assert target_for(targets, "acme", "2026-Q4") == 5e5
-    assert target_for(targets, "acme", "2026-11") is None
-    assert target_for(targets, "beta", "2026-Q4") is None
