@@ -55,6 +55,13 @@ def forecast() -> None:
     help="A what-if YAML file (docs/forecast.md): shown as the change from the baseline.",
 )
 @click.option(
+    "--models",
+    "use_models",
+    is_flag=True,
+    help="Win probabilities and close dates from models trained on what was known before "
+    "--as-of (as the backtest does) instead of the rep's; the rep's when too little history.",
+)
+@click.option(
     "--publish/--no-publish",
     default=True,
     show_default=True,
@@ -71,6 +78,7 @@ def forecast_run(
     seed: int | None,
     by: str | None,
     scenario_file: str | None,
+    use_models: bool,
     publish: bool,
     as_json: bool,
 ) -> None:
@@ -131,6 +139,18 @@ def forecast_run(
 
     async def go(pool: Any) -> list[WorkspaceForecast]:
         histories = await load_histories(pool, workspace)
+        model = None
+        if use_models:
+            from consumer.forecast.backtest import train_at
+
+            trained = train_at(histories, round(at.timestamp() * 1000))
+            model = trained.predict
+            if model is None:
+                click.echo(
+                    f"--models: {trained.training_snapshots} training snapshots before "
+                    f"{at.isoformat()}, too few: the rep's probabilities",
+                    err=True,
+                )
         try:
             results = forecast_workspaces(
                 histories,
@@ -143,6 +163,7 @@ def forecast_run(
                 by_owner=by == "owner",
                 scenario=scenario,
                 targets=targets,
+                model=model,
             )
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--scenario'") from None

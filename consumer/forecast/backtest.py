@@ -39,9 +39,9 @@ import numpy as np
 
 from consumer.forecast.pipeline import (
     PeriodSpec,
+    Predict,
     close_spread,
     creation_rates,
-    open_at,
     pipeline_at,
 )
 from consumer.forecast.simulate import OpenDeals, Period, forecast
@@ -116,7 +116,7 @@ def stage_win_rates(histories: Sequence[DealHistory], t: int) -> dict[str, float
 class Models:
     """The win and close-date models trained on what was known at one as-of date."""
 
-    predict: Callable[[Sequence[DealHistory]], tuple[np.ndarray, ...]] | None
+    predict: Predict | None
     training_snapshots: int
 
 
@@ -329,7 +329,6 @@ def _row(
     new_pipeline: bool,
     lookback_days: float,
 ) -> Row:
-    t = round(at.timestamp() * 1000)
     rel = period.relative_to(at)
     pipe = pipeline_at(hs, at, period)
     rep = pipe.deals
@@ -342,11 +341,7 @@ def _row(
     deals = rep
     source = "rep"
     if models.predict is not None:
-        open_hs = {h.deal_id: h for h in hs if open_at(h, t)}
-        p, lo, mid, hi = models.predict([open_hs[d] for d in rep.ids])
-        deals = OpenDeals(
-            rep.ids, rep.value, p, rep.rep_probability, lo, mid, hi, rep.owners, rep.stages
-        )
+        deals = pipeline_at(hs, at, period, model=models.predict).deals
         source = "model"
     if new_pipeline:
         deals = _with_new_deals(deals, hs, at, rel, lookback_days, rng)

@@ -16,14 +16,18 @@ one without a close date gets ``DEFAULT_DAYS_TO_CLOSE``. Win probability: the re
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from consumer.forecast.simulate import OpenDeals, Period
 from consumer.intelligence.features import as_of
 from consumer.intelligence.projection import DAY_MS, DealHistory
+
+Predict = Callable[[Sequence[DealHistory]], tuple[NDArray[np.float64], ...]]
+"""Open deals -> (win probability, close P10, P50, P90 in days after the as-of time)."""
 
 MIN_SPREAD_DAYS = 14.0
 SPREAD_SHARE = 0.5
@@ -102,10 +106,14 @@ def pipeline_at(
     at: dt.datetime,
     period: PeriodSpec,
     probabilities: Mapping[str, float] | None = None,
+    model: Predict | None = None,
 ) -> Pipeline:
     """The open deals at ``at`` and what was won in ``period`` before it. ``probabilities``
     (deal id -> 0-1, e.g. the current model's scores for a forecast as of now) replace the
-    probability of winning of the deals they name; the rep's stays for the roll-up."""
+    probability of winning of the deals they name; the rep's stays for the roll-up. ``model``
+    (the open deals' histories -> win probability and close-date P10/P50/P90 in days after
+    ``at``, from models trained on what was known before ``at``) replaces both for every open
+    deal."""
     t = round(at.timestamp() * 1000)
     start_ms = round(period.start.timestamp() * 1000)
     ids: list[str] = []
@@ -118,6 +126,7 @@ def pipeline_at(
     p90: list[float] = []
     rep: list[float] = []
     won, won_deals = 0.0, 0
+    open_histories: list[DealHistory] = []
     for h in histories:
         if won_in(h, start_ms, t):
             won += h.value or 0.0
@@ -140,6 +149,7 @@ def pipeline_at(
         if probabilities is not None and h.deal_id in probabilities:
             p = min(1.0, max(0.0, probabilities[h.deal_id]))
         ids.append(h.deal_id)
+        open_histories.append(h)
         owners.append(past.owner_id or "")
         stages.append(past.stage or "")
         value.append(past.value or 0.0)
@@ -147,14 +157,18 @@ def pipeline_at(
         p10.append(lo)
         p50.append(mid)
         p90.append(hi)
+    win = np.asarray(prob, dtype=float)
+    lo_a, mid_a, hi_a = (np.asarray(x, dtype=float) for x in (p10, p50, p90))
+    if model is not None and open_histories:
+        win, lo_a, mid_a, hi_a = (np.asarray(x, dtype=float) for x in model(open_histories))
     deals = OpenDeals(
         tuple(ids),
         np.asarray(value, dtype=float),
-        np.asarray(prob, dtype=float),
+        win,
         np.asarray(rep, dtype=float),
-        np.asarray(p10, dtype=float),
-        np.asarray(p50, dtype=float),
-        np.asarray(p90, dtype=float),
+        lo_a,
+        mid_a,
+        hi_a,
         tuple(owners),
         tuple(stages),
     )

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from consumer.forecast import gap, schedule
 from consumer.forecast import scenario as what_if
-from consumer.forecast.pipeline import PeriodSpec, creation_rates, pipeline_at
+from consumer.forecast.pipeline import PeriodSpec, Predict, creation_rates, pipeline_at
 from consumer.forecast.settings import ForecastSettings
 from consumer.forecast.simulate import SIMULATIONS, Forecast, GapCloser, forecast, gap_closers
 from consumer.forecast.targets import Targets
@@ -36,6 +36,7 @@ WORKSPACE_SCOPE = "workspace"
 OWNER_SCOPE = "owner:"
 GAP_CLOSERS = 10
 REP = "rep"
+TRAINED = "model trained to as-of"
 CHANGE_FIELDS = ("p10", "p50", "p90", "expected", "weighted_pipeline", "pipeline", "p_reach")
 
 _UPSERT = """
@@ -130,6 +131,7 @@ def forecast_workspaces(
     probabilities: Mapping[str, float] | None = None,
     probabilities_label: str = REP,
     targets: Targets | None = None,
+    model: Predict | None = None,
 ) -> list[WorkspaceForecast]:
     """One forecast per workspace of ``histories`` (only ``workspace`` when given, even if it
     has no deal), in workspace order; one random generator from ``seed`` for all of them. With
@@ -142,7 +144,9 @@ def forecast_workspaces(
     generator as it was for the baseline (common random numbers), so their differences from the
     baseline come from what they change, not from other random draws. ``probabilities`` (deal
     id -> 0-1, the model's scores for a forecast as of now) replace the rep's for the deals they
-    name; ``probabilities_label`` says so in each result."""
+    name; ``probabilities_label`` says so in each result. ``model`` (trained on what was known
+    before ``at``, see ``backtest.train_at``) gives every open deal its win probability and
+    close-date distribution instead; the label is then ``TRAINED``."""
     if at >= period.end:
         raise ValueError(f"the as-of time {at.isoformat()} is not before the end of {period.name}")
     by_workspace: dict[str, list[DealHistory]] = {}
@@ -159,10 +163,10 @@ def forecast_workspaces(
             if s.deal not in open_ids:
                 raise ValueError(f"deal {s.deal!r} of the scenario is not open at the as-of time")
     rng = np.random.default_rng(seed)
-    label = probabilities_label if probabilities else REP
+    label = TRAINED if model is not None else probabilities_label if probabilities else REP
     out = []
     for ws in sorted(by_workspace):
-        pipe = pipeline_at(by_workspace[ws], at, period, probabilities)
+        pipe = pipeline_at(by_workspace[ws], at, period, probabilities, model)
         rel = period.relative_to(at)
         ws_target = target
         if ws_target is None and targets is not None:
@@ -210,7 +214,7 @@ def forecast_workspaces(
         for h in by_workspace[ws]:
             owners.setdefault(h.owner_id or "", []).append(h)
         for owner in sorted(owners):
-            pipe = pipeline_at(owners[owner], at, period, probabilities)
+            pipe = pipeline_at(owners[owner], at, period, probabilities, model)
             if not len(pipe.deals) and not pipe.won_deals:
                 continue  # nothing open or won in the period: no row
             owner_target = None if targets is None else targets.of(ws, period.name, owner)

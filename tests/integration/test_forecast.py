@@ -384,3 +384,26 @@ async def test_forecast_run_reads_targets_per_workspace_and_owner_from_a_file(
     bad = run([*args, "--targets", str(targets)], forecast_dsn)
     assert bad.returncode == 2
     assert "'2026-Q9' is not a period" in bad.stderr
+
+
+async def test_forecast_run_with_models_trained_before_the_as_of_date(
+    forecast_dsn: str, pool: PgPool
+) -> None:
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, HISTORY)  # far too little to train on
+    args = ["forecast", "run", "--as-of", "2026-02-01", "--period", "2026-Q1", "--models"]
+    few = run([*args, "--workspace", "acme", "--simulations", "200", "--json"], forecast_dsn)
+    assert few.returncode == 0, few.stderr
+    assert "too few: the rep's probabilities" in few.stderr
+    assert [f["probabilities"] for f in json.loads(few.stdout)] == ["rep"]
+
+    simulated = generate_histories(HistorySpec(deals=700, days=300, workspaces=1, seed=5))
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, simulated)
+    args = ["forecast", "run", "--as-of", "2024-09-15", "--period", "2024-Q4", "--models"]
+    done = run([*args, "--workspace", "ws-0", "--simulations", "200", "--json"], forecast_dsn)
+    assert done.returncode == 0, done.stderr
+    (ws0,) = json.loads(done.stdout)
+    assert ws0["probabilities"] == "model trained to as-of"
+    stored = await pool.fetchval("SELECT probabilities FROM forecasts WHERE workspace_id = 'ws-0'")
+    assert stored == "model trained to as-of"

@@ -238,3 +238,30 @@ def test_given_probabilities_replace_the_win_probability_but_not_the_reps() -> N
     pipe = pipeline_at([a, b], at, PeriodSpec.parse("2026-Q1"), {"a": 0.9, "zz": 0.1})
     assert pipe.deals.probability.tolist() == pytest.approx([0.9, 0.5])
     assert pipe.deals.rep_probability.tolist() == pytest.approx([0.6, 0.5])
+
+
+def test_a_model_gives_every_open_deal_its_probability_and_close_dates() -> None:
+    at = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    a = deal("a", "2026-01-05", value=100.0)
+    a.probabilities = [(ms("2026-01-05"), 60.0)]
+    b = deal("b", "2026-01-06", value=200.0)
+    later = deal("c", "2026-03-01", value=300.0)  # not open yet: not given to the model
+    seen: list[list[str]] = []
+
+    def model(hs: object) -> tuple[np.ndarray, ...]:
+        ids = [h.deal_id for h in hs]  # type: ignore[attr-defined]
+        seen.append(ids)
+        n = len(ids)
+        return np.full(n, 0.3), np.full(n, 1.0), np.full(n, 2.0), np.full(n, 3.0)
+
+    pipe = pipeline_at([a, b, later], at, PeriodSpec.parse("2026-Q1"), model=model)
+    assert seen == [["a", "b"]]
+    assert pipe.deals.probability.tolist() == [0.3, 0.3]
+    assert pipe.deals.rep_probability.tolist() == pytest.approx([0.6, 0.5])
+    assert pipe.deals.close_p10.tolist() == [1.0, 1.0]
+    assert pipe.deals.close_p90.tolist() == [3.0, 3.0]
+    from consumer.forecast.service import TRAINED, forecast_workspaces
+
+    out = forecast_workspaces([a, b], at, PeriodSpec.parse("2026-Q1"), model=model, seed=1)
+    assert out[0].probabilities == TRAINED
+    assert out[0].result.weighted_pipeline == pytest.approx(0.3 * 300)
