@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings
 from app.pipeline import RunSettings
 from consumer.api.settings import ApiSettings
 from consumer.enricher.settings import EnricherSettings
+from consumer.forecast.settings import ForecastSettings
 from consumer.history.settings import HistorySettings
 from consumer.monitor.settings import MonitorSettings
 from consumer.notifier.settings import NotifierSettings
@@ -36,6 +37,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     CaptureSettings,
     HistorySettings,
     ApiSettings,
+    ForecastSettings,
     RunSettings,
 )
 

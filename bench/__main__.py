@@ -23,6 +23,7 @@ from typing import Any
 
 from bench import api as api_bench
 from bench import floor, latency, memory, produce, profiling, restore, sink, throughput, tick
+from bench import forecast as forecast_bench
 from bench import notifier as notifier_bench
 from bench import scores as scores_bench
 from bench.data import Dataset, events_dataset
@@ -52,6 +53,7 @@ SCENARIOS = (
     "profile",
     "notifier",
     "api",
+    "forecast",
 )
 DOCS = ROOT / "docs" / "benchmarks.md"
 MIB = 2**20
@@ -316,6 +318,30 @@ class Bench:
             f"{messages:,} messages of one mailbox through a Gmail stand-in in process (no "
             "network), SQLite captured log, matcher, events acknowledged by the broker "
             "(bench/capture.py)"
+        )
+
+    async def forecast(self) -> None:
+        took = self.metric(
+            "forecast",
+            "Monte Carlo, 10,000 open deals x 10,000 simulations",
+            "s",
+            target=2.0,
+            higher_is_better=False,
+            target_text="<= 2",
+            digits=2,
+        )
+        peak = self.metric("forecast", "peak numpy memory during it", "MiB", digits=0)
+
+        async def one(i: int) -> str:
+            res = forecast_bench.run_forecast_bench()
+            took.add(res.seconds)
+            peak.add(res.peak_mib)
+            return f"{res.seconds:.2f}s, peak {res.peak_mib:.0f} MiB, P50 {res.p50:,.0f}"
+
+        await self.repeat("forecast", one)
+        took.notes.append(
+            "consumer.forecast.simulate.forecast alone, in process, one warm-up first; "
+            f"{forecast_bench.chunk_note()}; peak memory from tracemalloc"
         )
 
     async def floor(self) -> None:

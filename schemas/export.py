@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from schemas.acks import InsightAck
 from schemas.events import EVENT_TYPES, TICK_HEADER, DealEvent, Tick, event_adapter
+from schemas.forecasts import DealForecast
 from schemas.insights import InsightEvent
 from schemas.scores import DealScore
 
@@ -43,6 +44,7 @@ _DESCRIPTIONS = {
     "insight-event": "One lifecycle step (raised, escalated, resolved) of an insight.",
     "deal-score": "The win-probability model's current score of an open deal, with top factors.",
     "insight-ack": "Someone acknowledged, snoozed or marked an insight not useful.",
+    "deal-forecast": "A period's revenue forecast of a workspace (or owner) as known at a date.",
 }
 
 
@@ -67,6 +69,7 @@ def json_schemas() -> dict[str, JsonSchema]:
     sources.append(("insight-event", "InsightEvent", InsightEvent.model_json_schema()))
     sources.append(("deal-score", "DealScore", DealScore.model_json_schema()))
     sources.append(("insight-ack", "InsightAck", InsightAck.model_json_schema()))
+    sources.append(("deal-forecast", "DealForecast", DealForecast.model_json_schema()))
     return {
         name: {
             "$schema": DIALECT,
@@ -144,6 +147,7 @@ channels:
   dealEventsDlq: {address: deal-events-dlq, description: "Records the monitor could not use."}
   dealScores: {address: deal-scores, description: "Model scores of open deals."}
   insightAcks: {address: insight-acks, description: "Insights acknowledged, snoozed, not useful."}
+  dealForecasts: {address: deal-forecasts, description: "Revenue forecasts of a period."}
   dealMonitorState:
     address: deal-monitor-state
     description: Changelog of the monitor's per-deal state (compacted).
@@ -191,6 +195,10 @@ components:
       summary: An answer to an insight (Slack button, email link, CLI), keyed by insight_id.
       payload: {$ref: "#/components/schemas/InsightAck"}
       bindings: {kafka: {key: {type: string, description: insight_id}, bindingVersion: 0.5.0}}
+    dealForecast:
+      summary: A period's revenue forecast as known at a date, keyed by workspace_id.
+      payload: {$ref: "#/components/schemas/DealForecast"}
+      bindings: {kafka: {key: {type: string, description: workspace_id}, bindingVersion: 0.5.0}}
     dealState:
       summary: The monitor's state of one deal (internal). A null value (tombstone) deletes it.
       payload: {type: [object, "null"], description: Internal state snapshot.}
@@ -212,6 +220,7 @@ _OPERATIONS = [  # (id, action, channel, messages, summary)
     ("gatewaySendInsightAcks", "send", "insightAcks", ["insightAck"], "The gateway."),
     ("cliSendInsightAcks", "send", "insightAcks", ["insightAck"], "vectoros insights ack|snooze."),
     ("notifierReceiveInsightAcks", "receive", "insightAcks", ["insightAck"], "The notifier."),
+    ("forecastSendDealForecasts", "send", "dealForecasts", ["dealForecast"], "vectoros forecast."),
 ]
 
 

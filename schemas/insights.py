@@ -73,6 +73,15 @@ class RuleName(StrEnum):
     FORECAST_RISK = "forecast_risk"
     WIN_PROBABILITY_DROP = "win_probability_drop"
     CLOSE_DATE_UNREALISTIC = "close_date_unrealistic"
+    PIPELINE_GAP = "pipeline_gap"
+    """Workspace level, from the revenue forecast (not a monitor rule): ``deal_id`` is
+    ``pipeline:<period>``."""
+
+
+WORKSPACE_RULES: frozenset[RuleName] = frozenset({RuleName.PIPELINE_GAP})
+"""Rules about a workspace rather than one deal; the monitor's registry has every other one."""
+DEAL_RULES: tuple[RuleName, ...] = tuple(r for r in RuleName if r not in WORKSPACE_RULES)
+"""The monitor's rules: about one deal each, in its registry and its packed state."""
 
 
 class _Model(BaseModel):

@@ -30,6 +30,7 @@ METRICS_PORTS: dict[str, int] = {
     "capture": 9471,
     "history": 9472,
     "api": 9473,
+    "forecast": 9474,
 }
 
 

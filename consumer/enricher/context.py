@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from consumer.forecast import gap
 from consumer.rules.registry import RULES
 from schemas.insights import InsightEvent, Lifecycle, MetricValue, RuleName
 
@@ -31,7 +32,10 @@ MAX_METRICS: Final = 24  # key_metrics entries passed on
 RECENT_STEPS: Final = 8
 STAGES_KEPT: Final = 8
 
-RULE_MEANING: Final[dict[RuleName, str]] = {rule.name: rule.meaning for rule in RULES}
+RULE_MEANING: Final[dict[RuleName, str]] = {
+    **{rule.name: rule.meaning for rule in RULES},
+    RuleName.PIPELINE_GAP: gap.MEANING,
+}
 
 # key_metrics that describe activity (passed on under "activity" as well).
 _ACTIVITY_KEYS: Final = re.compile(r"(activit|inactive|touch|email|call|meeting|note|task)")

@@ -16,14 +16,18 @@ one without a close date gets ``DEFAULT_DAYS_TO_CLOSE``. Win probability: the re
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from consumer.forecast.simulate import OpenDeals, Period
 from consumer.intelligence.features import as_of
 from consumer.intelligence.projection import DAY_MS, DealHistory
+
+Predict = Callable[[Sequence[DealHistory]], tuple[NDArray[np.float64], ...]]
+"""Open deals -> (win probability, close P10, P50, P90 in days after the as-of time)."""
 
 MIN_SPREAD_DAYS = 14.0
 SPREAD_SHARE = 0.5
@@ -97,18 +101,32 @@ def close_spread(p50: float) -> tuple[float, float]:
     return max(0.0, p50 - spread), p50 + spread
 
 
-def pipeline_at(histories: Iterable[DealHistory], at: dt.datetime, period: PeriodSpec) -> Pipeline:
-    """The open deals at ``at`` and what was won in ``period`` before it."""
+def pipeline_at(
+    histories: Iterable[DealHistory],
+    at: dt.datetime,
+    period: PeriodSpec,
+    probabilities: Mapping[str, float] | None = None,
+    model: Predict | None = None,
+) -> Pipeline:
+    """The open deals at ``at`` and what was won in ``period`` before it. ``probabilities``
+    (deal id -> 0-1, e.g. the current model's scores for a forecast as of now) replace the
+    probability of winning of the deals they name; the rep's stays for the roll-up. ``model``
+    (the open deals' histories -> win probability and close-date P10/P50/P90 in days after
+    ``at``, from models trained on what was known before ``at``) replaces both for every open
+    deal."""
     t = round(at.timestamp() * 1000)
     start_ms = round(period.start.timestamp() * 1000)
     ids: list[str] = []
     owners: list[str] = []
+    stages: list[str] = []
     value: list[float] = []
     prob: list[float] = []
     p10: list[float] = []
     p50: list[float] = []
     p90: list[float] = []
+    rep: list[float] = []
     won, won_deals = 0.0, 0
+    open_histories: list[DealHistory] = []
     for h in histories:
         if won_in(h, start_ms, t):
             won += h.value or 0.0
@@ -127,22 +145,81 @@ def pipeline_at(histories: Iterable[DealHistory], at: dt.datetime, period: Perio
             close_ms = (past.close_date.toordinal() - dt.date(1970, 1, 1).toordinal()) * DAY_MS
             mid = max(0.0, (close_ms - t) / DAY_MS)
         lo, hi = close_spread(mid)
+        rep.append(p)
+        if probabilities is not None and h.deal_id in probabilities:
+            p = min(1.0, max(0.0, probabilities[h.deal_id]))
         ids.append(h.deal_id)
+        open_histories.append(h)
         owners.append(past.owner_id or "")
+        stages.append(past.stage or "")
         value.append(past.value or 0.0)
         prob.append(p)
         p10.append(lo)
         p50.append(mid)
         p90.append(hi)
-    probability = np.asarray(prob, dtype=float)
+    win = np.asarray(prob, dtype=float)
+    lo_a, mid_a, hi_a = (np.asarray(x, dtype=float) for x in (p10, p50, p90))
+    if model is not None and open_histories:
+        win, lo_a, mid_a, hi_a = (np.asarray(x, dtype=float) for x in model(open_histories))
     deals = OpenDeals(
         tuple(ids),
         np.asarray(value, dtype=float),
-        probability,
-        probability.copy(),
-        np.asarray(p10, dtype=float),
-        np.asarray(p50, dtype=float),
-        np.asarray(p90, dtype=float),
+        win,
+        np.asarray(rep, dtype=float),
+        lo_a,
+        mid_a,
+        hi_a,
         tuple(owners),
+        tuple(stages),
     )
     return Pipeline(deals, won, won_deals)
+
+
+@dataclass(frozen=True)
+class CreationRates:
+    """How new pipeline came in during the ``lookback_days`` before an as-of time."""
+
+    lookback_days: float
+    created: int
+    """Deals created in the window."""
+    per_day: float
+    mean_value: float
+    """Of the deals created in the window, as known at the as-of time (0 when none)."""
+    win_rate: float
+    """Won / (won + lost) of the deals closed in the window (0 when none closed)."""
+    cycle_days: float
+    """Median days from creation to a win, of the deals won in the window (the default
+    ``DEFAULT_DAYS_TO_CLOSE`` when none)."""
+    values: tuple[float, ...] = ()
+    """The values of the deals created in the window."""
+
+
+def creation_rates(
+    histories: Iterable[DealHistory], at: dt.datetime, lookback_days: float
+) -> CreationRates:
+    """The historical creation and conversion rates, from what was known before ``at``."""
+    t = round(at.timestamp() * 1000)
+    since = t - round(lookback_days * DAY_MS)
+    values: list[float] = []
+    won = lost = 0
+    cycles: list[float] = []
+    for h in histories:
+        if h.created_ms is None or (h.deleted_ms is not None and h.deleted_ms < t):
+            continue
+        if since <= h.created_ms < t:
+            values.append(as_of(h, t).value or 0.0)
+        if h.closed_ms is not None and since <= h.closed_ms < t:
+            if h.outcome == "won":
+                won += 1
+                cycles.append((h.closed_ms - h.created_ms) / DAY_MS)
+            elif h.outcome == "lost":
+                lost += 1
+    return CreationRates(
+        lookback_days=lookback_days,
+        created=len(values),
+        per_day=len(values) / lookback_days,
+        mean_value=float(np.mean(values)) if values else 0.0,
+        win_rate=won / (won + lost) if won + lost else 0.0,
+        cycle_days=float(np.median(cycles)) if cycles else DEFAULT_DAYS_TO_CLOSE,
+        values=tuple(values),
+    )

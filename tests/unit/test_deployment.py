@@ -17,6 +17,7 @@ from app.pipeline import RunSettings
 from app.settings_index import known_variables
 from consumer.api.settings import ApiSettings
 from consumer.enricher.settings import EnricherSettings
+from consumer.forecast.settings import ForecastSettings
 from consumer.history.settings import HistorySettings
 from consumer.monitor.settings import MonitorSettings
 from consumer.notifier.settings import NotifierSettings
@@ -103,6 +104,7 @@ def test_every_service_has_its_own_metrics_port() -> None:
     ports["run"] = RunSettings().metrics_port
     ports["capture"] = CaptureSettings().metrics_port  # not in docker-compose yet
     ports["api"] = ApiSettings().metrics_port  # not in docker-compose yet
+    ports["forecast"] = ForecastSettings().metrics_port  # not in docker-compose yet
     assert len(set(ports.values())) == len(ports), ports
     assert ports == METRICS_PORTS
     for name, svc in vectoros_services().items():

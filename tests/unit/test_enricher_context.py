@@ -134,3 +134,10 @@ def test_untrusted_text_is_cleaned_and_bounded() -> None:
     event = step(title="Acme " + "y" * 500)
     ctx = build_context(event, memory.observe(event))
     assert len(ctx["deal"]["title"]) == 300
+
+
+def test_a_pipeline_gap_insight_has_a_meaning_too() -> None:
+    event = step("pipeline_gap", deal="pipeline:2026-Q1", metrics={"p_reach_target": 0.2})
+    ctx = build_context(event, DealMemory().observe(event))
+    assert ctx["alert"]["rule"] == "pipeline_gap"
+    assert "probability of reaching its revenue target" in ctx["alert"]["meaning"]

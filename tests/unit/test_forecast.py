@@ -211,3 +211,57 @@ def test_by_owner_adds_one_forecast_per_owner_after_the_workspace_one() -> None:
     assert [f.result.target for f in out] == [400.0, None, None]
     plain = forecast_workspaces([a, b, won], at, PeriodSpec.parse("2026-Q1"), seed=1)
     assert [f.scope for f in plain] == ["workspace"]
+
+
+def test_close_cdf_inverts_close_days_so_one_draw_per_cell_decides_the_landing() -> None:
+    lo = np.array([0.0, 5.0, 10.0, 30.0, 0.0])
+    mid = np.array([0.0, 20.0, 10.0, 30.0, 3.0])
+    hi = np.array([14.0, 50.0, 10.0, 90.0, 4.0])  # with degenerate and one-sided spreads
+    u = np.random.default_rng(0).random(5000)[:, None]  # exact ties have probability 0
+    days = simulate.close_days(u, lo, mid, hi)
+    for x in (-5.0, 0.0, 0.5, 3.0, 10.0, 10.5, 20.0, 29.0, 45.0, 95.0):
+        below = u < simulate.close_cdf(x, lo, mid, hi)
+        assert np.array_equal(below, days < x), x
+
+
+def test_won_and_landed_share_matches_probability_times_the_close_date_share() -> None:
+    one = deals([1.0], [0.4], [40.0], spread=20.0)  # P10 20, P90 60
+    draws = revenue_draws(one, Period(20, 60), N, np.random.default_rng(9))
+    assert abs(draws.mean() - 0.4 * 0.8) <= tolerance(0.32)
+
+
+def test_given_probabilities_replace_the_win_probability_but_not_the_reps() -> None:
+    at = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    a = deal("a", "2026-01-05", value=100.0)
+    a.probabilities = [(ms("2026-01-05"), 60.0)]
+    b = deal("b", "2026-01-05", value=100.0)
+    pipe = pipeline_at([a, b], at, PeriodSpec.parse("2026-Q1"), {"a": 0.9, "zz": 0.1})
+    assert pipe.deals.probability.tolist() == pytest.approx([0.9, 0.5])
+    assert pipe.deals.rep_probability.tolist() == pytest.approx([0.6, 0.5])
+
+
+def test_a_model_gives_every_open_deal_its_probability_and_close_dates() -> None:
+    at = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    a = deal("a", "2026-01-05", value=100.0)
+    a.probabilities = [(ms("2026-01-05"), 60.0)]
+    b = deal("b", "2026-01-06", value=200.0)
+    later = deal("c", "2026-03-01", value=300.0)  # not open yet: not given to the model
+    seen: list[list[str]] = []
+
+    def model(hs: object) -> tuple[np.ndarray, ...]:
+        ids = [h.deal_id for h in hs]  # type: ignore[attr-defined]
+        seen.append(ids)
+        n = len(ids)
+        return np.full(n, 0.3), np.full(n, 1.0), np.full(n, 2.0), np.full(n, 3.0)
+
+    pipe = pipeline_at([a, b, later], at, PeriodSpec.parse("2026-Q1"), model=model)
+    assert seen == [["a", "b"]]
+    assert pipe.deals.probability.tolist() == [0.3, 0.3]
+    assert pipe.deals.rep_probability.tolist() == pytest.approx([0.6, 0.5])
+    assert pipe.deals.close_p10.tolist() == [1.0, 1.0]
+    assert pipe.deals.close_p90.tolist() == [3.0, 3.0]
+    from consumer.forecast.service import TRAINED, forecast_workspaces
+
+    out = forecast_workspaces([a, b], at, PeriodSpec.parse("2026-Q1"), model=model, seed=1)
+    assert out[0].probabilities == TRAINED
+    assert out[0].result.weighted_pipeline == pytest.approx(0.3 * 300)

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from consumer.deal_codec import NO_DEADLINE, deadline_of, pack, unpack
 from consumer.state import DealState, OpenInsight
 from schemas.events import Stage
-from schemas.insights import Priority, RuleName
+from schemas.insights import DEAL_RULES, Priority
 
 TEXT = st.none() | st.text(max_size=300)
 MS = st.integers(-(2**62), 2**62)
 OPEN = st.lists(
-    st.builds(OpenInsight, st.sampled_from(RuleName), st.sampled_from(Priority), MS),
+    st.builds(OpenInsight, st.sampled_from(DEAL_RULES), st.sampled_from(Priority), MS),
     max_size=6,
     unique_by=lambda o: o.rule,
 ).map(tuple)

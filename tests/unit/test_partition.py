@@ -21,7 +21,7 @@ from schemas.events import (
     MeetingLogged,
     Tick,
 )
-from schemas.insights import InsightEvent, Lifecycle, Priority, RuleName
+from schemas.insights import DEAL_RULES, InsightEvent, Lifecycle, Priority, RuleName
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 _ids = itertools.count()
@@ -312,7 +312,7 @@ def test_rendered_insights_are_valid_insight_events() -> None:
         p.apply(DealDeleted(event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0)),  # type: ignore[call-arg]
     ):
         out.extend(step.insights)
-    assert {i.rule for i in out} == set(RuleName)
+    assert {i.rule for i in out} == set(DEAL_RULES)
     assert {i.lifecycle for i in out} == {Lifecycle.RAISED, Lifecycle.ESCALATED, Lifecycle.RESOLVED}
     for insight in out:
         event = insight.event()

@@ -35,6 +35,8 @@ def test_expected_files() -> None:
     expected = {f"json/{t}.schema.json" for t in EVENT_TYPES}
     expected |= {"json/deal-event.schema.json", "json/insight-event.schema.json", "asyncapi.yaml"}
     expected |= {"json/deal-score.schema.json", "json/insight-ack.schema.json"}
+    expected |= {"json/deal-score.schema.json"}
+    expected |= {"json/deal-forecast.schema.json"}
     assert set(RENDERED) == expected
 
 
@@ -264,6 +266,7 @@ def test_channels() -> None:
         "dealMonitorState": "deal-monitor-state",
         "dealScores": "deal-scores",
         "insightAcks": "insight-acks",
+        "dealForecasts": "deal-forecasts",
     }
     state = channels["dealMonitorState"]["bindings"]["kafka"]
     assert state["topicConfiguration"]["cleanup.policy"] == ["compact"]

@@ -1,0 +1,183 @@
+"""The backtest: its periods and as-of dates, its scores, and that every forecast in it uses only
+what was known at its as-of date (models included)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from consumer.forecast import backtest as bt
+from consumer.forecast.backtest import Row, backtest, pinball, score
+from consumer.forecast.chart import fan_png
+from consumer.forecast.pipeline import PeriodSpec
+from consumer.intelligence.histgen import HistorySpec, generate_histories
+from consumer.intelligence.projection import DealHistory, StageSpell
+
+SPEC = HistorySpec(deals=900, days=400, workspaces=1, seed=11)
+
+
+def ms(day: str) -> int:
+    return round(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def test_periods_are_the_whole_ones_inside_the_range_and_as_of_dates_spread_from_the_start() -> (
+    None
+):
+    quarters = bt.periods(dt.date(2024, 2, 1), dt.date(2025, 1, 1), "quarter")
+    assert [p.name for p in quarters] == ["2024-Q2", "2024-Q3", "2024-Q4"]
+    months = bt.periods(dt.date(2024, 11, 1), dt.date(2025, 2, 15), "month")
+    assert [p.name for p in months] == ["2024-11", "2024-12", "2025-01"]
+    q1 = PeriodSpec.parse("2025-Q1")
+    assert [d.date() for d in bt.as_of_dates(q1, 3)] == [
+        dt.date(2025, 1, 1),
+        dt.date(2025, 1, 31),
+        dt.date(2025, 3, 2),
+    ]
+
+
+def test_pinball_loss_of_three_quantiles() -> None:
+    assert pinball(100.0, (100.0, 100.0, 100.0)) == 0.0
+    # under by 30 at every quantile: 0.1*30, 0.5*30, 0.9*30 -> mean 15
+    assert pinball(130.0, (100.0, 100.0, 100.0)) == pytest.approx(15.0)
+    # over by 30: 0.9*30, 0.5*30, 0.1*30 -> mean 15 as well; an interval costs less
+    assert pinball(70.0, (100.0, 100.0, 100.0)) == pytest.approx(15.0)
+    assert pinball(100.0, (80.0, 100.0, 120.0)) == pytest.approx((0.1 * 20 + 0.1 * 20) / 3)
+
+
+def test_scores_per_method() -> None:
+    at = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    rows = [
+        Row("2025-Q1", at, "w", "rep", 3, 100.0, 80.0, 90.0, 120.0, 150.0, 100.0),
+        Row("2025-Q2", at, "w", "rep", 3, 200.0, 210.0, 230.0, 260.0, 100.0, 150.0),
+        Row("2025-Q3", at, "w", "rep", 3, 0.0, 5.0, 10.0, 20.0, 0.0, 0.0),
+    ]
+    mc, weighted, stage = score(rows)
+    assert (mc.method, weighted.method, stage.method) == bt.METHODS
+    assert mc.mae == pytest.approx((10 + 30 + 10) / 3)
+    assert mc.mape == pytest.approx((0.1 + 0.15) / 2)  # no percentage of a 0 actual
+    assert mc.coverage == pytest.approx(1 / 3)  # only the first actual is inside P10-P90
+    assert weighted.mae == pytest.approx((50 + 100 + 0) / 3)
+    assert weighted.coverage is None
+    assert stage.mae == pytest.approx(50 / 3)
+
+
+def test_actual_and_stage_win_rates_count_only_what_they_should() -> None:
+    def deal(i: str, outcome: str | None, closed: str | None, value: float) -> DealHistory:
+        h = DealHistory(workspace_id="w", deal_id=i, value=value, created_ms=ms("2024-01-01"))
+        h.stages = [StageSpell("lead", ms("2024-01-01")), StageSpell("proposal", ms("2024-01-05"))]
+        h.outcome, h.closed_ms = outcome, None if closed is None else ms(closed)
+        return h
+
+    hs = [
+        deal("a", "won", "2024-02-10", 100.0),
+        deal("b", "lost", "2024-02-20", 50.0),
+        deal("c", "won", "2024-04-02", 70.0),  # after the as-of date / outside Q1
+        deal("d", None, None, 30.0),
+    ]
+    assert bt.actual_won(hs, PeriodSpec.parse("2024-Q1")) == 100.0
+    rates = bt.stage_win_rates(hs, ms("2024-03-01"))
+    assert rates == {"lead": pytest.approx(2 / 4), "proposal": pytest.approx(2 / 4)}
+
+
+@pytest.fixture(scope="module")
+def histories() -> list[DealHistory]:
+    return generate_histories(SPEC)
+
+
+def run(hs: list[DealHistory], **kw: object) -> bt.Backtest:
+    return backtest(
+        hs,
+        dt.date(2024, 7, 1),
+        dt.date(2025, 1, 1),
+        "quarter",
+        np.random.default_rng(3),
+        points=2,
+        simulations=300,
+        max_iter=20,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_a_backtest_trains_a_model_per_as_of_date_where_it_can(
+    histories: list[DealHistory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run(histories)
+    assert [(r.period, r.as_of.date().isoformat()) for r in result.rows] == [
+        ("2024-Q3", "2024-07-01"),
+        ("2024-Q3", "2024-08-16"),
+        ("2024-Q4", "2024-10-01"),
+        ("2024-Q4", "2024-11-16"),
+    ]
+    assert {r.probabilities for r in result.rows} == {"model"}
+    assert result.models_trained == 4
+    assert [s.method for s in result.scores] == list(bt.METHODS)
+    for r in result.rows:
+        assert r.p10 <= r.p50 <= r.p90
+        assert r.actual == bt.actual_won(histories, PeriodSpec.parse(r.period))
+
+    monkeypatch.setattr(bt, "MIN_TRAIN_SNAPSHOTS", 10**9)  # too little history anywhere
+    fallback = run(histories)
+    assert {r.probabilities for r in fallback.rows} == {"rep"}
+    assert fallback.models_trained == 0
+    rep_only = run(histories, use_models=False)
+    assert {r.probabilities for r in rep_only.rows} == {"rep"}
+
+
+def test_every_forecast_of_a_backtest_uses_only_what_was_known_at_its_as_of_date(
+    histories: list[DealHistory],
+) -> None:
+    """Change every outcome that happened after 2024-10-01 (won <-> lost): the forecasts made
+    as of 2024-10-01 and before (models, probabilities, simulations) are exactly the same;
+    only the actuals, and the later forecasts, may differ."""
+    cut = ms("2024-10-01")
+    flipped = copy.deepcopy(histories)
+    changed = 0
+    for h in flipped:
+        if h.closed_ms is not None and h.closed_ms >= cut and h.outcome in ("won", "lost"):
+            h.outcome = "lost" if h.outcome == "won" else "won"
+            changed += 1
+    assert changed > 50
+    before, after = run(histories), run(flipped)
+    known = [
+        i
+        for i, r in enumerate(before.rows)
+        if r.as_of <= dt.datetime.fromtimestamp(cut / 1000, dt.UTC)
+    ]
+    assert len(known) == 3
+    for i in known:
+        a, b = before.rows[i], after.rows[i]
+        assert (a.p10, a.p50, a.p90, a.weighted_pipeline, a.stage_win_rate, a.probabilities) == (
+            b.p10,
+            b.p50,
+            b.p90,
+            b.weighted_pipeline,
+            b.stage_win_rate,
+            b.probabilities,
+        )
+    assert before.rows[2].actual != after.rows[2].actual  # 2024-Q4's outcomes did change
+
+
+def test_a_fan_is_one_backtest_row_per_as_of_date_and_draws_a_png(
+    histories: list[DealHistory], tmp_path: Path
+) -> None:
+    q4 = PeriodSpec.parse("2024-Q4")
+    dates = [dt.datetime(2024, 9, 1, tzinfo=dt.UTC) + dt.timedelta(days=20 * i) for i in range(4)]
+    rows = bt.fan(
+        histories, "ws-0", q4, dates, np.random.default_rng(1), simulations=200, use_models=False
+    )
+    assert [r.as_of for r in rows] == dates
+    assert {(r.workspace_id, r.period, r.probabilities) for r in rows} == {
+        ("ws-0", "2024-Q4", "rep")
+    }
+    assert {r.actual for r in rows} == {bt.actual_won(histories, q4)}
+    png = tmp_path / "fan.png"
+    fan_png(rows, png, target=1_000_000.0)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="not before the end"):
+        bt.fan(histories, "ws-0", q4, [q4.end], np.random.default_rng(1), use_models=False)
+    with pytest.raises(ValueError, match="no forecast"):
+        fan_png([], png)
