@@ -182,7 +182,7 @@ async def run_notifier(
             )
             database = Database(
                 dsn=settings.dsn() if pool is None else "",
-                max_size=len(destinations) + 2,
+                max_size=len(destinations) + 3,  # one kept by flood control's lock (lease.py)
                 pool=pool,
             )
             loop = ConsumeLoop(
