@@ -258,11 +258,22 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     )
 
     notify_flood_control: bool = Field(
-        default=False,
+        default=True,
         description=(
             "Group, cool down, hold flapping insights, summarise bursts and inhibit (see "
             "docs/notifier.md); off: every insight is sent at once, one message each."
         ),
+    )
+    notify_prompt_min_priority: Priority | None = Field(
+        default=Priority.HIGH,
+        description="With flood control: raised/escalated insights at or above this go out "
+        "within notify_prompt_wait_seconds, not held by group_wait/group_interval "
+        "(none = off).",
+    )
+    notify_prompt_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a prompt insight waits for others to share its message.",
     )
     notify_group_wait_seconds: float = Field(
         default=30.0, ge=0, description="A new group waits this long for more insights."
@@ -303,7 +314,20 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
             burst_window=self.notify_burst_window_seconds,
             max_groups=self.notify_max_groups,
             max_keys=2 * self.notify_max_groups,
+            prompt_rank=(
+                None
+                if self.notify_prompt_min_priority is None
+                else self.notify_prompt_min_priority.rank
+            ),
+            prompt_wait=self.notify_prompt_wait_seconds,
         )
+
+    @field_validator("notify_prompt_min_priority", mode="before")
+    @classmethod
+    def _none(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+            return None
+        return value
 
     @property
     def has_destinations(self) -> bool:

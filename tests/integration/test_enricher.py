@@ -223,6 +223,7 @@ class Setup:
             slack_min_interval_seconds=0,
             notify_fetch_timeout_ms=100,
             notify_enrichment_window_seconds=window,
+            notify_flood_control=False,  # one Slack message per insight, read one by one
         )
 
         async def body(registry: CollectorRegistry, health: Health, stop: asyncio.Event) -> None:

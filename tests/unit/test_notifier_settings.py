@@ -34,6 +34,16 @@ def test_defaults() -> None:
     assert s.topic_insights == "deal-insights"
     assert not s.has_destinations
     assert NotifierSettings(notify_console=True).has_destinations
+    assert s.notify_flood_control is True
+    assert s.notify_prompt_min_priority is Priority.HIGH
+    assert s.flood_policy().prompt_rank == Priority.HIGH.rank
+
+
+def test_prompt_delivery_can_be_turned_off() -> None:
+    assert NotifierSettings(notify_prompt_min_priority="none").flood_policy().prompt_rank is None
+    assert NotifierSettings(notify_prompt_min_priority="critical").flood_policy().prompt_rank == (
+        Priority.CRITICAL.rank
+    )
 
 
 def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
