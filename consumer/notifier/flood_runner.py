@@ -148,11 +148,14 @@ class FloodRunner:
                 continue
             owner = insight_of(item).data.owner_id
             manager = self._directory.manager_of(owner) if self._directory else None
-            keys = [
-                key
-                for kind in dict.fromkeys(self.settings.notify_escalate_via)
-                if manager and (key := self._keys_by_name.get(f"{kind}:{manager}")) is not None
+            names = [  # the manager's own (email, sms) and shared channels (slack_app:0, ...)
+                via if ":" in via else f"{via}:{manager}"
+                for via in dict.fromkeys(self.settings.notify_escalate_via)
+                if ":" in via or manager
             ]
+            keys = list(
+                dict.fromkeys(k for n in names if (k := self._keys_by_name.get(n)) is not None)
+            )
             if not keys:
                 logger.info("insight %s: nobody to escalate to (owner %s)", item.insight_id, owner)
                 continue

@@ -98,3 +98,12 @@ def test_settings_are_frozen() -> None:
     s = NotifierSettings()
     with pytest.raises(ValidationError):
         s.notify_console = True  # type: ignore[misc]
+
+
+def test_escalations_go_to_email_sms_or_named_shared_destinations() -> None:
+    s = NotifierSettings(notify_escalate_via="email, slack_app:0,teams:1")
+    assert s.notify_escalate_via == ["email", "slack_app:0", "teams:1"]
+    with pytest.raises(ValidationError, match="notify_escalate_via"):
+        NotifierSettings(notify_escalate_via="pager")
+    with pytest.raises(ValidationError, match="notify_escalate_via"):
+        NotifierSettings(notify_escalate_via="slack_app:owner")
