@@ -5,7 +5,8 @@ does the rest, through a small :class:`Broker` interface (``KafkaBroker`` here o
 ``vectoros.memory_broker.MemoryBroker`` in memory for the tests):
 
 1. connect: PostgreSQL pool (when ``options.database`` is set), the topics, a producer (when
-   ``options.publishes``), the consumer, then ``handler.open(resources)`` (migrations, stores);
+   ``options.publishes``), the handler's ``JoinGate`` if it has one (standby until it opens),
+   the consumer (joining its group), then ``handler.open(resources)`` (migrations, stores);
 2. fetch a batch (up to ``batch_max`` records; once the first arrives, wait at most ``flush_ms``
    for more), ``handler.decode(records)`` once;
 3. ``handler.handle(decoded, stop)``, then publish what it returned and wait for every
@@ -304,6 +305,17 @@ class CommitHooks(Protocol):
 
     def fetched(self) -> None:
         """After every fetch, empty or not (gauges)."""
+        ...
+
+
+@runtime_checkable
+class JoinGate(Protocol):
+    """Optional, on a handler: a condition that must hold before its consumer joins the group
+    (e.g. a lock that only one instance may hold). Until it does the loop stands by, not ready:
+    one log line, then asked again with the outage back-off; the stop event ends the wait."""
+
+    async def may_join(self, pool: PgPool | None) -> str | None:
+        """None to go on and join; else why to wait. An outage error is waited out as such."""
         ...
 
 
@@ -612,10 +624,32 @@ class ConsumeLoop(Generic[D]):
             await self._until_up(stop, kafka, lambda: self.broker.ensure_topics(o.topics))
         if o.publishes:
             self.producer = await self._until_up(stop, kafka, self._start_producer)
+        if isinstance(self.handler, JoinGate):
+            await self._until_allowed(stop, self.handler)
         self.consumer = await self._until_up(stop, kafka, self._start_consumer)
         resources = Resources(self.pool, self.producer, self.consumer)
         what = o.database.description if o.database is not None else kafka
         await self._until_up(stop, what, lambda: self.handler.open(resources))
+
+    async def _until_allowed(self, stop: asyncio.Event, gate: JoinGate) -> None:
+        """Stand by until ``gate`` lets the consumer join its group (``_Stopped`` on stop)."""
+        what = self.options.database.description if self.options.database else "the gate"
+        attempt = 0
+        while True:
+            reason = await self._until_up(stop, what, lambda: gate.may_join(self.pool))
+            if reason is None:
+                if attempt:
+                    logger.info("%s: standby over, joining the consumer group", self.options.name)
+                return
+            attempt += 1
+            if attempt == 1:
+                logger.info(
+                    "%s: standing by before joining the consumer group: %s",
+                    self.options.name,
+                    reason,
+                )
+            if await stopped_within(stop, self._delay(attempt)):
+                raise _Stopped
 
     async def _disconnect(self) -> None:
         with contextlib.suppress(Exception):

@@ -84,12 +84,16 @@ class PgAcks:
         )
 
     async def rules_of(self, insight_ids: Collection[str]) -> dict[str, str]:
-        """The rule of each of ``insight_ids`` that was notified (from ``notifications``)."""
+        """The rule of each of ``insight_ids`` that was notified (from ``notifications``, or
+        inside a flood-control message: ``notify_message_items``)."""
         if not insight_ids:
             return {}
         rows = await self._pool.fetch(
-            "SELECT DISTINCT ON (insight_id) insight_id, rule FROM notifications"
-            " WHERE insight_id = ANY($1::text[])",
+            "SELECT DISTINCT ON (insight_id) insight_id, rule FROM ("
+            " SELECT insight_id, rule FROM notifications WHERE insight_id = ANY($1::text[])"
+            " UNION ALL SELECT m.insight_id, m.rule FROM notify_message_items AS m"
+            " JOIN notifications AS n ON n.insight_id = m.message_id AND n.status = 'sent'"
+            " WHERE m.insight_id = ANY($1::text[])) AS notified",
             list(insight_ids),
         )
         return {r["insight_id"]: r["rule"] for r in rows}

@@ -69,7 +69,10 @@ def headline(message: Message) -> str:
         return f"⚠️ {message.count} new insights in workspace {message.workspace_id}"
     if message.kind == "escalation":
         item = message.items[0]
-        return f"⏫ Not acknowledged: {item.rule.replace('_', ' ')} on a deal you manage"
+        data = insight_of(item).data
+        owner = data.owner_name or data.owner_id
+        whose = f" (owner: {owner})" if owner else ""
+        return f"⏫ Not acknowledged in time: {item.rule.replace('_', ' ')}{whose}"
     if message.kind == "reminder":
         return f"⏰ Still open: {message.count} insight(s)"
     if len(message.items) == 1 and message.items[0].lifecycle == "flapping":

@@ -8,6 +8,10 @@ The anchor is Alertmanager; per recipient (a destination) and workspace:
   a message, the group's next one goes out no sooner than ``group_interval`` after it; while the
   insights a group announced are still open (not resolved) and nothing new came, a reminder
   listing them is sent every ``repeat_interval`` (0 = never).
+- **Prompt** (``prompt_rank`` / ``prompt_wait``): a raised or escalated insight at or above
+  ``prompt_rank`` makes its group go out within ``prompt_wait`` (at most ``group_wait``),
+  whatever ``group_interval`` says: urgent news is not held for minutes, and what arrives with it
+  still shares its message.
 - **Cooldown** per (deal, rule): after a message about a deal's rule, the same deal and rule is
   not announced again for ``cooldown`` unless its priority rose above what was announced. An
   insight raised and then resolved before its group went out is announced neither way.
@@ -57,6 +61,8 @@ class FloodPolicy:
     burst_window: float = 60.0
     max_groups: int = 100_000
     max_keys: int = 200_000
+    prompt_rank: int | None = None  # raised/escalated at or above it: out within prompt_wait
+    prompt_wait: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -354,7 +360,9 @@ class FloodControl:
             else:
                 self._groups.move_to_end(gkey)
             group.pending[item.insight_id] = item
-            if group.last_sent is None:
+            if self._prompt(item):
+                due = now + min(self.policy.group_wait, self.policy.prompt_wait)
+            elif group.last_sent is None:
                 due = now + self.policy.group_wait
             else:
                 due = max(now, group.last_sent + self.policy.group_interval)
@@ -362,6 +370,11 @@ class FloodControl:
             if group.due is None or due < group.due:
                 group.due = due
                 heapq.heappush(self._heap, (due, gkey))
+
+    def _prompt(self, item: Item) -> bool:
+        """Urgent enough not to wait for ``group_wait`` / ``group_interval``."""
+        rank = self.policy.prompt_rank
+        return rank is not None and item.rank >= rank and item.lifecycle != "resolved"
 
     def _evict_oldest_group(self, now: float) -> None:
         """Over ``max_groups``: the least recently used group is sent now and forgotten."""

@@ -20,15 +20,18 @@ from consumer.notifier.directory import Directory
 from consumer.notifier.dispatch import DB_ERRORS, Notifier, Stopping
 from consumer.notifier.flood import FloodControl, Item, Message
 from consumer.notifier.held import AckFilter
+from consumer.notifier.lease import FloodLease
 from consumer.notifier.metrics import NotifierMetrics
 from consumer.notifier.outbox import FloodStore
 from consumer.notifier.routing import Hold
 from consumer.notifier.settings import NotifierSettings
 from schemas.insights import InsightEvent, Priority
+from vectoros.errors import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
 CRITICAL = Priority.CRITICAL.rank
+_TICK_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, DatabaseUnavailable)
 
 Offer = tuple[Item, tuple[str, ...], Mapping[str, Hold]]  # recipients, holds per recipient
 
@@ -65,6 +68,7 @@ class FloodRunner:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.lease: FloodLease | None = None  # with several instances: who runs flood control
         self._destinations = list(destinations)
         self._metrics = metrics
         self._stop = stop
@@ -88,17 +92,42 @@ class FloodRunner:
             return
         if self.store is None:
             raise RuntimeError("flood control needs a database")
+        await self._load()
+        self._ticker = asyncio.create_task(self._tick_loop())
+
+    async def _load(self) -> None:
+        assert self.store is not None
         state, outbox = await self.store.load()
         policy = self.settings.flood_policy()
         if state is None:
             self.flood = FloodControl(policy)
+            self._saved = None
         else:
             self.flood = FloodControl.from_state(policy, state)
             self._saved = orjson.dumps(state)
         self._outbox = outbox
         if outbox:
             logger.info("%d held notification message(s) left to deliver", len(outbox))
-        self._ticker = asyncio.create_task(self._tick_loop())
+
+    async def _keep_lease(self) -> None:
+        """With a lease: if its connection was lost (and the lock with it), take it again and
+        reload the saved state (another instance may have run meanwhile), else fail as an
+        outage (the batch is retried, uncommitted)."""
+        lease = self.lease
+        if lease is None or lease.held:
+            return
+        if not await lease.take():
+            raise DatabaseUnavailable(
+                f"flood control of consumer group {lease.consumer_group}: its lock was lost "
+                "with its connection and another instance holds it now"
+            )
+        logger.warning(
+            "flood control of consumer group %s: lock taken again after its connection was "
+            "lost; reloading the saved state",
+            lease.consumer_group,
+        )
+        async with self._drain_lock:
+            await self._load()
 
     async def close(self) -> None:
         if self._ticker is not None:
@@ -119,11 +148,14 @@ class FloodRunner:
                 continue
             owner = insight_of(item).data.owner_id
             manager = self._directory.manager_of(owner) if self._directory else None
-            keys = [
-                key
-                for kind in dict.fromkeys(self.settings.notify_escalate_via)
-                if manager and (key := self._keys_by_name.get(f"{kind}:{manager}")) is not None
+            names = [  # the manager's own (email, sms) and shared channels (slack_app:0, ...)
+                via if ":" in via else f"{via}:{manager}"
+                for via in dict.fromkeys(self.settings.notify_escalate_via)
+                if ":" in via or manager
             ]
+            keys = list(
+                dict.fromkeys(k for n in names if (k := self._keys_by_name.get(n)) is not None)
+            )
             if not keys:
                 logger.info("insight %s: nobody to escalate to (owner %s)", item.insight_id, owner)
                 continue
@@ -135,6 +167,7 @@ class FloodRunner:
         sent. On a failed save the state in memory goes back to the last saved one."""
         assert self.store is not None
         async with self._flood_lock:
+            await self._keep_lease()
             flood = self.flood
             assert flood is not None
             now = self._wall_clock()
@@ -213,7 +246,7 @@ class FloodRunner:
                 return
             try:
                 await self.tick()
-            except DB_ERRORS as exc:
+            except _TICK_ERRORS as exc:
                 logger.warning("held notifications not sent yet (database: %s); retrying", exc)
             except Exception:
                 logger.exception("held notifications not sent yet; retrying")

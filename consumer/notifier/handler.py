@@ -21,6 +21,7 @@ from consumer.notifier.directory import Directory
 from consumer.notifier.dispatch import DB_ERRORS, Notifier
 from consumer.notifier.flood_runner import FloodRunner, item_of
 from consumer.notifier.held import AckFilter
+from consumer.notifier.lease import FloodLease
 from consumer.notifier.log import NotificationLog, NotificationStore
 from consumer.notifier.metrics import (
     NotifierEnrichmentMetrics,
@@ -103,6 +104,7 @@ class NotifierHandler:
         }
         self._usefulness = usefulness_metrics
         self._refresher: asyncio.Task[None] | None = None
+        self._lease: FloodLease | None = None
         self._flood = FloodRunner(
             settings,
             self._destinations,
@@ -196,6 +198,22 @@ class NotifierHandler:
         keys = (self._keys_by_name.get(n) for n in names if n is not None)
         return tuple(dict.fromkeys(k for k in keys if k is not None))
 
+    async def may_join(self, pool: PgPool | None) -> str | None:
+        """Before the consumer joins its group (``vectoros.consume_loop.JoinGate``): with flood
+        control on PostgreSQL, only the instance holding the group's lock (``lease.py``) runs;
+        the others stand by until it is free."""
+        if not self.settings.notify_flood_control or pool is None or self._flood.store is not None:
+            return None  # no flood control, or a store given (tests): nothing shared to guard
+        if self._lease is None:
+            self._lease = FloodLease(pool, self.settings.notifier_group_id)
+        if await self._lease.take():
+            self._flood.lease = self._lease
+            return None
+        return (
+            f"flood control of consumer group {self.settings.notifier_group_id} is run by "
+            "another notifier instance (PostgreSQL advisory lock); taking over when it stops"
+        )
+
     async def open(self, resources: Resources) -> None:
         """Migrate, then the notification and enrichment logs on the pool (unless given); with
         flood control, load its state and undelivered messages and start the tick."""
@@ -229,6 +247,13 @@ class NotifierHandler:
             await asyncio.gather(self._refresher, return_exceptions=True)
             self._refresher = None
         await self._flood.close()
+        if self._lease is not None:
+            try:
+                await self._lease.release()
+            except DB_ERRORS as exc:  # the connection is gone: so is the lock
+                logger.info(
+                    "flood control lock not released (%s); it went with its connection", exc
+                )
 
     async def _refresh_usefulness(self, pool: PgPool) -> None:
         """Every ``notify_usefulness_refresh_seconds``: the usefulness gauges, last 30 days."""

@@ -1,5 +1,6 @@
 """Where flood control's state and the messages it lets out live between restarts
-(tables ``notify_flood_state`` and ``notify_outbox``, migration ``0006_notify_flood.sql``).
+(tables ``notify_flood_state`` and ``notify_outbox``, migration ``0006_notify_flood.sql``; and
+``notify_message_items``, 0012, which insights each message carried, for usefulness).
 
 The order that keeps the notifier's guarantees with messages held for minutes:
 
@@ -40,6 +41,26 @@ INSERT INTO notify_outbox (message_id, consumer_group, message) VALUES ($1, $2, 
 ON CONFLICT (message_id) DO NOTHING
 """
 
+_ITEMS = """
+INSERT INTO notify_message_items (message_id, insight_id, lifecycle, rule, workspace_id, deal_id)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT DO NOTHING
+"""
+COUNTED_KINDS = frozenset({"alert", "digest"})
+"""The messages whose insights count as notified (usefulness): not reminders (already counted),
+burst summaries (a count, a sample) or escalations (to a manager)."""
+
+
+def message_items(messages: list[Message]) -> list[tuple[str, str, str, str, str, str]]:
+    """The rows of ``notify_message_items`` for ``messages``: their raised/escalated insights."""
+    return [
+        (m.message_id, i.insight_id, i.lifecycle, i.rule, i.workspace_id, i.deal_id)
+        for m in messages
+        if m.kind in COUNTED_KINDS
+        for i in m.items
+        if i.lifecycle in ("raised", "escalated")
+    ]
+
 
 class FloodStore(Protocol):
     async def load(self) -> tuple[dict[str, Any] | None, list[Message]]: ...
@@ -77,6 +98,9 @@ class PgFloodStore:
                         for m in messages
                     ],
                 )
+                items = message_items(messages)
+                if items:
+                    await conn.executemany(_ITEMS, items)
 
     async def done(self, message_id: str) -> None:
         await self._pool.execute("DELETE FROM notify_outbox WHERE message_id = $1", message_id)

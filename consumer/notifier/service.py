@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TextIO
 
 import httpx
@@ -72,6 +73,7 @@ __all__ = [
     "SendMessage",
     "Stopping",
     "build_destinations",
+    "check_escalation",
     "item_of",
     "loop_options",
     "run_notifier",
@@ -100,6 +102,27 @@ def loop_options(settings: NotifierSettings, database: Database | None) -> LoopO
             settings.notify_db_retry_seconds, settings.notify_db_retry_max_seconds
         ),
     )
+
+
+def check_escalation(
+    settings: NotifierSettings, destinations: Sequence[Destination], has_directory: bool
+) -> None:
+    """``ConfigError`` unless escalations can go where ``notify_escalate_via`` says."""
+    via = settings.notify_escalate_via
+    personal = [v for v in via if ":" not in v]
+    if not settings.notify_flood_control or (personal and not has_directory):
+        raise ConfigError(
+            "VECTOROS_NOTIFY_ESCALATE_AFTER_HOURS needs VECTOROS_NOTIFY_FLOOD_CONTROL=true "
+            "and, to reach managers by email or SMS, VECTOROS_NOTIFY_DIRECTORY_FILE (who the "
+            "managers are)"
+        )
+    known = {n for d in destinations for n in d.names}
+    missing = [v for v in via if ":" in v and v not in known]
+    if missing:
+        raise ConfigError(
+            f"VECTOROS_NOTIFY_ESCALATE_VIA names {missing}, which are not configured "
+            f"(configured: {sorted(n for n in known if ':' in n)})"
+        )
 
 
 async def run_notifier(
@@ -139,13 +162,8 @@ async def run_notifier(
             destinations = build_destinations(
                 settings, http, console_stream=console_stream, directory=directory
             )
-            if settings.notify_escalate_after_hours > 0 and (
-                not settings.notify_flood_control or directory is None
-            ):
-                raise ConfigError(
-                    "VECTOROS_NOTIFY_ESCALATE_AFTER_HOURS needs VECTOROS_NOTIFY_FLOOD_CONTROL=true "
-                    "and VECTOROS_NOTIFY_DIRECTORY_FILE (who the managers are)"
-                )
+            if settings.notify_escalate_after_hours > 0:
+                check_escalation(settings, destinations, directory is not None)
             if not settings.has_destinations or not destinations:
                 raise ConfigError(
                     "the notifier has no destination: set VECTOROS_SLACK_WEBHOOK_URLS, "
@@ -182,7 +200,7 @@ async def run_notifier(
             )
             database = Database(
                 dsn=settings.dsn() if pool is None else "",
-                max_size=len(destinations) + 2,
+                max_size=len(destinations) + 3,  # one kept by flood control's lock (lease.py)
                 pool=pool,
             )
             loop = ConsumeLoop(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 import string
 import zoneinfo
 from pathlib import Path
@@ -34,10 +35,12 @@ URL_TEMPLATE_FIELDS = frozenset({"deal_id", "workspace_id"})
 
 SecretUrls = Annotated[list[SecretStr], NoDecode]
 Channels = Annotated[list[str], NoDecode]
-Kinds = Annotated[list[Literal["email", "sms"]], NoDecode]
+Vias = Annotated[list[str], NoDecode]
+ESCALATION_CHANNEL = re.compile(r"^(slack|slack_app|teams|webhook):\d+$")
+"""A shared destination an escalation can go to, besides the manager's ``email``/``sms``."""
 
 
-def _by_email() -> list[Literal["email", "sms"]]:
+def _by_email() -> list[str]:
     return ["email"]
 
 
@@ -231,10 +234,11 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
         description="How often the usefulness gauges (last 30 days per rule) are recomputed "
         "from PostgreSQL; 0 = never.",
     )
-    notify_escalate_via: Kinds = Field(
+    notify_escalate_via: Vias = Field(
         default_factory=_by_email,
-        description="How the manager is told of an escalation: email, sms, or both "
-        "(comma-separated; each needs the channel configured and the manager's address/phone).",
+        description="Where an escalation goes (comma-separated): email / sms (the manager's "
+        "address / phone from the directory), and shared destinations by name such as "
+        "slack_app:0, slack:1, teams:0 (the team's channel).",
     )
     twilio_account_sid: str | None = Field(default=None, description="SMS: Twilio account.")
     twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio Auth Token.")
@@ -258,11 +262,22 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     )
 
     notify_flood_control: bool = Field(
-        default=False,
+        default=True,
         description=(
             "Group, cool down, hold flapping insights, summarise bursts and inhibit (see "
             "docs/notifier.md); off: every insight is sent at once, one message each."
         ),
+    )
+    notify_prompt_min_priority: Priority | None = Field(
+        default=Priority.HIGH,
+        description="With flood control: raised/escalated insights at or above this go out "
+        "within notify_prompt_wait_seconds, not held by group_wait/group_interval "
+        "(none = off).",
+    )
+    notify_prompt_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a prompt insight waits for others to share its message.",
     )
     notify_group_wait_seconds: float = Field(
         default=30.0, ge=0, description="A new group waits this long for more insights."
@@ -303,7 +318,20 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
             burst_window=self.notify_burst_window_seconds,
             max_groups=self.notify_max_groups,
             max_keys=2 * self.notify_max_groups,
+            prompt_rank=(
+                None
+                if self.notify_prompt_min_priority is None
+                else self.notify_prompt_min_priority.rank
+            ),
+            prompt_wait=self.notify_prompt_wait_seconds,
         )
+
+    @field_validator("notify_prompt_min_priority", mode="before")
+    @classmethod
+    def _none(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+            return None
+        return value
 
     @property
     def has_destinations(self) -> bool:
@@ -329,6 +357,17 @@ class NotifierSettings(KafkaSettings, DatabaseSettings):
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("notify_escalate_via", mode="after")
+    @classmethod
+    def _vias(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if v not in ("email", "sms") and not ESCALATION_CHANNEL.match(v)]
+        if bad:
+            raise ValueError(
+                f"notify_escalate_via: unknown {bad}; use email, sms, or destination names "
+                "such as slack:0, slack_app:0, teams:0, webhook:0"
+            )
+        return value
 
     @field_validator("slack_webhook_urls", "webhook_urls", "teams_webhook_urls", mode="after")
     @classmethod

@@ -345,7 +345,8 @@ class SlackAppClient:
         self, channel: str, message: Message, *, deal_url_template: str | None = None
     ) -> None:
         """A flood-control message: a single insight's alert as an insight (thread, buttons);
-        digests, reminders and burst summaries as one channel message."""
+        an escalation as a reply in the deal's thread, broadcast to the channel; digests,
+        reminders and burst summaries as one channel message."""
         if (
             message.kind == "alert"
             and len(message.items) == 1
@@ -356,4 +357,10 @@ class SlackAppClient:
             return
         body = slack_message(message, deal_url_template=deal_url_template)
         body["channel"] = channel
+        if message.kind == "escalation" and message.items:
+            # in the deal's thread, and shown in the channel too (``reply_broadcast``)
+            item = message.items[0]
+            thread = await self.threads.thread(channel, item.workspace_id, item.deal_id)
+            if thread is not None:
+                body = {**body, "thread_ts": thread, "reply_broadcast": True}
         await self.call("chat.postMessage", body)

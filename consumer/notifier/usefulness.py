@@ -9,8 +9,9 @@ insights were notified (at least one ``sent`` row for their raised or escalated 
   projection's ``deal_history_events``, by the event's own time; needs ``vectoros history``
   running).
 
-The feedback the rules need to be tuned (``vectoros report usefulness``). Not counted: insights
-that went out only inside a digest (logged under the digest's message id).
+With flood control, an insight that went out inside an alert or a digest (logged under the
+message's id) counts too, through ``notify_message_items`` (which insights each message carried).
+The feedback the rules need to be tuned (``vectoros report usefulness``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,19 @@ from vectoros.db import PgPool
 FOLLOW_UP = dt.timedelta(hours=72)
 
 _QUERY = """
-WITH notified AS (
-    SELECT insight_id, min(rule) AS rule, min(workspace_id) AS workspace_id,
-           min(deal_id) AS deal_id, min(created_at) AS first_sent
+WITH sent AS (
+    SELECT insight_id, rule, workspace_id, deal_id, created_at
       FROM notifications
      WHERE status = 'sent' AND lifecycle IN ('raised', 'escalated') AND created_at >= $1
+    UNION ALL  -- with flood control: inside an alert or a digest, logged under its message id
+    SELECT m.insight_id, m.rule, m.workspace_id, m.deal_id, n.created_at
+      FROM notifications AS n
+      JOIN notify_message_items AS m ON m.message_id = n.insight_id
+     WHERE n.status = 'sent' AND n.lifecycle IN ('alert', 'digest') AND n.created_at >= $1
+), notified AS (
+    SELECT insight_id, min(rule) AS rule, min(workspace_id) AS workspace_id,
+           min(deal_id) AS deal_id, min(created_at) AS first_sent
+      FROM sent
      GROUP BY insight_id
 )
 SELECT n.rule,
@@ -90,8 +99,8 @@ class RuleUsefulness:
 
 
 async def usefulness(pool: PgPool, since: dt.datetime) -> list[RuleUsefulness]:
-    """Per rule, the insights notified since ``since`` (one-by-one notifications; with flood
-    control, digests are logged under the message id and counted from their single alerts)."""
+    """Per rule, the insights notified since ``since`` (one by one, or inside a flood-control
+    alert or digest)."""
     rows = await pool.fetch(_QUERY, since, FOLLOW_UP)
     return [
         RuleUsefulness(

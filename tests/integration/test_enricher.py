@@ -223,6 +223,7 @@ class Setup:
             slack_min_interval_seconds=0,
             notify_fetch_timeout_ms=100,
             notify_enrichment_window_seconds=window,
+            notify_flood_control=False,  # one Slack message per insight, read one by one
         )
 
         async def body(registry: CollectorRegistry, health: Health, stop: asyncio.Event) -> None:
@@ -680,6 +681,7 @@ async def test_vectoros_run_starts_the_enricher_when_a_key_is_set(
         anthropic_base_url=fake_api.base_url,
         run_ticker=False,
         fetch_timeout_ms=50,
+        notify_flood_control=False,  # counts one Slack message per insight
     )
     acme = deal("deal-acme", "Acme renewal", company="Acme", value=60_000, stage=Stage.PROPOSAL,
                 probability=10, close_in_days=60)  # fmt: skip

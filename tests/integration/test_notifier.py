@@ -245,6 +245,7 @@ async def test_deliveries_retries_failures_and_restarts(
             crm_deal_url_template="https://crm.example.com/deals/{deal_id}",
             notify_http_timeout_seconds=5,
             notify_backoff_base_seconds=0.2,
+            notify_flood_control=False,  # retries and restarts of one message per insight
         )
 
     deal1, deal2 = episode(workspace, 1), episode(workspace, 2)

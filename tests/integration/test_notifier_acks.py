@@ -15,8 +15,10 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from consumer.notifier.acks import PgAcks
+from consumer.notifier.flood import Item, Message
 from consumer.notifier.log import NotificationLog, NotificationRef
 from consumer.notifier.metrics import NotifierMetrics, UsefulnessMetrics
+from consumer.notifier.outbox import PgFloodStore
 from consumer.notifier.service import NotifierHandler, build_destinations
 from consumer.notifier.settings import NotifierSettings
 from consumer.notifier.slack_app import PgThreads, SlackAppClient
@@ -137,6 +139,46 @@ async def test_usefulness_counts_not_useful_and_activity_within_72_hours(pool: P
     assert row.to_json()["not_useful_share"] == 0.25
     assert row.followed_share == 0.5
     assert await PgAcks(pool).rules_of(["ins-1", "unknown"]) == {"ins-1": "stale_deal"}
+
+
+async def test_usefulness_counts_insights_that_went_out_only_inside_a_digest(pool: PgPool) -> None:
+    def item(n: int, rule: str = "stale_deal", lifecycle: str = "raised") -> Item:
+        return Item(f"ins-{n}", lifecycle, "w", f"d-{n}", rule, 2, 1000.0, "{}")
+
+    messages = [
+        Message(
+            "grp_digest", "k", "w", "digest", (item(1), item(2), item(3, lifecycle="resolved")), 3
+        ),
+        Message("grp_alert", "k", "w", "alert", (item(4, "low_probability"),), 1),
+        Message("grp_unsent", "k", "w", "digest", (item(5), item(6)), 2),
+        Message("grp_burst", "k", "w", "burst", (item(7),), 60),  # a count, not a notification
+    ]
+    await PgFloodStore(pool, "g").save(b"{}", messages)
+    log = NotificationLog(pool, stale_after_seconds=30)
+    for message in messages:
+        ref = NotificationRef(message.message_id, message.kind, "a" * 64)
+        await log.claim(
+            ref,
+            destination_type="email",
+            destination_label="email:u-1",
+            workspace_id="w",
+            deal_id="*",
+            rule=message.kind,
+            priority="high",
+        )
+        if message.message_id != "grp_unsent":
+            await log.mark_sent(ref)
+    answer = ack("acknowledged", T0, 1).model_copy(update={"insight_id": "ins-2"})
+    await PgAcks(pool).record([answer])
+    rows = {r.rule: r for r in await usefulness(pool, T0 - dt.timedelta(days=3650))}
+    assert {rule: (r.notified, r.acknowledged) for rule, r in rows.items()} == {
+        "stale_deal": (2, 1),  # ins-1 and ins-2 in the digest; ins-3 was a resolution
+        "low_probability": (1, 0),
+    }
+    assert await PgAcks(pool).rules_of(["ins-2", "ins-4", "ins-5", "ins-7"]) == {
+        "ins-2": "stale_deal",
+        "ins-4": "low_probability",
+    }
 
 
 async def test_insights_snooze_publishes_the_answer_when_a_broker_is_set(

@@ -93,6 +93,7 @@ async def test_a_slack_button_press_snoozes_through_the_gateway(
             slack_channels=[CHANNEL],
             slack_min_interval_seconds=0,
             notify_resolved=True,
+            notify_flood_control=False,  # one message per insight, updated in place
         )
         gateway_settings = GatewaySettings(
             kafka_bootstrap_servers=kafka_bootstrap,

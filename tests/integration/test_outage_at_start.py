@@ -104,6 +104,7 @@ async def start_three(
             topic,
             notifier_group_id=f"{topic}-notifier",
             notify_console="true",
+            notify_flood_control="false",  # looks for the per-insight console line
             notify_db_retry_seconds=RETRY["initial"],
             notify_db_retry_max_seconds=RETRY["max"],
         ),

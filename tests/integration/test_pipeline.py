@@ -53,6 +53,7 @@ def run_settings(kafka: str, db: str, names: Any, slack_url: str) -> RunSettings
         notifier_group_id=f"{prefix}-notifier",
         slack_webhook_urls=[SecretStr(slack_url)],
         slack_min_interval_seconds=0,
+        notify_flood_control=False,  # counted one Slack message per insight (flood control off)
         run_ticker=False,
         metrics_enabled=False,
         fetch_timeout_ms=50,
@@ -182,6 +183,7 @@ async def test_sink_and_notifier_killed_mid_stream_lose_and_duplicate_nothing(
         VECTOROS_SLACK_WEBHOOK_URLS=slack.url("slack-k"),
         VECTOROS_SLACK_MIN_INTERVAL_SECONDS="0.05",
         VECTOROS_NOTIFY_MAX_BATCH_RECORDS="10",
+        VECTOROS_NOTIFY_FLOOD_CONTROL="false",  # counted one message per insight
         VECTOROS_METRICS_ENABLED="false",
     )
 

@@ -46,6 +46,9 @@ class Setup:
     def __init__(self, broker: MemoryBroker, http: httpx.AsyncClient) -> None:
         self.settings = NotifierSettings(
             notify_console=True,
+            # one message per insight, at once, on in-memory stores (flood control is
+            # tested in test_notifier_flood_handler.py)
+            notify_flood_control=False,
             notify_fetch_timeout_ms=20,
             notify_db_retry_seconds=0.01,
             notify_db_retry_max_seconds=0.02,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from consumer.notifier.flood import FloodControl, FloodPolicy, Item, Message
+from consumer.notifier.settings import NotifierSettings
 
 R1, R2 = ("slack-team",), ("slack-team", "email-owner")
 HIGH, CRITICAL = 2, 3
@@ -100,6 +101,38 @@ def test_group_wait_then_group_interval() -> None:
     second = flood.due(330.0)
     assert [(m.kind, m.count) for m in second] == [("digest", 2)]
     assert flood.next_due() is None
+
+
+def test_prompt_insights_skip_group_wait_and_group_interval_and_still_share_a_message() -> None:
+    flood = FloodControl(
+        FloodPolicy(group_wait=30, group_interval=300, prompt_rank=CRITICAL, prompt_wait=5)
+    )
+    flood.offer(item(1, rank=CRITICAL), R1, 0.0)
+    flood.offer(item(2), R1, 2.0)  # a high one arriving meanwhile rides along
+    assert flood.due(4.0) == []
+    assert [(m.kind, m.count) for m in flood.due(5.0)] == [("digest", 2)]
+    flood.offer(item(3), R1, 10.0)  # not prompt: waits for group_interval
+    flood.offer(item(4, rank=CRITICAL), R1, 20.0)  # prompt: no 5-minute wait
+    assert flood.due(24.0) == []
+    assert [(m.kind, m.count) for m in flood.due(25.0)] == [("digest", 2)]
+    flood.offer(item(4, "resolved", rank=CRITICAL), R1, 30.0)  # a resolution is not urgent
+    assert flood.due(35.0) == []
+    assert [m.items[0].lifecycle for m in flood.due(325.0)] == ["resolved"]
+
+
+def test_the_default_settings_keep_the_flapping_deal_quiet_and_high_insights_prompt() -> None:
+    policy = NotifierSettings().flood_policy()
+    assert policy.prompt_rank == HIGH
+    assert policy.prompt_wait <= 5
+    flood = FloodControl(policy)
+    events = []
+    for k in range(10):  # the flapping $20K deal, one change every 2 s
+        lifecycle = "raised" if k % 2 == 0 else "resolved"
+        events.append((2.0 * k, item(1, lifecycle, rule="low_probability", episode=k // 2)))
+    assert len(run(flood, events, R1, until=7200)) <= 2
+    flood = FloodControl(policy)
+    flood.offer(item(7, rank=HIGH), R1, 0.0)
+    assert [m.kind for m in flood.due(policy.prompt_wait)] == ["alert"]
 
 
 def test_repeat_interval_reminds_of_open_insights_until_resolved() -> None:

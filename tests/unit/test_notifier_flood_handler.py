@@ -470,3 +470,33 @@ async def test_escalation_goes_by_the_channels_named(via: str, to_mail: int, to_
         await setup.handler.close()
     assert [m.kind for m in mail.messages] == ["escalation"] * to_mail
     assert [m.kind for m in phone.messages] == ["escalation"] * to_phone
+
+
+@pytest.mark.parametrize("owner", ["u-17", "u-99"])  # u-99: no manager in the directory
+async def test_escalation_goes_to_the_teams_channel_named_with_or_without_a_manager(
+    owner: str,
+) -> None:
+    async with httpx.AsyncClient() as http:
+        setup = Setup(http, notify_escalate_after_hours=4, notify_escalate_via="email,teams:0")
+        mail, channel = Inbox("u-1"), Inbox("0", kind="teams")
+        setup.handler = NotifierHandler(
+            setup.settings,
+            [mail.destination, channel.destination],
+            NotifierMetrics(CollectorRegistry()),
+            setup.stop,
+            log=setup.log,
+            flood_store=setup.store,
+            wall_clock=setup.clock,
+            directory=parse_directory(DIRECTORY),
+            acks=MemoryAcks(),
+        )
+        await setup.open()
+        event = critical(1)
+        event["data"]["owner_id"] = owner
+        await setup.feed([event])
+        await setup.at(4 * 3600 + 60)
+        await setup.at(10_000)  # once only
+        await setup.handler.close()
+    # the channel, a shared destination, had the alert too (no policy)
+    assert [m.kind for m in channel.messages] == ["alert", "escalation"]
+    assert [m.kind for m in mail.messages] == (["escalation"] if owner == "u-17" else [])

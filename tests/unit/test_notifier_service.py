@@ -473,3 +473,18 @@ def test_destinations_are_labelled_without_secrets(world: World) -> None:
 async def test_run_notifier_refuses_to_start_without_destinations() -> None:
     with pytest.raises(ConfigError, match="no destination"):
         await run_notifier(NotifierSettings(), CollectorRegistry(), Health(), asyncio.Event())
+
+
+async def test_escalation_to_a_channel_not_configured_is_refused_at_start() -> None:
+    settings = NotifierSettings(
+        notify_console=True, notify_escalate_after_hours=4, notify_escalate_via="teams:0"
+    )
+    with pytest.raises(ConfigError, match=r"teams:0.*not configured"):
+        await run_notifier(settings, CollectorRegistry(), Health(), asyncio.Event())
+    with pytest.raises(ConfigError, match="DIRECTORY_FILE"):  # email needs the directory
+        await run_notifier(
+            settings.model_copy(update={"notify_escalate_via": ["email"]}),
+            CollectorRegistry(),
+            Health(),
+            asyncio.Event(),
+        )

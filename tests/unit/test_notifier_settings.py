@@ -34,6 +34,16 @@ def test_defaults() -> None:
     assert s.topic_insights == "deal-insights"
     assert not s.has_destinations
     assert NotifierSettings(notify_console=True).has_destinations
+    assert s.notify_flood_control is True
+    assert s.notify_prompt_min_priority is Priority.HIGH
+    assert s.flood_policy().prompt_rank == Priority.HIGH.rank
+
+
+def test_prompt_delivery_can_be_turned_off() -> None:
+    assert NotifierSettings(notify_prompt_min_priority="none").flood_policy().prompt_rank is None
+    assert NotifierSettings(notify_prompt_min_priority="critical").flood_policy().prompt_rank == (
+        Priority.CRITICAL.rank
+    )
 
 
 def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,3 +98,12 @@ def test_settings_are_frozen() -> None:
     s = NotifierSettings()
     with pytest.raises(ValidationError):
         s.notify_console = True  # type: ignore[misc]
+
+
+def test_escalations_go_to_email_sms_or_named_shared_destinations() -> None:
+    s = NotifierSettings(notify_escalate_via="email, slack_app:0,teams:1")
+    assert s.notify_escalate_via == ["email", "slack_app:0", "teams:1"]
+    with pytest.raises(ValidationError, match="notify_escalate_via"):
+        NotifierSettings(notify_escalate_via="pager")
+    with pytest.raises(ValidationError, match="notify_escalate_via"):
+        NotifierSettings(notify_escalate_via="slack_app:owner")

@@ -189,6 +189,23 @@ async def test_a_digest_is_one_channel_message_and_a_single_alert_a_threaded_ins
     assert isinstance(client.threads, MemoryThreads)
 
 
+async def test_an_escalation_is_broadcast_from_the_deals_thread() -> None:
+    api = SlackWebApi(TOKEN, {CHANNEL})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api)) as http:
+        client = SlackAppClient(http, SecretStr(TOKEN), base_url="https://slack.test/api")
+        first = item_of(deal_insight(1, "deal-a", priority="critical"))
+        other = item_of(deal_insight(2, "deal-b", priority="critical"))
+        await client.send_message(CHANNEL, Message("grp_1", "r", "ws-1", "alert", (first,), 1))
+        await client.send_message(CHANNEL, Message("esc_1", "r", "ws-1", "escalation", (first,), 1))
+        await client.send_message(CHANNEL, Message("esc_2", "r", "ws-1", "escalation", (other,), 1))
+    alert, lone = api.roots(CHANNEL)  # deal-b has no thread: its escalation starts in the channel
+    (reply,) = api.replies(alert.ts)
+    assert reply.body["reply_broadcast"] is True
+    assert "Not acknowledged in time" in reply.body["text"]
+    assert "Not acknowledged in time" in lone.body["text"]
+    assert "reply_broadcast" not in lone.body
+
+
 def test_the_token_is_a_secret_and_needs_channels() -> None:
     assert TOKEN in secrets_of(settings())
     assert TOKEN not in repr(settings())
