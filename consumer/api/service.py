@@ -1,9 +1,10 @@
 """``vectoros api``: the read API, the live stream and the dashboard page in one process.
 
 Start-up: PostgreSQL pool (migrations applied) -> the live feed (its own consumer group, read
-from the end of ``deal-insights``) -> HTTP server listening -> ready (``/readyz`` components
-``api`` and ``api_live``). Stop: not ready -> every live stream ends -> the server finishes the
-requests in flight -> the feed and the pool close.
+from the end of ``deal-insights``) -> with a broker configured, a producer for the dashboard's
+answers (``insight-acks``; without one, answering is 503) -> HTTP server listening -> ready
+(``/readyz`` components ``api`` and ``api_live``). Stop: not ready -> every live stream ends ->
+the server finishes the requests in flight -> the feed, the producer and the pool close.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from consumer.api.answers import KafkaAnswers
 from consumer.api.app import build_app
 from consumer.api.live import LiveHub
 from consumer.api.metrics import ApiMetrics
@@ -35,6 +37,7 @@ from vectoros.consume_loop import (
 )
 from vectoros.db import connect_pool, migrate
 from vectoros.errors import PortInUse
+from vectoros.kafka import ensure_topics, start_producer
 from vectoros.ops_server import AppServer, Health
 
 logger = logging.getLogger(__name__)
@@ -151,7 +154,17 @@ async def run_api(
                 await asyncio.gather(live_task, return_exceptions=True)
 
             exits.push_async_callback(stop_live)
-        app = build_app(settings, PgApiStore(pool), PgTokens(pool), metrics, hub)
+        answers: KafkaAnswers | None = None
+        if settings.kafka_bootstrap_servers:
+            await ensure_topics(
+                settings.bootstrap(), {settings.topic_acks: settings.topic_partitions}
+            )
+            producer = await start_producer(settings)
+            exits.push_async_callback(producer.stop)
+            answers = KafkaAnswers(
+                producer, settings.topic_acks, pool, settings.api_answer_timeout_seconds
+            )
+        app = build_app(settings, PgApiStore(pool), PgTokens(pool), metrics, hub, answers=answers)
         server = AppServer(
             app, settings.api_host, settings.api_port, name="api", setting="VECTOROS_API_PORT"
         )

@@ -63,6 +63,12 @@ class ApiSettings(KafkaSettings, DatabaseSettings):
     api_live_keepalive_seconds: float = Field(
         default=15, gt=0, le=3600, description="A comment line on an idle stream this often."
     )
+    api_answer_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="How long an answer from the page waits for the broker before a 503.",
+    )
     api_group_prefix: str = Field(
         default="vectoros-api",
         description="Consumer group prefix of the live stream (one group per process).",

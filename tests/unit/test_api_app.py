@@ -110,6 +110,7 @@ async def test_the_committed_openapi_document_is_the_served_one() -> None:
         "/api/v1/me",
         "/api/v1/insights",
         "/api/v1/insights/{insight_id}",
+        "/api/v1/insights/{insight_id}/answer",
         "/api/v1/deals/{deal_id}",
         "/api/v1/forecasts",
         "/api/v1/stats/rules",
