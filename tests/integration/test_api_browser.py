@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium`` driven by Playwright), served
 by ``run_api`` on the real broker and PostgreSQL: it loads without console errors, an insight
 published to the topic appears without a reload and leaves when resolved, the deal drawer shows
-the timeline and works from the keyboard, a token of workspace B sees nothing of A, and it fits
+the timeline and works from the keyboard, pressing Snooze (from the keyboard) shows the insight
+snoozed and publishes the answer, a token of workspace B sees nothing of A, and it fits
 1280 px and 390 px (screenshots saved under ``VECTOROS_TEST_ARTIFACTS``, default
 ``test-artifacts/``)."""
 
@@ -19,12 +20,13 @@ from consumer.api.settings import ApiSettings
 from consumer.api.tokens import PgTokens
 from consumer.history.store import write_events
 from consumer.sink.store import PostgresInsightStore, SourcePosition
+from schemas.acks import AckSource, AckState, InsightAck
 from schemas.insights import Lifecycle
 from tests.databases import fresh_database, migrated_pool
 from tests.integration.test_api_db import deal_events
 from tests.integration.test_api_db import insight as stored_insight
 from tests.integration.test_api_live import publish, running_api
-from tests.kafka_utils import WAIT_LIMIT
+from tests.kafka_utils import WAIT_LIMIT, read_all
 from tests.unit.test_api_live import insight
 from vectoros.kafka import ensure_topics
 
@@ -85,6 +87,7 @@ async def served(
             database_url=dsn,
             metrics_enabled=False,
             topic_insights=unique_name("insights"),
+            topic_acks=unique_name("acks"),
             topic_partitions=2,
             api_port=0,
         )
@@ -205,4 +208,33 @@ async def test_a_token_of_b_sees_nothing_of_a(
     assert "Deal 1" not in body
     assert "Deal 2" not in body
     assert await page.text_content("#critical") == "1"
+    assert errors == []
+
+
+async def test_pressing_snooze_shows_the_insight_snoozed(
+    served: tuple[ApiSettings, str, dict[str, str]], browser: Browser, kafka_bootstrap: str
+) -> None:
+    settings, url, tokens = served
+    page, errors = await open_page(browser, 390, 844)
+    await signed_in(page, url, tokens["ws-a"])
+    card = '[data-insight="ws-a-d1-stale_deal"]'
+    await page.wait_for_selector(card, timeout=WAIT_MS)
+    assert await page.locator(f"{card} .badge.ack").count() == 0
+    snooze = page.locator(f'{card} button[data-answer="snooze_1d"]')
+    await snooze.focus()
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector(f"{card} .badge.ack", timeout=WAIT_MS)
+    assert "snoozed until" in (await page.text_content(f"{card} .badge.ack") or "")
+    assert "snoozed until" in (await page.text_content("#answer-status") or "")
+    assert await page.evaluate("document.activeElement.dataset.answer") == "snooze_1d"
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-snoozed-390.png"), full_page=True)
+
+    await page.reload()  # stored: still snoozed after a reload (the token is in the tab)
+    await page.wait_for_selector(f"{card} .badge.ack", timeout=WAIT_MS)
+    assert "snoozed until" in (await page.text_content(f"{card} .badge.ack") or "")
+    [record] = await read_all(kafka_bootstrap, settings.topic_acks)
+    ack = InsightAck.model_validate_json(record.value)
+    assert ack.insight_id == "ws-a-d1-stale_deal"
+    assert ack.state == AckState.SNOOZED
+    assert ack.source == AckSource.DASHBOARD
     assert errors == []

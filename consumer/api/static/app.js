@@ -58,10 +58,37 @@ function label(text) {
 
 class Unauthorized extends Error {}
 
+// The answer buttons of an insight: the same four as the notifier's Slack message.
+const ANSWERS = [
+  ["acknowledged", "Acknowledge"],
+  ["snooze_1d", "Snooze 1 day"],
+  ["snooze_1w", "Snooze 1 week"],
+  ["not_useful", "Not useful"],
+];
+
 async function api(path) {
   const response = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
   if (response.status === 401) throw new Unauthorized("unknown or revoked token");
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${state.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (response.status === 401) throw new Unauthorized("unknown or revoked token");
+  if (!response.ok) {
+    let detail = `HTTP ${response.status}`;
+    try {
+      detail = (await response.json()).detail || detail;
+    } catch (_) {
+      // not JSON: keep the status
+    }
+    throw new Error(detail);
+  }
   return response.json();
 }
 
@@ -228,9 +255,21 @@ function insightItem(item) {
   );
   open.setAttribute("aria-label", `Open deal ${data.deal_title || item.deal_id}`);
   open.addEventListener("click", () => openDeal(item.deal_id, open));
-  const ack = item.ack
-    ? el("span", { class: "badge ack" }, item.ack.state === "snoozed" ? `snoozed until ${when(item.ack.snoozed_until)}` : "acknowledged")
-    : null;
+  const ack = item.ack ? el("span", { class: "badge ack" }, ackText(item.ack)) : null;
+  const answers = el("div", { class: "answers" });
+  answers.setAttribute("role", "group");
+  answers.setAttribute("aria-label", `Answer: ${item.title}`);
+  const current = item.ack ? (item.ack.state === "snoozed" ? null : item.ack.state) : null;
+  for (const [answer, text] of ANSWERS) {
+    const button = el(
+      "button",
+      { type: "button", class: "secondary small", "data-answer": answer, "data-for": item.insight_id },
+      text,
+    );
+    button.setAttribute("aria-pressed", String(current === answer));
+    button.addEventListener("click", () => answerInsight(item.insight_id, answer, button));
+    answers.append(button);
+  }
   const actions = el("ul", { class: "actions" });
   for (const action of item.actions || []) {
     actions.append(el("li", {}, `${action.action} (${action.timeline})`));
@@ -253,16 +292,46 @@ function insightItem(item) {
     ),
     el("p", { class: "desc" }, item.description),
     actions,
+    answers,
   );
   item.fresh = false;
   return node;
 }
 
+function ackText(ack) {
+  if (ack.state === "snoozed") return `snoozed until ${when(ack.snoozed_until)}`;
+  return ack.state === "not_useful" ? "not useful" : "acknowledged";
+}
+
+async function answerInsight(insightId, answer, button) {
+  // aria-busy, not disabled: a disabled button loses the keyboard focus
+  if (button.getAttribute("aria-busy") === "true") return;
+  const status = $("answer-status");
+  button.setAttribute("aria-busy", "true");
+  try {
+    const answered = await post(`/api/v1/insights/${encodeURIComponent(insightId)}/answer`, { answer });
+    const item = state.insights.get(insightId);
+    if (item) item.ack = answered.ack;
+    status.textContent = `${item ? item.title : insightId}: ${ackText(answered.ack)}.`;
+    const hadFocus = document.activeElement === button;
+    renderInsights();
+    const again = $("insight-groups").querySelector(
+      `button[data-for="${CSS.escape(insightId)}"][data-answer="${CSS.escape(answer)}"]`,
+    );
+    if (hadFocus && again) again.focus();
+  } catch (error) {
+    if (error instanceof Unauthorized) showSignIn("The token was revoked.");
+    else status.textContent = `Not saved: ${error.message}`;
+  } finally {
+    button.removeAttribute("aria-busy");
+  }
+}
+
 function renderInsights() {
   const groups = $("insight-groups");
-  const focused = document.activeElement && document.activeElement.dataset
-    ? document.activeElement.dataset.deal
-    : null;
+  const active = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset : {};
+  const focused = active.deal || null;
+  const focusedAnswer = active.answer ? [active.for, active.answer] : null;
   groups.replaceChildren();
   const items = [...state.insights.values()].sort(
     (a, b) =>
@@ -285,7 +354,11 @@ function renderInsights() {
     groups.append(section);
   }
   $("insights-empty").hidden = items.length > 0;
-  if (focused) {
+  if (focusedAnswer) {
+    const [id, answer] = focusedAnswer.map((v) => CSS.escape(v));
+    const again = groups.querySelector(`button[data-for="${id}"][data-answer="${answer}"]`);
+    if (again) again.focus();
+  } else if (focused) {
     const again = groups.querySelector(`button[data-deal="${CSS.escape(focused)}"]`);
     if (again) again.focus();
   }
@@ -310,7 +383,8 @@ function applyInsight(event) {
   } else {
     const known = state.insights.get(id);
     if (!known || known.detected_at <= event.detected_at) {
-      state.insights.set(id, { ...event, status: "open", live: true, fresh: true });
+      const ack = known ? known.ack : null; // an answer outlives a replay or an escalation
+      state.insights.set(id, { ...event, ack, status: "open", live: true, fresh: true });
     }
   }
   renderInsights();
