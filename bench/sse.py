@@ -47,6 +47,9 @@ class SseResult:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    server_cpu_s: float  # this process (the API, its live feed, the producer) while measuring
+    clients_cpu_s: float  # the clients' process
+    elapsed_s: float  # from the first send to the last client done
 
 
 def _insight(n: int, now: dt.datetime) -> InsightEvent:
@@ -132,6 +135,7 @@ async def run(session: Session, clients: int, rate: float, seconds: float) -> Ss
         if line.strip() != b"connected":
             raise RuntimeError(f"the clients did not connect: {line!r}")
         producer = await start_producer(settings)
+        cpu = time.process_time()
         try:
             sent = []
             started = time.monotonic()
@@ -149,6 +153,7 @@ async def run(session: Session, clients: int, rate: float, seconds: float) -> Ss
         finally:
             await producer.stop()
         out, _ = await asyncio.wait_for(child.communicate(), seconds + 120)
+        elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
         report = json.loads(out.decode().strip().splitlines()[-1])
     finally:
         if child is not None and child.returncode is None:
@@ -167,6 +172,9 @@ async def run(session: Session, clients: int, rate: float, seconds: float) -> Ss
         p50_ms=float(report["p50_ms"]),
         p99_ms=float(report["p99_ms"]),
         max_ms=float(report["max_ms"]),
+        server_cpu_s=cpu,
+        clients_cpu_s=float(report["cpu_s"]),
+        elapsed_s=elapsed,
     )
 
 
@@ -226,6 +234,7 @@ async def _clients(port: int, token: str, count: int, expected: int, limit: floa
             f"{sum(not f.is_set() for f in flags)} clients not connected: {failed[:3]}"
         ) from None
     print("connected", flush=True)
+    cpu = time.process_time()
     done, pending = await asyncio.wait(tasks, timeout=limit)
     for task in pending:
         task.cancel()
@@ -240,6 +249,7 @@ async def _clients(port: int, token: str, count: int, expected: int, limit: floa
                 "p50_ms": statistics.median(delays) * 1000 if delays else float("nan"),
                 "p99_ms": p99 * 1000,
                 "max_ms": delays[-1] * 1000 if delays else float("nan"),
+                "cpu_s": time.process_time() - cpu,
             }
         ),
         flush=True,

@@ -328,13 +328,26 @@ def build_app(
                     yield live.frame()
                 while True:
                     try:
-                        live = await asyncio.wait_for(queue.get(), keepalive)
-                    except TimeoutError:
-                        yield b": keep-alive\n\n"
-                        continue
+                        live = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        try:
+                            async with asyncio.timeout(keepalive):  # no task per wait
+                                live = await queue.get()
+                        except TimeoutError:
+                            yield b": keep-alive\n\n"
+                            continue
+                    # everything queued goes out in one write: a client that fell behind
+                    # (a burst, a busy server) catches up at a fraction of the cost per event
+                    batch: list[bytes] = []
+                    while live is not CLOSED:
+                        batch.append(live.frame())
+                        if queue.empty():
+                            break
+                        live = queue.get_nowait()
+                    if batch:
+                        yield b"".join(batch)
                     if live is CLOSED:
                         return
-                    yield live.frame()
             finally:
                 hub.unsubscribe(workspace, queue)
                 metrics.live_clients.dec()
