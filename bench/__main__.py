@@ -535,7 +535,9 @@ class Bench:
             return (
                 f"{res.clients} clients, {res.insights} insights, {res.delivered:,} deliveries: "
                 f"p50 {res.p50_ms:.0f} ms, p99 {res.p99_ms:.0f} ms, max {res.max_ms:.0f} ms; "
-                f"{res.complete} clients read every insight"
+                f"{res.complete} clients read every insight; CPU: server "
+                f"{res.server_cpu_s:.1f} s, clients {res.clients_cpu_s:.1f} s "
+                f"in {res.elapsed_s:.1f} s"
             )
 
         await self.repeat("sse", one)
