@@ -314,6 +314,9 @@ def build_app(
     async def summary(request: Request, token: TokenInfo) -> Response:
         return _listing(request, await store.summary(token.workspace_id))
 
+    async def model(request: Request, token: TokenInfo) -> Response:
+        return _listing(request, {"model": await store.model(token.workspace_id)})
+
     async def stream(request: Request, token: TokenInfo) -> Response:
         if hub is None:
             raise ApiError(503, "unavailable", "the live stream is off (VECTOROS_API_LIVE)")
@@ -404,6 +407,7 @@ def build_app(
             Route("/api/v1/forecasts", route("forecasts", forecasts)),
             Route("/api/v1/stats/rules", route("rule_stats", rule_stats)),
             Route("/api/v1/summary", route("summary", summary)),
+            Route("/api/v1/model", route("model", model)),
             Route("/api/v1/stream", route("stream", stream, timed=False)),
         ],
         middleware=middleware,

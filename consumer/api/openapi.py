@@ -291,6 +291,38 @@ _SCHEMAS: dict[str, Any] = {
             ),
         }
     ),
+    "Quality": _obj(
+        {
+            "auc": _NNUM,
+            "brier": _NNUM,
+            "log_loss": _NNUM,
+            "ece": {**_NNUM, "description": "Expected calibration error (10 equal-width bins)."},
+        }
+    ),
+    "ModelInfo": _obj(
+        {
+            "model": {
+                "oneOf": [
+                    {"type": "null"},
+                    _obj(
+                        {
+                            "version": _INT,
+                            "scope": {"type": "string", "enum": ["workspace", "pooled"]},
+                            "trained_at": _TIME,
+                            "data_until": _TIME,
+                            "holdout_from": _TIME,
+                            "heldout": _ref("Quality"),
+                            "baselines": {
+                                "type": "object",
+                                "additionalProperties": _ref("Quality"),
+                                "description": "rep, stage, current (the model it replaced).",
+                            },
+                        }
+                    ),
+                ]
+            }
+        }
+    ),
     "Summary": _obj(
         {
             "critical": _INT,
@@ -397,6 +429,15 @@ def openapi_document() -> dict[str, Any]:
             "summary",
             "The dashboard's figures: critical count, open by priority, at-risk revenue.",
             "Summary",
+            [],
+            (304, 400, 401, 403, 429),
+            etag=True,
+        ),
+        "/api/v1/model": _get(
+            "model",
+            "The win model scoring the workspace's deals and its held-out calibration and "
+            "accuracy against the baselines; model null before vectoros train.",
+            "ModelInfo",
             [],
             (304, 400, 401, 403, 429),
             etag=True,

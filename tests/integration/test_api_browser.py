@@ -23,7 +23,7 @@ from consumer.sink.store import PostgresInsightStore, SourcePosition
 from schemas.acks import AckSource, AckState, InsightAck
 from schemas.insights import Lifecycle
 from tests.databases import fresh_database, migrated_pool
-from tests.integration.test_api_db import deal_events
+from tests.integration.test_api_db import deal_events, store_model
 from tests.integration.test_api_db import insight as stored_insight
 from tests.integration.test_api_live import publish, running_api
 from tests.kafka_utils import WAIT_LIMIT, read_all
@@ -80,6 +80,17 @@ async def served(
             await pool.execute(
                 "INSERT INTO insight_acks (insight_id, state, actor)"
                 " VALUES ('ws-a-d2-ghosting', 'acknowledged', 'ada')"
+            )
+            await store_model(pool, "pooled", 0.78, {"rep": 0.66, "stage": 0.6})
+            await pool.execute(
+                "INSERT INTO deal_scores (workspace_id, deal_id, as_of, model_version,"
+                " win_probability, rep_probability, stage, top_factors)"
+                " VALUES ('ws-a', 'd1', $1, 1, 0.31, 40, 'proposal', $2)",
+                dt.datetime(2026, 11, 2, tzinfo=dt.UTC),
+                [
+                    {"feature": "days_in_stage", "effect": -0.2},
+                    {"feature": "activities_14d", "effect": 0.05},
+                ],
             )
         settings = ApiSettings(
             kafka_bootstrap_servers=kafka_bootstrap,
@@ -153,6 +164,10 @@ async def test_the_monday_morning_view_follows_the_topic(
     assert "450,000" in forecast
     assert "chance to reach it 35 %" in forecast
     assert await page.locator("#forecast svg polygon.band").count() == 1
+    model = await page.text_content("#model") or ""  # the calibration once a model exists
+    assert "Version 1, the model pooled over all workspaces" in model
+    assert "Calibration error 22 %" in model
+    assert "Rep's probability" in model
     acked = await page.text_content('[data-insight="ws-a-d2-ghosting"]') or ""
     assert "acknowledged" in acked
 
@@ -177,6 +192,12 @@ async def test_the_monday_morning_view_follows_the_topic(
     assert "activity.logged: call (outbound)" in timeline
     assert "stale deal raised" in timeline
     assert "Deal 1" in (await page.text_content("#drawer-title") or "")
+    facts = await page.text_content("#deal-facts") or ""
+    assert "Win probability (model)31 %" in facts
+    assert "Rep's probability40 %" in facts
+    factors = await page.text_content("#deal-factors") or ""
+    assert "days in stage: \u221220 points" in factors  # a minus sign
+    assert "activities 14d: +5 points" in factors
     await page.screenshot(path=str(artifacts / "dashboard-drawer-1280.png"))
     await page.keyboard.press("Escape")
     await page.wait_for_selector("#drawer", state="hidden", timeout=WAIT_MS)

@@ -230,9 +230,70 @@ async function loadForecast() {
   box.replaceChildren(text, chart);
 }
 
+function pct(value) {
+  return value === null || value === undefined ? "–" : `${Math.round(value * 100)} %`;
+}
+
+function num(value, digits) {
+  return value === null || value === undefined ? "–" : value.toFixed(digits);
+}
+
+const BASELINES = { rep: "Rep's probability", stage: "Stage win rate", current: "Previous model" };
+
+async function loadModel() {
+  const { model } = await api("/api/v1/model");
+  if (!model) return;
+  const who = model.scope === "workspace" ? "this workspace's own model" : "the model pooled over all workspaces";
+  const text = el(
+    "p",
+    { class: "model-figures" },
+    `Version ${model.version}, ${who}, trained ${when(model.trained_at)}; judged on deals held out ` +
+      `from ${when(model.holdout_from)} to ${when(model.data_until)}. ` +
+      `Calibration error ${pct(model.heldout.ece)} (how far its probabilities were from what happened; lower is better).`,
+  );
+  const rows = [["This model", model.heldout, true]].concat(
+    Object.entries(model.baselines).map(([name, q]) => [BASELINES[name] || label(name), q, false]),
+  );
+  const top = Math.max(0.01, ...rows.map(([, q]) => q.ece || 0));
+  const body = el("tbody");
+  for (const [name, q, own] of rows) {
+    const bar = el("div", { class: own ? "bar" : "bar other" });
+    bar.style.width = `${Math.max(2, (100 * (q.ece || 0)) / top)}%`;
+    body.append(
+      el(
+        "tr",
+        {},
+        el("th", { scope: "row" }, name),
+        el("td", { class: "num" }, pct(q.ece), bar),
+        el("td", { class: "num" }, num(q.brier, 3)),
+        el("td", { class: "num" }, num(q.auc, 2)),
+      ),
+    );
+  }
+  const table = el(
+    "table",
+    { class: "risk model" },
+    el("caption", { class: "visually-hidden" }, "Held-out calibration error, Brier score and AUC of the model and the baselines"),
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        el("th", { scope: "col" }, "Held out"),
+        el("th", { scope: "col", class: "num" }, "Calibration error"),
+        el("th", { scope: "col", class: "num" }, "Brier"),
+        el("th", { scope: "col", class: "num" }, "AUC"),
+      ),
+    ),
+    body,
+  );
+  $("model").replaceChildren(text, el("div", { class: "scroll" }, table));
+}
+
 async function loadAll() {
   try {
-    await Promise.all([loadInsights(), loadSummary(), loadForecast()]);
+    await Promise.all([loadInsights(), loadSummary(), loadForecast(), loadModel()]);
   } catch (error) {
     if (error instanceof Unauthorized) showSignIn("The token was revoked.");
     else console.warn("loading failed, retrying with the next update:", error.message);
@@ -479,7 +540,24 @@ async function openDeal(dealId, opener) {
   fact(facts, "Owner", info.owner_name || info.owner_id);
   fact(facts, "Company", info.company);
   if (info.outcome) fact(facts, "Outcome", info.outcome);
-  if (deal.score) fact(facts, "Win probability (model)", `${Math.round(deal.score.win_probability * 100)} %`);
+  const score = deal.score;
+  const factors = $("deal-factors");
+  factors.replaceChildren();
+  if (score) {
+    fact(facts, "Win probability (model)", pct(score.win_probability));
+    if (score.rep_probability !== null && score.rep_probability !== undefined) {
+      fact(facts, "Rep's probability", `${Math.round(score.rep_probability)} %`);
+    }
+    fact(facts, "Scored", `${when(score.as_of)} (model version ${score.model_version})`);
+    for (const factor of score.top_factors || []) {
+      const points = Math.round(factor.effect * 100);
+      const sign = points > 0 ? "+" : points < 0 ? "−" : "±";
+      factors.append(
+        el("li", {}, `${label(factor.feature)}: ${sign}${Math.abs(points)} points`),
+      );
+    }
+  }
+  $("deal-score").hidden = !score || !(score.top_factors || []).length;
 
   const insights = $("deal-insights");
   insights.replaceChildren();
