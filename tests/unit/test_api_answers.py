@@ -32,9 +32,9 @@ class MemoryAnswers:
 
 
 def make(
-    answers: MemoryAnswers | None,
+    answers: MemoryAnswers | None, **kw: Any
 ) -> tuple[httpx.AsyncClient, FakeStore, MemoryTokens, CollectorRegistry]:
-    settings = ApiSettings(kafka_bootstrap_servers="unused:9092", metrics_enabled=False)
+    settings = ApiSettings(kafka_bootstrap_servers="unused:9092", metrics_enabled=False, **kw)
     store, tokens, registry = FakeStore(), MemoryTokens(), CollectorRegistry()
     app = build_app(
         settings, store, tokens, ApiMetrics(registry), LiveHub(), clock=lambda: NOW, answers=answers
@@ -158,3 +158,26 @@ async def test_without_a_broker_or_when_it_fails_the_answer_is_503() -> None:
         )
         == 1.0
     )
+
+
+async def test_a_page_of_an_allowed_origin_may_post_an_answer() -> None:
+    answers = MemoryAnswers()
+    client, _, tokens, _ = make(answers, api_cors_origins="https://app.example.com")
+    preflight = await client.options(
+        URL,
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "content-type" in preflight.headers["access-control-allow-headers"].lower()
+    reply = await client.post(
+        URL,
+        json={"answer": "acknowledged"},
+        headers={"Origin": "https://app.example.com", **bearer(tokens.add("ws-a"))},
+    )
+    assert reply.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert len(answers.sent) == 1
