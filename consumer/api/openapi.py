@@ -448,8 +448,10 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Server-sent events of the workspace's insights as they happen.",
                 "description": (
                     "Events: `insight` (data: lifecycle raised, escalated, enriched or "
-                    "resolved, and the insight's fields) and `reset` (resuming was not "
-                    "possible: refetch, then follow). Send Last-Event-ID to resume."
+                    "resolved, and the insight's fields), `ack` (an answer to one of the "
+                    "workspace's insights: insight_id, state, snoozed_until, source, at) and "
+                    "`reset` (resuming was not possible: refetch, then follow). Send "
+                    "Last-Event-ID to resume."
                 ),
                 "parameters": [
                     {

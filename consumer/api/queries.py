@@ -360,6 +360,14 @@ class PgApiStore:
             "at_risk_by_rule_stage": [_row(r) for r in at_risk],
         }
 
+    async def workspaces_of(self, insight_ids: list[str]) -> dict[str, str]:
+        """The workspace of each of ``insight_ids`` that is stored (the live feed's answers)."""
+        rows = await self._pool.fetch(
+            "SELECT insight_id, workspace_id FROM insights WHERE insight_id = ANY($1::text[])",
+            insight_ids,
+        )
+        return {r["insight_id"]: r["workspace_id"] for r in rows}
+
     async def model(self, workspace: str) -> dict[str, Any] | None:
         """The win model scoring the workspace's deals and how it did on held-out deals, against
         the baselines (the rep's probability, the stage's win rate, the model it replaced)."""

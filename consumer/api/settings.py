@@ -52,7 +52,8 @@ class ApiSettings(KafkaSettings, DatabaseSettings):
         default=200, ge=1, le=10_000, description="Largest page of the insights list."
     )
     api_live: bool = Field(
-        default=True, description="Serve the live stream (reads deal-insights from the end)."
+        default=True,
+        description="Serve the live stream (reads deal-insights and insight-acks from the end).",
     )
     api_live_buffer: int = Field(
         default=1000,

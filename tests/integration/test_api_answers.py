@@ -1,6 +1,7 @@
 """Answers from the dashboard on the real broker and PostgreSQL: ``run_api`` over uvicorn, a
 POST publishes an InsightAck on insight-acks and stores it (the insight reads back snoozed), and
-a token of another workspace answers nothing (404, nothing published, nothing stored)."""
+a token of another workspace answers nothing (404, nothing published, nothing stored); the
+answer reaches the live stream of the insight's workspace only."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from schemas.acks import AckSource, AckState, InsightAck
 from schemas.insights import Lifecycle
 from tests.databases import fresh_database, migrated_pool
 from tests.integration.test_api_db import insight
-from tests.integration.test_api_live import auth, running_api
+from tests.integration.test_api_live import auth, publish, running_api, sse_events, take
 from tests.kafka_utils import WAIT_LIMIT, read_all
+from tests.unit.test_api_live import insight as live_insight
 from vectoros.kafka import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -85,3 +87,29 @@ async def test_an_answer_is_published_and_stored_for_its_workspace_only(
     assert [dict(r) for r in rows] == [
         {"insight_id": INSIGHT, "state": "snoozed", "source": "dashboard", "ack_id": ack.ack_id}
     ]
+
+
+async def test_an_answer_reaches_the_live_stream_of_its_workspace_only(
+    setup: tuple[ApiSettings, dict[str, str], str],
+) -> None:
+    settings, tokens, _ = setup
+    url = f"/api/v1/insights/{INSIGHT}/answer"
+    async with (
+        running_api(settings) as (port, _),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_LIMIT) as client,
+        client.stream("GET", "/api/v1/stream", headers=auth(tokens["ws-a"])) as stream_a,
+        client.stream("GET", "/api/v1/stream", headers=auth(tokens["ws-b"])) as stream_b,
+    ):
+        events_a, events_b = sse_events(stream_a), sse_events(stream_b)
+        reply = await client.post(url, json={"answer": "not_useful"}, headers=auth(tokens["ws-a"]))
+        assert reply.status_code == 200
+        [got] = await take(events_a, 1)
+        assert got["event"] == "ack"
+        assert got["data"]["insight_id"] == INSIGHT
+        assert got["data"]["state"] == "not_useful"
+        assert got["data"]["source"] == "dashboard"
+        # B's stream: the next thing it gets is B's own insight, never A's answer
+        await publish(settings, [live_insight("ws-b", 5)])
+        [first_b] = await take(events_b, 1)
+        assert first_b["event"] == "insight"
+        assert first_b["data"]["insight_id"] == "i-5"

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from consumer.api.settings import ApiSettings
@@ -253,9 +254,22 @@ async def test_pressing_snooze_shows_the_insight_snoozed(
     await page.reload()  # stored: still snoozed after a reload (the token is in the tab)
     await page.wait_for_selector(f"{card} .badge.ack", timeout=WAIT_MS)
     assert "snoozed until" in (await page.text_content(f"{card} .badge.ack") or "")
-    [record] = await read_all(kafka_bootstrap, settings.topic_acks)
-    ack = InsightAck.model_validate_json(record.value)
-    assert ack.insight_id == "ws-a-d1-stale_deal"
-    assert ack.state == AckState.SNOOZED
-    assert ack.source == AckSource.DASHBOARD
+    await page.wait_for_selector("#live.on", timeout=WAIT_MS)
+
+    # answered elsewhere (another page, Slack...): the page shows it without a reload
+    await page.evaluate("window.__notReloaded = true")
+    async with httpx.AsyncClient(base_url=url, timeout=WAIT_LIMIT) as client:
+        reply = await client.post(
+            "api/v1/insights/ws-a-d1-stale_deal/answer",
+            json={"answer": "acknowledged"},
+            headers={"Authorization": f"Bearer {tokens['ws-a']}"},
+        )
+        assert reply.status_code == 200
+    await page.wait_for_selector(f"{card} .badge.ack:text('acknowledged')", timeout=WAIT_MS)
+    assert await page.evaluate("window.__notReloaded") is True
+    records = await read_all(kafka_bootstrap, settings.topic_acks)
+    acks = [InsightAck.model_validate_json(r.value) for r in records]
+    assert [a.state for a in acks] == [AckState.SNOOZED, AckState.ACKNOWLEDGED]
+    assert {a.insight_id for a in acks} == {"ws-a-d1-stale_deal"}
+    assert {a.source for a in acks} == {AckSource.DASHBOARD}
     assert errors == []

@@ -452,6 +452,14 @@ function applyInsight(event) {
   refreshSummarySoon();
 }
 
+function applyAck(ack) {
+  // an answer given anywhere (this page, another one, Slack, an email link, the CLI)
+  const item = state.insights.get(ack.insight_id);
+  if (!item) return;
+  item.ack = { state: ack.state, snoozed_until: ack.snoozed_until };
+  renderInsights();
+}
+
 function handleFrame(frame) {
   let id = null;
   let kind = "message";
@@ -467,6 +475,7 @@ function handleFrame(frame) {
   }
   if (id) state.lastEventId = id;
   if (kind === "insight" && data.length) applyInsight(JSON.parse(data.join("\n")));
+  else if (kind === "ack" && data.length) applyAck(JSON.parse(data.join("\n")));
   else if (kind === "reset") loadAll();
 }
 
