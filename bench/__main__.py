@@ -45,12 +45,12 @@ SCENARIOS = (
     "memory",
     "restore",
     "sink",
+    "sse",
     "capture",
     "produce",
     "profile",
     "notifier",
     "api",
-    "sse",
 )
 DOCS = ROOT / "docs" / "benchmarks.md"
 MIB = 2**20
