@@ -48,6 +48,7 @@ SCENARIOS = (
     "memory",
     "restore",
     "sink",
+    "sse",
     "capture",
     "produce",
     "profile",
@@ -580,6 +581,48 @@ class Bench:
             "owner and rule filters, three pages after a cursor; page size 50"
         )
 
+    async def sse(self) -> None:
+        from bench import sse as sse_bench
+
+        clients, rate, seconds = 500, 100.0, (5.0 if self.quick else 10.0)
+        p99 = self.metric(
+            "live stream",
+            f"{clients} clients, {rate:.0f} insights/s: new insight visible, p99",
+            "ms",
+            target=1000,
+            higher_is_better=False,
+            target_text="<= 1,000",
+        )
+        p50 = self.metric("live stream", "new insight visible: p50", "ms")
+        complete = self.metric(
+            "live stream",
+            "clients that read every insight",
+            "clients",
+            target=clients,
+            target_text=f">= {clients}",
+        )
+
+        async def one(i: int) -> str:
+            res = await sse_bench.run(self.session, clients, rate, seconds)
+            p99.add(res.p99_ms)
+            p50.add(res.p50_ms)
+            complete.add(res.complete)
+            return (
+                f"{res.clients} clients, {res.insights} insights, {res.delivered:,} deliveries: "
+                f"p50 {res.p50_ms:.0f} ms, p99 {res.p99_ms:.0f} ms, max {res.max_ms:.0f} ms; "
+                f"{res.complete} clients read every insight; CPU: server "
+                f"{res.server_cpu_s:.1f} s, clients {res.clients_cpu_s:.1f} s "
+                f"in {res.elapsed_s:.1f} s"
+            )
+
+        await self.repeat("sse", one)
+        p99.notes.append(
+            f"from the producer's send to a client's read: deal-insights -> the API's live feed "
+            f"-> hub -> server-sent events over HTTP/1.1 (uvicorn) -> {clients} clients of one "
+            f"workspace in a child process on the same machine; {seconds:.0f} s at {rate:.0f}/s "
+            "(bench/sse.py)"
+        )
+
     async def produce(self) -> None:
         topic, parts = await produce.setup(self.session, self.sizes.produce_records)
         rows = {
@@ -638,7 +681,11 @@ def _cpu(res: throughput.RunResult) -> str:
 async def run_all(args: argparse.Namespace) -> Bench:
     sizes = Sizes.quick() if args.quick else Sizes.full()
     chosen = [s for s in (args.only or SCENARIOS) if s not in args.skip]
-    with embedded_servers(need_pg=bool({"sink", "api"} & set(chosen))) as (bootstrap, dsn, pid):
+    with embedded_servers(need_pg=bool({"sink", "api", "sse"} & set(chosen))) as (
+        bootstrap,
+        dsn,
+        pid,
+    ):
         session = Session(bootstrap, dsn, args.quick, args.runs, broker_pid=pid)
         bench = Bench(
             session,

@@ -1,7 +1,8 @@
 """Acknowledgements of insights, on ``insight-acks`` (keyed by ``insight_id``). Schema version 1.
 
 Published by whoever a person answered: the gateway (a Slack button, ``source`` slack; a signed
-link in an email, ``source`` email) and ``vectoros insights ack|snooze`` (``source`` cli). Every
+link in an email, ``source`` email), the dashboard's buttons (the read API, ``source``
+dashboard) and ``vectoros insights ack|snooze`` (``source`` cli). Every
 notifier group stores them in PostgreSQL (``insight_acks``), which every notifier instance and the
 read side read. ``ack_id`` is unique per press (a retried publish carries the same id).
 
@@ -31,6 +32,7 @@ class AckSource(StrEnum):
     SLACK = "slack"
     EMAIL = "email"
     CLI = "cli"
+    DASHBOARD = "dashboard"
 
 
 class InsightAck(BaseModel):

@@ -219,6 +219,7 @@ _OPERATIONS = [  # (id, action, channel, messages, summary)
     ("historySendDealScores", "send", "dealScores", ["dealScore"], "The history service."),
     ("gatewaySendInsightAcks", "send", "insightAcks", ["insightAck"], "The gateway."),
     ("cliSendInsightAcks", "send", "insightAcks", ["insightAck"], "vectoros insights ack|snooze."),
+    ("apiSendInsightAcks", "send", "insightAcks", ["insightAck"], "The dashboard (vectoros api)."),
     ("notifierReceiveInsightAcks", "receive", "insightAcks", ["insightAck"], "The notifier."),
     ("forecastSendDealForecasts", "send", "dealForecasts", ["dealForecast"], "vectoros forecast."),
 ]

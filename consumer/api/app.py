@@ -4,6 +4,7 @@ Every ``/api/v1`` route needs ``Authorization: Bearer <token>``; the token's wor
 only one it reads (a ``workspace`` parameter naming another one is 403; another workspace's deal
 or insight is 404, as if it did not exist). Each token has a rate limit (429 with
 ``Retry-After``). List answers carry an ``ETag``; ``If-None-Match`` with it answers 304.
+The one write is an answer to an insight (acknowledge, snooze, not useful: ``answers.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from consumer.api.answers import ANSWERS, BODY_MAX, Answers, AnswersUnavailable, make_ack
 from consumer.api.live import CLOSED, LiveHub
 from consumer.api.metrics import ApiMetrics
 from consumer.api.openapi import openapi_document
@@ -145,6 +147,7 @@ def build_app(
     *,
     clock: Clock = lambda: dt.datetime.now(dt.UTC),
     monotonic: Callable[[], float] = time.monotonic,
+    answers: Answers | None = None,
 ) -> Starlette:
     limiter = RateLimiter(
         settings.api_rate_limit_per_second, settings.api_rate_limit_burst, monotonic
@@ -256,6 +259,46 @@ def build_app(
             raise ApiError(404, "not_found", "no such deal in this workspace")
         return _json(found)
 
+    async def answer(request: Request, token: TokenInfo) -> Response:
+        body = await _body(request, BODY_MAX)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ApiError(
+                400, "bad_body", 'send a JSON object such as {"answer": "snooze_1d"}'
+            ) from None
+        choice = data.get("answer") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or set(data) != {"answer"} or choice not in ANSWERS:
+            raise ApiError(
+                400, "bad_body", f"answer must be one of {', '.join(ANSWERS)} (and nothing else)"
+            )
+        insight_id = request.path_params["insight_id"]
+        if len(insight_id) > 200 or await store.insight(token.workspace_id, insight_id) is None:
+            raise ApiError(404, "not_found", "no such insight in this workspace")
+        if answers is None:
+            raise ApiError(503, "unavailable", "answers need a broker (VECTOROS_KAFKA_*)")
+        ack = make_ack(insight_id, choice, f"{token.token_id} {token.name}", clock())
+        try:
+            await answers.answer(ack)
+        except AnswersUnavailable as exc:
+            logger.warning("api: answer to %s not published (%s)", insight_id, exc)
+            metrics.answers.labels(choice, "unavailable").inc()
+            raise ApiError(
+                503, "unavailable", "the broker did not take the answer; retry"
+            ) from None
+        metrics.answers.labels(choice, "published").inc()
+        until = ack.snoozed_until
+        return _json(
+            {
+                "insight_id": insight_id,
+                "ack_id": ack.ack_id,
+                "ack": {
+                    "state": ack.state.value,
+                    "snoozed_until": None if until is None else until.isoformat(),
+                },
+            }
+        )
+
     async def forecasts(request: Request, token: TokenInfo) -> Response:
         limit = _int(request, "limit", 20, 1, 500)
         rows = await store.forecasts(token.workspace_id, request.query_params.get("period"), limit)
@@ -271,6 +314,9 @@ def build_app(
     async def summary(request: Request, token: TokenInfo) -> Response:
         return _listing(request, await store.summary(token.workspace_id))
 
+    async def model(request: Request, token: TokenInfo) -> Response:
+        return _listing(request, {"model": await store.model(token.workspace_id)})
+
     async def stream(request: Request, token: TokenInfo) -> Response:
         if hub is None:
             raise ApiError(503, "unavailable", "the live stream is off (VECTOROS_API_LIVE)")
@@ -285,13 +331,26 @@ def build_app(
                     yield live.frame()
                 while True:
                     try:
-                        live = await asyncio.wait_for(queue.get(), keepalive)
-                    except TimeoutError:
-                        yield b": keep-alive\n\n"
-                        continue
+                        live = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        try:
+                            async with asyncio.timeout(keepalive):  # no task per wait
+                                live = await queue.get()
+                        except TimeoutError:
+                            yield b": keep-alive\n\n"
+                            continue
+                    # everything queued goes out in one write: a client that fell behind
+                    # (a burst, a busy server) catches up at a fraction of the cost per event
+                    batch: list[bytes] = []
+                    while live is not CLOSED:
+                        batch.append(live.frame())
+                        if queue.empty():
+                            break
+                        live = queue.get_nowait()
+                    if batch:
+                        yield b"".join(batch)
                     if live is CLOSED:
                         return
-                    yield live.frame()
             finally:
                 hub.unsubscribe(workspace, queue)
                 metrics.live_clients.dec()
@@ -325,8 +384,8 @@ def build_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.api_cors_origins,
-                allow_methods=["GET"],
-                allow_headers=["Authorization", "If-None-Match", "Last-Event-ID"],
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "If-None-Match", "Last-Event-ID"],
                 expose_headers=["ETag", "Retry-After"],
                 max_age=600,
             )
@@ -339,15 +398,36 @@ def build_app(
             Route("/api/v1/me", route("me", me)),
             Route("/api/v1/insights", route("insights", list_insights)),
             Route("/api/v1/insights/{insight_id}", route("insight", one_insight)),
+            Route(
+                "/api/v1/insights/{insight_id}/answer",
+                route("answer", answer),
+                methods=["POST"],
+            ),
             Route("/api/v1/deals/{deal_id}", route("deal", one_deal)),
             Route("/api/v1/forecasts", route("forecasts", forecasts)),
             Route("/api/v1/stats/rules", route("rule_stats", rule_stats)),
             Route("/api/v1/summary", route("summary", summary)),
+            Route("/api/v1/model", route("model", model)),
             Route("/api/v1/stream", route("stream", stream, timed=False)),
         ],
         middleware=middleware,
         exception_handlers={HTTPException: http_error},
     )
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (else 413)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"the body may have at most {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"the body may have at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _seconds(wait: float) -> str:

@@ -1,5 +1,6 @@
-"""The live stream's hub: insight events of each workspace, numbered, kept in a bounded buffer
-for clients that reconnect, and handed to the connected clients of that workspace.
+"""The live stream's hub: insight events and answers (acknowledged, snoozed, not useful) of each
+workspace, numbered, kept in a bounded buffer for clients that reconnect, and handed to the
+connected clients of that workspace.
 
 Event ids are ``<boot>-<seq>``: ``boot`` is random per process, ``seq`` counts up. A client
 that reconnects with ``Last-Event-ID`` gets what it missed when the id is this process's and its
@@ -16,13 +17,14 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from schemas.acks import InsightAck
 from schemas.insights import InsightEvent
 
 
 @dataclass(frozen=True, slots=True)
 class LiveEvent:
     id: str
-    event: str  # "insight" or "reset"
+    event: str  # "insight", "ack" or "reset"
     data: bytes  # JSON
 
     def frame(self) -> bytes:
@@ -86,11 +88,23 @@ class LiveHub:
         return sum(len(w.subscribers) for w in self._workspaces.values())
 
     def publish(self, event: InsightEvent) -> LiveEvent:
+        return self._publish(event.workspace_id, "insight", orjson.dumps(insight_payload(event)))
+
+    def publish_ack(self, workspace: str, ack: InsightAck) -> LiveEvent:
+        """An answer to one of ``workspace``'s insights (from the page, Slack, email, the CLI)."""
+        payload = {
+            "insight_id": ack.insight_id,
+            "state": ack.state.value,
+            "snoozed_until": None if ack.snoozed_until is None else ack.snoozed_until.isoformat(),
+            "source": ack.source.value,
+            "at": ack.at.isoformat(),
+        }
+        return self._publish(workspace, "ack", orjson.dumps(payload))
+
+    def _publish(self, workspace: str, kind: str, data: bytes) -> LiveEvent:
         self._seq += 1
-        live = LiveEvent(
-            f"{self.boot}-{self._seq}", "insight", orjson.dumps(insight_payload(event))
-        )
-        ws = self._ws(event.workspace_id)
+        live = LiveEvent(f"{self.boot}-{self._seq}", kind, data)
+        ws = self._ws(workspace)
         ws.buffer.append((self._seq, live))
         while len(ws.buffer) > self._buffer:
             ws.dropped_upto = max(ws.dropped_upto, ws.buffer.popleft()[0])

@@ -1,6 +1,6 @@
 """The read API's Prometheus metrics. Labels are bounded: ``route`` (the route templates of
-this package), ``status`` (HTTP status code), ``reason`` and ``lifecycle`` (fixed sets); never
-a token, workspace, deal or insight id."""
+this package), ``status`` (HTTP status code), ``reason``, ``lifecycle``, ``answer`` and
+``outcome`` (fixed sets); never a token, workspace, deal or insight id."""
 
 from __future__ import annotations
 
@@ -46,5 +46,12 @@ class ApiMetrics:
             f"{PREFIX}_api_live_events_total",
             "Insight events read from deal-insights for the live stream, by lifecycle.",
             ["lifecycle"],
+            registry=registry,
+        )
+        self.answers = Counter(
+            f"{PREFIX}_api_answers_total",
+            "Answers from the dashboard (acknowledged, snooze_1d, snooze_1w, not_useful), by"
+            " outcome (published, unavailable).",
+            ["answer", "outcome"],
             registry=registry,
         )

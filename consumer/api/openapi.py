@@ -70,8 +70,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "No token, or an unknown or revoked one.",
         403: "The workspace parameter names another workspace than the token's.",
         404: "Not found in the token's workspace.",
+        413: "The body is larger than 1024 bytes.",
         429: "Over the token's rate limit; Retry-After says when to try again.",
-        503: "The live stream is off.",
+        503: "The live stream is off; for an answer: no broker, or it did not take the answer.",
     }
     out: dict[str, Any] = {}
     for code in codes:
@@ -138,7 +139,10 @@ _INSIGHT_PROPS: dict[str, Any] = {
             {"type": "null"},
             _obj(
                 {
-                    "state": {"type": "string", "enum": ["acknowledged", "snoozed"]},
+                    "state": {
+                        "type": "string",
+                        "enum": ["acknowledged", "snoozed", "not_useful"],
+                    },
                     "snoozed_until": _NTIME,
                 }
             ),
@@ -260,6 +264,65 @@ _SCHEMAS: dict[str, Any] = {
         }
     ),
     "RuleStatsPage": _obj({"since": _TIME, "items": {"type": "array", "items": _ref("RuleStats")}}),
+    "AnswerRequest": {
+        **_obj(
+            {
+                "answer": {
+                    "type": "string",
+                    "enum": ["acknowledged", "snooze_1d", "snooze_1w", "not_useful"],
+                    "description": "Acknowledge, snooze for 1 day or 1 week, or not useful.",
+                }
+            }
+        ),
+        "additionalProperties": False,
+    },
+    "Answered": _obj(
+        {
+            "insight_id": _STR,
+            "ack_id": {"type": "string", "description": "The InsightAck event's id."},
+            "ack": _obj(
+                {
+                    "state": {
+                        "type": "string",
+                        "enum": ["acknowledged", "snoozed", "not_useful"],
+                    },
+                    "snoozed_until": _NTIME,
+                }
+            ),
+        }
+    ),
+    "Quality": _obj(
+        {
+            "auc": _NNUM,
+            "brier": _NNUM,
+            "log_loss": _NNUM,
+            "ece": {**_NNUM, "description": "Expected calibration error (10 equal-width bins)."},
+        }
+    ),
+    "ModelInfo": _obj(
+        {
+            "model": {
+                "oneOf": [
+                    {"type": "null"},
+                    _obj(
+                        {
+                            "version": _INT,
+                            "scope": {"type": "string", "enum": ["workspace", "pooled"]},
+                            "trained_at": _TIME,
+                            "data_until": _TIME,
+                            "holdout_from": _TIME,
+                            "heldout": _ref("Quality"),
+                            "baselines": {
+                                "type": "object",
+                                "additionalProperties": _ref("Quality"),
+                                "description": "rep, stage, current (the model it replaced).",
+                            },
+                        }
+                    ),
+                ]
+            }
+        }
+    ),
     "Summary": _obj(
         {
             "critical": _INT,
@@ -313,6 +376,25 @@ def openapi_document() -> dict[str, Any]:
             [_path("insight_id", "The insight id.")],
             (400, 401, 403, 404, 429),
         ),
+        "/api/v1/insights/{insight_id}/answer": {
+            "post": {
+                "operationId": "answerInsight",
+                "summary": "Acknowledge, snooze (1 day, 1 week) or mark an insight not useful.",
+                "description": (
+                    "Publishes an InsightAck (source dashboard) on insight-acks and stores it; "
+                    "the notifiers then hold the insight (an escalation still goes out)."
+                ),
+                "parameters": [_path("insight_id", "The insight id."), _WORKSPACE],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("AnswerRequest")}},
+                },
+                "responses": {
+                    "200": _ok("Answered", "The answer, published and stored."),
+                    **_errors(400, 401, 403, 404, 413, 429, 503),
+                },
+            }
+        },
         "/api/v1/deals/{deal_id}": _get(
             "getDeal",
             "One deal: its history, score, insights with their lifecycle, and its timeline.",
@@ -351,14 +433,25 @@ def openapi_document() -> dict[str, Any]:
             (304, 400, 401, 403, 429),
             etag=True,
         ),
+        "/api/v1/model": _get(
+            "model",
+            "The win model scoring the workspace's deals and its held-out calibration and "
+            "accuracy against the baselines; model null before vectoros train.",
+            "ModelInfo",
+            [],
+            (304, 400, 401, 403, 429),
+            etag=True,
+        ),
         "/api/v1/stream": {
             "get": {
                 "operationId": "stream",
                 "summary": "Server-sent events of the workspace's insights as they happen.",
                 "description": (
                     "Events: `insight` (data: lifecycle raised, escalated, enriched or "
-                    "resolved, and the insight's fields) and `reset` (resuming was not "
-                    "possible: refetch, then follow). Send Last-Event-ID to resume."
+                    "resolved, and the insight's fields), `ack` (an answer to one of the "
+                    "workspace's insights: insight_id, state, snoozed_until, source, at) and "
+                    "`reset` (resuming was not possible: refetch, then follow). Send "
+                    "Last-Event-ID to resume."
                 ),
                 "parameters": [
                     {

@@ -4,6 +4,7 @@ the token's workspace as its first parameter). All SQL is parameterised."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -152,6 +153,17 @@ GROUP BY i.rule
 ORDER BY i.rule
 """
 
+# The model that scores the workspace's deals: its own current one, else the pooled one. Only the
+# held-out quality measures go out (no counts: a pooled model was trained on every workspace).
+_MODEL_SQL = """
+SELECT version, scope = $1 AS own, trained_at, data_until, holdout_from, metrics, baselines
+FROM win_models
+WHERE current AND scope IN ($1, 'pooled')
+ORDER BY scope = $1 DESC
+LIMIT 1
+"""
+_QUALITY = ("auc", "brier", "log_loss", "ece")
+
 _OPEN_BY_PRIORITY_SQL = """
 SELECT priority, count(*) AS n FROM insights
 WHERE workspace_id = $1 AND status = 'open' GROUP BY priority
@@ -218,6 +230,7 @@ class ApiStore(Protocol):
     ) -> list[dict[str, Any]]: ...
     async def rule_stats(self, workspace: str, since: dt.datetime) -> list[dict[str, Any]]: ...
     async def summary(self, workspace: str) -> dict[str, Any]: ...
+    async def model(self, workspace: str) -> dict[str, Any] | None: ...
 
 
 DEAL_EVENTS_MAX = 200
@@ -346,6 +359,42 @@ class PgApiStore:
             "at_risk_value": float(deals["value"]),
             "at_risk_by_rule_stage": [_row(r) for r in at_risk],
         }
+
+    async def workspaces_of(self, insight_ids: list[str]) -> dict[str, str]:
+        """The workspace of each of ``insight_ids`` that is stored (the live feed's answers)."""
+        rows = await self._pool.fetch(
+            "SELECT insight_id, workspace_id FROM insights WHERE insight_id = ANY($1::text[])",
+            insight_ids,
+        )
+        return {r["insight_id"]: r["workspace_id"] for r in rows}
+
+    async def model(self, workspace: str) -> dict[str, Any] | None:
+        """The win model scoring the workspace's deals and how it did on held-out deals, against
+        the baselines (the rep's probability, the stage's win rate, the model it replaced)."""
+        row = await self._pool.fetchrow(_MODEL_SQL, workspace)
+        if row is None:
+            return None
+        baselines = row["baselines"] if isinstance(row["baselines"], Mapping) else {}
+        return {
+            "version": row["version"],
+            "scope": "workspace" if row["own"] else "pooled",
+            "trained_at": _plain(row["trained_at"]),
+            "data_until": _plain(row["data_until"]),
+            "holdout_from": _plain(row["holdout_from"]),
+            "heldout": _quality(row["metrics"]),
+            "baselines": {str(k): _quality(v) for k, v in sorted(baselines.items())},
+        }
+
+
+def _quality(measures: Any) -> dict[str, float | None]:
+    """The held-out quality measures of a model or baseline (a NaN AUC: one class only: None)."""
+    found = measures if isinstance(measures, Mapping) else {}
+    out: dict[str, float | None] = {}
+    for name in _QUALITY:
+        value = found.get(name)
+        finite = isinstance(value, int | float) and math.isfinite(value)
+        out[name] = float(value) if finite and value is not None else None
+    return out
 
 
 def _event_summary(kind: str, payload: Mapping[str, Any]) -> str:

@@ -52,7 +52,8 @@ class ApiSettings(KafkaSettings, DatabaseSettings):
         default=200, ge=1, le=10_000, description="Largest page of the insights list."
     )
     api_live: bool = Field(
-        default=True, description="Serve the live stream (reads deal-insights from the end)."
+        default=True,
+        description="Serve the live stream (reads deal-insights and insight-acks from the end).",
     )
     api_live_buffer: int = Field(
         default=1000,
@@ -62,6 +63,12 @@ class ApiSettings(KafkaSettings, DatabaseSettings):
     )
     api_live_keepalive_seconds: float = Field(
         default=15, gt=0, le=3600, description="A comment line on an idle stream this often."
+    )
+    api_answer_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="How long an answer from the page waits for the broker before a 503.",
     )
     api_group_prefix: str = Field(
         default="vectoros-api",

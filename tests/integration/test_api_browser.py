@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium`` driven by Playwright), served
 by ``run_api`` on the real broker and PostgreSQL: it loads without console errors, an insight
 published to the topic appears without a reload and leaves when resolved, the deal drawer shows
-the timeline and works from the keyboard, a token of workspace B sees nothing of A, and it fits
+the timeline and works from the keyboard, pressing Snooze (from the keyboard) shows the insight
+snoozed and publishes the answer, a token of workspace B sees nothing of A, and it fits
 1280 px and 390 px (screenshots saved under ``VECTOROS_TEST_ARTIFACTS``, default
 ``test-artifacts/``)."""
 
@@ -13,18 +14,20 @@ import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from consumer.api.settings import ApiSettings
 from consumer.api.tokens import PgTokens
 from consumer.history.store import write_events
 from consumer.sink.store import PostgresInsightStore, SourcePosition
+from schemas.acks import AckSource, AckState, InsightAck
 from schemas.insights import Lifecycle
 from tests.databases import fresh_database, migrated_pool
-from tests.integration.test_api_db import deal_events
+from tests.integration.test_api_db import deal_events, store_model
 from tests.integration.test_api_db import insight as stored_insight
 from tests.integration.test_api_live import publish, running_api
-from tests.kafka_utils import WAIT_LIMIT
+from tests.kafka_utils import WAIT_LIMIT, read_all
 from tests.unit.test_api_live import insight
 from vectoros.kafka import ensure_topics
 
@@ -79,12 +82,24 @@ async def served(
                 "INSERT INTO insight_acks (insight_id, state, actor)"
                 " VALUES ('ws-a-d2-ghosting', 'acknowledged', 'ada')"
             )
+            await store_model(pool, "pooled", 0.78, {"rep": 0.66, "stage": 0.6})
+            await pool.execute(
+                "INSERT INTO deal_scores (workspace_id, deal_id, as_of, model_version,"
+                " win_probability, rep_probability, stage, top_factors)"
+                " VALUES ('ws-a', 'd1', $1, 1, 0.31, 40, 'proposal', $2)",
+                dt.datetime(2026, 11, 2, tzinfo=dt.UTC),
+                [
+                    {"feature": "days_in_stage", "effect": -0.2},
+                    {"feature": "activities_14d", "effect": 0.05},
+                ],
+            )
         settings = ApiSettings(
             kafka_bootstrap_servers=kafka_bootstrap,
             kafka_idempotence="off",
             database_url=dsn,
             metrics_enabled=False,
             topic_insights=unique_name("insights"),
+            topic_acks=unique_name("acks"),
             topic_partitions=2,
             api_port=0,
         )
@@ -150,6 +165,10 @@ async def test_the_monday_morning_view_follows_the_topic(
     assert "450,000" in forecast
     assert "chance to reach it 35 %" in forecast
     assert await page.locator("#forecast svg polygon.band").count() == 1
+    model = await page.text_content("#model") or ""  # the calibration once a model exists
+    assert "Version 1, the model pooled over all workspaces" in model
+    assert "Calibration error 22 %" in model
+    assert "Rep's probability" in model
     acked = await page.text_content('[data-insight="ws-a-d2-ghosting"]') or ""
     assert "acknowledged" in acked
 
@@ -174,6 +193,12 @@ async def test_the_monday_morning_view_follows_the_topic(
     assert "activity.logged: call (outbound)" in timeline
     assert "stale deal raised" in timeline
     assert "Deal 1" in (await page.text_content("#drawer-title") or "")
+    facts = await page.text_content("#deal-facts") or ""
+    assert "Win probability (model)31 %" in facts
+    assert "Rep's probability40 %" in facts
+    factors = await page.text_content("#deal-factors") or ""
+    assert "days in stage: \u221220 points" in factors  # a minus sign
+    assert "activities 14d: +5 points" in factors
     await page.screenshot(path=str(artifacts / "dashboard-drawer-1280.png"))
     await page.keyboard.press("Escape")
     await page.wait_for_selector("#drawer", state="hidden", timeout=WAIT_MS)
@@ -205,4 +230,46 @@ async def test_a_token_of_b_sees_nothing_of_a(
     assert "Deal 1" not in body
     assert "Deal 2" not in body
     assert await page.text_content("#critical") == "1"
+    assert errors == []
+
+
+async def test_pressing_snooze_shows_the_insight_snoozed(
+    served: tuple[ApiSettings, str, dict[str, str]], browser: Browser, kafka_bootstrap: str
+) -> None:
+    settings, url, tokens = served
+    page, errors = await open_page(browser, 390, 844)
+    await signed_in(page, url, tokens["ws-a"])
+    card = '[data-insight="ws-a-d1-stale_deal"]'
+    await page.wait_for_selector(card, timeout=WAIT_MS)
+    assert await page.locator(f"{card} .badge.ack").count() == 0
+    snooze = page.locator(f'{card} button[data-answer="snooze_1d"]')
+    await snooze.focus()
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector(f"{card} .badge.ack", timeout=WAIT_MS)
+    assert "snoozed until" in (await page.text_content(f"{card} .badge.ack") or "")
+    assert "snoozed until" in (await page.text_content("#answer-status") or "")
+    assert await page.evaluate("document.activeElement.dataset.answer") == "snooze_1d"
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-snoozed-390.png"), full_page=True)
+
+    await page.reload()  # stored: still snoozed after a reload (the token is in the tab)
+    await page.wait_for_selector(f"{card} .badge.ack", timeout=WAIT_MS)
+    assert "snoozed until" in (await page.text_content(f"{card} .badge.ack") or "")
+    await page.wait_for_selector("#live.on", timeout=WAIT_MS)
+
+    # answered elsewhere (another page, Slack...): the page shows it without a reload
+    await page.evaluate("window.__notReloaded = true")
+    async with httpx.AsyncClient(base_url=url, timeout=WAIT_LIMIT) as client:
+        reply = await client.post(
+            "api/v1/insights/ws-a-d1-stale_deal/answer",
+            json={"answer": "acknowledged"},
+            headers={"Authorization": f"Bearer {tokens['ws-a']}"},
+        )
+        assert reply.status_code == 200
+    await page.wait_for_selector(f"{card} .badge.ack:text('acknowledged')", timeout=WAIT_MS)
+    assert await page.evaluate("window.__notReloaded") is True
+    records = await read_all(kafka_bootstrap, settings.topic_acks)
+    acks = [InsightAck.model_validate_json(r.value) for r in records]
+    assert [a.state for a in acks] == [AckState.SNOOZED, AckState.ACKNOWLEDGED]
+    assert {a.insight_id for a in acks} == {"ws-a-d1-stale_deal"}
+    assert {a.source for a in acks} == {AckSource.DASHBOARD}
     assert errors == []

@@ -136,6 +136,27 @@ async def seed(pool: PgPool) -> None:
         "INSERT INTO insight_acks (insight_id, state, actor) VALUES ('ws-a-d2-stale_deal',"
         " 'acknowledged', 'ada')"
     )
+    await store_model(pool, "pooled", 0.71, {"rep": 0.66, "stage": 0.6})
+    await store_model(pool, "ws-a", 0.83, {"rep": 0.7, "stage": 0.64})
+
+
+async def store_model(pool: PgPool, scope: str, auc: float, baselines: dict[str, float]) -> None:
+    """A current win model of ``scope`` as ``vectoros train`` stores it (metrics held out)."""
+
+    def quality(value: float) -> dict[str, Any]:
+        return {"auc": value, "brier": 0.2, "log_loss": 0.6, "ece": 1 - value, "n": 5000}
+
+    await pool.execute(
+        "INSERT INTO win_models (scope, data_until, holdout_from, train_snapshots,"
+        " holdout_snapshots, closed_deals, features, metrics, baselines, current, model)"
+        " VALUES ($1, $2, $3, 40000, 5000, 900, $4, $5, $6, true, '\\x00')",
+        scope,
+        NOW,
+        NOW - dt.timedelta(days=90),
+        ["days_in_stage"],
+        quality(auc),
+        {name: quality(value) for name, value in baselines.items()},
+    )
 
 
 @pytest.fixture
@@ -326,6 +347,25 @@ async def test_forecasts_rule_stats_and_summary(
     assert summary["at_risk_value"] > 0
 
 
+async def test_the_model_and_its_held_out_quality(
+    api: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    client, tokens = api
+    answer = await client.get("/api/v1/model", headers=auth(tokens["ws-a"]))
+    model = answer.json()["model"]
+    assert model["scope"] == "workspace"
+    assert model["heldout"] == pytest.approx(
+        {"auc": 0.83, "brier": 0.2, "log_loss": 0.6, "ece": 0.17}
+    )
+    assert set(model["baselines"]) == {"rep", "stage"}
+    assert model["baselines"]["rep"]["auc"] == pytest.approx(0.7)
+    assert "n" not in model["heldout"]  # no counts: not even of the workspace's own model
+    again = await client.get(
+        "/api/v1/model", headers={**auth(tokens["ws-a"]), "If-None-Match": answer.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -336,6 +376,7 @@ async def test_forecasts_rule_stats_and_summary(
         "/api/v1/forecasts",
         "/api/v1/stats/rules?since=60d",
         "/api/v1/summary",
+        "/api/v1/model",
         "/api/v1/me",
     ],
 )
@@ -362,5 +403,9 @@ async def test_a_token_of_b_sees_nothing_of_a(
         assert {i["insight_id"][:4] for i in of_b.json()["items"]} == {"ws-b"}
     if path == "/api/v1/summary":
         assert of_a.json() != of_b.json()
+    if path == "/api/v1/model":  # A has a model of its own; B is scored by the pooled one
+        assert of_a.json()["model"]["scope"] == "workspace"
+        assert of_b.json()["model"]["scope"] == "pooled"
+        assert of_b.json()["model"]["heldout"]["auc"] == pytest.approx(0.71)
     forbidden = await client.get(path, params={"workspace": "ws-a"}, headers=auth(tokens["ws-b"]))
     assert forbidden.status_code == 403

@@ -1,13 +1,15 @@
 """Property-based tests of the read API from its own OpenAPI document (schemathesis): for every
 operation, generated parameters (valid and invalid) against the real server and a real
-PostgreSQL never get a 5xx, and every answer conforms to the document (status code, content
-type, body schema). The live stream is left out (an endless response). Unknown query parameters
-are ignored by design, so the check that wants them rejected is off."""
+PostgreSQL (and the real broker, for answers) never get a 5xx, and every answer conforms to the
+document (status code, content type, body schema). The live stream is left out (an endless
+response). Unknown query parameters are ignored by design, so the check that wants them rejected
+is off."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +33,7 @@ schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/api/v
 
 
 @pytest.fixture(scope="module")
-def server(database_url: str) -> Iterator[tuple[str, str]]:
+def server(database_url: str, kafka_bootstrap: str) -> Iterator[tuple[str, str]]:
     """The API on a seeded database, in a thread with its own event loop (schemathesis calls
     it over HTTP, synchronously); ``(base_url, token of ws-a)``."""
     ready = threading.Event()
@@ -43,6 +45,9 @@ def server(database_url: str) -> Iterator[tuple[str, str]]:
                 await seed(pool)
                 _, box["token"] = await PgTokens(pool).create("ws-a", "fuzz")
             api = ApiSettings(
+                kafka_bootstrap_servers=kafka_bootstrap,
+                kafka_idempotence="off",
+                topic_acks=f"fuzz-acks-{uuid.uuid4().hex[:8]}",
                 database_url=dsn,
                 metrics_enabled=False,
                 api_live=False,

@@ -32,6 +32,7 @@ ENDPOINTS = [
     "/api/v1/forecasts",
     "/api/v1/stats/rules",
     "/api/v1/summary",
+    "/api/v1/model",
     "/api/v1/stream",
 ]
 
@@ -67,6 +68,10 @@ class FakeStore:
     async def summary(self, workspace: str) -> dict[str, Any]:
         self.calls.append(("summary", workspace, None))
         return {"critical": 0}
+
+    async def model(self, workspace: str) -> dict[str, Any] | None:
+        self.calls.append(("model", workspace, None))
+        return None
 
 
 class Clock:
@@ -110,10 +115,12 @@ async def test_the_committed_openapi_document_is_the_served_one() -> None:
         "/api/v1/me",
         "/api/v1/insights",
         "/api/v1/insights/{insight_id}",
+        "/api/v1/insights/{insight_id}/answer",
         "/api/v1/deals/{deal_id}",
         "/api/v1/forecasts",
         "/api/v1/stats/rules",
         "/api/v1/summary",
+        "/api/v1/model",
         "/api/v1/stream",
     }
 

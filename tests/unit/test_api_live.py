@@ -1,5 +1,5 @@
 """The live stream's hub: numbering, per-workspace delivery, resuming with Last-Event-ID,
-resets when resuming is not possible, slow clients, shutdown."""
+resets when resuming is not possible, slow clients, shutdown, answers to insights."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import asyncio
 import datetime as dt
 import json
 
+from prometheus_client import CollectorRegistry
+
 from consumer.api.live import CLOSED, LiveEvent, LiveHub
+from consumer.api.metrics import ApiMetrics
+from consumer.api.service import LiveFeed
+from schemas.acks import AckSource, AckState, InsightAck
 from schemas.insights import InsightEvent, Lifecycle
 
 AT = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -114,3 +119,53 @@ def test_close_ends_every_stream() -> None:
     assert drain(queue) == [CLOSED]
     late, _ = hub.subscribe("ws-a", None)
     assert drain(late) == [CLOSED]
+
+
+def answer(insight_id: str, state: AckState = AckState.ACKNOWLEDGED) -> InsightAck:
+    return InsightAck(
+        ack_id=f"a-{insight_id}",
+        insight_id=insight_id,
+        state=state,
+        actor="slack:U1",
+        source=AckSource.SLACK,
+        at=AT,
+    )
+
+
+def test_answers_reach_their_workspace_and_resume() -> None:
+    hub = LiveHub()
+    qa, _ = hub.subscribe("ws-a", None)
+    qb, _ = hub.subscribe("ws-b", None)
+    seen = hub.publish(insight("ws-a", 1))
+    live = hub.publish_ack("ws-a", answer("i-1"))
+    [_, got] = drain(qa)
+    assert drain(qb) == []
+    assert got.event == "ack"
+    assert json.loads(got.data) == {
+        "insight_id": "i-1",
+        "state": "acknowledged",
+        "snoozed_until": None,
+        "source": "slack",
+        "at": AT.isoformat(),
+    }
+    _, first = hub.subscribe("ws-a", seen.id)
+    assert first == [live]
+
+
+async def test_the_feed_sends_answers_to_their_insights_workspace() -> None:
+    hub = LiveHub()
+    qa, _ = hub.subscribe("ws-a", None)
+    qb, _ = hub.subscribe("ws-b", None)
+    asked: list[list[str]] = []
+
+    async def workspaces_of(ids: list[str]) -> dict[str, str]:
+        asked.append(ids)
+        return {"i-1": "ws-a"}  # i-2 is not stored (yet)
+
+    registry = CollectorRegistry()
+    feed = LiveFeed(hub, ApiMetrics(registry), "acks", workspaces_of)
+    await feed.handle([answer("i-1"), answer("i-2"), insight("ws-b", 3)], asyncio.Event())
+    assert asked == [["i-1", "i-2"]]
+    assert [e.event for e in drain(qa)] == ["ack"]
+    assert [e.event for e in drain(qb)] == ["insight"]
+    assert registry.get_sample_value("vectoros_api_live_events_total", {"lifecycle": "ack"}) == 1

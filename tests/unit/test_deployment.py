@@ -51,6 +51,7 @@ SERVICE_SETTINGS: dict[str, type[OpsSettings]] = {
     "gateway": GatewaySettings,
     "history": HistorySettings,
     "capture": CaptureSettings,
+    "api": ApiSettings,
 }
 
 

@@ -58,10 +58,37 @@ function label(text) {
 
 class Unauthorized extends Error {}
 
+// The answer buttons of an insight: the same four as the notifier's Slack message.
+const ANSWERS = [
+  ["acknowledged", "Acknowledge"],
+  ["snooze_1d", "Snooze 1 day"],
+  ["snooze_1w", "Snooze 1 week"],
+  ["not_useful", "Not useful"],
+];
+
 async function api(path) {
   const response = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
   if (response.status === 401) throw new Unauthorized("unknown or revoked token");
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${state.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (response.status === 401) throw new Unauthorized("unknown or revoked token");
+  if (!response.ok) {
+    let detail = `HTTP ${response.status}`;
+    try {
+      detail = (await response.json()).detail || detail;
+    } catch (_) {
+      // not JSON: keep the status
+    }
+    throw new Error(detail);
+  }
   return response.json();
 }
 
@@ -203,9 +230,70 @@ async function loadForecast() {
   box.replaceChildren(text, chart);
 }
 
+function pct(value) {
+  return value === null || value === undefined ? "–" : `${Math.round(value * 100)} %`;
+}
+
+function num(value, digits) {
+  return value === null || value === undefined ? "–" : value.toFixed(digits);
+}
+
+const BASELINES = { rep: "Rep's probability", stage: "Stage win rate", current: "Previous model" };
+
+async function loadModel() {
+  const { model } = await api("/api/v1/model");
+  if (!model) return;
+  const who = model.scope === "workspace" ? "this workspace's own model" : "the model pooled over all workspaces";
+  const text = el(
+    "p",
+    { class: "model-figures" },
+    `Version ${model.version}, ${who}, trained ${when(model.trained_at)}; judged on deals held out ` +
+      `from ${when(model.holdout_from)} to ${when(model.data_until)}. ` +
+      `Calibration error ${pct(model.heldout.ece)} (how far its probabilities were from what happened; lower is better).`,
+  );
+  const rows = [["This model", model.heldout, true]].concat(
+    Object.entries(model.baselines).map(([name, q]) => [BASELINES[name] || label(name), q, false]),
+  );
+  const top = Math.max(0.01, ...rows.map(([, q]) => q.ece || 0));
+  const body = el("tbody");
+  for (const [name, q, own] of rows) {
+    const bar = el("div", { class: own ? "bar" : "bar other" });
+    bar.style.width = `${Math.max(2, (100 * (q.ece || 0)) / top)}%`;
+    body.append(
+      el(
+        "tr",
+        {},
+        el("th", { scope: "row" }, name),
+        el("td", { class: "num" }, pct(q.ece), bar),
+        el("td", { class: "num" }, num(q.brier, 3)),
+        el("td", { class: "num" }, num(q.auc, 2)),
+      ),
+    );
+  }
+  const table = el(
+    "table",
+    { class: "risk model" },
+    el("caption", { class: "visually-hidden" }, "Held-out calibration error, Brier score and AUC of the model and the baselines"),
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        el("th", { scope: "col" }, "Held out"),
+        el("th", { scope: "col", class: "num" }, "Calibration error"),
+        el("th", { scope: "col", class: "num" }, "Brier"),
+        el("th", { scope: "col", class: "num" }, "AUC"),
+      ),
+    ),
+    body,
+  );
+  $("model").replaceChildren(text, el("div", { class: "scroll" }, table));
+}
+
 async function loadAll() {
   try {
-    await Promise.all([loadInsights(), loadSummary(), loadForecast()]);
+    await Promise.all([loadInsights(), loadSummary(), loadForecast(), loadModel()]);
   } catch (error) {
     if (error instanceof Unauthorized) showSignIn("The token was revoked.");
     else console.warn("loading failed, retrying with the next update:", error.message);
@@ -228,9 +316,21 @@ function insightItem(item) {
   );
   open.setAttribute("aria-label", `Open deal ${data.deal_title || item.deal_id}`);
   open.addEventListener("click", () => openDeal(item.deal_id, open));
-  const ack = item.ack
-    ? el("span", { class: "badge ack" }, item.ack.state === "snoozed" ? `snoozed until ${when(item.ack.snoozed_until)}` : "acknowledged")
-    : null;
+  const ack = item.ack ? el("span", { class: "badge ack" }, ackText(item.ack)) : null;
+  const answers = el("div", { class: "answers" });
+  answers.setAttribute("role", "group");
+  answers.setAttribute("aria-label", `Answer: ${item.title}`);
+  const current = item.ack ? (item.ack.state === "snoozed" ? null : item.ack.state) : null;
+  for (const [answer, text] of ANSWERS) {
+    const button = el(
+      "button",
+      { type: "button", class: "secondary small", "data-answer": answer, "data-for": item.insight_id },
+      text,
+    );
+    button.setAttribute("aria-pressed", String(current === answer));
+    button.addEventListener("click", () => answerInsight(item.insight_id, answer, button));
+    answers.append(button);
+  }
   const actions = el("ul", { class: "actions" });
   for (const action of item.actions || []) {
     actions.append(el("li", {}, `${action.action} (${action.timeline})`));
@@ -253,16 +353,46 @@ function insightItem(item) {
     ),
     el("p", { class: "desc" }, item.description),
     actions,
+    answers,
   );
   item.fresh = false;
   return node;
 }
 
+function ackText(ack) {
+  if (ack.state === "snoozed") return `snoozed until ${when(ack.snoozed_until)}`;
+  return ack.state === "not_useful" ? "not useful" : "acknowledged";
+}
+
+async function answerInsight(insightId, answer, button) {
+  // aria-busy, not disabled: a disabled button loses the keyboard focus
+  if (button.getAttribute("aria-busy") === "true") return;
+  const status = $("answer-status");
+  button.setAttribute("aria-busy", "true");
+  try {
+    const answered = await post(`/api/v1/insights/${encodeURIComponent(insightId)}/answer`, { answer });
+    const item = state.insights.get(insightId);
+    if (item) item.ack = answered.ack;
+    status.textContent = `${item ? item.title : insightId}: ${ackText(answered.ack)}.`;
+    const hadFocus = document.activeElement === button;
+    renderInsights();
+    const again = $("insight-groups").querySelector(
+      `button[data-for="${CSS.escape(insightId)}"][data-answer="${CSS.escape(answer)}"]`,
+    );
+    if (hadFocus && again) again.focus();
+  } catch (error) {
+    if (error instanceof Unauthorized) showSignIn("The token was revoked.");
+    else status.textContent = `Not saved: ${error.message}`;
+  } finally {
+    button.removeAttribute("aria-busy");
+  }
+}
+
 function renderInsights() {
   const groups = $("insight-groups");
-  const focused = document.activeElement && document.activeElement.dataset
-    ? document.activeElement.dataset.deal
-    : null;
+  const active = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset : {};
+  const focused = active.deal || null;
+  const focusedAnswer = active.answer ? [active.for, active.answer] : null;
   groups.replaceChildren();
   const items = [...state.insights.values()].sort(
     (a, b) =>
@@ -285,7 +415,11 @@ function renderInsights() {
     groups.append(section);
   }
   $("insights-empty").hidden = items.length > 0;
-  if (focused) {
+  if (focusedAnswer) {
+    const [id, answer] = focusedAnswer.map((v) => CSS.escape(v));
+    const again = groups.querySelector(`button[data-for="${id}"][data-answer="${answer}"]`);
+    if (again) again.focus();
+  } else if (focused) {
     const again = groups.querySelector(`button[data-deal="${CSS.escape(focused)}"]`);
     if (again) again.focus();
   }
@@ -310,11 +444,20 @@ function applyInsight(event) {
   } else {
     const known = state.insights.get(id);
     if (!known || known.detected_at <= event.detected_at) {
-      state.insights.set(id, { ...event, status: "open", live: true, fresh: true });
+      const ack = known ? known.ack : null; // an answer outlives a replay or an escalation
+      state.insights.set(id, { ...event, ack, status: "open", live: true, fresh: true });
     }
   }
   renderInsights();
   refreshSummarySoon();
+}
+
+function applyAck(ack) {
+  // an answer given anywhere (this page, another one, Slack, an email link, the CLI)
+  const item = state.insights.get(ack.insight_id);
+  if (!item) return;
+  item.ack = { state: ack.state, snoozed_until: ack.snoozed_until };
+  renderInsights();
 }
 
 function handleFrame(frame) {
@@ -332,6 +475,7 @@ function handleFrame(frame) {
   }
   if (id) state.lastEventId = id;
   if (kind === "insight" && data.length) applyInsight(JSON.parse(data.join("\n")));
+  else if (kind === "ack" && data.length) applyAck(JSON.parse(data.join("\n")));
   else if (kind === "reset") loadAll();
 }
 
@@ -405,7 +549,24 @@ async function openDeal(dealId, opener) {
   fact(facts, "Owner", info.owner_name || info.owner_id);
   fact(facts, "Company", info.company);
   if (info.outcome) fact(facts, "Outcome", info.outcome);
-  if (deal.score) fact(facts, "Win probability (model)", `${Math.round(deal.score.win_probability * 100)} %`);
+  const score = deal.score;
+  const factors = $("deal-factors");
+  factors.replaceChildren();
+  if (score) {
+    fact(facts, "Win probability (model)", pct(score.win_probability));
+    if (score.rep_probability !== null && score.rep_probability !== undefined) {
+      fact(facts, "Rep's probability", `${Math.round(score.rep_probability)} %`);
+    }
+    fact(facts, "Scored", `${when(score.as_of)} (model version ${score.model_version})`);
+    for (const factor of score.top_factors || []) {
+      const points = Math.round(factor.effect * 100);
+      const sign = points > 0 ? "+" : points < 0 ? "−" : "±";
+      factors.append(
+        el("li", {}, `${label(factor.feature)}: ${sign}${Math.abs(points)} points`),
+      );
+    }
+  }
+  $("deal-score").hidden = !score || !(score.top_factors || []).length;
 
   const insights = $("deal-insights");
   insights.replaceChildren();
