@@ -1,7 +1,7 @@
 """Answers to insights (``schemas.acks.InsightAck``) as the services that take them publish and
 store them: on ``insight-acks`` keyed by the insight id, and in ``insight_acks`` (idempotent per
-``ack_id``; the latest answer per insight wins). Used by the read API's answer buttons; the
-notifier's ``PgAcks.record`` stores the events it reads with the same statement (a copy)."""
+``ack_id``; the latest answer per insight wins). Used by the read API's answer buttons, the
+gateway (Slack buttons, email links) and the notifier (which stores the answers it reads)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from schemas.acks import InsightAck
+from vectoros.acks import record_acks
 from vectoros.db import PgPool
 
 _UPSERT = """
@@ -31,16 +32,6 @@ _HELD = """
 SELECT insight_id FROM insight_acks
  WHERE insight_id = ANY($1::text[])
    AND (state IN ('acknowledged', 'not_useful') OR snoozed_until > $2)
-"""
-
-_RECORD = """
-INSERT INTO insight_acks (insight_id, state, snoozed_until, actor, updated_at, source, ack_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (insight_id) DO UPDATE
-   SET state = EXCLUDED.state, snoozed_until = EXCLUDED.snoozed_until, actor = EXCLUDED.actor,
-       updated_at = EXCLUDED.updated_at, source = EXCLUDED.source, ack_id = EXCLUDED.ack_id
- WHERE insight_acks.ack_id IS DISTINCT FROM EXCLUDED.ack_id
-   AND insight_acks.updated_at <= EXCLUDED.updated_at
 """
 
 
@@ -65,23 +56,7 @@ class PgAcks:
 
     async def record(self, acks: Sequence[InsightAck]) -> None:
         """Store answers (idempotent; the latest answer per insight wins)."""
-        if not acks:
-            return
-        await self._pool.executemany(
-            _RECORD,
-            [
-                (
-                    a.insight_id,
-                    a.state.value,
-                    a.snoozed_until,
-                    a.actor,
-                    a.at,
-                    a.source.value,
-                    a.ack_id,
-                )
-                for a in acks
-            ],
-        )
+        await record_acks(self._pool, acks)
 
     async def rules_of(self, insight_ids: Collection[str]) -> dict[str, str]:
         """The rule of each of ``insight_ids`` that was notified (from ``notifications``, or

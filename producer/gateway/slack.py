@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 
 from producer.gateway.auth import AuthError
 from schemas.acks import AckSource, AckState, InsightAck
+from vectoros.acks import publish_acks
 
 logger = logging.getLogger(__name__)
 
@@ -218,26 +219,13 @@ async def _read(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def encode_ack(ack: InsightAck) -> tuple[bytes, bytes]:
-    """The Kafka key (insight id) and value of an ack."""
-    return ack.insight_id.encode(), ack.model_dump_json().encode()
-
-
 class KafkaAckPublisher:
     """Publishes acks on ``topic`` (key: the insight id) with a started aiokafka producer and
-    waits for exactly their acknowledgements."""
+    waits for exactly their acknowledgements (``vectoros.acks.publish_acks``)."""
 
     def __init__(self, producer: Any, topic: str) -> None:
         self._producer = producer
         self.topic = topic
 
     async def send(self, acks: Sequence[InsightAck]) -> None:
-        pending = []
-        for ack in acks:
-            key, value = encode_ack(ack)
-            pending.append(
-                await self._producer.send(
-                    self.topic, value=value, key=key, timestamp_ms=int(ack.at.timestamp() * 1000)
-                )
-            )
-        await asyncio.gather(*pending)
+        await publish_acks(self._producer, self.topic, acks)
