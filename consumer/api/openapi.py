@@ -317,6 +317,21 @@ _SCHEMAS: dict[str, Any] = {
                                 "additionalProperties": _ref("Quality"),
                                 "description": "rep, stage, current (the model it replaced).",
                             },
+                            "reliability": {
+                                "type": "array",
+                                "items": _obj(
+                                    {
+                                        "predicted": _NUM,
+                                        "observed": _NUM,
+                                        "share": _NUM,
+                                    }
+                                ),
+                                "description": "The reliability diagram of the held-out deals: "
+                                "per bin of predicted probability (10 equal-width bins, empty "
+                                "ones left out), the mean prediction, the share won and the "
+                                "bin's share of the held-out snapshots. Empty for models "
+                                "trained before it was kept.",
+                            },
                         }
                     ),
                 ]

@@ -383,6 +383,7 @@ class PgApiStore:
             "holdout_from": _plain(row["holdout_from"]),
             "heldout": _quality(row["metrics"]),
             "baselines": {str(k): _quality(v) for k, v in sorted(baselines.items())},
+            "reliability": _reliability(row["metrics"]),
         }
 
 
@@ -395,6 +396,26 @@ def _quality(measures: Any) -> dict[str, float | None]:
         finite = isinstance(value, int | float) and math.isfinite(value)
         out[name] = float(value) if finite and value is not None else None
     return out
+
+
+def _reliability(measures: Any) -> list[dict[str, float]]:
+    """The stored reliability points of a model, each bin's size as its share of the held-out
+    snapshots (not a count: a pooled model's counts would tell other workspaces' volumes).
+    None for models trained before they were kept; anything malformed is left out."""
+    found = measures.get("reliability") if isinstance(measures, Mapping) else None
+    points: list[tuple[float, float, float]] = []
+    for point in found if isinstance(found, list) else []:
+        if not isinstance(point, Mapping):
+            continue
+        values = [point.get(k) for k in ("predicted", "observed", "count")]
+        if all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in values):
+            predicted, observed, count = (float(v) for v in values)  # type: ignore[arg-type]
+            points.append((predicted, observed, count))
+    total = sum(count for _, _, count in points) or 1.0
+    return [
+        {"predicted": predicted, "observed": observed, "share": count / total}
+        for predicted, observed, count in points
+    ]
 
 
 def _event_summary(kind: str, payload: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from consumer.history.models import current_model, save_model, workspace_scope
 from consumer.history.store import load_histories
 from consumer.intelligence.evaluation import Evaluation, better, evaluate
-from consumer.intelligence.metrics import Scores, score
+from consumer.intelligence.metrics import Scores, reliability_points, score
 from consumer.intelligence.projection import DealHistory
 from vectoros.db import PgPool
 
@@ -75,7 +75,10 @@ async def train(
             train_snapshots=len(result.split.train),
             holdout_snapshots=len(holdout),
             closed_deals=result.split.closed_deals,
-            metrics=new.as_dict(),
+            metrics={
+                **new.as_dict(),
+                "reliability": reliability_points(holdout.won, result.predictions["model"]),
+            },
             baselines=baselines,
             promote=promote,
         )

@@ -37,6 +37,17 @@ def reliability(
     return mean_p, rate, count
 
 
+def reliability_points(y: ArrayLike, p: ArrayLike, bins: int = 10) -> list[dict[str, float]]:
+    """The reliability diagram as data (stored with a model, drawn by the dashboard): per
+    non-empty bin, the mean prediction, the observed rate and the number of deals."""
+    mean_p, rate, count = reliability(y, p, bins)
+    return [
+        {"predicted": float(m), "observed": float(r), "count": float(c)}
+        for m, r, c in zip(mean_p, rate, count, strict=True)
+        if c > 0
+    ]
+
+
 def ece(y: ArrayLike, p: ArrayLike, bins: int = 10) -> float:
     """Expected calibration error: the count-weighted gap between prediction and outcome."""
     mean_p, rate, count = reliability(y, p, bins)

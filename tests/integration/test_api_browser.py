@@ -168,6 +168,8 @@ async def test_the_monday_morning_view_follows_the_topic(
     model = await page.text_content("#model") or ""  # the calibration once a model exists
     assert "Version 1, the model pooled over all workspaces" in model
     assert "Calibration error 22 %" in model
+    label = await page.get_attribute("#model svg.reliability", "aria-label") or ""
+    assert "12 % predicted, 10 % won" in label  # the reliability diagram of the stored bins
     assert "Rep's probability" in model
     acked = await page.text_content('[data-insight="ws-a-d2-ghosting"]') or ""
     assert "acknowledged" in acked

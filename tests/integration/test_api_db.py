@@ -154,9 +154,16 @@ async def store_model(pool: PgPool, scope: str, auc: float, baselines: dict[str,
         NOW,
         NOW - dt.timedelta(days=90),
         ["days_in_stage"],
-        quality(auc),
+        {**quality(auc), "reliability": RELIABILITY},
         {name: quality(value) for name, value in baselines.items()},
     )
+
+
+RELIABILITY = [  # as consumer.intelligence.metrics.reliability_points writes them
+    {"predicted": 0.12, "observed": 0.1, "count": 3000.0},
+    {"predicted": 0.55, "observed": 0.6, "count": 1500.0},
+    {"predicted": 0.91, "observed": 0.88, "count": 500.0},
+]
 
 
 @pytest.fixture
@@ -360,6 +367,11 @@ async def test_the_model_and_its_held_out_quality(
     assert set(model["baselines"]) == {"rep", "stage"}
     assert model["baselines"]["rep"]["auc"] == pytest.approx(0.7)
     assert "n" not in model["heldout"]  # no counts: not even of the workspace's own model
+    assert model["reliability"] == [  # the bins' sizes as shares, not counts
+        {"predicted": 0.12, "observed": 0.1, "share": pytest.approx(0.6)},
+        {"predicted": 0.55, "observed": 0.6, "share": pytest.approx(0.3)},
+        {"predicted": 0.91, "observed": 0.88, "share": pytest.approx(0.1)},
+    ]
     again = await client.get(
         "/api/v1/model", headers={**auth(tokens["ws-a"]), "If-None-Match": answer.headers["etag"]}
     )

@@ -61,7 +61,9 @@ async def test_a_model_is_promoted_only_when_better(pool: PgPool) -> None:
         (stronger.version, True),
         (weaker.version, False),
     ]
-    assert set(rows[2]["metrics"]) == {"auc", "brier", "log_loss", "ece", "n"}
+    assert set(rows[2]["metrics"]) == {"auc", "brier", "log_loss", "ece", "n", "reliability"}
+    bins = rows[2]["metrics"]["reliability"]  # the held-out reliability diagram, for the page
+    assert sum(b["count"] for b in bins) == rows[2]["metrics"]["n"]
     assert set(rows[3]["baselines"]) == {"rep", "stage", "current"}
     assert rows[3]["baselines"]["current"]["version"] == stronger.version
     current = await current_model(pool)

@@ -20,7 +20,7 @@ from consumer.intelligence.features import (
     snapshots,
 )
 from consumer.intelligence.histgen import HistorySpec, generate_histories
-from consumer.intelligence.metrics import Scores, coverage, ece, score
+from consumer.intelligence.metrics import Scores, coverage, ece, reliability_points, score
 from consumer.intelligence.model import loads
 from consumer.intelligence.projection import DAY_MS, Activity, DealHistory, StageSpell
 
@@ -115,6 +115,19 @@ def test_metrics() -> None:
     assert (coin.auc, coin.brier, round(coin.log_loss, 4)) == (0.5, 0.25, round(math.log(2), 4))
     assert ece([1, 1, 1, 1], [0.9, 0.9, 0.9, 0.9]) == pytest.approx(0.1)
     assert coverage([1, 5, 10], [0, 0, 0], [4, 6, 8]) == pytest.approx(2 / 3)
+
+
+def test_reliability_points_are_the_non_empty_bins() -> None:
+    points = reliability_points([0, 1, 1, 0, 1], [0.05, 0.12, 0.95, 0.91, 0.99])
+    assert points == [
+        {"predicted": pytest.approx(0.05), "observed": 0.0, "count": 1.0},
+        {"predicted": pytest.approx(0.12), "observed": 1.0, "count": 1.0},
+        {
+            "predicted": pytest.approx((0.95 + 0.91 + 0.99) / 3),
+            "observed": pytest.approx(2 / 3),
+            "count": 3.0,
+        },
+    ]
 
 
 def test_snapshots_are_taken_while_the_deal_was_open() -> None:

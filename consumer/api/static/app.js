@@ -288,7 +288,40 @@ async function loadModel() {
     ),
     body,
   );
-  $("model").replaceChildren(text, el("div", { class: "scroll" }, table));
+  const parts = [text];
+  if (model.reliability && model.reliability.length) parts.push(reliabilityChart(model.reliability));
+  parts.push(el("div", { class: "scroll" }, table));
+  $("model").replaceChildren(...parts);
+}
+
+// The reliability diagram of the held-out deals: predicted probability (x) against the share
+// won (y) per bin; a calibrated model's points lie on the diagonal.
+function reliabilityChart(points) {
+  const size = 200;
+  const pad = 24;
+  const span = size - 2 * pad;
+  const x = (p) => pad + p * span;
+  const y = (p) => size - pad - p * span;
+  const most = Math.max(...points.map((p) => p.share));
+  const chart = svg("svg", { viewBox: `0 0 ${size} ${size}`, class: "reliability", role: "img" });
+  const said = points
+    .map((p) => `${Math.round(p.predicted * 100)} % predicted, ${Math.round(p.observed * 100)} % won`)
+    .join("; ");
+  chart.setAttribute("aria-label", `Calibration on held-out deals: ${said}`);
+  chart.append(svg("rect", { x: pad, y: pad, width: span, height: span, class: "frame" }));
+  chart.append(svg("line", { x1: x(0), y1: y(0), x2: x(1), y2: y(1), class: "diagonal" }));
+  chart.append(svg("polyline", { points: points.map((p) => `${x(p.predicted)},${y(p.observed)}`).join(" "), class: "curve" }));
+  for (const p of points) {
+    chart.append(svg("circle", { cx: x(p.predicted), cy: y(p.observed), r: 2 + 4 * Math.sqrt(p.share / most), class: "point" }));
+  }
+  const axis = (text, attrs) => {
+    const node = svg("text", attrs);
+    node.textContent = text;
+    return node;
+  };
+  chart.append(axis("predicted", { x: size / 2, y: size - 6, "text-anchor": "middle" }));
+  chart.append(axis("won", { x: 8, y: size / 2, "text-anchor": "middle", transform: `rotate(-90 8 ${size / 2})` }));
+  return chart;
 }
 
 async function loadAll() {
