@@ -48,6 +48,7 @@ SERVICE_SETTINGS: dict[str, type[OpsSettings]] = {
     "sink": SinkSettings,
     "notifier": NotifierSettings,
     "enricher": EnricherSettings,
+    "forecast": ForecastSettings,
     "gateway": GatewaySettings,
     "history": HistorySettings,
     "capture": CaptureSettings,
@@ -104,7 +105,6 @@ def test_every_service_has_its_own_metrics_port() -> None:
     ports["run"] = RunSettings().metrics_port
     ports["capture"] = CaptureSettings().metrics_port  # not in docker-compose yet
     ports["api"] = ApiSettings().metrics_port  # not in docker-compose yet
-    ports["forecast"] = ForecastSettings().metrics_port  # not in docker-compose yet
     assert len(set(ports.values())) == len(ports), ports
     assert ports == METRICS_PORTS
     for name, svc in vectoros_services().items():
