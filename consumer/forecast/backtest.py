@@ -57,8 +57,12 @@ from consumer.intelligence.projection import DealHistory
 QUANTILES = (0.1, 0.5, 0.9)
 MIN_TRAIN_SNAPSHOTS = 200
 """Fewer training snapshots (or only one outcome) before an as-of date: no model, the rep's."""
+MIN_TRAIN_WINS = 100
+"""Fewer snapshots of won deals: the close-date model learns from every closed deal's."""
 LOOKBACK_DAYS = 180.0
 CANDIDATES = 4
+MIN_CYCLES = 10
+"""Fewer wins in the lookback window: the new pipeline's close dates get the usual spread."""
 METHODS = ("monte_carlo", "weighted_pipeline", "stage_win_rate")
 
 
@@ -136,7 +140,10 @@ def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = No
         return Models(None, len(train))
     iters = {} if max_iter is None else {"max_iter": max_iter}
     win = fit_win(train, workspaces=workspaces, **iters)
-    close = fit_close(train, **iters)
+    # the simulation draws a close date for the deals it wins: the days to a *win* (lost
+    # deals drag on and fade out, so the days to any close would push the wins too late)
+    won = train.select([w == 1 for w in train.won])
+    close = fit_close(won if len(won) >= MIN_TRAIN_WINS else train, **iters)
 
     def predict(open_deals: Sequence[DealHistory]) -> tuple[np.ndarray, ...]:
         rows = [features_at(h, t, owners, workspaces) for h in open_deals]
@@ -376,16 +383,23 @@ def _with_new_deals(
     if k == 0 or not rates.values:
         return deals
     created = (np.arange(k) + 0.5) * days_left / k
-    lo, hi = close_spread(rates.cycle_days)
     p = np.full(k, min(1.0, rates.win_rate * expected / k))
-    value = rng.choice(np.asarray(rates.values, dtype=float), size=k)
+    if len(rates.cycles) >= MIN_CYCLES:
+        # each candidate is one of the window's wins, drawn whole: its value and its cycle
+        pick = rng.integers(0, len(rates.cycles), size=k)
+        value = np.asarray(rates.won_values, dtype=float)[pick]
+        lo = mid = hi = np.asarray(rates.cycles, dtype=float)[pick]
+    else:
+        value = rng.choice(np.asarray(rates.won_values or rates.values, dtype=float), size=k)
+        lo_d, hi_d = close_spread(rates.cycle_days)
+        lo, mid, hi = (np.full(k, x) for x in (lo_d, rates.cycle_days, hi_d))
     return OpenDeals(
         deals.ids + tuple(f"new-{j + 1}" for j in range(k)),
         np.concatenate([deals.value, value]),
         np.concatenate([deals.probability, p]),
         np.concatenate([deals.rep_probability, p]),
         np.concatenate([deals.close_p10, created + lo]),
-        np.concatenate([deals.close_p50, created + rates.cycle_days]),
+        np.concatenate([deals.close_p50, created + mid]),
         np.concatenate([deals.close_p90, created + hi]),
         deals.owners + ("",) * k if deals.owners else (),
         deals.stages + ("",) * k if deals.stages else (),

@@ -192,6 +192,14 @@ class CreationRates:
     ``DEFAULT_DAYS_TO_CLOSE`` when none)."""
     values: tuple[float, ...] = ()
     """The values of the deals created in the window."""
+    won_values: tuple[float, ...] = ()
+    """The values of the deals won in the window (at the value they closed with): what a new
+    deal that is won is worth (big deals are won less often, so not the created values)."""
+    cycles: tuple[float, ...] = ()
+    """Days from creation to a win of each deal won in the window."""
+    won: int = 0
+    lost: int = 0
+    """Deals won and lost in the window."""
 
 
 def creation_rates(
@@ -201,6 +209,7 @@ def creation_rates(
     t = round(at.timestamp() * 1000)
     since = t - round(lookback_days * DAY_MS)
     values: list[float] = []
+    won_values: list[float] = []
     won = lost = 0
     cycles: list[float] = []
     for h in histories:
@@ -211,6 +220,7 @@ def creation_rates(
         if h.closed_ms is not None and since <= h.closed_ms < t:
             if h.outcome == "won":
                 won += 1
+                won_values.append(as_of(h, t).value or 0.0)
                 cycles.append((h.closed_ms - h.created_ms) / DAY_MS)
             elif h.outcome == "lost":
                 lost += 1
@@ -222,4 +232,8 @@ def creation_rates(
         win_rate=won / (won + lost) if won + lost else 0.0,
         cycle_days=float(np.median(cycles)) if cycles else DEFAULT_DAYS_TO_CLOSE,
         values=tuple(values),
+        won_values=tuple(won_values),
+        cycles=tuple(cycles),
+        won=won,
+        lost=lost,
     )

@@ -14,6 +14,8 @@ from consumer.forecast import backtest as bt
 from consumer.forecast.backtest import Row, backtest, pinball, score
 from consumer.forecast.chart import fan_png
 from consumer.forecast.pipeline import PeriodSpec
+from consumer.forecast.simulate import OpenDeals
+from consumer.intelligence.features import Snapshots
 from consumer.intelligence.histgen import HistorySpec, generate_histories
 from consumer.intelligence.projection import DealHistory, StageSpell
 
@@ -181,3 +183,52 @@ def test_a_fan_is_one_backtest_row_per_as_of_date_and_draws_a_png(
         bt.fan(histories, "ws-0", q4, [q4.end], np.random.default_rng(1), use_models=False)
     with pytest.raises(ValueError, match="no forecast"):
         fan_png([], png)
+
+
+def test_the_new_pipeline_is_made_of_the_windows_wins_value_and_cycle_together() -> None:
+    """Each candidate new deal is one of the lookback window's wins drawn whole (its value and
+    its days from creation to the win), not a created deal's value: big deals are won less
+    often, so created values would overstate what new wins bring."""
+    hs = []
+    for i in range(12):  # won: value 1000 * (i + 1), cycle 10 + i days
+        h = DealHistory(workspace_id="w", deal_id=f"w{i}", value=1000.0 * (i + 1))
+        h.created_ms, h.closed_ms, h.outcome = ms("2024-03-01"), ms("2024-03-01"), "won"
+        h.closed_ms += (10 + i) * 86_400_000
+        hs.append(h)
+    for i in range(12):  # lost, and much bigger: never a new win's value
+        h = DealHistory(workspace_id="w", deal_id=f"l{i}", value=10**6)
+        h.created_ms, h.closed_ms, h.outcome = ms("2024-03-02"), ms("2024-04-20"), "lost"
+        hs.append(h)
+    at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    rel = PeriodSpec.parse("2024-Q2").relative_to(at)
+    empty = OpenDeals((), *(np.zeros(0) for _ in range(6)))
+    deals = bt._with_new_deals(empty, hs, at, rel, 180.0, np.random.default_rng(5))
+    assert len(deals) > 0
+    cycle = {1000.0 * (i + 1): 10.0 + i for i in range(12)}
+    created = (np.arange(len(deals)) + 0.5) * rel.end / len(deals)
+    for value, p10, p50, p90, c in zip(
+        deals.value, deals.close_p10, deals.close_p50, deals.close_p90, created, strict=True
+    ):
+        assert value in cycle
+        assert p10 == p50 == p90 == pytest.approx(c + cycle[value])
+    assert deals.probability == pytest.approx(
+        np.full(len(deals), 0.5 * 24 / 180 * rel.end / len(deals))
+    )
+
+
+def test_the_close_date_model_learns_the_days_to_a_win(
+    histories: list[DealHistory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulation draws a close date for a deal it wins, so the close-date model is trained
+    on the snapshots of won deals (lost ones drag on and would push every win too late)."""
+    seen: list[set[int]] = []
+    fit_close = bt.fit_close
+
+    def spy(train: Snapshots, **kw: int) -> object:
+        seen.append(set(train.won))
+        return fit_close(train, **kw)
+
+    monkeypatch.setattr(bt, "fit_close", spy)
+    models = bt.train_at(histories, ms("2024-10-01"), max_iter=5)
+    assert models.predict is not None
+    assert seen == [{1}]
