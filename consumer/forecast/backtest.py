@@ -38,6 +38,7 @@ from typing import Literal
 import numpy as np
 
 from consumer.forecast.pipeline import (
+    CreationRates,
     PeriodSpec,
     Predict,
     close_spread,
@@ -64,6 +65,10 @@ CANDIDATES = 4
 MIN_CYCLES = 10
 """Fewer wins in the lookback window: the new pipeline's close dates get the usual spread."""
 METHODS = ("monte_carlo", "weighted_pipeline", "stage_win_rate")
+ERROR_RATIO_TARGET = 0.7
+"""Issue 15: the Monte Carlo P50's mean absolute error <= 0.7x the weighted pipeline's ..."""
+COVERAGE_TARGET = (0.7, 0.9)
+"""... and its P10-P90 interval holds the actual in 80% +- 10% of the forecasts."""
 
 
 def periods(start: dt.date, end: dt.date, kind: Literal["quarter", "month"]) -> list[PeriodSpec]:
@@ -261,6 +266,7 @@ def backtest(
     use_models: bool = True,
     new_pipeline: bool = True,
     lookback_days: float = LOOKBACK_DAYS,
+    common_shock: bool = True,
     max_iter: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Backtest:
@@ -282,7 +288,7 @@ def backtest(
             for ws in sorted(by_ws):
                 out.rows.append(
                     _row(by_ws[ws], ws, period, at, models, rates, rng, simulations,
-                         new_pipeline, lookback_days)
+                         new_pipeline, lookback_days, common_shock)
                 )  # fmt: skip
     out.scores = score(out.rows)
     return out
@@ -299,6 +305,7 @@ def fan(
     use_models: bool = True,
     new_pipeline: bool = True,
     lookback_days: float = LOOKBACK_DAYS,
+    common_shock: bool = True,
     max_iter: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[Row]:
@@ -319,7 +326,7 @@ def fan(
         rates = stage_win_rates(histories, t)
         out.append(
             _row(hs, workspace, period, at, models, rates, rng, simulations, new_pipeline,
-                 lookback_days)
+                 lookback_days, common_shock)
         )  # fmt: skip
     return out
 
@@ -335,6 +342,7 @@ def _row(
     simulations: int,
     new_pipeline: bool,
     lookback_days: float,
+    common_shock: bool,
 ) -> Row:
     rel = period.relative_to(at)
     pipe = pipeline_at(hs, at, period)
@@ -350,9 +358,11 @@ def _row(
     if models.predict is not None:
         deals = pipeline_at(hs, at, period, model=models.predict).deals
         source = "model"
+    window = creation_rates(hs, at, lookback_days)
     if new_pipeline:
-        deals = _with_new_deals(deals, hs, at, rel, lookback_days, rng)
-    result = forecast(deals, rel, rng, won=pipe.won, n=simulations)
+        deals = _with_new_deals(deals, window, rel, rng)
+    shock_sd = window.shock_sd if common_shock else 0.0
+    result = forecast(deals, rel, rng, won=pipe.won, n=simulations, shock_sd=shock_sd)
     return Row(
         period.name,
         at,
@@ -369,14 +379,8 @@ def _row(
 
 
 def _with_new_deals(
-    deals: OpenDeals,
-    hs: Sequence[DealHistory],
-    at: dt.datetime,
-    rel: Period,
-    lookback_days: float,
-    rng: np.random.Generator,
+    deals: OpenDeals, rates: CreationRates, rel: Period, rng: np.random.Generator
 ) -> OpenDeals:
-    rates = creation_rates(hs, at, lookback_days)
     days_left = max(0.0, rel.end)
     expected = rates.per_day * days_left
     k = int(np.ceil(expected * CANDIDATES))

@@ -34,6 +34,8 @@ SPREAD_SHARE = 0.5
 DEFAULT_DAYS_TO_CLOSE = 60.0
 STAGE_PROBABILITY = {"lead": 0.1, "qualified": 0.25, "proposal": 0.5, "negotiation": 0.7}
 UNKNOWN_STAGE_PROBABILITY = 0.1
+DEFAULT_SHOCK_SD = 0.3
+"""The common shock's spread when the lookback window has no win or no loss to measure it."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,16 @@ class CreationRates:
     won: int = 0
     lost: int = 0
     """Deals won and lost in the window."""
+
+    @property
+    def shock_sd(self) -> float:
+        """The relative standard error of the window's win rate, sqrt((1 - rate) / won) (the
+        standard error of its logarithm): how uncertain the level of every win probability
+        learnt from these closes is, the spread of the forecast's common shock
+        (``simulate.forecast``). ``DEFAULT_SHOCK_SD`` without a win and a loss."""
+        if self.won == 0 or self.lost == 0:
+            return DEFAULT_SHOCK_SD
+        return float(np.sqrt(self.lost / (self.won + self.lost) / self.won))
 
 
 def creation_rates(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from consumer.forecast import simulate
-from consumer.forecast.pipeline import PeriodSpec, pipeline_at
+from consumer.forecast.pipeline import DEFAULT_SHOCK_SD, CreationRates, PeriodSpec, pipeline_at
 from consumer.forecast.simulate import OpenDeals, Period, forecast, revenue_draws
 from consumer.intelligence.projection import DealHistory, StageSpell
 
@@ -265,3 +265,35 @@ def test_a_model_gives_every_open_deal_its_probability_and_close_dates() -> None
     out = forecast_workspaces([a, b], at, PeriodSpec.parse("2026-Q1"), model=model, seed=1)
     assert out[0].probabilities == TRAINED
     assert out[0].result.weighted_pipeline == pytest.approx(0.3 * 300)
+
+
+def test_a_common_shock_moves_every_deal_together_and_keeps_the_expected_revenue() -> None:
+    """400 deals at 30%: independent, the number won varies by sqrt(400 * 0.3 * 0.7) ~ 9; with
+    one log-normal factor of spread 0.3 per simulation on every probability, by about
+    sqrt(84 + 120^2 * (e^0.09 - 1)) ~ 38, around the same mean (120)."""
+    pipe = deals([1.0] * 400, [0.3] * 400, [10.0] * 400)
+    period = Period(0, 30)
+    alone = revenue_draws(pipe, period, 4000, np.random.default_rng(1))
+    shocked = revenue_draws(pipe, period, 4000, np.random.default_rng(1), shock_sd=0.3)
+    assert alone.std() < 12
+    assert 30 < shocked.std() < 46
+    assert abs(alone.mean() - 120) < 2
+    assert abs(shocked.mean() - 120) < 5
+    wide = forecast(pipe, period, np.random.default_rng(1), n=4000, shock_sd=0.3)
+    narrow = forecast(pipe, period, np.random.default_rng(1), n=4000)
+    assert wide.p90 - wide.p10 > 2 * (narrow.p90 - narrow.p10)
+    assert wide.weighted_pipeline == narrow.weighted_pipeline
+    # no shock: the very same draws as before it existed
+    again = revenue_draws(pipe, period, 4000, np.random.default_rng(1), shock_sd=0.0)
+    assert again.tolist() == alone.tolist()
+    with pytest.raises(ValueError, match="shock_sd"):
+        revenue_draws(pipe, period, 10, np.random.default_rng(1), shock_sd=-0.1)
+
+
+def test_the_shock_spread_is_the_relative_standard_error_of_the_historical_win_rate() -> None:
+    def rates(won: int, lost: int) -> CreationRates:
+        return CreationRates(90, 100, 1.0, 1000.0, 0.0, 30.0, won=won, lost=lost)
+
+    assert rates(20, 80).shock_sd == pytest.approx(math.sqrt(0.8 / 20))
+    assert rates(200, 800).shock_sd == pytest.approx(math.sqrt(0.8 / 200))  # more history
+    assert rates(0, 5).shock_sd == rates(5, 0).shock_sd == DEFAULT_SHOCK_SD

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.commands.forecast import backtest_targets_missed
 from consumer.forecast import backtest as bt
 from consumer.forecast.backtest import Row, backtest, pinball, score
 from consumer.forecast.chart import fan_png
-from consumer.forecast.pipeline import PeriodSpec
+from consumer.forecast.pipeline import PeriodSpec, creation_rates
 from consumer.forecast.simulate import OpenDeals
 from consumer.intelligence.features import Snapshots
 from consumer.intelligence.histgen import HistorySpec, generate_histories
@@ -161,6 +162,13 @@ def test_every_forecast_of_a_backtest_uses_only_what_was_known_at_its_as_of_date
             b.probabilities,
         )
     assert before.rows[2].actual != after.rows[2].actual  # 2024-Q4's outcomes did change
+    # the new pipeline's wins (values, cycles) and the common shock's spread come from the
+    # closes before the as-of date too
+    at = dt.datetime.fromtimestamp(cut / 1000, dt.UTC)
+    known_rates = creation_rates(histories, at, bt.LOOKBACK_DAYS)
+    assert known_rates == creation_rates(flipped, at, bt.LOOKBACK_DAYS)
+    assert known_rates.won > 0
+    assert known_rates.shock_sd > 0
 
 
 def test_a_fan_is_one_backtest_row_per_as_of_date_and_draws_a_png(
@@ -202,7 +210,7 @@ def test_the_new_pipeline_is_made_of_the_windows_wins_value_and_cycle_together()
     at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
     rel = PeriodSpec.parse("2024-Q2").relative_to(at)
     empty = OpenDeals((), *(np.zeros(0) for _ in range(6)))
-    deals = bt._with_new_deals(empty, hs, at, rel, 180.0, np.random.default_rng(5))
+    deals = bt._with_new_deals(empty, creation_rates(hs, at, 180.0), rel, np.random.default_rng(5))
     assert len(deals) > 0
     cycle = {1000.0 * (i + 1): 10.0 + i for i in range(12)}
     created = (np.arange(len(deals)) + 0.5) * rel.end / len(deals)
@@ -232,3 +240,22 @@ def test_the_close_date_model_learns_the_days_to_a_win(
     models = bt.train_at(histories, ms("2024-10-01"), max_iter=5)
     assert models.predict is not None
     assert seen == [{1}]
+
+
+def test_check_names_the_targets_a_backtest_misses() -> None:
+    def result(mc: float, weighted: float, coverage: float) -> bt.Backtest:
+        return bt.Backtest(
+            scores=[
+                bt.Score("monte_carlo", mc, None, 0.0, coverage),
+                bt.Score("weighted_pipeline", weighted, None, 0.0, None),
+                bt.Score("stage_win_rate", weighted, None, 0.0, None),
+            ]
+        )
+
+    assert backtest_targets_missed(result(70.0, 100.0, 0.8)) == []
+    assert backtest_targets_missed(result(69.0, 100.0, 0.7)) == []
+    missed = backtest_targets_missed(result(80.0, 100.0, 0.67))
+    assert len(missed) == 2
+    assert "0.80x" in missed[0]
+    assert "67%" in missed[1]
+    assert len(backtest_targets_missed(result(50.0, 100.0, 0.95))) == 1  # too wide is a miss
