@@ -202,16 +202,25 @@ class CreationRates:
     won: int = 0
     lost: int = 0
     """Deals won and lost in the window."""
+    lost_values: tuple[float, ...] = ()
+    """The values of the deals lost in the window (as known at the as-of time)."""
 
     @property
     def shock_sd(self) -> float:
-        """The relative standard error of the window's win rate, sqrt((1 - rate) / won) (the
-        standard error of its logarithm): how uncertain the level of every win probability
-        learnt from these closes is, the spread of the forecast's common shock
-        (``simulate.forecast``). ``DEFAULT_SHOCK_SD`` without a win and a loss."""
-        if self.won == 0 or self.lost == 0:
+        """The relative standard error of the window's value win rate R = won value / closed
+        value (the ratio estimator's: sqrt(sum v^2 (y - R)^2) / won value, y = 1 for a win):
+        how uncertain the level of the revenue the pipeline converts is, when it is learnt
+        from these closes. A few big deals weigh more than many small ones, so this is wider
+        than the count's. The spread of the forecast's common shock (``simulate.forecast``);
+        ``DEFAULT_SHOCK_SD`` without a win and a loss of some value."""
+        won = np.asarray(self.won_values, dtype=float)
+        lost = np.asarray(self.lost_values, dtype=float)
+        won_value = float(won.sum())
+        if won_value <= 0 or float(lost.sum()) <= 0:
             return DEFAULT_SHOCK_SD
-        return float(np.sqrt(self.lost / (self.won + self.lost) / self.won))
+        rate = won_value / (won_value + float(lost.sum()))
+        spread = float(np.sum(won**2) * (1 - rate) ** 2 + np.sum(lost**2) * rate**2)
+        return float(np.sqrt(spread)) / won_value
 
 
 def creation_rates(
@@ -222,6 +231,7 @@ def creation_rates(
     since = t - round(lookback_days * DAY_MS)
     values: list[float] = []
     won_values: list[float] = []
+    lost_values: list[float] = []
     won = lost = 0
     cycles: list[float] = []
     for h in histories:
@@ -236,6 +246,7 @@ def creation_rates(
                 cycles.append((h.closed_ms - h.created_ms) / DAY_MS)
             elif h.outcome == "lost":
                 lost += 1
+                lost_values.append(as_of(h, t).value or 0.0)
     return CreationRates(
         lookback_days=lookback_days,
         created=len(values),
@@ -248,4 +259,5 @@ def creation_rates(
         cycles=tuple(cycles),
         won=won,
         lost=lost,
+        lost_values=tuple(lost_values),
     )

@@ -290,10 +290,16 @@ def test_a_common_shock_moves_every_deal_together_and_keeps_the_expected_revenue
         revenue_draws(pipe, period, 10, np.random.default_rng(1), shock_sd=-0.1)
 
 
-def test_the_shock_spread_is_the_relative_standard_error_of_the_historical_win_rate() -> None:
-    def rates(won: int, lost: int) -> CreationRates:
-        return CreationRates(90, 100, 1.0, 1000.0, 0.0, 30.0, won=won, lost=lost)
+def test_the_shock_spread_is_the_relative_standard_error_of_the_value_win_rate() -> None:
+    def rates(won: list[float], lost: list[float]) -> CreationRates:
+        return CreationRates(
+            90, 100, 1.0, 1000.0, 0.0, 30.0, won_values=tuple(won), lost_values=tuple(lost)
+        )
 
-    assert rates(20, 80).shock_sd == pytest.approx(math.sqrt(0.8 / 20))
-    assert rates(200, 800).shock_sd == pytest.approx(math.sqrt(0.8 / 200))  # more history
-    assert rates(0, 5).shock_sd == rates(5, 0).shock_sd == DEFAULT_SHOCK_SD
+    # 20 wins and 80 losses of 1 each: R = 0.2, sqrt(20 * 0.8^2 + 80 * 0.2^2) / 20
+    assert rates([1.0] * 20, [1.0] * 80).shock_sd == pytest.approx(math.sqrt(0.8 / 20))
+    assert rates([1.0] * 200, [1.0] * 800).shock_sd == pytest.approx(math.sqrt(0.8 / 200))
+    # the same counts, but one win and one loss are big: far less certain
+    lumpy = rates([1.0] * 19 + [50.0], [1.0] * 79 + [50.0]).shock_sd
+    assert lumpy > 2 * math.sqrt(0.8 / 20)
+    assert rates([], [1.0]).shock_sd == rates([1.0], []).shock_sd == DEFAULT_SHOCK_SD
