@@ -162,10 +162,10 @@ def _landings(
     once. Same distribution as drawing the two separately, a fraction of the work.
 
     With ``shock_sd`` > 0, each simulation first draws one common shock, a factor
-    ``exp(N(-shock_sd**2 / 2, shock_sd))`` (log-normal, mean 1), and every deal's probability
-    is ``min(1, p * factor)`` in it: the deals are no longer independent, as when the whole
-    pipeline converts better or worse than its probabilities say, while the expected revenue
-    stays the same. The bounds are then per cell (same comparisons)."""
+    ``max(0, N(1, shock_sd))``, and every deal's probability is ``min(1, p * factor)`` in it:
+    the deals are no longer independent, as when the whole pipeline converts better or worse
+    than its probabilities say, while the expected revenue stays the same. The bounds are
+    then per cell (same comparisons)."""
     if n < 1:
         raise ValueError("at least one simulation")
     d = len(deals)
@@ -182,8 +182,9 @@ def _landings(
     for begin in range(0, n, chunk):
         rows = min(chunk, n - begin)
         if shock_sd > 0:
-            # one factor per simulation, log-normal with mean 1: E[p] stays p (below the cap)
-            factor = np.exp(rng.normal(-(shock_sd**2) / 2, shock_sd, size=(rows, 1)))
+            # one factor per simulation, mean and median 1: the P50 and E[p] stay (but for
+            # the cap at 1 and the floor at 0)
+            factor = np.maximum(rng.normal(1.0, shock_sd, size=(rows, 1)), 0.0)
             shocked = np.minimum(p * factor, 1.0)
             u = rng.random((rows, d), dtype=np.float32)
             yield (u >= (shocked * f_start).astype(np.float32)) & (

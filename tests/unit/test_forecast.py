@@ -269,8 +269,8 @@ def test_a_model_gives_every_open_deal_its_probability_and_close_dates() -> None
 
 def test_a_common_shock_moves_every_deal_together_and_keeps_the_expected_revenue() -> None:
     """400 deals at 30%: independent, the number won varies by sqrt(400 * 0.3 * 0.7) ~ 9; with
-    one log-normal factor of spread 0.3 per simulation on every probability, by about
-    sqrt(84 + 120^2 * (e^0.09 - 1)) ~ 38, around the same mean (120)."""
+    one factor N(1, 0.3) per simulation on every probability, by about
+    sqrt(84 + 120^2 * 0.09) ~ 37, around the same mean (120)."""
     pipe = deals([1.0] * 400, [0.3] * 400, [10.0] * 400)
     period = Period(0, 30)
     alone = revenue_draws(pipe, period, 4000, np.random.default_rng(1))
