@@ -505,6 +505,12 @@ def backtest_summary(result: Any) -> str:
 @click.option("--models/--rep-probabilities", default=True, show_default=True)
 @click.option("--new-pipeline/--no-new-pipeline", default=True, show_default=True)
 @click.option(
+    "--common-shock/--independent",
+    default=True,
+    show_default=True,
+    help="One shock of every win probability per simulation, as the backtest draws it.",
+)
+@click.option(
     "--png",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("fan.png"),
@@ -523,6 +529,7 @@ def forecast_fan(
     simulations: int,
     models: bool,
     new_pipeline: bool,
+    common_shock: bool,
     png: Path,
 ) -> None:
     """A fan chart (PNG) of one period's forecast as of every --every days from --from: the
@@ -582,6 +589,7 @@ def forecast_fan(
         simulations=simulations,
         use_models=models,
         new_pipeline=new_pipeline,
+        common_shock=common_shock,
         progress=lambda line: click.echo(line, err=True),
     )
     latest = max((h.updated_ms or 0 for h in histories), default=0)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from app.cli import main
 from app.commands.forecast import backtest_targets_missed
 from consumer.forecast import backtest as bt
 from consumer.forecast.backtest import Row, backtest, pinball, score
@@ -259,3 +262,29 @@ def test_check_names_the_targets_a_backtest_misses() -> None:
     assert "0.80x" in missed[0]
     assert "67%" in missed[1]
     assert len(backtest_targets_missed(result(50.0, 100.0, 0.95))) == 1  # too wide is a miss
+
+
+@pytest.mark.parametrize("flag", ["--common-shock", "--independent"])
+def test_the_backtest_command_draws_the_shock_unless_independent_and_checks_the_targets(
+    flag: str,
+) -> None:
+    args = ["--from", "2024-04-01", "--to", "2024-07-01", "--period", "month", "--simulated",
+            "300", "--seed", "4", "--simulations", "200", "--rep-probabilities"]  # fmt: skip
+    out = CliRunner().invoke(main, ["forecast", "backtest", *args, flag, "--json", "--check"])
+    expected = backtest(
+        generate_histories(HistorySpec(deals=300, seed=4)),
+        dt.date(2024, 4, 1),
+        dt.date(2024, 7, 1),
+        "month",
+        np.random.default_rng(4),
+        simulations=200,
+        use_models=False,
+        common_shock=flag == "--common-shock",
+    )
+    doc = json.loads(out.stdout)
+    assert [(r["p10"], r["p50"], r["p90"]) for r in doc["rows"]] == [
+        (r.p10, r.p50, r.p90) for r in expected.rows
+    ]
+    missed = backtest_targets_missed(expected)
+    assert out.exit_code == (1 if missed else 0)
+    assert ("target missed" in out.stderr) == bool(missed)
