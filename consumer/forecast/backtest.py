@@ -8,14 +8,18 @@ for 3), per workspace:
 - **Monte Carlo**: the open deals as known then (``pipeline.pipeline_at``). Win probabilities
   and close-date distributions from a win model and a close-date model trained on the
   snapshots of the deals closed *before* the as-of date (one pair of models per as-of date,
-  ``consumer.intelligence.model``); where too few deals had closed to train one, the rep's
-  probabilities and close dates (the row says which: ``model`` or ``rep``). Plus, unless
-  turned off, the pipeline still to be created before the period ends at the historical
-  creation and conversion rates of the ``lookback_days`` before: ``CANDIDATES`` candidate
-  deals per deal expected to be created (spread evenly over the days left), each won with
-  the win rate / ``CANDIDATES`` (so the number won varies like a Poisson count), at a value
-  drawn from the window's deals, closing after the median cycle. P10/P50/P90 of the
-  period's revenue.
+  ``consumer.intelligence.model``; the close-date model on the won deals' snapshots, since
+  the simulation draws a close date for the deals it wins); where too few deals had closed
+  to train one, the rep's probabilities and close dates (the row says which: ``model`` or
+  ``rep``). Plus, unless turned off, the pipeline still to be created before the period
+  ends at the historical creation and conversion rates of the ``lookback_days`` before:
+  ``CANDIDATES`` candidate deals per deal expected to be created (spread evenly over the
+  days left), each won with the win rate / ``CANDIDATES`` (so the number won varies like a
+  Poisson count), each one of the window's wins drawn whole (its value, and its days from
+  creation to the win as its close date after its creation). Unless turned off, a common
+  shock per simulation on every win probability (``simulate.forecast``), its spread the
+  relative standard error of the window's value win rate (``CreationRates.shock_sd``).
+  P10/P50/P90 of the period's revenue.
 - **weighted pipeline** (HubSpot, Pipedrive): won + Σ rep probability * value of the open
   deals whose rep close date is in the period.
 - **stage win rate**: the same with each deal's stage's historical win rate (deals closed

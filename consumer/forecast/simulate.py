@@ -8,7 +8,9 @@ A close-date distribution is given by its P10, P50 and P90 in days after the as-
 draw is the piecewise-linear quantile function through (0.1, P10), (0.5, P50), (0.9, P90),
 extended beyond both ends with the slope of the nearest segment and clipped at 0 (a deal open
 at the as-of time cannot close before it). Simulations run in chunks so that memory stays
-bounded (``CHUNK_CELLS`` draws at a time) whatever ``n`` * deals.
+bounded (``CHUNK_CELLS`` draws at a time) whatever ``n`` * deals. Optionally, a common shock
+per simulation scales every deal's probability (``shock_sd``), so that deals are not
+independent.
 """
 
 from __future__ import annotations
