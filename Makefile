@@ -72,6 +72,14 @@ EVAL_ARGS ?= --simulated 20000 --png eval/reliability.png
 eval: $(STAMP)
 	$(BIN)/vectoros evaluate $(EVAL_ARGS)
 
+## make backtest: the revenue forecast's backtest on the simulator, checked against issue 15's
+## targets (exit 1 when missed; BACKTEST_ARGS: e.g. another --seed, --simulated 4000)
+.PHONY: backtest
+BACKTEST_ARGS ?= --simulated 2000 --seed 7
+backtest: $(STAMP)
+	$(BIN)/vectoros forecast backtest --from 2024-07-01 --to 2025-10-01 --period quarter \
+		--check $(BACKTEST_ARGS)
+
 schemas: $(STAMP)
 	$(BIN)/vectoros schemas export
 

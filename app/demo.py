@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -19,7 +20,7 @@ from consumer.sink.queries import Summary, open_insights, summary
 from producer.publisher import DealEventPublisher
 from producer.simulate import SimProgress, run_simulation
 from producer.simulator import SimulationSpec
-from schemas.insights import Priority, RuleName
+from schemas.insights import WORKSPACE_RULES, Priority, RuleName
 from vectoros.db import connect_pool
 from vectoros.kafka import start_producer
 from vectoros.ops_server import Health, OpsServer
@@ -185,6 +186,14 @@ async def keep_serving(
             loop.remove_signal_handler(sig)
 
 
+def grid_rules(by_rule_priority: Mapping[tuple[str, str], int]) -> list[RuleName]:
+    """The rows of the report's rules grid: every deal rule (the demo runs them all), and a
+    workspace rule (``pipeline_gap``, raised by forecasts, which the demo does not run) only
+    when it has insights."""
+    with_rows = {rule for rule, _ in by_rule_priority}
+    return [r for r in RuleName if r not in WORKSPACE_RULES or r.value in with_rows]
+
+
 def print_report(result: DemoResult, console: Console) -> None:
     s = result.summary
     p = result.published
@@ -208,7 +217,7 @@ def print_report(result: DemoResult, console: Console) -> None:
     for prio in priorities:
         grid.add_column(prio.value, justify="right")
     grid.add_column("total", justify="right")
-    for rule in RuleName:
+    for rule in grid_rules(s.by_rule_priority):
         counts = [s.by_rule_priority.get((rule.value, prio.value), 0) for prio in priorities]
         grid.add_row(rule.value, *(f"{c:,}" if c else "·" for c in counts), f"{sum(counts):,}")
     console.print(grid)

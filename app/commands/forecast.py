@@ -318,6 +318,19 @@ def _print_scenario(console: Any, r: Any, money: Any, share: Any) -> None:
     show_default=True,
     help="Add the pipeline still to be created, at the historical rates.",
 )
+@click.option(
+    "--common-shock/--independent",
+    default=True,
+    show_default=True,
+    help="Draw one shock of every win probability per simulation, its spread the uncertainty "
+    "of the historical win rate (the deals are not independent), or treat deals as independent.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 unless the Monte Carlo meets the issue's targets: P50 abs error <= "
+    "0.7x the weighted pipeline's, P10-P90 coverage 70-90%.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Rows and scores as JSON.")
 def forecast_backtest(
     start: str,
@@ -330,6 +343,8 @@ def forecast_backtest(
     simulations: int,
     models: bool,
     new_pipeline: bool,
+    common_shock: bool,
+    check: bool,
     as_json: bool,
 ) -> None:
     """Forecast each past period from several as-of dates, using only what was known then
@@ -376,6 +391,7 @@ def forecast_backtest(
         simulations=simulations,
         use_models=models,
         new_pipeline=new_pipeline,
+        common_shock=common_shock,
         progress=progress,
     )
     if not result.rows:
@@ -389,8 +405,34 @@ def forecast_backtest(
             "models_trained": result.models_trained,
         }
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
-        return
-    _print_backtest(result)
+    else:
+        _print_backtest(result)
+    if check:
+        failed = backtest_targets_missed(result)
+        for line in failed:
+            click.echo(f"target missed: {line}", err=True)
+        if failed:
+            raise SystemExit(1)
+        click.echo("targets met", err=True)
+
+
+def backtest_targets_missed(result: Any) -> list[str]:
+    """The issue's accuracy targets the backtest's Monte Carlo misses (none: it meets them)."""
+    from consumer.forecast.backtest import COVERAGE_TARGET, ERROR_RATIO_TARGET
+
+    scores = {s.method: s for s in result.scores}
+    mc, weighted = scores["monte_carlo"], scores["weighted_pipeline"]
+    out = []
+    ratio = mc.mae / weighted.mae if weighted.mae else float("inf")
+    if ratio > ERROR_RATIO_TARGET:
+        out.append(
+            f"P50 abs error {ratio:.2f}x the weighted pipeline's (target <= "
+            f"{ERROR_RATIO_TARGET:.1f}x)"
+        )
+    low, high = COVERAGE_TARGET
+    if mc.coverage is None or not low <= mc.coverage <= high:
+        out.append(f"P10-P90 coverage {mc.coverage or 0:.0%} (target {low:.0%}-{high:.0%})")
+    return out
 
 
 def _print_backtest(result: Any) -> None:
@@ -463,6 +505,12 @@ def backtest_summary(result: Any) -> str:
 @click.option("--models/--rep-probabilities", default=True, show_default=True)
 @click.option("--new-pipeline/--no-new-pipeline", default=True, show_default=True)
 @click.option(
+    "--common-shock/--independent",
+    default=True,
+    show_default=True,
+    help="One shock of every win probability per simulation, as the backtest draws it.",
+)
+@click.option(
     "--png",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("fan.png"),
@@ -481,6 +529,7 @@ def forecast_fan(
     simulations: int,
     models: bool,
     new_pipeline: bool,
+    common_shock: bool,
     png: Path,
 ) -> None:
     """A fan chart (PNG) of one period's forecast as of every --every days from --from: the
@@ -540,6 +589,7 @@ def forecast_fan(
         simulations=simulations,
         use_models=models,
         new_pipeline=new_pipeline,
+        common_shock=common_shock,
         progress=lambda line: click.echo(line, err=True),
     )
     latest = max((h.updated_ms or 0 for h in histories), default=0)

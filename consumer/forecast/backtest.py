@@ -8,14 +8,18 @@ for 3), per workspace:
 - **Monte Carlo**: the open deals as known then (``pipeline.pipeline_at``). Win probabilities
   and close-date distributions from a win model and a close-date model trained on the
   snapshots of the deals closed *before* the as-of date (one pair of models per as-of date,
-  ``consumer.intelligence.model``); where too few deals had closed to train one, the rep's
-  probabilities and close dates (the row says which: ``model`` or ``rep``). Plus, unless
-  turned off, the pipeline still to be created before the period ends at the historical
-  creation and conversion rates of the ``lookback_days`` before: ``CANDIDATES`` candidate
-  deals per deal expected to be created (spread evenly over the days left), each won with
-  the win rate / ``CANDIDATES`` (so the number won varies like a Poisson count), at a value
-  drawn from the window's deals, closing after the median cycle. P10/P50/P90 of the
-  period's revenue.
+  ``consumer.intelligence.model``; the close-date model on the won deals' snapshots, since
+  the simulation draws a close date for the deals it wins); where too few deals had closed
+  to train one, the rep's probabilities and close dates (the row says which: ``model`` or
+  ``rep``). Plus, unless turned off, the pipeline still to be created before the period
+  ends at the historical creation and conversion rates of the ``lookback_days`` before:
+  ``CANDIDATES`` candidate deals per deal expected to be created (spread evenly over the
+  days left), each won with the win rate / ``CANDIDATES`` (so the number won varies like a
+  Poisson count), each one of the window's wins drawn whole (its value, and its days from
+  creation to the win as its close date after its creation). Unless turned off, a common
+  shock per simulation on every win probability (``simulate.forecast``), its spread the
+  relative standard error of the window's value win rate (``CreationRates.shock_sd``).
+  P10/P50/P90 of the period's revenue.
 - **weighted pipeline** (HubSpot, Pipedrive): won + Σ rep probability * value of the open
   deals whose rep close date is in the period.
 - **stage win rate**: the same with each deal's stage's historical win rate (deals closed
@@ -38,6 +42,7 @@ from typing import Literal
 import numpy as np
 
 from consumer.forecast.pipeline import (
+    CreationRates,
     PeriodSpec,
     Predict,
     close_spread,
@@ -57,9 +62,17 @@ from consumer.intelligence.projection import DealHistory
 QUANTILES = (0.1, 0.5, 0.9)
 MIN_TRAIN_SNAPSHOTS = 200
 """Fewer training snapshots (or only one outcome) before an as-of date: no model, the rep's."""
+MIN_TRAIN_WINS = 100
+"""Fewer snapshots of won deals: the close-date model learns from every closed deal's."""
 LOOKBACK_DAYS = 180.0
 CANDIDATES = 4
+MIN_CYCLES = 10
+"""Fewer wins in the lookback window: the new pipeline's close dates get the usual spread."""
 METHODS = ("monte_carlo", "weighted_pipeline", "stage_win_rate")
+ERROR_RATIO_TARGET = 0.7
+"""Issue 15: the Monte Carlo P50's mean absolute error <= 0.7x the weighted pipeline's ..."""
+COVERAGE_TARGET = (0.7, 0.9)
+"""... and its P10-P90 interval holds the actual in 80% +- 10% of the forecasts."""
 
 
 def periods(start: dt.date, end: dt.date, kind: Literal["quarter", "month"]) -> list[PeriodSpec]:
@@ -136,7 +149,10 @@ def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = No
         return Models(None, len(train))
     iters = {} if max_iter is None else {"max_iter": max_iter}
     win = fit_win(train, workspaces=workspaces, **iters)
-    close = fit_close(train, **iters)
+    # the simulation draws a close date for the deals it wins: the days to a *win* (lost
+    # deals drag on and fade out, so the days to any close would push the wins too late)
+    won = train.select([w == 1 for w in train.won])
+    close = fit_close(won if len(won) >= MIN_TRAIN_WINS else train, **iters)
 
     def predict(open_deals: Sequence[DealHistory]) -> tuple[np.ndarray, ...]:
         rows = [features_at(h, t, owners, workspaces) for h in open_deals]
@@ -254,6 +270,7 @@ def backtest(
     use_models: bool = True,
     new_pipeline: bool = True,
     lookback_days: float = LOOKBACK_DAYS,
+    common_shock: bool = True,
     max_iter: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Backtest:
@@ -275,7 +292,7 @@ def backtest(
             for ws in sorted(by_ws):
                 out.rows.append(
                     _row(by_ws[ws], ws, period, at, models, rates, rng, simulations,
-                         new_pipeline, lookback_days)
+                         new_pipeline, lookback_days, common_shock)
                 )  # fmt: skip
     out.scores = score(out.rows)
     return out
@@ -292,6 +309,7 @@ def fan(
     use_models: bool = True,
     new_pipeline: bool = True,
     lookback_days: float = LOOKBACK_DAYS,
+    common_shock: bool = True,
     max_iter: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[Row]:
@@ -312,7 +330,7 @@ def fan(
         rates = stage_win_rates(histories, t)
         out.append(
             _row(hs, workspace, period, at, models, rates, rng, simulations, new_pipeline,
-                 lookback_days)
+                 lookback_days, common_shock)
         )  # fmt: skip
     return out
 
@@ -328,6 +346,7 @@ def _row(
     simulations: int,
     new_pipeline: bool,
     lookback_days: float,
+    common_shock: bool,
 ) -> Row:
     rel = period.relative_to(at)
     pipe = pipeline_at(hs, at, period)
@@ -343,9 +362,11 @@ def _row(
     if models.predict is not None:
         deals = pipeline_at(hs, at, period, model=models.predict).deals
         source = "model"
+    window = creation_rates(hs, at, lookback_days)
     if new_pipeline:
-        deals = _with_new_deals(deals, hs, at, rel, lookback_days, rng)
-    result = forecast(deals, rel, rng, won=pipe.won, n=simulations)
+        deals = _with_new_deals(deals, window, rel, rng)
+    shock_sd = window.shock_sd if common_shock else 0.0
+    result = forecast(deals, rel, rng, won=pipe.won, n=simulations, shock_sd=shock_sd)
     return Row(
         period.name,
         at,
@@ -362,30 +383,31 @@ def _row(
 
 
 def _with_new_deals(
-    deals: OpenDeals,
-    hs: Sequence[DealHistory],
-    at: dt.datetime,
-    rel: Period,
-    lookback_days: float,
-    rng: np.random.Generator,
+    deals: OpenDeals, rates: CreationRates, rel: Period, rng: np.random.Generator
 ) -> OpenDeals:
-    rates = creation_rates(hs, at, lookback_days)
     days_left = max(0.0, rel.end)
     expected = rates.per_day * days_left
     k = int(np.ceil(expected * CANDIDATES))
     if k == 0 or not rates.values:
         return deals
     created = (np.arange(k) + 0.5) * days_left / k
-    lo, hi = close_spread(rates.cycle_days)
     p = np.full(k, min(1.0, rates.win_rate * expected / k))
-    value = rng.choice(np.asarray(rates.values, dtype=float), size=k)
+    if len(rates.cycles) >= MIN_CYCLES:
+        # each candidate is one of the window's wins, drawn whole: its value and its cycle
+        pick = rng.integers(0, len(rates.cycles), size=k)
+        value = np.asarray(rates.won_values, dtype=float)[pick]
+        lo = mid = hi = np.asarray(rates.cycles, dtype=float)[pick]
+    else:
+        value = rng.choice(np.asarray(rates.won_values or rates.values, dtype=float), size=k)
+        lo_d, hi_d = close_spread(rates.cycle_days)
+        lo, mid, hi = (np.full(k, x) for x in (lo_d, rates.cycle_days, hi_d))
     return OpenDeals(
         deals.ids + tuple(f"new-{j + 1}" for j in range(k)),
         np.concatenate([deals.value, value]),
         np.concatenate([deals.probability, p]),
         np.concatenate([deals.rep_probability, p]),
         np.concatenate([deals.close_p10, created + lo]),
-        np.concatenate([deals.close_p50, created + rates.cycle_days]),
+        np.concatenate([deals.close_p50, created + mid]),
         np.concatenate([deals.close_p90, created + hi]),
         deals.owners + ("",) * k if deals.owners else (),
         deals.stages + ("",) * k if deals.stages else (),

@@ -34,6 +34,8 @@ SPREAD_SHARE = 0.5
 DEFAULT_DAYS_TO_CLOSE = 60.0
 STAGE_PROBABILITY = {"lead": 0.1, "qualified": 0.25, "proposal": 0.5, "negotiation": 0.7}
 UNKNOWN_STAGE_PROBABILITY = 0.1
+DEFAULT_SHOCK_SD = 0.3
+"""The common shock's spread when the lookback window has no win or no loss to measure it."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,33 @@ class CreationRates:
     ``DEFAULT_DAYS_TO_CLOSE`` when none)."""
     values: tuple[float, ...] = ()
     """The values of the deals created in the window."""
+    won_values: tuple[float, ...] = ()
+    """The values of the deals won in the window (at the value they closed with): what a new
+    deal that is won is worth (big deals are won less often, so not the created values)."""
+    cycles: tuple[float, ...] = ()
+    """Days from creation to a win of each deal won in the window."""
+    won: int = 0
+    lost: int = 0
+    """Deals won and lost in the window."""
+    lost_values: tuple[float, ...] = ()
+    """The values of the deals lost in the window (as known at the as-of time)."""
+
+    @property
+    def shock_sd(self) -> float:
+        """The relative standard error of the window's value win rate R = won value / closed
+        value (the ratio estimator's: sqrt(sum v^2 (y - R)^2) / won value, y = 1 for a win):
+        how uncertain the level of the revenue the pipeline converts is, when it is learnt
+        from these closes. A few big deals weigh more than many small ones, so this is wider
+        than the count's. The spread of the forecast's common shock (``simulate.forecast``);
+        ``DEFAULT_SHOCK_SD`` without a win and a loss of some value."""
+        won = np.asarray(self.won_values, dtype=float)
+        lost = np.asarray(self.lost_values, dtype=float)
+        won_value = float(won.sum())
+        if won_value <= 0 or float(lost.sum()) <= 0:
+            return DEFAULT_SHOCK_SD
+        rate = won_value / (won_value + float(lost.sum()))
+        spread = float(np.sum(won**2) * (1 - rate) ** 2 + np.sum(lost**2) * rate**2)
+        return float(np.sqrt(spread)) / won_value
 
 
 def creation_rates(
@@ -201,6 +230,8 @@ def creation_rates(
     t = round(at.timestamp() * 1000)
     since = t - round(lookback_days * DAY_MS)
     values: list[float] = []
+    won_values: list[float] = []
+    lost_values: list[float] = []
     won = lost = 0
     cycles: list[float] = []
     for h in histories:
@@ -211,9 +242,11 @@ def creation_rates(
         if h.closed_ms is not None and since <= h.closed_ms < t:
             if h.outcome == "won":
                 won += 1
+                won_values.append(as_of(h, t).value or 0.0)
                 cycles.append((h.closed_ms - h.created_ms) / DAY_MS)
             elif h.outcome == "lost":
                 lost += 1
+                lost_values.append(as_of(h, t).value or 0.0)
     return CreationRates(
         lookback_days=lookback_days,
         created=len(values),
@@ -222,4 +255,9 @@ def creation_rates(
         win_rate=won / (won + lost) if won + lost else 0.0,
         cycle_days=float(np.median(cycles)) if cycles else DEFAULT_DAYS_TO_CLOSE,
         values=tuple(values),
+        won_values=tuple(won_values),
+        cycles=tuple(cycles),
+        won=won,
+        lost=lost,
+        lost_values=tuple(lost_values),
     )

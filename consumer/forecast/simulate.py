@@ -8,7 +8,9 @@ A close-date distribution is given by its P10, P50 and P90 in days after the as-
 draw is the piecewise-linear quantile function through (0.1, P10), (0.5, P50), (0.9, P90),
 extended beyond both ends with the slope of the nearest segment and clipped at 0 (a deal open
 at the as-of time cannot close before it). Simulations run in chunks so that memory stays
-bounded (``CHUNK_CELLS`` draws at a time) whatever ``n`` * deals.
+bounded (``CHUNK_CELLS`` draws at a time) whatever ``n`` * deals. Optionally, a common shock
+per simulation scales every deal's probability (``shock_sd``), so that deals are not
+independent.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def close_cdf(x: float, p10: FloatArray, p50: FloatArray, p90: FloatArray) -> Fl
 
 
 def _landings(
-    deals: OpenDeals, period: Period, n: int, rng: np.random.Generator
+    deals: OpenDeals, period: Period, n: int, rng: np.random.Generator, shock_sd: float = 0.0
 ) -> Iterator[NDArray[np.bool_]]:
     """Chunks of the simulations x deals matrix "won and closed inside the period", each of at
     most ``CHUNK_CELLS`` cells (at least one simulation), in simulation order.
@@ -159,32 +161,57 @@ def _landings(
     quantile draw. The close day ``close_days(v)`` is nondecreasing in ``v``, so it falls in
     ``[start, end)`` exactly when ``F(start) <= v < F(end)`` (``close_cdf``): the cell lands
     when ``p * F(start) <= u < p * F(end)``, two comparisons against per-deal bounds computed
-    once. Same distribution as drawing the two separately, a fraction of the work."""
+    once. Same distribution as drawing the two separately, a fraction of the work.
+
+    With ``shock_sd`` > 0, each simulation first draws one common shock, a factor
+    ``max(0, N(1, shock_sd))``, and every deal's probability is ``min(1, p * factor)`` in it:
+    the deals are no longer independent, as when the whole pipeline converts better or worse
+    than its probabilities say, while the expected revenue stays the same. The bounds are
+    then per cell (same comparisons)."""
     if n < 1:
         raise ValueError("at least one simulation")
     d = len(deals)
     if d == 0:
         return
+    if shock_sd < 0:
+        raise ValueError("shock_sd must be >= 0")
     p = np.clip(deals.probability, 0.0, 1.0)
     args = (deals.close_p10, deals.close_p50, deals.close_p90)
-    low = (p * close_cdf(period.start, *args)).astype(np.float32)
-    high = (p * close_cdf(period.end, *args)).astype(np.float32)
+    f_start, f_end = close_cdf(period.start, *args), close_cdf(period.end, *args)
+    low = (p * f_start).astype(np.float32)
+    high = (p * f_end).astype(np.float32)
     chunk = max(1, CHUNK_CELLS // d)
     for begin in range(0, n, chunk):
         rows = min(chunk, n - begin)
+        if shock_sd > 0:
+            # one factor per simulation, mean and median 1: the P50 and E[p] stay (but for
+            # the cap at 1 and the floor at 0)
+            factor = np.maximum(rng.normal(1.0, shock_sd, size=(rows, 1)), 0.0)
+            shocked = np.minimum(p * factor, 1.0)
+            u = rng.random((rows, d), dtype=np.float32)
+            yield (u >= (shocked * f_start).astype(np.float32)) & (
+                u < (shocked * f_end).astype(np.float32)
+            )
+            continue
         u = rng.random((rows, d), dtype=np.float32)
         yield (u >= low) & (u < high)
 
 
 def revenue_draws(
-    deals: OpenDeals, period: Period, n: int, rng: np.random.Generator, won: float = 0.0
+    deals: OpenDeals,
+    period: Period,
+    n: int,
+    rng: np.random.Generator,
+    won: float = 0.0,
+    shock_sd: float = 0.0,
 ) -> FloatArray:
-    """The period revenue of each of ``n`` simulations (``won`` included)."""
+    """The period revenue of each of ``n`` simulations (``won`` included), with a common
+    shock of ``shock_sd`` on every win probability (``_landings``)."""
     if n < 1:
         raise ValueError("at least one simulation")
     out = np.full(n, float(won))
     begin = 0
-    for lands in _landings(deals, period, n, rng):
+    for lands in _landings(deals, period, n, rng, shock_sd):
         rows = len(lands)
         out[begin : begin + rows] += np.where(lands, deals.value, 0.0).sum(axis=1)
         begin += rows
@@ -266,9 +293,11 @@ def forecast(
     won: float = 0.0,
     n: int = SIMULATIONS,
     target: float | None = None,
+    shock_sd: float = 0.0,
 ) -> Forecast:
-    """The period's forecast from the open ``deals`` and the revenue ``won`` so far."""
-    draws = revenue_draws(deals, period, n, rng, won)
+    """The period's forecast from the open ``deals`` and the revenue ``won`` so far; with
+    ``shock_sd`` > 0, a common shock on the win probabilities per simulation (``_landings``)."""
+    draws = revenue_draws(deals, period, n, rng, won, shock_sd)
     p10, p50, p90 = (float(q) for q in np.quantile(draws, [0.1, 0.5, 0.9]))
     expected_in = (deals.close_p50 >= period.start) & (deals.close_p50 < period.end)
     value = np.where(expected_in, deals.value, 0.0)

@@ -48,6 +48,7 @@ SERVICE_SETTINGS: dict[str, type[OpsSettings]] = {
     "sink": SinkSettings,
     "notifier": NotifierSettings,
     "enricher": EnricherSettings,
+    "forecast": ForecastSettings,
     "gateway": GatewaySettings,
     "history": HistorySettings,
     "capture": CaptureSettings,
@@ -103,7 +104,6 @@ def test_every_environment_variable_is_a_setting() -> None:
 def test_every_service_has_its_own_metrics_port() -> None:
     ports = {name: cls().metrics_port for name, cls in SERVICE_SETTINGS.items()}
     ports["run"] = RunSettings().metrics_port
-    ports["forecast"] = ForecastSettings().metrics_port  # not in docker-compose yet
     assert len(set(ports.values())) == len(ports), ports
     assert ports == METRICS_PORTS
     for name, svc in vectoros_services().items():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from consumer.forecast import simulate
-from consumer.forecast.pipeline import PeriodSpec, pipeline_at
+from consumer.forecast.pipeline import DEFAULT_SHOCK_SD, CreationRates, PeriodSpec, pipeline_at
 from consumer.forecast.simulate import OpenDeals, Period, forecast, revenue_draws
 from consumer.intelligence.projection import DealHistory, StageSpell
 
@@ -265,3 +265,41 @@ def test_a_model_gives_every_open_deal_its_probability_and_close_dates() -> None
     out = forecast_workspaces([a, b], at, PeriodSpec.parse("2026-Q1"), model=model, seed=1)
     assert out[0].probabilities == TRAINED
     assert out[0].result.weighted_pipeline == pytest.approx(0.3 * 300)
+
+
+def test_a_common_shock_moves_every_deal_together_and_keeps_the_expected_revenue() -> None:
+    """400 deals at 30%: independent, the number won varies by sqrt(400 * 0.3 * 0.7) ~ 9; with
+    one factor N(1, 0.3) per simulation on every probability, by about
+    sqrt(84 + 120^2 * 0.09) ~ 37, around the same mean (120)."""
+    pipe = deals([1.0] * 400, [0.3] * 400, [10.0] * 400)
+    period = Period(0, 30)
+    alone = revenue_draws(pipe, period, 4000, np.random.default_rng(1))
+    shocked = revenue_draws(pipe, period, 4000, np.random.default_rng(1), shock_sd=0.3)
+    assert alone.std() < 12
+    assert 30 < shocked.std() < 46
+    assert abs(alone.mean() - 120) < 2
+    assert abs(shocked.mean() - 120) < 5
+    wide = forecast(pipe, period, np.random.default_rng(1), n=4000, shock_sd=0.3)
+    narrow = forecast(pipe, period, np.random.default_rng(1), n=4000)
+    assert wide.p90 - wide.p10 > 2 * (narrow.p90 - narrow.p10)
+    assert wide.weighted_pipeline == narrow.weighted_pipeline
+    # no shock: the very same draws as before it existed
+    again = revenue_draws(pipe, period, 4000, np.random.default_rng(1), shock_sd=0.0)
+    assert again.tolist() == alone.tolist()
+    with pytest.raises(ValueError, match="shock_sd"):
+        revenue_draws(pipe, period, 10, np.random.default_rng(1), shock_sd=-0.1)
+
+
+def test_the_shock_spread_is_the_relative_standard_error_of_the_value_win_rate() -> None:
+    def rates(won: list[float], lost: list[float]) -> CreationRates:
+        return CreationRates(
+            90, 100, 1.0, 1000.0, 0.0, 30.0, won_values=tuple(won), lost_values=tuple(lost)
+        )
+
+    # 20 wins and 80 losses of 1 each: R = 0.2, sqrt(20 * 0.8^2 + 80 * 0.2^2) / 20
+    assert rates([1.0] * 20, [1.0] * 80).shock_sd == pytest.approx(math.sqrt(0.8 / 20))
+    assert rates([1.0] * 200, [1.0] * 800).shock_sd == pytest.approx(math.sqrt(0.8 / 200))
+    # the same counts, but one win and one loss are big: far less certain
+    lumpy = rates([1.0] * 19 + [50.0], [1.0] * 79 + [50.0]).shock_sd
+    assert lumpy > 2 * math.sqrt(0.8 / 20)
+    assert rates([], [1.0]).shock_sd == rates([1.0], []).shock_sd == DEFAULT_SHOCK_SD

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from app.cli import main
+from app.commands.forecast import backtest_targets_missed
 from consumer.forecast import backtest as bt
 from consumer.forecast.backtest import Row, backtest, pinball, score
 from consumer.forecast.chart import fan_png
-from consumer.forecast.pipeline import PeriodSpec
+from consumer.forecast.pipeline import PeriodSpec, creation_rates
+from consumer.forecast.simulate import OpenDeals
+from consumer.intelligence.features import Snapshots
 from consumer.intelligence.histgen import HistorySpec, generate_histories
 from consumer.intelligence.projection import DealHistory, StageSpell
 
@@ -159,6 +165,13 @@ def test_every_forecast_of_a_backtest_uses_only_what_was_known_at_its_as_of_date
             b.probabilities,
         )
     assert before.rows[2].actual != after.rows[2].actual  # 2024-Q4's outcomes did change
+    # the new pipeline's wins (values, cycles) and the common shock's spread come from the
+    # closes before the as-of date too
+    at = dt.datetime.fromtimestamp(cut / 1000, dt.UTC)
+    known_rates = creation_rates(histories, at, bt.LOOKBACK_DAYS)
+    assert known_rates == creation_rates(flipped, at, bt.LOOKBACK_DAYS)
+    assert known_rates.won > 0
+    assert known_rates.shock_sd > 0
 
 
 def test_a_fan_is_one_backtest_row_per_as_of_date_and_draws_a_png(
@@ -181,3 +194,97 @@ def test_a_fan_is_one_backtest_row_per_as_of_date_and_draws_a_png(
         bt.fan(histories, "ws-0", q4, [q4.end], np.random.default_rng(1), use_models=False)
     with pytest.raises(ValueError, match="no forecast"):
         fan_png([], png)
+
+
+def test_the_new_pipeline_is_made_of_the_windows_wins_value_and_cycle_together() -> None:
+    """Each candidate new deal is one of the lookback window's wins drawn whole (its value and
+    its days from creation to the win), not a created deal's value: big deals are won less
+    often, so created values would overstate what new wins bring."""
+    hs = []
+    for i in range(12):  # won: value 1000 * (i + 1), cycle 10 + i days
+        h = DealHistory(workspace_id="w", deal_id=f"w{i}", value=1000.0 * (i + 1))
+        h.created_ms, h.closed_ms, h.outcome = ms("2024-03-01"), ms("2024-03-01"), "won"
+        h.closed_ms += (10 + i) * 86_400_000
+        hs.append(h)
+    for i in range(12):  # lost, and much bigger: never a new win's value
+        h = DealHistory(workspace_id="w", deal_id=f"l{i}", value=10**6)
+        h.created_ms, h.closed_ms, h.outcome = ms("2024-03-02"), ms("2024-04-20"), "lost"
+        hs.append(h)
+    at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    rel = PeriodSpec.parse("2024-Q2").relative_to(at)
+    empty = OpenDeals((), *(np.zeros(0) for _ in range(6)))
+    deals = bt._with_new_deals(empty, creation_rates(hs, at, 180.0), rel, np.random.default_rng(5))
+    assert len(deals) > 0
+    cycle = {1000.0 * (i + 1): 10.0 + i for i in range(12)}
+    created = (np.arange(len(deals)) + 0.5) * rel.end / len(deals)
+    for value, p10, p50, p90, c in zip(
+        deals.value, deals.close_p10, deals.close_p50, deals.close_p90, created, strict=True
+    ):
+        assert value in cycle
+        assert p10 == p50 == p90 == pytest.approx(c + cycle[value])
+    assert deals.probability == pytest.approx(
+        np.full(len(deals), 0.5 * 24 / 180 * rel.end / len(deals))
+    )
+
+
+def test_the_close_date_model_learns_the_days_to_a_win(
+    histories: list[DealHistory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulation draws a close date for a deal it wins, so the close-date model is trained
+    on the snapshots of won deals (lost ones drag on and would push every win too late)."""
+    seen: list[set[int]] = []
+    fit_close = bt.fit_close
+
+    def spy(train: Snapshots, **kw: int) -> object:
+        seen.append(set(train.won))
+        return fit_close(train, **kw)
+
+    monkeypatch.setattr(bt, "fit_close", spy)
+    models = bt.train_at(histories, ms("2024-10-01"), max_iter=5)
+    assert models.predict is not None
+    assert seen == [{1}]
+
+
+def test_check_names_the_targets_a_backtest_misses() -> None:
+    def result(mc: float, weighted: float, coverage: float) -> bt.Backtest:
+        return bt.Backtest(
+            scores=[
+                bt.Score("monte_carlo", mc, None, 0.0, coverage),
+                bt.Score("weighted_pipeline", weighted, None, 0.0, None),
+                bt.Score("stage_win_rate", weighted, None, 0.0, None),
+            ]
+        )
+
+    assert backtest_targets_missed(result(70.0, 100.0, 0.8)) == []
+    assert backtest_targets_missed(result(69.0, 100.0, 0.7)) == []
+    missed = backtest_targets_missed(result(80.0, 100.0, 0.67))
+    assert len(missed) == 2
+    assert "0.80x" in missed[0]
+    assert "67%" in missed[1]
+    assert len(backtest_targets_missed(result(50.0, 100.0, 0.95))) == 1  # too wide is a miss
+
+
+@pytest.mark.parametrize("flag", ["--common-shock", "--independent"])
+def test_the_backtest_command_draws_the_shock_unless_independent_and_checks_the_targets(
+    flag: str,
+) -> None:
+    args = ["--from", "2024-04-01", "--to", "2024-07-01", "--period", "month", "--simulated",
+            "300", "--seed", "4", "--simulations", "200", "--rep-probabilities"]  # fmt: skip
+    out = CliRunner().invoke(main, ["forecast", "backtest", *args, flag, "--json", "--check"])
+    expected = backtest(
+        generate_histories(HistorySpec(deals=300, seed=4)),
+        dt.date(2024, 4, 1),
+        dt.date(2024, 7, 1),
+        "month",
+        np.random.default_rng(4),
+        simulations=200,
+        use_models=False,
+        common_shock=flag == "--common-shock",
+    )
+    doc = json.loads(out.stdout)
+    assert [(r["p10"], r["p50"], r["p90"]) for r in doc["rows"]] == [
+        (r.p10, r.p50, r.p90) for r in expected.rows
+    ]
+    missed = backtest_targets_missed(expected)
+    assert out.exit_code == (1 if missed else 0)
+    assert ("target missed" in out.stderr) == bool(missed)
