@@ -45,7 +45,10 @@ def score_deals(
     if not deals:
         return []
     at = [(h.updated_ms or 0) + 1 if at_ms is None else at_ms for h in deals]
-    rows = [features_at(h, t, owners, model.workspaces) for h, t in zip(deals, at, strict=True)]
+    codes = model.codes
+    rows = [
+        features_at(h, t, owners, model.workspaces, codes) for h, t in zip(deals, at, strict=True)
+    ]
     probabilities, factors = model.explain(rows, top)
     close = getattr(model, "close", None)  # None in a model pickled before it had one
     p10: list[dt.date | None] = [None] * len(deals)
