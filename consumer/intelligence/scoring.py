@@ -45,7 +45,7 @@ def score_deals(
     if not deals:
         return []
     at = [(h.updated_ms or 0) + 1 if at_ms is None else at_ms for h in deals]
-    codes = model.codes
+    codes = getattr(model, "attributes", None)  # None in a model pickled before attributes
     rows = [
         features_at(h, t, owners, model.workspaces, codes) for h, t in zip(deals, at, strict=True)
     ]
