@@ -111,7 +111,7 @@ def evaluate(
 ) -> Evaluation:
     """``attributes``: the deals' CRM attributes among the features (``AttributeCodes``)."""
     s = split(histories, holdout_days, attributes=attributes)
-    model = fit_win(s.train, max_iter=max_iter, workspaces=s.workspaces, attributes=s.attributes)
+    model = fit_win(s.train, max_iter=max_iter, workspaces=s.workspaces)
     rates = stage_win_rates(s.train)
     predictions = {
         "model": model.predict(s.holdout.X),
@@ -121,7 +121,7 @@ def evaluate(
     scores = {name: score(s.holdout.won, p) for name, p in predictions.items()}
     result = Evaluation(s, model, scores, predictions)
     if with_close:
-        close = fit_close(s.train, max_iter=max(50, max_iter // 2), attributes=s.attributes)
+        close = fit_close(s.train, max_iter=max(50, max_iter // 2))
         lo, mid, hi = close.predict(s.holdout.X)
         actual = np.asarray(s.holdout.days_to_close)
         result.close = close

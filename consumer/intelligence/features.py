@@ -250,12 +250,14 @@ class Snapshots:
     at_ms: list[int] = field(default_factory=list)
     closed_ms: list[int] = field(default_factory=list)
     deal: list[tuple[str, str]] = field(default_factory=list)
+    attributes: AttributeCodes | None = None
+    """The CRM attributes the rows carry after ``FEATURES`` (``None``: none)."""
 
     def __len__(self) -> int:
         return len(self.won)
 
     def select(self, keep: Sequence[bool]) -> Snapshots:
-        out = Snapshots()
+        out = Snapshots(attributes=self.attributes)
         for i, k in enumerate(keep):
             if k:
                 out.X.append(self.X[i])
@@ -285,7 +287,7 @@ def snapshots(
     owners = owners or OwnerRecord.of(histories)
     workspaces = workspaces if workspaces is not None else workspace_codes(histories)
     step = int(step_days * DAY_MS)
-    out = Snapshots()
+    out = Snapshots(attributes=attributes)
     for h in histories:
         if h.outcome is None or h.closed_ms is None or h.created_ms is None:
             continue

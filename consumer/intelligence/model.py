@@ -150,13 +150,11 @@ def loads(blob: bytes) -> WinModel:
 
 
 def fit_win(
-    train: Snapshots,
-    max_iter: int = 200,
-    workspaces: dict[str, int] | None = None,
-    attributes: AttributeCodes | None = None,
+    train: Snapshots, max_iter: int = 200, workspaces: dict[str, int] | None = None
 ) -> WinModel:
-    """Trees on the earlier part of ``train``, isotonic calibration on the later part;
-    ``attributes``: the CRM attributes the snapshots carry after ``FEATURES``."""
+    """Trees on the earlier part of ``train``, isotonic calibration on the later part; with the
+    CRM attributes the snapshots carry (``train.attributes``)."""
+    attributes = train.attributes
     names = feature_names(attributes)
     x, y = _fit_matrix(train.X, len(names)), np.asarray(train.won)
     fit, cal = _time_split(train)
@@ -180,10 +178,9 @@ def fit_win(
     )
 
 
-def fit_close(
-    train: Snapshots, max_iter: int = 150, attributes: AttributeCodes | None = None
-) -> CloseModel:
+def fit_close(train: Snapshots, max_iter: int = 150) -> CloseModel:
     """Quantile trees of log days-to-close; the interval calibrated to ``COVERAGE``."""
+    attributes = train.attributes
     names = feature_names(attributes)
     x, y = _fit_matrix(train.X, len(names)), np.log1p(np.asarray(train.days_to_close))
     fit, cal = _time_split(train)
