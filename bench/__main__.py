@@ -215,22 +215,30 @@ class Bench:
         await self.session.create_topics(scored_topic)
         seconds = await load(self.session.bootstrap, scored_topic, scored.partitions)
         say(f"[setup] loaded the same with {n_scores:,} deal.scored records in {seconds:.1f}s")
+        first, n_first = scores_bench.with_scores(data, first_only=True)
+        first_topic = self.session.name("scored-first")
+        await self.session.create_topics(first_topic)
+        await load(self.session.bootstrap, first_topic, first.partitions)
         name = "scoring on vs off"
         off = self.metric(name, "monitor, scoring off", "deal events/s")
         on = self.metric(name, "monitor, scoring on", "deal events/s")
         on_records = self.metric(name, "monitor, scoring on, all records", "records/s")
+        on_first = self.metric(name, "monitor, first score of each deal only", "deal events/s")
 
         async def one(i: int) -> str:
             plain = await throughput.run_monitor(self.session, data, topic)
             with_scores = await throughput.run_monitor(self.session, scored, scored_topic)
+            first_score = await throughput.run_monitor(self.session, first, first_topic)
             off.add(data.deal_events / plain.process_s)
             on.add(data.deal_events / with_scores.process_s)
             on_records.add(with_scores.rate)
+            on_first.add(data.deal_events / first_score.process_s)
             return (
                 f"off {data.deal_events / plain.process_s:,.0f} deal events/s; on "
                 f"{data.deal_events / with_scores.process_s:,.0f} deal events/s "
                 f"({with_scores.rate:,.0f} records/s, {with_scores.insights:,} insights "
-                f"against {plain.insights:,})"
+                f"against {plain.insights:,}); first score only "
+                f"{data.deal_events / first_score.process_s:,.0f} deal events/s"
             )
 
         await self.repeat("scores", one)
@@ -245,10 +253,13 @@ class Bench:
         ratio.add(on.median / off.median)
         per_record = self.metric(name, "on / off, records/s (medians)", "x", digits=2)
         per_record.add(on_records.median / off.median)
+        first_ratio = self.metric(name, "first score only / off (medians)", "x", digits=2)
+        first_ratio.add(on_first.median / off.median)
         off.notes.append(
-            f"{_label(data)}; on: the same plus {n_scores:,} deal.scored records (after "
-            f"{scores_bench.SHARE:.0%} of the deal events of open deals: how often a calibrated "
-            "score changes on the simulator; bench/scores.py)"
+            f"{_label(data)}; on: the same plus {n_scores:,} deal.scored records (each deal's "
+            f"first, then after {scores_bench.SHARE:.0%} of its later deal events: how often a "
+            "score worth publishing comes on the simulator; bench/scores.py); first score "
+            f"only: {n_first:,} (what carrying a score costs a deal's later events)"
         )
 
     async def notifier(self) -> None:

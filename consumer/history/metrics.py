@@ -47,8 +47,8 @@ class HistoryMetrics:
         )
         self.scores_to_events = Counter(
             f"{PREFIX}_history_scores_to_events_total",
-            "Scores published on deal-events as deal.scored (those whose probability or model "
-            "version changed), for the monitor.",
+            "Scores published on deal-events as deal.scored (those that differ enough from the "
+            "deal's last published one), for the monitor.",
             registry=registry,
         )
         self.retrainings = Counter(

@@ -14,8 +14,10 @@ start and then every ``history_benchmarks_refresh_seconds``.
 Scoring (``history_scoring``): once a model is current (``vectoros train``), every open deal a
 batch changed is scored in one batch call, as of just after its latest event; the scores go to
 ``deal_scores`` and, before the batch is committed, to ``deal-scores``. With
-``history_scores_to_events``, the scores whose model version or probability changed (most events
-leave a calibrated score where it was) also go to ``deal-events`` as ``deal.scored`` events,
+``history_scores_to_events``, the scores that differ enough from the deal's last published one
+(``consumer.intelligence.scoring.worth_publishing``: a new model, a probability
+``history_score_publish_points`` away, a P10 ``history_score_publish_days`` away or across the
+rep's close date) also go to ``deal-events`` as ``deal.scored`` events,
 keyed by deal id like the deal's own events: on the deal's partition, after the events they
 reflect, where the monitor folds them into the deal's state (this service skips them when it
 reads them back). The current model and the owners' records are looked up at start and every
@@ -126,6 +128,8 @@ class HistoryHandler:
         rescore_ms: int = 0,
         model_refresh_seconds: float = 300,
         retrain: Retrain | None = None,
+        publish_points: float = 0.0,
+        publish_days: int = 0,
     ) -> None:
         self.metrics = metrics
         self.pool: PgPool | None = None
@@ -133,6 +137,8 @@ class HistoryHandler:
         self._refresh_seconds = refresh_seconds
         self._scores_topic = scores_topic
         self._events_topic = events_topic  # where scores also go as deal.scored events
+        self._publish_points = publish_points  # ... when this far from the last one published
+        self._publish_days = publish_days
         self._rescore_ms = rescore_ms  # rescore every open deal once per this much tick time
         self._rescored_at = 0  # the last rescoring's time (a multiple of rescore_ms)
         self._model_refresh_seconds = model_refresh_seconds
@@ -241,20 +247,29 @@ class HistoryHandler:
         assert self.pool is not None
         started = time.perf_counter()
         scores: list[DealScore] = []
-        changed: list[DealScore] = []
+        published: list[DealScore] = []
         result = store.WriteResult()
         try:
             async with self.pool.acquire() as conn:
                 if events:
                     result = await store.write_events(conn, events)
                 if scoring:
-                    scores = self.score(result.histories)
+                    histories = list(result.histories)
+                    scores = self.score(histories)
                     if rescore_at:  # time changed every open deal's features: all of them again
                         open_deals = await store.load_open_histories(conn)
                         scores += self.score(open_deals, at_ms=rescore_at)
+                        histories += open_deals
                     if self._events_topic is not None:
-                        changed = await models.changed_scores(conn, scores)
-                    await models.upsert_scores(conn, scores)
+                        closes = {(h.workspace_id, h.deal_id): h.close_date for h in histories}
+                        published = await models.scores_to_publish(
+                            conn,
+                            scores,
+                            min_points=self._publish_points,
+                            min_days=self._publish_days,
+                            rep_close=closes,
+                        )
+                    await models.upsert_scores(conn, scores, published)
         except OUTAGE_ERRORS:
             self.metrics.db_errors.inc()
             raise
@@ -267,12 +282,12 @@ class HistoryHandler:
         self.metrics.deals_scored.inc(len(scores))
         topic = self._scores_topic or ""
         out = [Output(topic, s.model_dump_json().encode(), s.deal_id.encode()) for s in scores]
-        if self._events_topic is not None:  # the monitor needs only the scores that changed
+        if self._events_topic is not None:  # the monitor needs only the scores that matter
             out += [
                 Output(self._events_topic, encode_event(score_event(s)), s.deal_id.encode())
-                for s in changed
+                for s in published
             ]
-            self.metrics.scores_to_events.inc(len(changed))
+            self.metrics.scores_to_events.inc(len(published))
         return out
 
     async def refresh_benchmarks(self) -> None:
@@ -358,6 +373,8 @@ def history_loop(
             check_seconds=settings.history_retrain_check_seconds,
             holdout_days=settings.history_holdout_days,
         ),
+        publish_points=settings.history_score_publish_points,
+        publish_days=settings.history_score_publish_days,
     )
     return ConsumeLoop(handler, broker or KafkaBroker(settings), loop_options(settings))
 

@@ -40,9 +40,28 @@ class HistorySettings(KafkaSettings, DatabaseSettings):
     history_scores_to_events: bool = Field(
         default=True,
         description=(
-            "Also publish each score whose probability or model changed as a deal.scored event "
-            "on deal-events (the deal's own partition), where the monitor reads it for its "
-            "model-based rules."
+            "Also publish each score that matters (history_score_publish_points / _days) as a "
+            "deal.scored event on deal-events (the deal's own partition), where the monitor "
+            "reads it for its model-based rules."
+        ),
+    )
+    history_score_publish_points: float = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description=(
+            "A score goes to deal-events when its probability is this many points (0-100) or "
+            "more from the deal's last published one (or its model, or its close-date P10 "
+            "changed enough); 0: any change. The monitor's probability lags by less than this."
+        ),
+    )
+    history_score_publish_days: int = Field(
+        default=7,
+        ge=0,
+        le=365,
+        description=(
+            "... or when its close-date P10 moved this many days or more from the published one, "
+            "or across the rep's close date; 0: any change."
         ),
     )
     history_rescore_hours: float = Field(

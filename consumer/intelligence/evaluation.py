@@ -15,7 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from consumer.intelligence.features import OwnerRecord, Snapshots, snapshots, workspace_codes
+from consumer.intelligence.features import (
+    AttributeCodes,
+    OwnerRecord,
+    Snapshots,
+    snapshots,
+    workspace_codes,
+)
 from consumer.intelligence.metrics import Scores, coverage, score
 from consumer.intelligence.model import (
     CloseModel,
@@ -44,16 +50,29 @@ class Split:
     data_until_ms: int
     closed_deals: int
     workspaces: dict[str, int]
+    attributes: AttributeCodes | None = None
 
 
-def split(histories: Sequence[DealHistory], holdout_days: float) -> Split:
+def split(
+    histories: Sequence[DealHistory], holdout_days: float, *, attributes: bool = True
+) -> Split:
     ends = [h.closed_ms or h.updated_ms or h.created_ms or 0 for h in histories]
     if not ends:
         raise NotEnoughHistory("the history is empty")
     until = max(ends)
     cutoff = until - int(holdout_days * DAY_MS)
     workspaces = workspace_codes(histories)
-    snaps = snapshots(histories, workspaces=workspaces, owners=OwnerRecord.of(histories))
+    # the CRM attributes' codes from the deals closed before the held-out period only
+    codes = (
+        AttributeCodes.fit(h for h in histories if h.closed_ms is not None and h.closed_ms < cutoff)
+        if attributes
+        else None
+    )
+    if codes is not None and not codes.names:
+        codes = None
+    snaps = snapshots(
+        histories, workspaces=workspaces, owners=OwnerRecord.of(histories), attributes=codes
+    )
     at, closed = np.asarray(snaps.at_ms), np.asarray(snaps.closed_ms)
     train = snaps.select(list((at < cutoff) & (closed < cutoff)))
     holdout = snaps.select(list(at >= cutoff))
@@ -68,7 +87,7 @@ def split(histories: Sequence[DealHistory], holdout_days: float) -> Split:
             f"{len(holdout)} snapshots in the last {holdout_days:g} days (need {MIN_HOLDOUT}, "
             "won and lost); use a longer --holdout-days"
         )
-    return Split(train, holdout, cutoff, until, closed_deals, workspaces)
+    return Split(train, holdout, cutoff, until, closed_deals, workspaces, codes)
 
 
 @dataclass
@@ -88,8 +107,10 @@ def evaluate(
     *,
     with_close: bool = True,
     max_iter: int = 200,
+    attributes: bool = True,
 ) -> Evaluation:
-    s = split(histories, holdout_days)
+    """``attributes``: the deals' CRM attributes among the features (``AttributeCodes``)."""
+    s = split(histories, holdout_days, attributes=attributes)
     model = fit_win(s.train, max_iter=max_iter, workspaces=s.workspaces)
     rates = stage_win_rates(s.train)
     predictions = {

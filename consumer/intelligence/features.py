@@ -45,6 +45,85 @@ FEATURES: tuple[str, ...] = (
 )
 CATEGORICAL: tuple[str, ...] = ("stage", "workspace")
 NAN = float("nan")
+ATTRIBUTE_PREFIX = "attr:"
+"""A CRM attribute's feature is named this and the attribute: ``attr:segment``."""
+OTHER = 0
+"""The code of a categorical attribute's value not seen often enough in training (or never)."""
+
+
+@dataclass(frozen=True)
+class AttributeCodes:
+    """The CRM attributes a model uses as features (``DealHistory.attributes``: the columns an
+    import keeps, ``attributes.categorical`` / ``.numeric`` of its mapping), fitted on the
+    training deals only. A categorical attribute becomes ordinal codes, 1.. for its values seen
+    in at least ``min_count`` training deals (the ``max_values`` most frequent), ``OTHER`` (0)
+    for any other value, including every value first seen after training; a numeric one is
+    taken as it is. Missing stays missing."""
+
+    categorical: dict[str, dict[str, int]] = field(default_factory=dict)
+    numeric: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The features' names, in column order (categorical ones first)."""
+        return tuple(ATTRIBUTE_PREFIX + n for n in (*self.categorical, *self.numeric))
+
+    @property
+    def categorical_mask(self) -> list[bool]:
+        return [True] * len(self.categorical) + [False] * len(self.numeric)
+
+    def row(self, attributes: dict[str, str | float]) -> list[float]:
+        out = []
+        for name, codes in self.categorical.items():
+            value = attributes.get(name)
+            out.append(NAN if value is None else float(codes.get(str(value), OTHER)))
+        for name in self.numeric:
+            value = attributes.get(name)
+            out.append(
+                float(value)
+                if isinstance(value, int | float) and not isinstance(value, bool)
+                else NAN
+            )
+        return out
+
+    @classmethod
+    def fit(
+        cls,
+        training: Iterable[DealHistory],
+        *,
+        min_count: int = 10,
+        max_values: int = 50,
+        max_attributes: int = 20,
+    ) -> AttributeCodes:
+        """From the deals a model is trained on (never later ones): an attribute with any text
+        value is categorical, one with only numbers numeric; the ``max_attributes`` present on
+        the most deals, ties by name."""
+        present: dict[str, int] = {}
+        texts: dict[str, dict[str, int]] = {}
+        for h in training:
+            for name, value in h.attributes.items():
+                present[name] = present.get(name, 0) + 1
+                counts = texts.setdefault(name, {})
+                if isinstance(value, str):
+                    counts[value] = counts.get(value, 0) + 1
+        kept = sorted(present, key=lambda n: (-present[n], n))[:max_attributes]
+        categorical: dict[str, dict[str, int]] = {}
+        numeric = []
+        for name in sorted(kept):
+            counts = texts[name]
+            if not counts:
+                numeric.append(name)
+                continue
+            frequent = sorted(
+                (v for v in counts if counts[v] >= min_count), key=lambda v: (-counts[v], v)
+            )[:max_values]
+            categorical[name] = {v: i for i, v in enumerate(sorted(frequent), start=OTHER + 1)}
+        return cls(categorical, tuple(numeric))
+
+
+def feature_names(attributes: AttributeCodes | None = None) -> tuple[str, ...]:
+    """Every feature's name in column order: ``FEATURES``, then the attributes'."""
+    return FEATURES if attributes is None else FEATURES + attributes.names
 
 
 def as_of(h: DealHistory, t: int) -> DealHistory:
@@ -106,10 +185,16 @@ class OwnerRecord:
 
 
 def features_at(
-    h: DealHistory, t: int, owners: OwnerRecord, workspaces: dict[str, int]
+    h: DealHistory,
+    t: int,
+    owners: OwnerRecord,
+    workspaces: dict[str, int],
+    attributes: AttributeCodes | None = None,
 ) -> list[float]:
-    """The features of deal ``h`` seen at ``t`` (order of ``FEATURES``)."""
-    return _features(as_of(h, t), t, owners, workspaces)
+    """The features of deal ``h`` seen at ``t`` (order of ``feature_names(attributes)``)."""
+    past = as_of(h, t)
+    row = _features(past, t, owners, workspaces)
+    return row if attributes is None else row + attributes.row(past.attributes)
 
 
 def _features(
@@ -165,12 +250,14 @@ class Snapshots:
     at_ms: list[int] = field(default_factory=list)
     closed_ms: list[int] = field(default_factory=list)
     deal: list[tuple[str, str]] = field(default_factory=list)
+    attributes: AttributeCodes | None = None
+    """The CRM attributes the rows carry after ``FEATURES`` (``None``: none)."""
 
     def __len__(self) -> int:
         return len(self.won)
 
     def select(self, keep: Sequence[bool]) -> Snapshots:
-        out = Snapshots()
+        out = Snapshots(attributes=self.attributes)
         for i, k in enumerate(keep):
             if k:
                 out.X.append(self.X[i])
@@ -193,20 +280,21 @@ def snapshots(
     max_per_deal: int = 12,
     workspaces: dict[str, int] | None = None,
     owners: OwnerRecord | None = None,
+    attributes: AttributeCodes | None = None,
 ) -> Snapshots:
     """Snapshots of every closed deal: at creation + ``step_days``, + 2 x ``step_days``, ...
     while it was open (at most ``max_per_deal``, the first ones)."""
     owners = owners or OwnerRecord.of(histories)
     workspaces = workspaces if workspaces is not None else workspace_codes(histories)
     step = int(step_days * DAY_MS)
-    out = Snapshots()
+    out = Snapshots(attributes=attributes)
     for h in histories:
         if h.outcome is None or h.closed_ms is None or h.created_ms is None:
             continue
         t = h.created_ms + step
         k = 0
         while t < h.closed_ms and k < max_per_deal:
-            out.X.append(features_at(h, t, owners, workspaces))
+            out.X.append(features_at(h, t, owners, workspaces, attributes))
             out.won.append(int(h.outcome == "won"))
             out.days_to_close.append((h.closed_ms - t) / DAY_MS)
             out.at_ms.append(t)

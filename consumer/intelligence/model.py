@@ -23,7 +23,13 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.isotonic import IsotonicRegression
 from threadpoolctl import threadpool_limits
 
-from consumer.intelligence.features import CATEGORICAL, FEATURES, Snapshots
+from consumer.intelligence.features import (
+    CATEGORICAL,
+    FEATURES,
+    AttributeCodes,
+    Snapshots,
+    feature_names,
+)
 
 THREADS = 1
 """OpenMP threads of the tree fitting and prediction. One: on a small machine shared with other
@@ -33,20 +39,21 @@ COVERAGE = 0.8
 SEED = 0
 
 
-def _matrix(rows: list[list[float]]) -> NDArray[np.float64]:
-    return np.asarray(rows, dtype=float).reshape(len(rows), len(FEATURES))
+def _matrix(rows: list[list[float]], width: int = len(FEATURES)) -> NDArray[np.float64]:
+    return np.asarray(rows, dtype=float).reshape(len(rows), width)
 
 
-def _fit_matrix(rows: list[list[float]]) -> NDArray[np.float64]:
+def _fit_matrix(rows: list[list[float]], width: int = len(FEATURES)) -> NDArray[np.float64]:
     """The training matrix; a column with no value at all (an export without probabilities)
     becomes 0, which the trees then ignore (scikit-learn cannot bin an all-missing column)."""
-    x = _matrix(rows)
+    x = _matrix(rows, width)
     x[:, np.all(np.isnan(x), axis=0)] = 0.0
     return x
 
 
-def _categorical() -> list[bool]:
-    return [name in CATEGORICAL for name in FEATURES]
+def _categorical(attributes: AttributeCodes | None = None) -> list[bool]:
+    extra = [] if attributes is None else attributes.categorical_mask
+    return [name in CATEGORICAL for name in FEATURES] + extra
 
 
 def _time_split(s: Snapshots) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
@@ -66,12 +73,19 @@ class WinModel:
     close: CloseModel | None = None
     """The close-date model trained with it (``vectoros train``), for each score's P10; ``None``
     in models stored before it was (their scores have no close date)."""
+    attributes: AttributeCodes | None = None
+    """The CRM attributes among its features, as encoded in training (``None``: none, and in
+    models stored before attributes were features; ``codes`` reads both)."""
+
+    @property
+    def codes(self) -> AttributeCodes | None:
+        return getattr(self, "attributes", None)  # None in a model pickled before it had them
 
     def predict(self, rows: list[list[float]]) -> NDArray[np.float64]:
         """Calibrated probabilities of winning, one per row (batch: one call for all rows)."""
         if not rows:
             return np.zeros(0)
-        return self._predict(_matrix(rows))
+        return self._predict(_matrix(rows, len(self.features)))
 
     def _predict(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         with threadpool_limits(limits=THREADS, user_api="openmp"):
@@ -87,7 +101,7 @@ class WinModel:
         calibration map). One prediction call for every row and feature."""
         if not rows:
             return np.zeros(0), []
-        x = _matrix(rows)
+        x = _matrix(rows, len(self.features))
         n, f = x.shape
         variants = np.repeat(x[np.newaxis, :, :], f + 1, axis=0)  # (f + 1, n, f)
         for j in range(f):
@@ -118,7 +132,7 @@ class CloseModel:
         self, rows: list[list[float]]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
         """Days to close at P10, P50, P90 for each row."""
-        m = _matrix(rows)
+        m = _matrix(rows, len(self.features))
         with threadpool_limits(limits=THREADS, user_api="openmp"):
             lo = self.p10.predict(m) - self.widen
             mid = self.p50.predict(m)
@@ -138,8 +152,11 @@ def loads(blob: bytes) -> WinModel:
 def fit_win(
     train: Snapshots, max_iter: int = 200, workspaces: dict[str, int] | None = None
 ) -> WinModel:
-    """Trees on the earlier part of ``train``, isotonic calibration on the later part."""
-    x, y = _fit_matrix(train.X), np.asarray(train.won)
+    """Trees on the earlier part of ``train``, isotonic calibration on the later part; with the
+    CRM attributes the snapshots carry (``train.attributes``)."""
+    attributes = train.attributes
+    names = feature_names(attributes)
+    x, y = _fit_matrix(train.X, len(names)), np.asarray(train.won)
     fit, cal = _time_split(train)
     trees = HistGradientBoostingClassifier(
         max_iter=max_iter,
@@ -147,7 +164,7 @@ def fit_win(
         max_leaf_nodes=31,
         min_samples_leaf=40,
         l2_regularization=1.0,
-        categorical_features=_categorical(),
+        categorical_features=_categorical(attributes),
         early_stopping=False,
         random_state=SEED,
     )
@@ -156,12 +173,16 @@ def fit_win(
         raw = trees.predict_proba(x[cal])[:, 1]
     calibration = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
     calibration.fit(raw, y[cal])
-    return WinModel(trees, calibration, workspaces=dict(workspaces or {}))
+    return WinModel(
+        trees, calibration, names, workspaces=dict(workspaces or {}), attributes=attributes
+    )
 
 
 def fit_close(train: Snapshots, max_iter: int = 150) -> CloseModel:
     """Quantile trees of log days-to-close; the interval calibrated to ``COVERAGE``."""
-    x, y = _fit_matrix(train.X), np.log1p(np.asarray(train.days_to_close))
+    attributes = train.attributes
+    names = feature_names(attributes)
+    x, y = _fit_matrix(train.X, len(names)), np.log1p(np.asarray(train.days_to_close))
     fit, cal = _time_split(train)
 
     def quantile(q: float) -> HistGradientBoostingRegressor:
@@ -171,7 +192,7 @@ def fit_close(train: Snapshots, max_iter: int = 150) -> CloseModel:
             max_iter=max_iter,
             learning_rate=0.08,
             min_samples_leaf=40,
-            categorical_features=_categorical(),
+            categorical_features=_categorical(attributes),
             early_stopping=False,
             random_state=SEED,
         )
@@ -184,7 +205,7 @@ def fit_close(train: Snapshots, max_iter: int = 150) -> CloseModel:
     n = len(errors)
     level = min(1.0, math.ceil((n + 1) * COVERAGE) / max(n, 1))
     widen = float(np.quantile(errors, level)) if n else 0.0
-    return CloseModel(lo, mid, hi, widen)
+    return CloseModel(lo, mid, hi, widen, names)
 
 
 def stage_win_rates(train: Snapshots) -> dict[int, float]:

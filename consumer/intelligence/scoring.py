@@ -1,11 +1,13 @@
 """Scoring open deals with the current model: one batch call for all of them (pure), with the
-close-date P10 of the close-date model stored with it, when it has one."""
+close-date P10 of the close-date model stored with it, when it has one; and which scores are
+worth publishing to the monitor (``worth_publishing``)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from consumer.intelligence.features import OwnerRecord, features_at
 from consumer.intelligence.model import WinModel
@@ -43,7 +45,10 @@ def score_deals(
     if not deals:
         return []
     at = [(h.updated_ms or 0) + 1 if at_ms is None else at_ms for h in deals]
-    rows = [features_at(h, t, owners, model.workspaces) for h, t in zip(deals, at, strict=True)]
+    codes = getattr(model, "attributes", None)  # None in a model pickled before attributes
+    rows = [
+        features_at(h, t, owners, model.workspaces, codes) for h, t in zip(deals, at, strict=True)
+    ]
     probabilities, factors = model.explain(rows, top)
     close = getattr(model, "close", None)  # None in a model pickled before it had one
     p10: list[dt.date | None] = [None] * len(deals)
@@ -90,3 +95,51 @@ def score_event(score: DealScore) -> DealScored:
         top_factors=list(score.top_factors),
         close_p10=score.close_p10,
     )
+
+
+@dataclass(frozen=True)
+class Published:
+    """The score last published for a deal as a ``deal.scored`` event (what the monitor holds)."""
+
+    as_of: dt.datetime
+    model_version: int
+    win_probability: float
+    close_p10: dt.date | None = None
+
+
+def worth_publishing(
+    score: DealScore,
+    last: Published | None,
+    *,
+    min_points: float = 0.0,
+    min_days: int = 0,
+    rep_close: dt.date | None = None,
+) -> bool:
+    """Whether ``score`` goes to the monitor, against ``last``, the deal's last published one:
+    its first score; another model version; a probability ``min_points`` or more (0-100) from
+    the published one; a close-date P10 that appears, goes, moves ``min_days`` or more, or
+    moves across the rep's close date ``rep_close`` (what ``close_date_unrealistic`` asks).
+    With 0 for both, any change. The very score published before (a batch processed again after
+    a crash, whose output may never have reached the broker) is published again: the same
+    event, which the monitor drops if it has it; a score older than the published one never is.
+
+    So the monitor's probability may lag the model's by less than ``min_points`` points, and
+    its P10 by less than ``min_days`` days (never on the wrong side of the rep's close date)."""
+    if last is None:
+        return True
+    mine, theirs = (score.as_of, score.model_version), (last.as_of, last.model_version)
+    if mine <= theirs:
+        return mine == theirs
+    if score.model_version != last.model_version:
+        return True
+    moved = abs(score.win_probability - last.win_probability) * 100
+    if moved > 0 and moved >= min_points - 1e-9:
+        return True
+    new, old = score.close_p10, last.close_p10
+    if (new is None) != (old is None):
+        return True
+    if new is None or old is None or new == old:
+        return False
+    if abs((new - old).days) >= min_days:
+        return True
+    return rep_close is not None and (rep_close < new) != (rep_close < old)

@@ -131,9 +131,9 @@ class ConstantModel:
 
 
 async def test_only_changed_scores_go_to_deal_events(database_url: str) -> None:
-    """A score equal to the deal's stored one (same model, same probability) goes to
-    deal-scores but not to deal-events; a batch processed again after a crash publishes its
-    scores again (what it published may never have reached the broker)."""
+    """A score equal to the deal's last published one (same model, same probability) goes to
+    deal-scores but not to deal-events; a batch processed again after a crash publishes again
+    the scores it published (they may never have reached the broker), not the others."""
     from consumer.history import models
     from consumer.history.metrics import HistoryMetrics
     from consumer.history.service import HistoryHandler
@@ -162,11 +162,12 @@ async def test_only_changed_scores_go_to_deal_events(database_url: str) -> None:
         first = created("scored-1", at)
         assert await to_events([first], 0.4) == ["scored-1"]  # its first score
         assert await to_events([note], 0.4) == []  # the note left it at 40%
-        assert await to_events([note], 0.4) == ["scored-1"]  # the same batch again
+        assert await to_events([note], 0.4) == []  # the same batch again: still not
         later = note.model_copy(
             update={"event_id": "note-2", "occurred_at": at + dt.timedelta(days=2)}
         )
         assert await to_events([later], 0.3) == ["scored-1"]  # 40% -> 30%
+        assert await to_events([later], 0.3) == ["scored-1"]  # the same batch again: again
     assert registry.get_sample_value("vectoros_history_scores_to_events_total") == 3
 
 
@@ -265,3 +266,78 @@ async def test_a_tick_scores_every_open_deal_again_once_a_day(database_url: str)
             ("scored-1", day3 + dt.timedelta(days=1)),
             ("scored-2", day3 + dt.timedelta(days=1)),
         ]
+
+
+class SteeredModel(ConstantModel):
+    """A stand-in whose probability and days to the P10 close date are set between batches."""
+
+    def __init__(self) -> None:
+        super().__init__(0.4)
+        self.p10_days = 30.0
+        self.close = self  # type: ignore[assignment]
+
+    def predict(self, rows: list[Any]) -> tuple[Any, Any, Any]:
+        import numpy as np
+
+        days = np.full(len(rows), self.p10_days)
+        return days, days, days
+
+
+async def test_a_score_goes_to_the_monitor_only_when_it_matters(database_url: str) -> None:
+    """With publish_points=5 and publish_days=7, a deal's score goes to deal-events when it is
+    its first, or 5 points from the last one published, or its P10 moved 7 days from the
+    published one or across the rep's close date; every score goes to deal-scores and
+    deal_scores, with its P10, and deal_scores remembers the published one."""
+    from consumer.history import models
+    from consumer.history.metrics import HistoryMetrics
+    from consumer.history.service import HistoryHandler
+    from schemas.events import ActivityLogged
+
+    day0 = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    model = SteeredModel()
+    handler = HistoryHandler(
+        HistoryMetrics(CollectorRegistry()),
+        scores_topic="scores",
+        events_topic="events",
+        publish_points=5,
+        publish_days=7,
+    )
+    handler.model = models.StoredModel(1, "pooled", {}, model)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+
+    def note(day: int) -> ActivityLogged:
+        return ActivityLogged(
+            event_id=f"note-{day}",
+            workspace_id="ws-scores",
+            deal_id="scored-1",
+            occurred_at=day0 + dt.timedelta(days=day),
+            activity_type="note",  # type: ignore[arg-type]
+        )
+
+    async def published(event: Any, probability: float, p10: dt.date) -> bool:
+        model.probability = probability
+        model.p10_days = (p10 - event.occurred_at.date()).days + 0.5  # the P10 is that day
+        out = await handler.handle([event], stop)
+        assert sum(o.topic == "scores" for o in out) == 1  # deal-scores gets every score
+        return [o.topic for o in out if o.topic == "events"] == ["events"]
+
+    def day(n: int) -> dt.date:
+        return (day0 + dt.timedelta(days=n)).date()
+
+    async with fresh_database(database_url, "worth") as dsn, migrated_pool(dsn) as pool:
+        handler.pool = pool
+        # the rep's close date is day 30 (``created``)
+        assert await published(created("scored-1", day0), 0.40, day(25))  # its first score
+        assert not await published(note(1), 0.43, day(26))  # 3 points, 1 day
+        assert not await published(note(1), 0.43, day(26))  # the same batch again: still not
+        assert await published(note(2), 0.44, day(31))  # P10 after the rep's date now
+        assert not await published(note(3), 0.48, day(36))  # 4 points, 5 days
+        assert await published(note(4), 0.49, day(39))  # 8 days from the published P10
+        assert await published(note(4), 0.49, day(39))  # the same batch again: published again
+        assert await published(note(5), 0.40, day(40))  # 9 points down
+        assert not await published(note(6), 0.36, day(42))  # 4 points, 2 days
+        row = await pool.fetchrow("SELECT * FROM deal_scores WHERE deal_id = 'scored-1'")
+    assert row is not None
+    assert (row["win_probability"], row["close_p10"]) == (0.36, day(42))
+    assert (row["published_win_probability"], row["published_close_p10"]) == (0.40, day(40))
+    assert row["published_as_of"] == day0 + dt.timedelta(days=5)

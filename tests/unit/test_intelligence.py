@@ -201,7 +201,10 @@ def test_open_deals_are_scored_in_one_batch_with_their_top_factors() -> None:
     scores = score_deals(model, 7, histories, owners)
     assert [s.deal_id for s in scores] == [h.deal_id for h in open_deals]  # closed ones skipped
     assert score_deals(model, 7, histories, owners) == scores  # deterministic
-    rows = [features_at(h, (h.updated_ms or 0) + 1, owners, model.workspaces) for h in open_deals]
+    rows = [
+        features_at(h, (h.updated_ms or 0) + 1, owners, model.workspaces, model.codes)
+        for h in open_deals
+    ]
     assert [s.win_probability for s in scores] == pytest.approx(list(model.predict(rows)))
     # a deal in a flat stretch of the calibration map (no one feature moves it) has none
     assert sum(1 for s in scores if s.top_factors) > len(scores) / 2
@@ -210,7 +213,7 @@ def test_open_deals_are_scored_in_one_batch_with_their_top_factors() -> None:
         assert len(s.top_factors) <= 3
         effects = [abs(f.effect) for f in s.top_factors]
         assert effects == sorted(effects, reverse=True)
-        assert {f.feature for f in s.top_factors} <= set(FEATURES)
+        assert {f.feature for f in s.top_factors} <= set(model.features)
 
 
 def test_scores_carry_the_close_date_p10_of_the_close_model_stored_with_the_model() -> None:
@@ -232,8 +235,82 @@ def test_scores_carry_the_close_date_p10_of_the_close_model_stored_with_the_mode
     scores = score_deals(again, 1, histories, owners)
     assert [s.win_probability for s in scores] == [s.win_probability for s in without]
     open_deals = [h for h in histories if h.outcome is None]
-    rows = [features_at(h, (h.updated_ms or 0) + 1, owners, model.workspaces) for h in open_deals]
+    rows = [
+        features_at(h, (h.updated_ms or 0) + 1, owners, model.workspaces, model.codes)
+        for h in open_deals
+    ]
     days = close.predict(rows)[0]
     for s, d in zip(scores, days, strict=True):
         assert s.close_p10 == (s.as_of + dt.timedelta(milliseconds=1, days=float(d))).date()
         assert s.close_p10 >= s.as_of.date()
+
+
+def test_crm_attributes_are_features_encoded_on_the_training_deals_only() -> None:
+    """Categorical attributes become ordinal codes fitted on the deals closed before the
+    held-out period (a value seen only later is "other"), numeric ones are taken as they are;
+    what the held-out and open deals carry changes neither the codes nor any training row."""
+    from consumer.intelligence.evaluation import split
+    from consumer.intelligence.features import OTHER, AttributeCodes
+
+    histories = generate_histories(SMALL)
+    rng = random.Random(5)
+    for h in histories:
+        h.attributes["seats"] = float(rng.randint(1, 500))
+        h.attributes["source"] = rng.choice(["web", "referral", "event", "partner"])
+    s = split(histories, 150)
+    codes = s.attributes
+    assert codes is not None
+    assert codes.names == ("attr:segment", "attr:source", "attr:seats")
+    assert sorted(codes.categorical["segment"]) == ["Enterprise", "Mid-Market", "SMB"]
+    assert len(s.train.X[0]) == len(FEATURES) + 3
+
+    later = copy.deepcopy(histories)
+    for h in later:
+        if h.closed_ms is None or h.closed_ms >= s.holdout_from_ms:  # held out, or still open
+            h.attributes["segment"] = "Brand-new"
+            h.attributes["source"] = "Brand-new"
+            h.attributes["seats"] = 1e6
+    s2 = split(later, 150)
+    assert s2.attributes == codes
+    assert len(s2.train) == len(s.train)
+    assert all(same(a, b) for a, b in zip(s2.train.X, s.train.X, strict=True))
+    col = len(FEATURES)
+    assert {row[col] for row in s2.holdout.X} == {OTHER}  # never seen in training: other
+    assert {row[col + 2] for row in s2.holdout.X} == {1e6}
+    assert not all(same(a, b) for a, b in zip(s2.holdout.X, s.holdout.X, strict=True))
+
+    # rare values share the "other" code; a text value makes an attribute categorical
+    fitted = AttributeCodes.fit(
+        [
+            DealHistory("w", f"d{i}", attributes={"tier": "gold" if i < 10 else f"t{i}"})
+            for i in range(30)
+        ]
+    )
+    assert fitted.categorical == {"tier": {"gold": 1}}
+    assert fitted.row({"tier": "gold"}) == [1.0]
+    assert fitted.row({"tier": "t12"}) == [float(OTHER)]
+    assert math.isnan(fitted.row({})[0])
+
+
+def test_a_model_with_attributes_scores_and_explains_with_them() -> None:
+    """The simulator's segment moves the true win probability: as a feature, the model uses
+    it (a top factor of some scores), and a stored model scores with the codes it was fitted
+    with."""
+    from consumer.intelligence.scoring import score_deals
+
+    histories = generate_histories(SMALL)
+    result = evaluate(histories, holdout_days=150, max_iter=40, with_close=False)
+    model = result.model
+    assert model.features == (*FEATURES, "attr:segment")
+    without = evaluate(histories, holdout_days=150, max_iter=40, with_close=False, attributes=False)
+    assert without.model.features == FEATURES
+    assert without.model.codes is None
+    owners = OwnerRecord.of(histories)
+    scores = score_deals(loads(model.dumps()), 1, histories, owners)
+    assert any(f.feature == "attr:segment" for s in scores for f in s.top_factors)
+    # a model stored before attributes were features scores with the base features only
+    old = copy.copy(without.model)
+    old.__dict__.pop("attributes", None)
+    assert score_deals(loads(old.dumps()), 1, histories, owners) == score_deals(
+        without.model, 1, histories, owners
+    )
