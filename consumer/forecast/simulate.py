@@ -110,6 +110,9 @@ class Forecast:
     """``target`` - P50 (positive: short of it)."""
     p_reach: float | None = None
     """The share of simulations reaching the target."""
+    contributions: tuple[Contribution, ...] = ()
+    """One per open deal, in the order of the deals; they sum to ``expected`` - ``won`` (not
+    in ``to_json``)."""
 
     def to_json(self) -> dict[str, float | int | None]:
         return {
@@ -197,6 +200,34 @@ def _landings(
         yield (u >= low) & (u < high)
 
 
+def simulate(
+    deals: OpenDeals,
+    period: Period,
+    n: int,
+    rng: np.random.Generator,
+    won: float = 0.0,
+    shock_sd: float = 0.0,
+) -> tuple[FloatArray, NDArray[np.int64]]:
+    """The period revenue of each of ``n`` simulations (``won`` included), with a common
+    shock of ``shock_sd`` on every win probability (``_landings``), and per open deal the
+    number of simulations in which it lands (won and closed inside the period), counted from
+    the same draws chunk by chunk."""
+    if n < 1:
+        raise ValueError("at least one simulation")
+    out = np.full(n, float(won))
+    landed = np.zeros(len(deals), dtype=np.int64)
+    begin = 0
+    for lands in _landings(deals, period, n, rng, shock_sd):
+        rows = len(lands)
+        # a matrix-vector product: several times faster than np.where(...).sum(axis=1), which
+        # pays for the landing counts below (equal to it but for the order of the additions)
+        out[begin : begin + rows] += lands.astype(np.float64) @ deals.value
+        # bytes summed down the columns: faster than count_nonzero along axis 0
+        landed += lands.view(np.uint8).sum(axis=0, dtype=np.int32)
+        begin += rows
+    return out, landed
+
+
 def revenue_draws(
     deals: OpenDeals,
     period: Period,
@@ -205,17 +236,19 @@ def revenue_draws(
     won: float = 0.0,
     shock_sd: float = 0.0,
 ) -> FloatArray:
-    """The period revenue of each of ``n`` simulations (``won`` included), with a common
-    shock of ``shock_sd`` on every win probability (``_landings``)."""
-    if n < 1:
-        raise ValueError("at least one simulation")
-    out = np.full(n, float(won))
-    begin = 0
-    for lands in _landings(deals, period, n, rng, shock_sd):
-        rows = len(lands)
-        out[begin : begin + rows] += np.where(lands, deals.value, 0.0).sum(axis=1)
-        begin += rows
-    return out
+    """The period revenue of each of ``n`` simulations (``simulate`` without the counts)."""
+    return simulate(deals, period, n, rng, won, shock_sd)[0]
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One open deal's part in a forecast, from the same simulations."""
+
+    deal_id: str
+    p_land: float
+    """The share of simulations in which it is won and closes inside the period."""
+    expected: float
+    """``p_land`` * its value: what it adds to the expected revenue of the period."""
 
 
 @dataclass(frozen=True)
@@ -297,7 +330,11 @@ def forecast(
 ) -> Forecast:
     """The period's forecast from the open ``deals`` and the revenue ``won`` so far; with
     ``shock_sd`` > 0, a common shock on the win probabilities per simulation (``_landings``)."""
-    draws = revenue_draws(deals, period, n, rng, won, shock_sd)
+    draws, landed = simulate(deals, period, n, rng, won, shock_sd)
+    p_land = landed / n
+    contributions = tuple(
+        map(Contribution, deals.ids, p_land.tolist(), (p_land * deals.value).tolist())
+    )
     p10, p50, p90 = (float(q) for q in np.quantile(draws, [0.1, 0.5, 0.9]))
     expected_in = (deals.close_p50 >= period.start) & (deals.close_p50 < period.end)
     value = np.where(expected_in, deals.value, 0.0)
@@ -327,4 +364,5 @@ def forecast(
         coverage=coverage,
         gap=gap,
         p_reach=p_reach,
+        contributions=contributions,
     )

@@ -303,3 +303,34 @@ def test_the_shock_spread_is_the_relative_standard_error_of_the_value_win_rate()
     lumpy = rates([1.0] * 19 + [50.0], [1.0] * 79 + [50.0]).shock_sd
     assert lumpy > 2 * math.sqrt(0.8 / 20)
     assert rates([], [1.0]).shock_sd == rates([1.0], []).shock_sd == DEFAULT_SHOCK_SD
+
+
+def test_each_deal_contributes_its_landing_share_times_its_value() -> None:
+    """No common shock: a deal lands with probability p * P(close in period); P10 10, P50 20,
+    P90 30 days (linear quantiles) and a period [0, 20) give 0.5 of the close dates, [15, 25)
+    gives 0.4 (0.3 to 0.7). The contributions are counted from the very draws of the forecast,
+    so they sum to its expected revenue minus what was already won."""
+    pipe = deals([1000.0, 400.0, 250.0, 90.0], [0.8, 0.5, 1.0, 0.0], [20.0] * 4, spread=10.0)
+    for period, share in ((Period(0, 20), 0.5), (Period(15, 25), 0.4), (Period(40, 50), 0.0)):
+        result = forecast(pipe, period, np.random.default_rng(11), won=5000.0, n=N)
+        assert [c.deal_id for c in result.contributions] == ["d0", "d1", "d2", "d3"]
+        for c, p, value in zip(result.contributions, pipe.probability, pipe.value, strict=True):
+            landing = p * share
+            assert abs(c.p_land - landing) <= tolerance(landing) + 1e-12
+            assert c.expected == pytest.approx(c.p_land * value)
+        total = sum(c.expected for c in result.contributions)
+        assert total == pytest.approx(result.expected - 5000.0, rel=1e-9, abs=1e-6)
+    assert forecast(deals([], [], []), Period(0, 20), np.random.default_rng(1)).contributions == ()
+
+
+def test_contributions_come_from_the_shocked_draws_too_and_stay_bounded_by_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a common shock and chunks of a few simulations, the contributions still sum to the
+    expected revenue beyond what was won (same draws, counted chunk by chunk)."""
+    monkeypatch.setattr(simulate, "CHUNK_CELLS", 7)
+    pipe = deals([10.0, 20.0, 30.0], [0.3, 0.6, 0.9], [5.0, 10.0, 50.0], spread=4.0)
+    result = forecast(pipe, Period(0, 30), np.random.default_rng(5), won=1.0, n=999, shock_sd=0.4)
+    assert sum(c.expected for c in result.contributions) == pytest.approx(result.expected - 1.0)
+    assert result.contributions[2].p_land == 0.0  # closes after the period in every draw
+    assert 0 < result.contributions[0].p_land < result.contributions[1].p_land
