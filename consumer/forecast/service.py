@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
@@ -55,6 +56,21 @@ ON CONFLICT (workspace_id, scope, period, as_of) DO UPDATE SET
     best_case = EXCLUDED.best_case, pipeline = EXCLUDED.pipeline, target = EXCLUDED.target,
     coverage = EXCLUDED.coverage, gap = EXCLUDED.gap, p_reach_target = EXCLUDED.p_reach_target,
     probabilities = EXCLUDED.probabilities
+"""
+
+# Each deal's contribution to the latest workspace-level forecast of a period: the rows of a
+# (workspace, period) are replaced by a forecast at least as recent as any stored for it, in the
+# transaction of its forecasts row; the advisory lock orders concurrent runs of the same period.
+_CONTRIB_LOCK = "SELECT pg_advisory_xact_lock(hashtext('forecast_contributions'), hashtext($1))"
+_LATEST_AS_OF = """
+SELECT max(as_of) FROM forecasts WHERE workspace_id = $1 AND scope = 'workspace' AND period = $2
+"""
+_CONTRIB_CLEAR = "DELETE FROM forecast_contributions WHERE workspace_id = $1 AND period = $2"
+_CONTRIB_INSERT = """
+INSERT INTO forecast_contributions (workspace_id, period, deal_id, as_of, p_land, expected)
+SELECT $1, $2, c.deal_id, $3, c.p_land, c.expected
+  FROM unnest($4::text[], $5::double precision[], $6::double precision[])
+       AS c(deal_id, p_land, expected)
 """
 
 
@@ -235,8 +251,53 @@ def forecast_workspaces(
 
 
 async def store(db: PgPool | PgConnection, forecasts: Sequence[WorkspaceForecast]) -> None:
-    """Upsert each forecast's row of ``forecasts``."""
-    await db.executemany(
+    """Upsert each forecast's row of ``forecasts`` and, for each workspace-level forecast that
+    is the latest of its workspace and period (no stored one has a later as-of), replace the
+    period's ``forecast_contributions`` with its deals' contributions; all in one
+    transaction."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            await _store(conn, forecasts)
+    else:
+        await _store(db, forecasts)
+    for f in forecasts:
+        logger.info(
+            "forecast %s %s as of %s: P50 %.0f (P10 %.0f, P90 %.0f), %d open deals",
+            f.workspace_id,
+            f.period.name,
+            f.as_of.isoformat(),
+            f.result.p50,
+            f.result.p10,
+            f.result.p90,
+            f.result.open_deals,
+        )
+
+
+async def _store(conn: PgConnection, forecasts: Sequence[WorkspaceForecast]) -> None:
+    workspace_level = [f for f in forecasts if f.scope == WORKSPACE_SCOPE]
+    async with conn.transaction():
+        for key in sorted({f"{f.workspace_id}/{f.period.name}" for f in workspace_level}):
+            await conn.execute(_CONTRIB_LOCK, key)
+        await _upsert(conn, forecasts)
+        for f in workspace_level:
+            latest = await conn.fetchval(_LATEST_AS_OF, f.workspace_id, f.period.name)
+            if latest is not None and latest > f.as_of:
+                continue  # an older as-of: the stored contributions stay
+            contributions = f.result.contributions
+            await conn.execute(_CONTRIB_CLEAR, f.workspace_id, f.period.name)
+            await conn.execute(
+                _CONTRIB_INSERT,
+                f.workspace_id,
+                f.period.name,
+                f.as_of,
+                [c.deal_id for c in contributions],
+                [c.p_land for c in contributions],
+                [c.expected for c in contributions],
+            )
+
+
+async def _upsert(conn: PgConnection, forecasts: Sequence[WorkspaceForecast]) -> None:
+    await conn.executemany(
         _UPSERT,
         [
             (
@@ -267,17 +328,6 @@ async def store(db: PgPool | PgConnection, forecasts: Sequence[WorkspaceForecast
             for f in forecasts
         ],
     )
-    for f in forecasts:
-        logger.info(
-            "forecast %s %s as of %s: P50 %.0f (P10 %.0f, P90 %.0f), %d open deals",
-            f.workspace_id,
-            f.period.name,
-            f.as_of.isoformat(),
-            f.result.p50,
-            f.result.p10,
-            f.result.p90,
-            f.result.open_deals,
-        )
 
 
 def to_contract(f: WorkspaceForecast) -> DealForecast:

@@ -145,6 +145,58 @@ async def test_forecast_run_uses_what_was_known_then_and_stores_one_row_per_work
     assert rows[0]["weighted_pipeline"] == pytest.approx(1700.0)
 
 
+_CONTRIBUTIONS = """
+SELECT workspace_id, period, deal_id, as_of, p_land, expected FROM forecast_contributions
+ORDER BY workspace_id, period, deal_id
+"""
+
+
+async def test_forecast_run_stores_each_deals_contribution_to_the_latest_workspace_forecast(
+    forecast_dsn: str, pool: PgPool
+) -> None:
+    async with pool.acquire() as conn:
+        await store.upsert_histories(conn, HISTORY)
+    feb1, feb10 = (dt.datetime(2026, 2, d, tzinfo=dt.UTC) for d in (1, 10))
+
+    done = run(
+        [*ARGS, "--seed", "3", "--simulations", "4000", "--json", "--by", "owner"], forecast_dsn
+    )
+    assert done.returncode == 0, done.stderr
+    acme = json.loads(done.stdout)[0]
+    assert acme["scope"] == "workspace"
+    rows = await pool.fetch(_CONTRIBUTIONS)
+    # the deals open at the as-of time, workspace level only (the owner forecast adds none)
+    assert [(r["workspace_id"], r["period"], r["deal_id"], r["as_of"]) for r in rows] == [
+        ("acme", "2026-Q1", "half", feb1),
+        ("acme", "2026-Q1", "later", feb1),
+        ("beta", "2026-Q1", "small", feb1),
+    ]
+    half, later, _ = rows
+    assert (later["p_land"], later["expected"]) == (1.0, 500.0)  # certain, inside the quarter
+    assert abs(half["p_land"] - 0.5) <= 4 * math.sqrt(0.25 / 4000)
+    assert half["expected"] == pytest.approx(1000.0 * half["p_land"])
+    assert half["expected"] + later["expected"] == pytest.approx(acme["expected"] - acme["won"])
+
+    # an older as-of (three deals open then) changes nothing
+    older = run(["forecast", "run", "--as-of", "2026-01-15", "--period", "2026-Q1"], forecast_dsn)
+    assert older.returncode == 0, older.stderr
+    assert await pool.fetchval("SELECT count(*) FROM forecasts WHERE as_of < $1", feb1) == 2
+    assert [tuple(r) for r in await pool.fetch(_CONTRIBUTIONS)] == [tuple(r) for r in rows]
+
+    # a newer one replaces the period's rows of its workspace only
+    newer = run(
+        ["forecast", "run", "--as-of", "2026-02-10", "--period", "2026-Q1", "--workspace", "acme"],
+        forecast_dsn,
+    )
+    assert newer.returncode == 0, newer.stderr
+    after = await pool.fetch(_CONTRIBUTIONS)
+    assert [(r["workspace_id"], r["deal_id"], r["as_of"]) for r in after] == [
+        ("acme", "half", feb10),
+        ("acme", "later", feb10),
+        ("beta", "small", feb1),
+    ]
+
+
 async def test_forecast_run_rejects_a_bad_period_and_an_as_of_after_it(forecast_dsn: str) -> None:
     bad = run(["forecast", "run", "--as-of", "2026-02-01", "--period", "2026-Q7"], forecast_dsn)
     assert bad.returncode == 2
