@@ -201,6 +201,20 @@ _SCHEMAS: dict[str, Any] = {
             "deal_id": _STR,
             "deal": {"type": ["object", "null"], "description": "From the deal history."},
             "score": {"type": ["object", "null"], "description": "The current model's score."},
+            "forecast": {
+                "type": "array",
+                "description": "Its part in the latest workspace forecast of each period (by "
+                "period; empty when none): the share of the simulations in which it is won and "
+                "closes inside the period, and that share times its value.",
+                "items": _obj(
+                    {
+                        "period": _STR,
+                        "as_of": _TIME,
+                        "p_land": {"type": "number", "minimum": 0, "maximum": 1},
+                        "expected": _NUM,
+                    }
+                ),
+            },
             "insights": {
                 "type": "array",
                 "items": _obj(
@@ -412,7 +426,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/deals/{deal_id}": _get(
             "getDeal",
-            "One deal: its history, score, insights with their lifecycle, and its timeline.",
+            "One deal: its history, score, forecast contribution, insights with their "
+            "lifecycle, and its timeline.",
             "Deal",
             [_path("deal_id", "The deal id.")],
             (400, 401, 403, 404, 429),

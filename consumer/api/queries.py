@@ -121,6 +121,13 @@ SELECT as_of, model_version, win_probability, rep_probability, stage, top_factor
 FROM deal_scores WHERE workspace_id = $1 AND deal_id = $2
 """
 
+# The deal's part in the latest workspace-level forecast of each period (forecast_contributions)
+_DEAL_FORECAST_SQL = """
+SELECT period, as_of, p_land, expected
+FROM forecast_contributions WHERE workspace_id = $1 AND deal_id = $2
+ORDER BY period
+"""
+
 _FORECASTS_SQL = """
 SELECT scope, period, as_of, period_start, period_end, computed_at, simulations, open_deals,
        won, p10, p50, p90, expected, weighted_pipeline, commit, best_case, pipeline, target,
@@ -276,14 +283,16 @@ class PgApiStore:
 
     async def deal(self, workspace: str, deal_id: str) -> dict[str, Any] | None:
         """The deal as the history knows it, its latest events, its insights with their
-        lifecycle steps, its score, and one timeline of both (latest first); None when
-        neither the history nor the insights know the deal."""
+        lifecycle steps, its score, its contribution to the latest forecast of each period, and
+        one timeline of events and insights (latest first); None when neither the history nor
+        the insights know the deal."""
         async with self._pool.acquire() as conn:
             head = await conn.fetchrow(_DEAL_SQL, workspace, deal_id)
             events = await conn.fetch(_DEAL_EVENTS_SQL, workspace, deal_id, DEAL_EVENTS_MAX)
             insights = await conn.fetch(_DEAL_INSIGHTS_SQL, workspace, deal_id)
             steps = await conn.fetch(_DEAL_STEPS_SQL, workspace, deal_id)
             score = await conn.fetchrow(_DEAL_SCORE_SQL, workspace, deal_id)
+            contributions = await conn.fetch(_DEAL_FORECAST_SQL, workspace, deal_id)
         if head is None and not insights and not events:
             return None
         by_insight: dict[str, list[dict[str, Any]]] = {}
@@ -328,6 +337,7 @@ class PgApiStore:
             "deal_id": deal_id,
             "deal": None if head is None else _row(head),
             "score": None if score is None else _row(score),
+            "forecast": [_row(c) for c in contributions],
             "insights": [
                 {**_row(i), "history": by_insight.get(i["insight_id"], [])} for i in insights
             ],

@@ -93,6 +93,11 @@ async def served(
                     {"feature": "activities_14d", "effect": 0.05},
                 ],
             )
+            await pool.execute(
+                "INSERT INTO forecast_contributions (workspace_id, period, deal_id, as_of,"
+                " p_land, expected) VALUES ('ws-a', '2026-Q4', 'd1', $1, 0.62, 12400)",
+                dt.datetime(2026, 11, 8, tzinfo=dt.UTC),
+            )
         settings = ApiSettings(
             kafka_bootstrap_servers=kafka_bootstrap,
             kafka_idempotence="off",
@@ -201,6 +206,9 @@ async def test_the_monday_morning_view_follows_the_topic(
     factors = await page.text_content("#deal-factors") or ""
     assert "days in stage: \u221220 points" in factors  # a minus sign
     assert "activities 14d: +5 points" in factors
+    part = await page.text_content("#deal-forecast") or ""
+    assert "62 % to be won within 2026-Q4; adds" in part
+    assert "12,400 to its expected revenue" in part
     await page.screenshot(path=str(artifacts / "dashboard-drawer-1280.png"))
     await page.keyboard.press("Escape")
     await page.wait_for_selector("#drawer", state="hidden", timeout=WAIT_MS)

@@ -132,6 +132,12 @@ async def seed(pool: PgPool) -> None:
             dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
             p50,
         )
+    # ws-a's d1 in two periods' latest forecasts; ws-b's d1 in none
+    await pool.executemany(
+        "INSERT INTO forecast_contributions (workspace_id, period, deal_id, as_of, p_land,"
+        " expected) VALUES ('ws-a', $1, 'd1', $2, $3, $4)",
+        [("2027-Q1", NOW, 0.3, 6000.0), ("2026-Q4", NOW, 0.62, 12_400.0)],
+    )
     await pool.execute(
         "INSERT INTO insight_acks (insight_id, state, actor) VALUES ('ws-a-d2-stale_deal',"
         " 'acknowledged', 'ada')"
@@ -298,6 +304,10 @@ async def test_one_deal_with_its_timeline(api: tuple[httpx.AsyncClient, dict[str
     deal = answer.json()
     assert deal["deal"]["title"] == "Deal 1"
     assert deal["score"]["win_probability"] == pytest.approx(0.31)
+    assert deal["forecast"] == [
+        {"period": "2026-Q4", "as_of": NOW.isoformat(), "p_land": 0.62, "expected": 12_400.0},
+        {"period": "2027-Q1", "as_of": NOW.isoformat(), "p_land": 0.3, "expected": 6000.0},
+    ]
     assert {i["rule"] for i in deal["insights"]} == set(RULES)
     steps = {(i["rule"], s["lifecycle"]) for i in deal["insights"] for s in i["history"]}
     assert ("stale_deal", "raised") in steps
@@ -408,6 +418,8 @@ async def test_a_token_of_b_sees_nothing_of_a(
     if path == "/api/v1/deals/d1":  # both have a d1: each sees its own
         assert of_a.json()["score"] is not None
         assert of_b.json()["score"] is None
+        assert len(of_a.json()["forecast"]) == 2
+        assert of_b.json()["forecast"] == []
         assert {i["insight_id"][:4] for i in of_b.json()["insights"]} == {"ws-b"}
     if path == "/api/v1/forecasts":
         assert [f["p50"] for f in of_b.json()["items"]] == [7.0]

@@ -601,6 +601,22 @@ async function openDeal(dealId, opener) {
   }
   $("deal-score").hidden = !score || !(score.top_factors || []).length;
 
+  // its part in the latest forecast of each period: won and closed inside it in p_land of the
+  // simulations, adding p_land x value to the period's expected revenue
+  const forecast = $("deal-forecast");
+  forecast.replaceChildren();
+  for (const part of deal.forecast || []) {
+    forecast.append(
+      el(
+        "li",
+        {},
+        `${pct(part.p_land)} to be won within ${part.period}; adds ${money(part.expected, info.currency)} to its expected revenue `,
+        el("span", { class: "hint" }, `(forecast as of ${when(part.as_of)})`),
+      ),
+    );
+  }
+  $("deal-forecast-box").hidden = !(deal.forecast || []).length;
+
   const insights = $("deal-insights");
   insights.replaceChildren();
   for (const insight of deal.insights) {
