@@ -24,6 +24,7 @@ from aiokafka import TopicPartition
 from bench.data import START_MS, deal_states, partition_for
 from bench.env import Record, Session, cache_dir, load
 from consumer.changelog import META_KEY, VERSION, encode_deal, encode_meta, restore
+from consumer.deal_codec import FORMAT
 from consumer.monitor.restore import restore_partitions
 from consumer.partition import PartitionState
 from consumer.restore import gc_paused, read_partition
@@ -46,8 +47,9 @@ class RestoreSetup:
 
 def changelog_records(deals: int, partitions: int, clock: int) -> dict[int, list[Record]]:
     """The encoded changelog, per partition (cached on disk: encoding is not what is measured)."""
-    # named after the changelog format: a cache of another format would measure that one
-    path = cache_dir() / f"changelog-v{VERSION}-{deals}-p{partitions}.pickle"
+    # named after the changelog's and the packed deal's formats: a cache of another format would
+    # measure its upgrade on restore, not the restore
+    path = cache_dir() / f"changelog-v{VERSION}-d{FORMAT}-{deals}-p{partitions}.pickle"
     if path.exists():
         with path.open("rb") as f:
             cached: dict[int, list[Record]] = pickle.load(f)  # our own cache file
