@@ -80,6 +80,19 @@ async def run_demo(
             with console.status("Starting the monitor and the sink (joining their groups)"):
                 while not (pipeline.monitor.ready() and pipeline.sink is not None):  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
+                # the API starts beside them: wait for its address a while, never block on it
+                api_deadline = time.monotonic() + 30
+                while s.run_api and pipeline.api_url is None:
+                    if time.monotonic() > api_deadline:
+                        break
+                    await asyncio.sleep(0.1)
+            if pipeline.api_url is not None:
+                console.print(
+                    f"Dashboard while it runs: {pipeline.api_url} (it asks for a token: "
+                    "`vectoros tokens create --workspace <id>`; with --keep the demo prints "
+                    "ready links and keeps running)",
+                    soft_wrap=True,
+                )
             speedup = spec.days * 86_400 / seconds if seconds > 0 else 0.0
             with Progress(
                 TextColumn("[bold]{task.description}"),

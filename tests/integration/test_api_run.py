@@ -102,6 +102,7 @@ async def test_demo_keep_prints_dashboard_links_and_runs_until_ctrl_c(tmp_path: 
             await asyncio.sleep(0.2)
         text = out_path.read_text()
         assert "cycle report" in text
+        assert re.search(r"Dashboard while it runs: http://\S+/", text), text  # any demo says it
         links = re.findall(r"(ws-\S+): (http://\S+/)#token=(vos_\S+)", text)
         assert len(links) == 2, text
         async with httpx.AsyncClient(timeout=WAIT_LIMIT) as client:
