@@ -50,6 +50,16 @@ class OAuthClient:
     """Sent with a refresh when set (Microsoft identity platform asks for it)."""
 
 
+class PushRejected(Exception):
+    """A push or notification that is not from one of our subscriptions or channels
+    (``reason``: bad_token, bad_body, bad_state, bad_client_state, ...); answered 4xx, nothing
+    is read from the provider."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def revoked(exc: BaseException) -> bool:
     """The refresh was refused with ``invalid_grant``: the user revoked our access (or the
     refresh token expired); only a new consent helps, so retrying is pointless."""

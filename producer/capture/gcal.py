@@ -48,6 +48,7 @@ from typing import Any, Protocol
 import httpx
 
 from producer.capture.api import ApiClient, ApiError, PushEndpoint, error_code, revoked
+from producer.capture.api import PushRejected as PushRejected
 from producer.capture.matcher import CapturedMeeting, Matcher, address, meeting_status
 from producer.capture.store import CaptureStore, Channel
 from schemas.events import DealEvent
@@ -65,14 +66,6 @@ _RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 
 class Gone(ApiError):
     """410: the sync token expired (or was invalidated): a full sync is needed."""
-
-
-class PushRejected(Exception):
-    """A notification that is not from one of our channels (``reason``: bad_token, bad_state)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def channel_token(secret: str, channel_id: str) -> str:

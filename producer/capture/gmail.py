@@ -43,6 +43,7 @@ import httpx
 import orjson
 
 from producer.capture.api import ApiClient, ApiError, OAuthClient, PushEndpoint, revoked
+from producer.capture.api import PushRejected as PushRejected
 from producer.capture.api import retry_after_seconds as retry_after_seconds
 from producer.capture.matcher import CapturedEmail, Matcher, address
 from producer.capture.store import CaptureStore, Channel
@@ -71,14 +72,6 @@ GmailError = ApiError
 
 class NotFound(ApiError):
     """404: for ``history.list`` the start history id is too old (expired)."""
-
-
-class PushRejected(Exception):
-    """A push that is not from our subscription (``reason``: bad_token or bad_body)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ import httpx
 import orjson
 
 from producer.capture.api import ApiClient, ApiError, OAuthClient, PushEndpoint, error_code, revoked
+from producer.capture.api import PushRejected as PushRejected
 from producer.capture.matcher import (
     CapturedEmail,
     CapturedMeeting,
@@ -94,12 +95,6 @@ def graph_oauth(client_id: str, client_secret: str, token_url: str = TOKEN_URL) 
 
 class ResyncRequired(ApiError):
     """The delta link is no longer valid: the feed must start again."""
-
-
-class PushRejected(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def client_state(secret: str, user_id: str) -> str:
