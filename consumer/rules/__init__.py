@@ -12,7 +12,7 @@ functions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from consumer.rules import fused
 from consumer.rules.base import Finding, Rule
@@ -27,11 +27,14 @@ __all__ = [
     "BY_NAME",
     "RULES",
     "Finding",
+    "Plan",
     "Rule",
     "assess",
+    "assess_score",
     "evaluate",
     "fired",
     "next_deadline",
+    "plan",
 ]
 
 
@@ -40,16 +43,40 @@ Rest = tuple[tuple[str | None, tuple[tuple[Rule[Any], Any], ...]], ...]
 first field they need (``Rule.needs``): a group is skipped at once on a deal without it."""
 
 
-def _split(th: RuleThresholds) -> tuple[fused.Limits, Rest]:
-    """The fused pass's limits and the other rules (once per ``th``)."""
-    lim = fused.Limits.of(th)
+class Plan(NamedTuple):
+    """How to evaluate every registered rule for one ``RuleThresholds``, worked out once
+    (``plan``): the fused pass's limits, the other rules, and the rules that read the model's
+    score (what a ``deal.scored`` event can change, ``assess_score``)."""
+
+    lim: fused.Limits
+    rest: Rest
+    score_rules: tuple[tuple[Rule[Any], Any], ...]
+    score_names: frozenset[RuleName]
+
+
+def plan(th: RuleThresholds) -> Plan:
+    """``th``'s ``Plan`` (built on first use, then kept in ``th.cache``)."""
+    found: Plan | None = th.cache.get("plan")
+    if found is not None:
+        return found
     groups: dict[str | None, list[tuple[Rule[Any], Any]]] = {}
     for r, t in th.checks:
         if r.name not in fused.COVERS:
             groups.setdefault(r.needs[0] if r.needs else None, []).append((r, t))
-    rest: Rest = tuple((field, tuple(rules)) for field, rules in groups.items())
-    th.cache["split"] = out = (lim, rest)
+    scoring = tuple((r, t) for r, t in th.checks if SCORE in r.needs)
+    th.cache["plan"] = out = Plan(
+        fused.Limits.of(th),
+        tuple((field, tuple(rules)) for field, rules in groups.items()),
+        scoring,
+        frozenset(r.name for r, _ in scoring),
+    )
     return out
+
+
+SCORE = "score"
+"""The ``DealState`` field a ``deal.scored`` event changes, and the only one: a rule reads it
+only if it lists it in ``Rule.needs`` (proven for every rule by
+``tests/unit/test_rules_registry.py``)."""
 
 
 def _ready(deal: DealState, field: str | None) -> bool:
@@ -58,24 +85,16 @@ def _ready(deal: DealState, field: str | None) -> bool:
 
 def fired(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Priority]:
     """What fires, and how badly (no numbers)."""
-    lim, rest = th.cache.get("split") or _split(th)
-    out = fused.assess(deal, now, lim)[0]
-    for field, rules in rest:
-        if _ready(deal, field):
-            for rule, t in rules:
-                finding = rule.check(deal, now, t)
-                if finding is not None:
-                    out[rule.name] = finding.priority
-    return out
+    return assess(deal, now, th)[0]
 
 
 def assess(
     deal: DealState, now: int, th: RuleThresholds
 ) -> tuple[dict[RuleName, Priority], int | None]:
     """``fired`` and ``next_deadline`` at once: the hot path (one pass over the fused rules)."""
-    lim, rest = th.cache.get("split") or _split(th)
-    out, best = fused.assess(deal, now, lim)
-    for field, rules in rest:
+    p = th.cache.get("plan") or plan(th)
+    out, best = fused.assess(deal, now, p.lim)
+    for field, rules in p.rest:
         if field is None or getattr(deal, field) is not None:  # else none fires (``Rule.needs``)
             for rule, t in rules:
                 finding = rule.check(deal, now, t)
@@ -85,6 +104,31 @@ def assess(
                 if due is not None and (best is None or due < best):
                     best = due
     return out, best
+
+
+def assess_score(
+    deal: DealState, now: int, th: RuleThresholds, due: int | None
+) -> tuple[dict[RuleName, Priority], int | None]:
+    """``assess`` after a ``deal.scored`` event, when only the score changed since the deal's
+    last evaluation and the clock has not reached that evaluation's deadline ``due`` (the
+    caller checks both): every rule that does not read the score still gives what it gave
+    then, which is what the deal's open insights hold (``reconcile`` keeps a rule open exactly
+    while it fires, at a priority at least the one it fires at: the same again changes
+    nothing). So only the score's rules run. The deadline is the earlier of ``due`` and
+    theirs: never later than ``assess``'s (earlier only costs one more evaluation)."""
+    p = th.cache.get("plan") or plan(th)
+    names = p.score_names
+    out = {o.rule: o.priority for o in deal.open if o.rule not in names}
+    if deal.score is None:
+        return out, due
+    for rule, t in p.score_rules:
+        finding = rule.check(deal, now, t)
+        if finding is not None:
+            out[rule.name] = finding.priority
+        d = rule.deadline(deal, now, t)
+        if d is not None and (due is None or d < due):
+            due = d
+    return out, due
 
 
 def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Finding]:
@@ -99,9 +143,9 @@ def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Fi
 
 def next_deadline(deal: DealState, now: int, th: RuleThresholds) -> int | None:
     """The earliest instant after ``now`` at which a rule's answer may change by time alone."""
-    lim, rest = th.cache.get("split") or _split(th)
-    best = fused.assess(deal, now, lim)[1]
-    for field, rules in rest:
+    p = th.cache.get("plan") or plan(th)
+    best = fused.assess(deal, now, p.lim)[1]
+    for field, rules in p.rest:
         if not _ready(deal, field):
             continue
         for rule, t in rules:
