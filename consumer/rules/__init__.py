@@ -38,18 +38,13 @@ __all__ = [
 ]
 
 
-Rest = tuple[tuple[str | None, tuple[tuple[Rule[Any], Any], ...]], ...]
-"""The registered rules the fused pass does not cover, with their thresholds, grouped by the
-first field they need (``Rule.needs``): a group is skipped at once on a deal without it."""
-
-
 class Plan(NamedTuple):
     """How to evaluate every registered rule for one ``RuleThresholds``, worked out once
     (``plan``): the fused pass's limits, the other rules, and the rules that read the model's
     score (what a ``deal.scored`` event can change, ``assess_score``)."""
 
     lim: fused.Limits
-    rest: Rest
+    """The fused pass's limits, with every other rule (``Limits.rest``)."""
     score_rules: tuple[tuple[Rule[Any], Any], ...]
     score_names: frozenset[RuleName]
 
@@ -64,9 +59,9 @@ def plan(th: RuleThresholds) -> Plan:
         if r.name not in fused.COVERS:
             groups.setdefault(r.needs[0] if r.needs else None, []).append((r, t))
     scoring = tuple((r, t) for r, t in th.checks if SCORE in r.needs)
+    rest = tuple((field, tuple(rules)) for field, rules in groups.items())
     th.cache["plan"] = out = Plan(
-        fused.Limits.of(th),
-        tuple((field, tuple(rules)) for field, rules in groups.items()),
+        fused.Limits.of(th, rest),
         scoring,
         frozenset(r.name for r, _ in scoring),
     )
@@ -79,10 +74,6 @@ only if it lists it in ``Rule.needs`` (proven for every rule by
 ``tests/unit/test_rules_registry.py``)."""
 
 
-def _ready(deal: DealState, field: str | None) -> bool:
-    return field is None or getattr(deal, field) is not None
-
-
 def fired(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Priority]:
     """What fires, and how badly (no numbers)."""
     return assess(deal, now, th)[0]
@@ -92,18 +83,7 @@ def assess(
     deal: DealState, now: int, th: RuleThresholds
 ) -> tuple[dict[RuleName, Priority], int | None]:
     """``fired`` and ``next_deadline`` at once: the hot path (one pass over the fused rules)."""
-    p = th.cache.get("plan") or plan(th)
-    out, best = fused.assess(deal, now, p.lim)
-    for field, rules in p.rest:
-        if field is None or getattr(deal, field) is not None:  # else none fires (``Rule.needs``)
-            for rule, t in rules:
-                finding = rule.check(deal, now, t)
-                if finding is not None:
-                    out[rule.name] = finding.priority
-                due = rule.deadline(deal, now, t)
-                if due is not None and (best is None or due < best):
-                    best = due
-    return out, best
+    return fused.assess(deal, now, (th.cache.get("plan") or plan(th)).lim)
 
 
 def assess_score(
@@ -143,16 +123,7 @@ def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Fi
 
 def next_deadline(deal: DealState, now: int, th: RuleThresholds) -> int | None:
     """The earliest instant after ``now`` at which a rule's answer may change by time alone."""
-    p = th.cache.get("plan") or plan(th)
-    best = fused.assess(deal, now, p.lim)[1]
-    for field, rules in p.rest:
-        if not _ready(deal, field):
-            continue
-        for rule, t in rules:
-            due = rule.deadline(deal, now, t)
-            if due is not None and (best is None or due < best):
-                best = due
-    return best
+    return assess(deal, now, th)[1]
 
 
 def _finder(name: RuleName) -> Any:

@@ -4,8 +4,9 @@ next deadline at once (stale_deal with its hold-off by a scheduled meeting): the
 
 Not the definition of any rule: each rule's module is. ``tests/unit/test_rules_registry.py``
 proves this pass equal to the modules' ``check`` and ``deadline`` on random deals and thresholds
-(hypothesis). A rule added to the registry needs nothing here: ``consumer.rules`` runs every rule
-not in ``COVERS`` through its own functions.
+(hypothesis). A rule added to the registry needs nothing here: every rule not in ``COVERS`` runs
+at the end of the pass through its own ``check`` and ``deadline`` (``Limits.rest``, built by
+``consumer.rules.plan``), a group of them skipped at once on a deal missing the field they need.
 
 velocity_drop reads the activity history once: a deal with fewer activities kept than the
 baseline minimum costs one byte sum; otherwise the window and baseline counts are taken in one
@@ -16,8 +17,9 @@ longer fire.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from consumer.rules.base import Rule
 from consumer.rules.catalog import (
     close_date_passed,
     close_date_pressure,
@@ -33,6 +35,10 @@ from schemas.insights import Priority, RuleName
 
 if TYPE_CHECKING:  # consumer.thresholds imports the registry
     from consumer.thresholds import RuleThresholds
+
+Rest = tuple[tuple[str | None, tuple[tuple[Rule[Any], Any], ...]], ...]
+"""The registered rules the fused pass does not cover, with their thresholds, grouped by the
+first field they need (``Rule.needs``): a group is skipped at once on a deal without it."""
 
 _STALE, _STUCK, _LOWP, _HVAR, _PRESS, _PASSED, _VELOCITY = (
     RuleName.STALE_DEAL,
@@ -72,9 +78,11 @@ class Limits(NamedTuple):
     velocity_ratio: float
     velocity_min: int
     velocity_high_value: float
+    rest: Rest = ()
+    """The registered rules this pass does not cover, run at its end (``consumer.rules``)."""
 
     @classmethod
-    def of(cls, th: RuleThresholds) -> Limits:
+    def of(cls, th: RuleThresholds, rest: Rest = ()) -> Limits:
         st = th.of(stale_deal.RULE)
         su = th.of(stuck_in_stage.RULE)
         lp = th.of(low_probability.RULE)
@@ -103,6 +111,7 @@ class Limits(NamedTuple):
             velocity_ratio=vd.velocity_drop_ratio,
             velocity_min=vd.velocity_min_baseline_activities,
             velocity_high_value=vd.high_value,
+            rest=rest,
         )
 
 
@@ -174,16 +183,24 @@ def assess(deal: DealState, now: int, lim: Limits) -> tuple[dict[RuleName, Prior
         until = _NEVER if best is None else -(-best // DAY_MS)
         today = now // DAY_MS
         oldest = history[0] | history[1] << 8
-        if oldest > today - lim.velocity_window and oldest + lim.velocity_window >= until:
-            # every day is in the window (nothing in the baseline: it does not fire) and none
-            # leaves it before the oldest does, not before ``until``: nothing to read
-            return out, best
-        fires, day = _velocity(history, today, until, lim)
-        if fires:
-            high = value is not None and value > lim.velocity_high_value
-            out[_VELOCITY] = _HIGH if high else _MED
-        if day is not None and (best is None or day * DAY_MS < best):
-            best = day * DAY_MS
+        # else every day is in the window (nothing in the baseline: it does not fire) and none
+        # leaves it before the oldest does, not before ``until``: nothing to read
+        if oldest <= today - lim.velocity_window or oldest + lim.velocity_window < until:
+            fires, day = _velocity(history, today, until, lim)
+            if fires:
+                high = value is not None and value > lim.velocity_high_value
+                out[_VELOCITY] = _HIGH if high else _MED
+            if day is not None and (best is None or day * DAY_MS < best):
+                best = day * DAY_MS
+    for field, rules in lim.rest:
+        if field is None or getattr(deal, field) is not None:  # else none fires (``Rule.needs``)
+            for rule, t in rules:
+                finding = rule.check(deal, now, t)
+                if finding is not None:
+                    out[rule.name] = finding.priority
+                due = rule.deadline(deal, now, t)
+                if due is not None and (best is None or due < best):
+                    best = due
     return out, best
 
 
