@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 from consumer.deal_codec import DIGEST_SIZE, deadline_of, pack, unpack
 from consumer.lifecycle import Change, Resolution, reconcile, resolve_all
-from consumer.rules import assess, assess_score, next_deadline
+from consumer.rules import assess, next_deadline
 from consumer.state import DAY_MS, DealState, apply_event, copy_state, to_ms
 from consumer.templates import Insight, render
 from consumer.thresholds import RulesConfig, RuleThresholds
-from schemas.events import DealClosed, DealEvent, DealScored, Outcome, Tick
+from schemas.events import DealClosed, DealEvent, Outcome, Tick
 
 BUCKET_MS = 60_000
 TICK_IDS_KEPT = 1024
@@ -185,17 +185,8 @@ class PartitionState:
         after.seen = (after.seen + digest)[-self._seen_limit :] if self._seen_limit else b""
         if after.stage is None and after.value is None:  # ``after.partial``, inline
             after.last_event_at_ms = max(after.last_event_at_ms, at)
-            old_due = None if data is None else deadline_of(data)
-            out.insights.extend(self._evaluate(after, old_due))
-            return out
         old_due = None if data is None else deadline_of(data)
-        # a score changes the score alone: before its deadline, only the score's rules can
-        # answer differently (``consumer.rules.assess_score``)
-        scored = type(event) is DealScored and data is not None
-        if scored and (old_due is None or self.clock_ms < old_due):
-            out.insights.extend(self._evaluate(after, old_due, score_only=True))
-        else:
-            out.insights.extend(self._evaluate(after, old_due))
+        out.insights.extend(self._evaluate(after, old_due))
         return out
 
     def tick(self, tick: Tick, at_ms: int | None = None) -> StepResult:
@@ -261,9 +252,7 @@ class PartitionState:
             return b"".join(order)
         return b"".join(list(order)[-TICK_IDS_CHECKPOINTED:])
 
-    def _evaluate(
-        self, deal: DealState, old_due: int | None, *, score_only: bool = False
-    ) -> list[Insight]:
+    def _evaluate(self, deal: DealState, old_due: int | None) -> list[Insight]:
         now = self.clock_ms
         th = self.rules.for_workspace(deal.workspace_id)
         partial = deal.stage is None and deal.value is None  # ``deal.partial``, inline
@@ -271,11 +260,7 @@ class PartitionState:
             seen_at = max(deal.last_event_at_ms, deal.created_at_ms, deal.last_activity_at_ms)
             if now - seen_at >= self._tombstone_ms:
                 return self._forget(deal, th)
-        # rules read no open insights: reconcile changes none
-        if score_only:
-            fired, due = assess_score(deal, now, th, old_due)
-        else:
-            fired, due = assess(deal, now, th)
+        fired, due = assess(deal, now, th)  # rules read no open insights: reconcile changes none
         deal, changes = reconcile(deal, fired, now)
         if partial:
             drop_at = seen_at + self._tombstone_ms

@@ -12,7 +12,7 @@ functions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from consumer.rules import fused
 from consumer.rules.base import Finding, Rule
@@ -27,51 +27,28 @@ __all__ = [
     "BY_NAME",
     "RULES",
     "Finding",
-    "Plan",
     "Rule",
     "assess",
-    "assess_score",
     "evaluate",
     "fired",
+    "limits",
     "next_deadline",
-    "plan",
 ]
 
 
-class Plan(NamedTuple):
-    """How to evaluate every registered rule for one ``RuleThresholds``, worked out once
-    (``plan``): the fused pass's limits, the other rules, and the rules that read the model's
-    score (what a ``deal.scored`` event can change, ``assess_score``)."""
-
-    lim: fused.Limits
-    """The fused pass's limits, with every other rule (``Limits.rest``)."""
-    score_rules: tuple[tuple[Rule[Any], Any], ...]
-    score_names: frozenset[RuleName]
-
-
-def plan(th: RuleThresholds) -> Plan:
-    """``th``'s ``Plan`` (built on first use, then kept in ``th.cache``)."""
-    found: Plan | None = th.cache.get("plan")
+def limits(th: RuleThresholds) -> fused.Limits:
+    """The fused pass's limits for ``th``, with every other registered rule (``Limits.rest``):
+    built on first use, then kept in ``th.cache``."""
+    found: fused.Limits | None = th.cache.get("limits")
     if found is not None:
         return found
     groups: dict[str | None, list[tuple[Rule[Any], Any]]] = {}
     for r, t in th.checks:
         if r.name not in fused.COVERS:
             groups.setdefault(r.needs[0] if r.needs else None, []).append((r, t))
-    scoring = tuple((r, t) for r, t in th.checks if SCORE in r.needs)
     rest = tuple((field, tuple(rules)) for field, rules in groups.items())
-    th.cache["plan"] = out = Plan(
-        fused.Limits.of(th, rest),
-        scoring,
-        frozenset(r.name for r, _ in scoring),
-    )
+    th.cache["limits"] = out = fused.Limits.of(th, rest)
     return out
-
-
-SCORE = "score"
-"""The ``DealState`` field a ``deal.scored`` event changes, and the only one: a rule reads it
-only if it lists it in ``Rule.needs`` (proven for every rule by
-``tests/unit/test_rules_registry.py``)."""
 
 
 def fired(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Priority]:
@@ -83,32 +60,7 @@ def assess(
     deal: DealState, now: int, th: RuleThresholds
 ) -> tuple[dict[RuleName, Priority], int | None]:
     """``fired`` and ``next_deadline`` at once: the hot path (one pass over the fused rules)."""
-    return fused.assess(deal, now, (th.cache.get("plan") or plan(th)).lim)
-
-
-def assess_score(
-    deal: DealState, now: int, th: RuleThresholds, due: int | None
-) -> tuple[dict[RuleName, Priority], int | None]:
-    """``assess`` after a ``deal.scored`` event, when only the score changed since the deal's
-    last evaluation and the clock has not reached that evaluation's deadline ``due`` (the
-    caller checks both): every rule that does not read the score still gives what it gave
-    then, which is what the deal's open insights hold (``reconcile`` keeps a rule open exactly
-    while it fires, at a priority at least the one it fires at: the same again changes
-    nothing). So only the score's rules run. The deadline is the earlier of ``due`` and
-    theirs: never later than ``assess``'s (earlier only costs one more evaluation)."""
-    p = th.cache.get("plan") or plan(th)
-    names = p.score_names
-    out = {o.rule: o.priority for o in deal.open if o.rule not in names}
-    if deal.score is None:
-        return out, due
-    for rule, t in p.score_rules:
-        finding = rule.check(deal, now, t)
-        if finding is not None:
-            out[rule.name] = finding.priority
-        d = rule.deadline(deal, now, t)
-        if d is not None and (due is None or d < due):
-            due = d
-    return out, due
+    return fused.assess(deal, now, th.cache.get("limits") or limits(th))
 
 
 def evaluate(deal: DealState, now: int, th: RuleThresholds) -> dict[RuleName, Finding]:

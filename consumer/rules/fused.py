@@ -6,7 +6,7 @@ Not the definition of any rule: each rule's module is. ``tests/unit/test_rules_r
 proves this pass equal to the modules' ``check`` and ``deadline`` on random deals and thresholds
 (hypothesis). A rule added to the registry needs nothing here: every rule not in ``COVERS`` runs
 at the end of the pass through its own ``check`` and ``deadline`` (``Limits.rest``, built by
-``consumer.rules.plan``), a group of them skipped at once on a deal missing the field they need.
+``consumer.rules.limits``), a group of them skipped at once on a deal missing the field they need.
 
 velocity_drop reads the activity history once: a deal with fewer activities kept than the
 baseline minimum costs one byte sum; otherwise the window and baseline counts are taken in one

@@ -4,22 +4,19 @@ metrics; nothing run for a deal never scored."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from consumer import partition, rules
+from consumer import rules
 from consumer.partition import PartitionState
 from consumer.rules import assess
 from consumer.state import DealState, Score, apply_event, to_ms
 from consumer.thresholds import RulesConfig, RuleThresholds
-from schemas.events import ActivityLogged, ActivityType, Tick
+from schemas.events import Tick
 from schemas.insights import InsightEvent, Lifecycle, Priority, RuleName
-from tests.unit.test_deal_scores import DAY, T0, created, eid, scored, updated
+from tests.unit.test_deal_scores import DAY, T0, created, scored, updated
 
 MODEL_RULES = (
     RuleName.FORECAST_RISK,
@@ -149,72 +146,3 @@ def test_a_deal_without_a_score_does_not_run_the_model_rules() -> None:
     assess(deal, now, th)  # not called
     with pytest.raises(AssertionError, match="called"):
         assess(replace(deal, score=Score(now, 1, 10.0)), now, th)
-
-
-# --- a score evaluates the score's rules only (``consumer.rules.assess_score``) ---------------
-
-_inputs = st.lists(
-    st.one_of(
-        st.builds(lambda d, p: ("score", d, p), st.sampled_from(["d1", "d2"]), st.floats(0, 1)),
-        st.builds(
-            lambda d, stage, prob: ("update", d, {"stage": stage, "probability": prob}),
-            st.sampled_from(["d1", "d2"]),
-            st.sampled_from(["lead", "qualified", "proposal", "negotiation"]),
-            st.integers(0, 100),
-        ),
-        st.builds(lambda d: ("activity", d, None), st.sampled_from(["d1", "d2"])),
-        st.just(("tick", "", None)),
-    ),
-    max_size=30,
-)
-
-
-def activity(day: float, deal_id: str) -> ActivityLogged:
-    return ActivityLogged(
-        event_id=eid(),
-        workspace_id="ws",
-        deal_id=deal_id,
-        occurred_at=T0 + day * DAY,
-        activity_type=ActivityType.CALL,
-    )
-
-
-def _replay(script: list[tuple[str, str, Any]], steps_days: list[float]) -> list[bytes]:
-    p = PartitionState(RulesConfig())
-    out: list[bytes] = []
-    inputs: list[Any] = [created("d1"), created("d2", stage="proposal", probability=70)]
-    for (kind, deal_id, arg), day in zip(script, steps_days, strict=True):
-        if kind == "score":
-            inputs.append(scored(arg, day, deal_id, p10_day=day + 20 + 40 * arg))
-        elif kind == "update":
-            inputs.append(updated(day, deal_id, **arg))
-        elif kind == "activity":
-            inputs.append(activity(day, deal_id))
-        else:
-            inputs.append(tick(day))
-    next_day = 1
-    for item in inputs:
-        at = (item.at if isinstance(item, Tick) else item.occurred_at) - T0
-        while next_day * DAY <= at:  # a tick every day too, so every deadline counts
-            out.extend(i.value for i in p.tick(tick(next_day)).insights)
-            next_day += 1
-        step = p.tick(item) if isinstance(item, Tick) else p.apply(item)
-        out.extend(i.value for i in step.insights)
-    out.extend(i.value for i in p.tick(tick(steps_days[-1] + 60 if steps_days else 60)).insights)
-    return out
-
-
-@settings(max_examples=150, deadline=None)
-@given(script=_inputs, gaps=st.lists(st.floats(0, 9), min_size=30, max_size=30))
-def test_a_score_event_publishes_what_a_whole_evaluation_would(
-    script: list[tuple[str, str, Any]], gaps: list[float]
-) -> None:
-    """Scores, updates, activities and ticks over two deals, published the same with the
-    score's shortcut as when every score evaluates every rule (days apart, so deadlines pass
-    between the inputs)."""
-    days = list(itertools.accumulate(gaps[: len(script)]))
-    fast = _replay(script, days)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(partition, "assess_score", lambda deal, now, th, due: assess(deal, now, th))
-        whole = _replay(script, days)
-    assert fast == whole

@@ -15,17 +15,8 @@ from hypothesis import strategies as st
 from consumer import deal_codec
 from consumer.changelog import restore
 from consumer.deal_codec import rule_codes, unpack
-from consumer.lifecycle import Change, reconcile
-from consumer.rules import (
-    RULES,
-    SCORE,
-    assess,
-    assess_score,
-    evaluate,
-    fired,
-    fused,
-    next_deadline,
-)
+from consumer.lifecycle import Change
+from consumer.rules import RULES, assess, evaluate, fired, fused, next_deadline
 from consumer.rules.base import Finding, Rule, Text, Thresholds
 from consumer.rules.catalog import stale_deal
 from consumer.rules.registry import check, keys, readme_table
@@ -224,45 +215,6 @@ def test_a_rule_missing_what_it_needs_neither_fires_nor_has_a_deadline(
                 rule.name,
                 field,
             )
-
-
-@settings(max_examples=300)
-@given(deal=deals, other=scores, later=st.integers(0, 30 * DAY_MS))
-def test_only_the_rules_that_need_the_score_read_it(
-    deal: DealState, other: Score | None, later: int
-) -> None:
-    """A ``deal.scored`` event changes ``DealState.score`` alone; a rule not listing it in
-    ``Rule.needs`` answers the same whatever the score (``assess_score`` relies on it)."""
-    now = T0 + 100 * DAY_MS + later
-    rescored = replace(deal, score=other)
-    for rule in RULES:
-        if SCORE not in rule.needs:
-            assert rule.find(rescored, now, TH) == rule.find(deal, now, TH), rule.name
-            assert rule.next_deadline(rescored, now, TH) == rule.next_deadline(deal, now, TH)
-
-
-@settings(max_examples=300)
-@given(deal=deals, previous=scores, elapsed=st.integers(0, 20 * DAY_MS))
-def test_a_new_score_before_the_deadline_runs_only_the_score_rules(
-    deal: DealState, previous: Score | None, elapsed: int
-) -> None:
-    """After a deal was evaluated with its previous score, a new score (and nothing else)
-    before that evaluation's deadline: ``assess_score`` fires what ``assess`` fires, and its
-    deadline is never later than ``assess``'s."""
-    then = T0 + 100 * DAY_MS
-    before = replace(deal, score=previous, open=())
-    fired_then, due = assess(before, then, TH)
-    evaluated, _ = reconcile(before, fired_then, then)
-    now = then + elapsed
-    if due is not None and now >= due:
-        return  # past the deadline: the monitor evaluates every rule
-    scored = replace(evaluated, score=deal.score)
-    fast_fired, fast_due = assess_score(scored, now, TH, due)
-    full_fired, full_due = assess(scored, now, TH)
-    assert fast_fired == full_fired
-    if full_due is not None:  # earlier is allowed (one more evaluation), later is not
-        assert fast_due is not None
-        assert fast_due <= full_due
 
 
 def test_the_engagement_rules_need_captured_engagement() -> None:
