@@ -185,6 +185,8 @@ class CreationRates:
     created: int
     """Deals created in the window."""
     per_day: float
+    """``created`` / the window's days, from the first deal's creation when it is later than
+    the window's start (a history younger than the window)."""
     mean_value: float
     """Of the deals created in the window, as known at the as-of time (0 when none)."""
     win_rate: float
@@ -234,9 +236,12 @@ def creation_rates(
     lost_values: list[float] = []
     won = lost = 0
     cycles: list[float] = []
+    first = t
     for h in histories:
         if h.created_ms is None or (h.deleted_ms is not None and h.deleted_ms < t):
             continue
+        if h.created_ms < t:
+            first = min(first, h.created_ms)
         if since <= h.created_ms < t:
             values.append(as_of(h, t).value or 0.0)
         if h.closed_ms is not None and since <= h.closed_ms < t:
@@ -250,7 +255,9 @@ def creation_rates(
     return CreationRates(
         lookback_days=lookback_days,
         created=len(values),
-        per_day=len(values) / lookback_days,
+        # per day of the window the history covers: a window reaching back before the first
+        # deal would count days when nothing could be created
+        per_day=len(values) / max(1.0, min(lookback_days, (t - first) / DAY_MS)),
         mean_value=float(np.mean(values)) if values else 0.0,
         win_rate=won / (won + lost) if won + lost else 0.0,
         cycle_days=float(np.median(cycles)) if cycles else DEFAULT_DAYS_TO_CLOSE,
