@@ -13,10 +13,11 @@ for 3), per workspace:
   to train one, the rep's probabilities and close dates (the row says which: ``model`` or
   ``rep``). Plus, unless turned off, the pipeline still to be created before the period
   ends at the historical creation and conversion rates of the ``lookback_days`` before:
-  ``CANDIDATES`` candidate deals per deal expected to be created (spread evenly over the
-  days left), each won with the win rate / ``CANDIDATES`` (so the number won varies like a
-  Poisson count), each one of the window's wins drawn whole (its value, and its days from
-  creation to the win as its close date after its creation). Unless turned off, a common
+  candidate deals, each of the window's wins whole (its value, and its days from creation
+  to the win as its close date after its creation) the same number of times, at least
+  ``CANDIDATES`` per deal expected to be created, spread evenly over the days left, each won
+  with (win rate * deals expected / candidates), so the number won varies like a Poisson
+  count. Unless turned off, a common
   shock per simulation on every win probability (``simulate.forecast``), its spread the
   relative standard error of the window's value win rate (``CreationRates.shock_sd``).
   P10/P50/P90 of the period's revenue.
@@ -51,6 +52,7 @@ from consumer.forecast.pipeline import (
 )
 from consumer.forecast.simulate import OpenDeals, Period, forecast
 from consumer.intelligence.features import (
+    AttributeCodes,
     OwnerRecord,
     features_at,
     snapshots,
@@ -135,8 +137,10 @@ class Models:
 
 def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = None) -> Models:
     """Models from the snapshots of the deals closed before ``t`` (no later outcome, no later
-    event of theirs: a snapshot is taken before its deal closed). ``predict(open deals)`` gives
-    (win probability, close P10, P50, P90 in days after ``t``)."""
+    event of theirs: a snapshot is taken before its deal closed), with the CRM attributes
+    among the features as ``vectoros train`` has them (``AttributeCodes`` fitted on those
+    deals). ``predict(open deals)`` gives (win probability, close P10, P50, P90 in days after
+    ``t``)."""
     closed = [
         h
         for h in histories
@@ -144,7 +148,10 @@ def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = No
     ]
     workspaces = workspace_codes(histories)
     owners = OwnerRecord.of(histories)  # .before(t) counts only the deals closed before t
-    train = snapshots(closed, workspaces=workspaces, owners=owners)
+    codes: AttributeCodes | None = None
+    if codes is not None and not codes.names:
+        codes = None
+    train = snapshots(closed, workspaces=workspaces, owners=owners, attributes=codes)
     if len(train) < MIN_TRAIN_SNAPSHOTS or len(set(train.won)) < 2:
         return Models(None, len(train))
     iters = {} if max_iter is None else {"max_iter": max_iter}
@@ -155,7 +162,7 @@ def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = No
     close = fit_close(won if len(won) >= MIN_TRAIN_WINS else train, **iters)
 
     def predict(open_deals: Sequence[DealHistory]) -> tuple[np.ndarray, ...]:
-        rows = [features_at(h, t, owners, workspaces) for h in open_deals]
+        rows = [features_at(h, t, owners, workspaces, codes) for h in open_deals]
         if not rows:
             empty = np.zeros(0)
             return empty, empty, empty, empty
@@ -364,7 +371,7 @@ def _row(
         source = "model"
     window = creation_rates(hs, at, lookback_days)
     if new_pipeline:
-        deals = _with_new_deals(deals, window, rel, rng)
+        deals = _with_new_deals(deals, window, rel)
     shock_sd = window.shock_sd if common_shock else 0.0
     result = forecast(deals, rel, rng, won=pipe.won, n=simulations, shock_sd=shock_sd)
     return Row(
@@ -382,23 +389,30 @@ def _row(
     )
 
 
-def _with_new_deals(
-    deals: OpenDeals, rates: CreationRates, rel: Period, rng: np.random.Generator
-) -> OpenDeals:
+def _with_new_deals(deals: OpenDeals, rates: CreationRates, rel: Period) -> OpenDeals:
+    """``deals`` and the candidate new deals (``new-1``, ...) of the pipeline still to be
+    created before the period ends (see the module's description). Deterministic: the
+    candidates are every one of the window's wins the same number of times (at least
+    ``CANDIDATES`` per deal expected), their creation days spread evenly over the days left
+    and each win's copies spread over all of them. (Drawing the candidates at random from the
+    wins, as first built, added a sampling error of its own to each forecast's new pipeline,
+    fixed for all its simulations: about a tenth of its value, docs/forecast.md.)"""
     days_left = max(0.0, rel.end)
     expected = rates.per_day * days_left
-    k = int(np.ceil(expected * CANDIDATES))
-    if k == 0 or not rates.values:
+    if expected <= 0 or not rates.values:
         return deals
+    whole = len(rates.cycles) >= MIN_CYCLES
+    pool = np.asarray(rates.won_values if whole else (rates.won_values or rates.values), float)
+    copies = int(np.ceil(expected * CANDIDATES / len(pool)))
+    k = copies * len(pool)
     created = (np.arange(k) + 0.5) * days_left / k
+    pick = np.arange(k) % len(pool)
+    value = pool[pick]
     p = np.full(k, min(1.0, rates.win_rate * expected / k))
-    if len(rates.cycles) >= MIN_CYCLES:
-        # each candidate is one of the window's wins, drawn whole: its value and its cycle
-        pick = rng.integers(0, len(rates.cycles), size=k)
-        value = np.asarray(rates.won_values, dtype=float)[pick]
+    if whole:
+        # each candidate is one of the window's wins whole: its value and its cycle
         lo = mid = hi = np.asarray(rates.cycles, dtype=float)[pick]
     else:
-        value = rng.choice(np.asarray(rates.won_values or rates.values, dtype=float), size=k)
         lo_d, hi_d = close_spread(rates.cycle_days)
         lo, mid, hi = (np.full(k, x) for x in (lo_d, rates.cycle_days, hi_d))
     return OpenDeals(

@@ -213,7 +213,7 @@ def test_the_new_pipeline_is_made_of_the_windows_wins_value_and_cycle_together()
     at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
     rel = PeriodSpec.parse("2024-Q2").relative_to(at)
     empty = OpenDeals((), *(np.zeros(0) for _ in range(6)))
-    deals = bt._with_new_deals(empty, creation_rates(hs, at, 180.0), rel, np.random.default_rng(5))
+    deals = bt._with_new_deals(empty, creation_rates(hs, at, 180.0), rel)
     assert len(deals) > 0
     cycle = {1000.0 * (i + 1): 10.0 + i for i in range(12)}
     created = (np.arange(len(deals)) + 0.5) * rel.end / len(deals)
@@ -223,8 +223,37 @@ def test_the_new_pipeline_is_made_of_the_windows_wins_value_and_cycle_together()
         assert value in cycle
         assert p10 == p50 == p90 == pytest.approx(c + cycle[value])
     assert deals.probability == pytest.approx(
-        np.full(len(deals), 0.5 * 24 / 180 * rel.end / len(deals))
+        np.full(len(deals), 0.5 * 24 / 61 * rel.end / len(deals))  # 24 created since 03-01
     )
+
+
+def test_the_new_pipeline_holds_every_window_win_equally_often_without_drawing() -> None:
+    """The candidates are every win of the window the same number of times, each win's
+    copies spread over the days left: no random draw of the wins, which would give each
+    forecast's new pipeline an error of its own (the sample of wins it happened to draw)."""
+    hs = []
+    for i in range(30):  # 30 wins of very different values, 30 days each
+        h = DealHistory(workspace_id="w", deal_id=f"w{i}", value=1000.0 * 2**i)
+        h.created_ms, h.outcome = ms("2024-01-01") + i * 86_400_000, "won"
+        h.closed_ms = h.created_ms + 30 * 86_400_000
+        hs.append(h)
+    at = dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
+    rel = PeriodSpec.parse("2024-Q2").relative_to(at)
+    rates = creation_rates(hs, at, 180.0)
+    empty = OpenDeals((), *(np.zeros(0) for _ in range(6)))
+    deals = bt._with_new_deals(empty, rates, rel)
+    values, counts = np.unique(deals.value, return_counts=True)
+    assert sorted(values) == sorted(rates.won_values)
+    assert len(set(counts)) == 1  # each win the same number of times
+    assert len(deals) >= bt.CANDIDATES * rates.per_day * rel.end
+    # each win's copies span the days left, not one stretch of them
+    for v in values:
+        created = deals.close_p50[deals.value == v] - 30.0
+        assert created.min() < rel.end / 3
+        assert created.max() > 2 * rel.end / 3
+    # the expected won value is the window's: deals per day x days left x won value per close
+    expected = float((deals.probability * deals.value).sum())
+    assert expected == pytest.approx(rates.per_day * rel.end * np.mean(rates.won_values))
 
 
 def test_the_close_date_model_learns_the_days_to_a_win(
