@@ -148,7 +148,8 @@ def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = No
     ]
     workspaces = workspace_codes(histories)
     owners = OwnerRecord.of(histories)  # .before(t) counts only the deals closed before t
-    codes: AttributeCodes | None = None
+    # the CRM attributes as `vectoros train` uses them, their codes from these deals only
+    codes: AttributeCodes | None = AttributeCodes.fit(closed)
     if codes is not None and not codes.names:
         codes = None
     train = snapshots(closed, workspaces=workspaces, owners=owners, attributes=codes)

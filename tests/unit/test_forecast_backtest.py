@@ -7,6 +7,7 @@ import copy
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from consumer.forecast.backtest import Row, backtest, pinball, score
 from consumer.forecast.chart import fan_png
 from consumer.forecast.pipeline import PeriodSpec, creation_rates
 from consumer.forecast.simulate import OpenDeals
-from consumer.intelligence.features import Snapshots
+from consumer.intelligence.features import Snapshots, feature_names
 from consumer.intelligence.histgen import HistorySpec, generate_histories
 from consumer.intelligence.projection import DealHistory, StageSpell
 
@@ -317,3 +318,25 @@ def test_the_backtest_command_draws_the_shock_unless_independent_and_checks_the_
     missed = backtest_targets_missed(expected)
     assert out.exit_code == (1 if missed else 0)
     assert ("target missed" in out.stderr) == bool(missed)
+
+
+def test_the_models_of_an_as_of_date_use_the_crm_attributes_known_then(
+    histories: list[DealHistory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `vectoros train` does, the backtest's models have the CRM attributes among their
+    features (the simulator's `segment`), coded from the deals closed before the as-of date."""
+    seen: list[tuple[str, ...]] = []
+    fit_win = bt.fit_win
+
+    def spy(train: Snapshots, **kw: Any) -> object:
+        seen.append(feature_names(train.attributes))
+        return fit_win(train, **kw)
+
+    monkeypatch.setattr(bt, "fit_win", spy)
+    models = bt.train_at(histories, ms("2024-10-01"), max_iter=5)
+    assert models.predict is not None
+    assert len(seen) == 1
+    assert "attr:segment" in seen[0]
+    open_deals = [h for h in histories if h.created_ms < ms("2024-10-01") < (h.closed_ms or 2**62)]
+    p, *_ = models.predict(open_deals[:5])
+    assert len(p) == 5
