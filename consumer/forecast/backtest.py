@@ -43,14 +43,14 @@ from typing import Literal
 import numpy as np
 
 from consumer.forecast.pipeline import (
-    CreationRates,
+    LOOKBACK_DAYS,
     PeriodSpec,
     Predict,
-    close_spread,
     creation_rates,
+    new_pipeline,
     pipeline_at,
 )
-from consumer.forecast.simulate import OpenDeals, Period, forecast
+from consumer.forecast.simulate import forecast
 from consumer.intelligence.features import (
     AttributeCodes,
     OwnerRecord,
@@ -66,10 +66,6 @@ MIN_TRAIN_SNAPSHOTS = 200
 """Fewer training snapshots (or only one outcome) before an as-of date: no model, the rep's."""
 MIN_TRAIN_WINS = 100
 """Fewer snapshots of won deals: the close-date model learns from every closed deal's."""
-LOOKBACK_DAYS = 180.0
-CANDIDATES = 4
-MIN_CYCLES = 10
-"""Fewer wins in the lookback window: the new pipeline's close dates get the usual spread."""
 METHODS = ("monte_carlo", "weighted_pipeline", "stage_win_rate")
 ERROR_RATIO_TARGET = 0.7
 """Issue 15: the Monte Carlo P50's mean absolute error <= 0.7x the weighted pipeline's ..."""
@@ -352,7 +348,7 @@ def _row(
     rates: dict[str, float],
     rng: np.random.Generator,
     simulations: int,
-    new_pipeline: bool,
+    use_new: bool,
     lookback_days: float,
     common_shock: bool,
 ) -> Row:
@@ -371,10 +367,9 @@ def _row(
         deals = pipeline_at(hs, at, period, model=models.predict).deals
         source = "model"
     window = creation_rates(hs, at, lookback_days)
-    if new_pipeline:
-        deals = _with_new_deals(deals, window, rel)
+    new = new_pipeline(window, rel) if use_new else None
     shock_sd = window.shock_sd if common_shock else 0.0
-    result = forecast(deals, rel, rng, won=pipe.won, n=simulations, shock_sd=shock_sd)
+    result = forecast(deals, rel, rng, won=pipe.won, n=simulations, shock_sd=shock_sd, new=new)
     return Row(
         period.name,
         at,
@@ -387,43 +382,4 @@ def _row(
         result.p90,
         weighted,
         stage_rate,
-    )
-
-
-def _with_new_deals(deals: OpenDeals, rates: CreationRates, rel: Period) -> OpenDeals:
-    """``deals`` and the candidate new deals (``new-1``, ...) of the pipeline still to be
-    created before the period ends (see the module's description). Deterministic: the
-    candidates are every one of the window's wins the same number of times (at least
-    ``CANDIDATES`` per deal expected), their creation days spread evenly over the days left
-    and each win's copies spread over all of them. (Drawing the candidates at random from the
-    wins, as first built, added a sampling error of its own to each forecast's new pipeline,
-    fixed for all its simulations: about a tenth of its value, docs/forecast.md.)"""
-    days_left = max(0.0, rel.end)
-    expected = rates.per_day * days_left
-    if expected <= 0 or not rates.values:
-        return deals
-    whole = len(rates.cycles) >= MIN_CYCLES
-    pool = np.asarray(rates.won_values if whole else (rates.won_values or rates.values), float)
-    copies = int(np.ceil(expected * CANDIDATES / len(pool)))
-    k = copies * len(pool)
-    created = (np.arange(k) + 0.5) * days_left / k
-    pick = np.arange(k) % len(pool)
-    value = pool[pick]
-    p = np.full(k, min(1.0, rates.win_rate * expected / k))
-    if whole:
-        # each candidate is one of the window's wins whole: its value and its cycle
-        lo = mid = hi = np.asarray(rates.cycles, dtype=float)[pick]
-    else:
-        lo_d, hi_d = close_spread(rates.cycle_days)
-        lo, mid, hi = (np.full(k, x) for x in (lo_d, rates.cycle_days, hi_d))
-    return OpenDeals(
-        deals.ids + tuple(f"new-{j + 1}" for j in range(k)),
-        np.concatenate([deals.value, value]),
-        np.concatenate([deals.probability, p]),
-        np.concatenate([deals.rep_probability, p]),
-        np.concatenate([deals.close_p10, created + lo]),
-        np.concatenate([deals.close_p50, created + mid]),
-        np.concatenate([deals.close_p90, created + hi]),
-        deals.owners + ("",) * k if deals.owners else (),
-        deals.stages + ("",) * k if deals.stages else (),
     )

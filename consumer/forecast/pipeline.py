@@ -34,6 +34,13 @@ SPREAD_SHARE = 0.5
 DEFAULT_DAYS_TO_CLOSE = 60.0
 STAGE_PROBABILITY = {"lead": 0.1, "qualified": 0.25, "proposal": 0.5, "negotiation": 0.7}
 UNKNOWN_STAGE_PROBABILITY = 0.1
+LOOKBACK_DAYS = 180.0
+"""The window before the as-of time whose creations and closes the new pipeline and the
+common shock are measured on."""
+CANDIDATES = 4
+"""At least this many candidate new deals per deal expected to be created."""
+MIN_CYCLES = 10
+"""Fewer wins in the lookback window: the new pipeline's close dates get the usual spread."""
 DEFAULT_SHOCK_SD = 0.3
 """The common shock's spread when the lookback window has no win or no loss to measure it."""
 
@@ -267,4 +274,44 @@ def creation_rates(
         won=won,
         lost=lost,
         lost_values=tuple(lost_values),
+    )
+
+
+def new_pipeline(rates: CreationRates, rel: Period) -> OpenDeals:
+    """The candidate new deals (``new-1``, ...) of the pipeline still to be created before the
+    period ``rel`` ends, at the window's rates: every one of the window's wins whole (its
+    value, and its days from creation to the win as its close date after its creation), each
+    the same number of times, at least ``CANDIDATES`` candidates per deal expected to be
+    created (``per_day`` x days left), their creation days spread evenly over the days left
+    and each win's copies over all of them; each won with (win rate x deals expected /
+    candidates), so the number won varies like a Poisson count. With fewer than
+    ``MIN_CYCLES`` wins, the window's won (else created) values with the median cycle and the
+    usual spread. Deterministic: drawing the candidates at random from the wins, as first
+    built, gave each forecast's new pipeline a sampling error of its own (docs/forecast.md)."""
+    days_left = max(0.0, rel.end)
+    expected = rates.per_day * days_left
+    none = np.zeros(0)
+    empty = OpenDeals((), none, none, none, none, none, none)
+    if expected <= 0 or not rates.values:
+        return empty
+    whole = len(rates.cycles) >= MIN_CYCLES
+    pool = np.asarray(rates.won_values if whole else (rates.won_values or rates.values), float)
+    copies = int(np.ceil(expected * CANDIDATES / len(pool)))
+    k = copies * len(pool)
+    created = (np.arange(k) + 0.5) * days_left / k
+    pick = np.arange(k) % len(pool)
+    p = np.full(k, min(1.0, rates.win_rate * expected / k))
+    if whole:
+        lo = mid = hi = np.asarray(rates.cycles, dtype=float)[pick]
+    else:
+        lo_d, hi_d = close_spread(rates.cycle_days)
+        lo, mid, hi = (np.full(k, x) for x in (lo_d, rates.cycle_days, hi_d))
+    return OpenDeals(
+        tuple(f"new-{j + 1}" for j in range(k)),
+        pool[pick],
+        p,
+        p,
+        created + lo,
+        created + mid,
+        created + hi,
     )

@@ -18,8 +18,7 @@ from app.commands.forecast import backtest_targets_missed
 from consumer.forecast import backtest as bt
 from consumer.forecast.backtest import Row, backtest, pinball, score
 from consumer.forecast.chart import fan_png
-from consumer.forecast.pipeline import PeriodSpec, creation_rates
-from consumer.forecast.simulate import OpenDeals
+from consumer.forecast.pipeline import CANDIDATES, PeriodSpec, creation_rates, new_pipeline
 from consumer.intelligence.features import Snapshots, feature_names
 from consumer.intelligence.histgen import HistorySpec, generate_histories
 from consumer.intelligence.projection import DealHistory, StageSpell
@@ -213,8 +212,7 @@ def test_the_new_pipeline_is_made_of_the_windows_wins_value_and_cycle_together()
         hs.append(h)
     at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
     rel = PeriodSpec.parse("2024-Q2").relative_to(at)
-    empty = OpenDeals((), *(np.zeros(0) for _ in range(6)))
-    deals = bt._with_new_deals(empty, creation_rates(hs, at, 180.0), rel)
+    deals = new_pipeline(creation_rates(hs, at, 180.0), rel)
     assert len(deals) > 0
     cycle = {1000.0 * (i + 1): 10.0 + i for i in range(12)}
     created = (np.arange(len(deals)) + 0.5) * rel.end / len(deals)
@@ -241,12 +239,11 @@ def test_the_new_pipeline_holds_every_window_win_equally_often_without_drawing()
     at = dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
     rel = PeriodSpec.parse("2024-Q2").relative_to(at)
     rates = creation_rates(hs, at, 180.0)
-    empty = OpenDeals((), *(np.zeros(0) for _ in range(6)))
-    deals = bt._with_new_deals(empty, rates, rel)
+    deals = new_pipeline(rates, rel)
     values, counts = np.unique(deals.value, return_counts=True)
     assert sorted(values) == sorted(rates.won_values)
     assert len(set(counts)) == 1  # each win the same number of times
-    assert len(deals) >= bt.CANDIDATES * rates.per_day * rel.end
+    assert len(deals) >= CANDIDATES * rates.per_day * rel.end
     # each win's copies span the days left, not one stretch of them
     for v in values:
         created = deals.close_p50[deals.value == v] - 30.0
