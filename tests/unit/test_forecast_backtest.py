@@ -19,6 +19,8 @@ from consumer.forecast import backtest as bt
 from consumer.forecast.backtest import Row, backtest, pinball, score
 from consumer.forecast.chart import fan_png
 from consumer.forecast.pipeline import CANDIDATES, PeriodSpec, creation_rates, new_pipeline
+from consumer.forecast.service import TRAINED, forecast_workspaces
+from consumer.forecast.simulate import Forecast
 from consumer.intelligence.features import Snapshots, feature_names
 from consumer.intelligence.histgen import HistorySpec, generate_histories
 from consumer.intelligence.projection import DealHistory, StageSpell
@@ -337,3 +339,43 @@ def test_the_models_of_an_as_of_date_use_the_crm_attributes_known_then(
     open_deals = [h for h in histories if h.created_ms < ms("2024-10-01") < (h.closed_ms or 2**62)]
     p, *_ = models.predict(open_deals[:5])
     assert len(p) == 5
+
+
+def test_forecast_run_with_models_draws_the_new_pipeline_and_the_shock_from_what_was_known(
+    histories: list[DealHistory],
+) -> None:
+    """`forecast run`'s path (``forecast_workspaces``) with the models, the new pipeline and
+    the common shock, as the backtest forecasts: the new pipeline raises the expected revenue
+    but not the roll-up or the deals' contributions, and flipping every outcome after the
+    as-of date changes nothing of it."""
+    at = dt.datetime(2024, 10, 1, tzinfo=dt.UTC)
+    q4 = PeriodSpec.parse("2024-Q4")
+
+    def run_at(hs: list[DealHistory], **kw: bool) -> Forecast:
+        model = bt.train_at(hs, ms("2024-10-01"), max_iter=5).predict
+        assert model is not None
+        (out,) = forecast_workspaces(hs, at, q4, seed=3, simulations=2000, model=model, **kw)
+        assert out.probabilities == TRAINED
+        return out.result
+
+    plain = run_at(histories)
+    full = run_at(histories, new_pipeline=True, common_shock=True)
+    assert full.expected > plain.expected * 1.2  # the quarter's deals not created yet
+    assert full.p90 - full.p10 > plain.p90 - plain.p10
+    assert (full.weighted_pipeline, full.commit, full.open_deals) == (
+        plain.weighted_pipeline,
+        plain.commit,
+        plain.open_deals,
+    )
+    assert [c.deal_id for c in full.contributions] == [c.deal_id for c in plain.contributions]
+    flipped = copy.deepcopy(histories)
+    for h in flipped:
+        if h.closed_ms is not None and h.closed_ms >= ms("2024-10-01") and h.outcome:
+            h.outcome = "lost" if h.outcome == "won" else "won"
+    again = run_at(flipped, new_pipeline=True, common_shock=True)
+    assert (again.p10, again.p50, again.p90, again.expected) == (
+        full.p10,
+        full.p50,
+        full.p90,
+        full.expected,
+    )
