@@ -164,7 +164,7 @@ def forecast_run(
             model = trained.predict
             if model is None:
                 click.echo(
-                    f"--models: {trained.training_snapshots} training snapshots before "
+                    f"models: {trained.training_snapshots} training snapshots before "
                     f"{at.isoformat()}, too few: the rep's probabilities (no new pipeline, "
                     "no common shock)",
                     err=True,

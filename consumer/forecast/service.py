@@ -589,6 +589,10 @@ class ForecastService:
                     simulations=self.settings.forecast_simulations,
                     probabilities=scores,
                     probabilities_label=f"model v{version}",
+                    # with the model's probabilities, as forecast run: the deals not created
+                    # yet and the common shock (the rep's are too high to add them to)
+                    new_pipeline=bool(scores),
+                    common_shock=bool(scores),
                 )
         if not results:
             return results
