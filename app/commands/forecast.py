@@ -55,11 +55,26 @@ def forecast() -> None:
     help="A what-if YAML file (docs/forecast.md): shown as the change from the baseline.",
 )
 @click.option(
-    "--models",
+    "--models/--rep-probabilities",
     "use_models",
-    is_flag=True,
+    default=True,
+    show_default=True,
     help="Win probabilities and close dates from models trained on what was known before "
-    "--as-of (as the backtest does) instead of the rep's; the rep's when too little history.",
+    "--as-of (as the backtest does; the rep's when too little history), or the rep's.",
+)
+@click.option(
+    "--new-pipeline/--no-new-pipeline",
+    default=True,
+    show_default=True,
+    help="With model probabilities: add the pipeline still to be created before the period "
+    "ends, at the historical rates (as the backtest does).",
+)
+@click.option(
+    "--common-shock/--independent",
+    default=True,
+    show_default=True,
+    help="With model probabilities: one shock of every win probability per simulation (as "
+    "the backtest does), or the deals independent.",
 )
 @click.option(
     "--publish/--no-publish",
@@ -79,6 +94,8 @@ def forecast_run(
     by: str | None,
     scenario_file: str | None,
     use_models: bool,
+    new_pipeline: bool,
+    common_shock: bool,
     publish: bool,
     as_json: bool,
 ) -> None:
@@ -147,8 +164,9 @@ def forecast_run(
             model = trained.predict
             if model is None:
                 click.echo(
-                    f"--models: {trained.training_snapshots} training snapshots before "
-                    f"{at.isoformat()}, too few: the rep's probabilities",
+                    f"models: {trained.training_snapshots} training snapshots before "
+                    f"{at.isoformat()}, too few: the rep's probabilities (no new pipeline, "
+                    "no common shock)",
                     err=True,
                 )
         try:
@@ -164,6 +182,10 @@ def forecast_run(
                 scenario=scenario,
                 targets=targets,
                 model=model,
+                # measured with the models only: the rep's probabilities are too high to add
+                # the new pipeline to (docs/forecast.md, Backtest)
+                new_pipeline=new_pipeline and model is not None,
+                common_shock=common_shock and model is not None,
             )
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--scenario'") from None

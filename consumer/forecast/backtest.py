@@ -13,10 +13,11 @@ for 3), per workspace:
   to train one, the rep's probabilities and close dates (the row says which: ``model`` or
   ``rep``). Plus, unless turned off, the pipeline still to be created before the period
   ends at the historical creation and conversion rates of the ``lookback_days`` before:
-  ``CANDIDATES`` candidate deals per deal expected to be created (spread evenly over the
-  days left), each won with the win rate / ``CANDIDATES`` (so the number won varies like a
-  Poisson count), each one of the window's wins drawn whole (its value, and its days from
-  creation to the win as its close date after its creation). Unless turned off, a common
+  candidate deals, each of the window's wins whole (its value, and its days from creation
+  to the win as its close date after its creation) the same number of times, at least
+  ``CANDIDATES`` per deal expected to be created, spread evenly over the days left, each won
+  with (win rate * deals expected / candidates), so the number won varies like a Poisson
+  count. Unless turned off, a common
   shock per simulation on every win probability (``simulate.forecast``), its spread the
   relative standard error of the window's value win rate (``CreationRates.shock_sd``).
   P10/P50/P90 of the period's revenue.
@@ -42,15 +43,16 @@ from typing import Literal
 import numpy as np
 
 from consumer.forecast.pipeline import (
-    CreationRates,
+    LOOKBACK_DAYS,
     PeriodSpec,
     Predict,
-    close_spread,
     creation_rates,
+    new_pipeline,
     pipeline_at,
 )
-from consumer.forecast.simulate import OpenDeals, Period, forecast
+from consumer.forecast.simulate import forecast
 from consumer.intelligence.features import (
+    AttributeCodes,
     OwnerRecord,
     features_at,
     snapshots,
@@ -64,10 +66,6 @@ MIN_TRAIN_SNAPSHOTS = 200
 """Fewer training snapshots (or only one outcome) before an as-of date: no model, the rep's."""
 MIN_TRAIN_WINS = 100
 """Fewer snapshots of won deals: the close-date model learns from every closed deal's."""
-LOOKBACK_DAYS = 180.0
-CANDIDATES = 4
-MIN_CYCLES = 10
-"""Fewer wins in the lookback window: the new pipeline's close dates get the usual spread."""
 METHODS = ("monte_carlo", "weighted_pipeline", "stage_win_rate")
 ERROR_RATIO_TARGET = 0.7
 """Issue 15: the Monte Carlo P50's mean absolute error <= 0.7x the weighted pipeline's ..."""
@@ -135,8 +133,10 @@ class Models:
 
 def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = None) -> Models:
     """Models from the snapshots of the deals closed before ``t`` (no later outcome, no later
-    event of theirs: a snapshot is taken before its deal closed). ``predict(open deals)`` gives
-    (win probability, close P10, P50, P90 in days after ``t``)."""
+    event of theirs: a snapshot is taken before its deal closed), with the CRM attributes
+    among the features as ``vectoros train`` has them (``AttributeCodes`` fitted on those
+    deals). ``predict(open deals)`` gives (win probability, close P10, P50, P90 in days after
+    ``t``)."""
     closed = [
         h
         for h in histories
@@ -144,7 +144,11 @@ def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = No
     ]
     workspaces = workspace_codes(histories)
     owners = OwnerRecord.of(histories)  # .before(t) counts only the deals closed before t
-    train = snapshots(closed, workspaces=workspaces, owners=owners)
+    # the CRM attributes as `vectoros train` uses them, their codes from these deals only
+    codes: AttributeCodes | None = AttributeCodes.fit(closed)
+    if codes is not None and not codes.names:
+        codes = None
+    train = snapshots(closed, workspaces=workspaces, owners=owners, attributes=codes)
     if len(train) < MIN_TRAIN_SNAPSHOTS or len(set(train.won)) < 2:
         return Models(None, len(train))
     iters = {} if max_iter is None else {"max_iter": max_iter}
@@ -155,7 +159,7 @@ def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = No
     close = fit_close(won if len(won) >= MIN_TRAIN_WINS else train, **iters)
 
     def predict(open_deals: Sequence[DealHistory]) -> tuple[np.ndarray, ...]:
-        rows = [features_at(h, t, owners, workspaces) for h in open_deals]
+        rows = [features_at(h, t, owners, workspaces, codes) for h in open_deals]
         if not rows:
             empty = np.zeros(0)
             return empty, empty, empty, empty
@@ -344,7 +348,7 @@ def _row(
     rates: dict[str, float],
     rng: np.random.Generator,
     simulations: int,
-    new_pipeline: bool,
+    use_new: bool,
     lookback_days: float,
     common_shock: bool,
 ) -> Row:
@@ -363,10 +367,9 @@ def _row(
         deals = pipeline_at(hs, at, period, model=models.predict).deals
         source = "model"
     window = creation_rates(hs, at, lookback_days)
-    if new_pipeline:
-        deals = _with_new_deals(deals, window, rel, rng)
+    new = new_pipeline(window, rel) if use_new else None
     shock_sd = window.shock_sd if common_shock else 0.0
-    result = forecast(deals, rel, rng, won=pipe.won, n=simulations, shock_sd=shock_sd)
+    result = forecast(deals, rel, rng, won=pipe.won, n=simulations, shock_sd=shock_sd, new=new)
     return Row(
         period.name,
         at,
@@ -379,36 +382,4 @@ def _row(
         result.p90,
         weighted,
         stage_rate,
-    )
-
-
-def _with_new_deals(
-    deals: OpenDeals, rates: CreationRates, rel: Period, rng: np.random.Generator
-) -> OpenDeals:
-    days_left = max(0.0, rel.end)
-    expected = rates.per_day * days_left
-    k = int(np.ceil(expected * CANDIDATES))
-    if k == 0 or not rates.values:
-        return deals
-    created = (np.arange(k) + 0.5) * days_left / k
-    p = np.full(k, min(1.0, rates.win_rate * expected / k))
-    if len(rates.cycles) >= MIN_CYCLES:
-        # each candidate is one of the window's wins, drawn whole: its value and its cycle
-        pick = rng.integers(0, len(rates.cycles), size=k)
-        value = np.asarray(rates.won_values, dtype=float)[pick]
-        lo = mid = hi = np.asarray(rates.cycles, dtype=float)[pick]
-    else:
-        value = rng.choice(np.asarray(rates.won_values or rates.values, dtype=float), size=k)
-        lo_d, hi_d = close_spread(rates.cycle_days)
-        lo, mid, hi = (np.full(k, x) for x in (lo_d, rates.cycle_days, hi_d))
-    return OpenDeals(
-        deals.ids + tuple(f"new-{j + 1}" for j in range(k)),
-        np.concatenate([deals.value, value]),
-        np.concatenate([deals.probability, p]),
-        np.concatenate([deals.rep_probability, p]),
-        np.concatenate([deals.close_p10, created + lo]),
-        np.concatenate([deals.close_p50, created + mid]),
-        np.concatenate([deals.close_p90, created + hi]),
-        deals.owners + ("",) * k if deals.owners else (),
-        deals.stages + ("",) * k if deals.stages else (),
     )

@@ -34,6 +34,13 @@ SPREAD_SHARE = 0.5
 DEFAULT_DAYS_TO_CLOSE = 60.0
 STAGE_PROBABILITY = {"lead": 0.1, "qualified": 0.25, "proposal": 0.5, "negotiation": 0.7}
 UNKNOWN_STAGE_PROBABILITY = 0.1
+LOOKBACK_DAYS = 180.0
+"""The window before the as-of time whose creations and closes the new pipeline and the
+common shock are measured on."""
+CANDIDATES = 4
+"""At least this many candidate new deals per deal expected to be created."""
+MIN_CYCLES = 10
+"""Fewer wins in the lookback window: the new pipeline's close dates get the usual spread."""
 DEFAULT_SHOCK_SD = 0.3
 """The common shock's spread when the lookback window has no win or no loss to measure it."""
 
@@ -185,6 +192,8 @@ class CreationRates:
     created: int
     """Deals created in the window."""
     per_day: float
+    """``created`` / the window's days, from the first deal's creation when it is later than
+    the window's start (a history younger than the window)."""
     mean_value: float
     """Of the deals created in the window, as known at the as-of time (0 when none)."""
     win_rate: float
@@ -234,9 +243,12 @@ def creation_rates(
     lost_values: list[float] = []
     won = lost = 0
     cycles: list[float] = []
+    first = t
     for h in histories:
         if h.created_ms is None or (h.deleted_ms is not None and h.deleted_ms < t):
             continue
+        if h.created_ms < t:
+            first = min(first, h.created_ms)
         if since <= h.created_ms < t:
             values.append(as_of(h, t).value or 0.0)
         if h.closed_ms is not None and since <= h.closed_ms < t:
@@ -250,7 +262,9 @@ def creation_rates(
     return CreationRates(
         lookback_days=lookback_days,
         created=len(values),
-        per_day=len(values) / lookback_days,
+        # per day of the window the history covers: a window reaching back before the first
+        # deal would count days when nothing could be created
+        per_day=len(values) / max(1.0, min(lookback_days, (t - first) / DAY_MS)),
         mean_value=float(np.mean(values)) if values else 0.0,
         win_rate=won / (won + lost) if won + lost else 0.0,
         cycle_days=float(np.median(cycles)) if cycles else DEFAULT_DAYS_TO_CLOSE,
@@ -260,4 +274,44 @@ def creation_rates(
         won=won,
         lost=lost,
         lost_values=tuple(lost_values),
+    )
+
+
+def new_pipeline(rates: CreationRates, rel: Period) -> OpenDeals:
+    """The candidate new deals (``new-1``, ...) of the pipeline still to be created before the
+    period ``rel`` ends, at the window's rates: every one of the window's wins whole (its
+    value, and its days from creation to the win as its close date after its creation), each
+    the same number of times, at least ``CANDIDATES`` candidates per deal expected to be
+    created (``per_day`` x days left), their creation days spread evenly over the days left
+    and each win's copies over all of them; each won with (win rate x deals expected /
+    candidates), so the number won varies like a Poisson count. With fewer than
+    ``MIN_CYCLES`` wins, the window's won (else created) values with the median cycle and the
+    usual spread. Deterministic: drawing the candidates at random from the wins, as first
+    built, gave each forecast's new pipeline a sampling error of its own (docs/forecast.md)."""
+    days_left = max(0.0, rel.end)
+    expected = rates.per_day * days_left
+    none = np.zeros(0)
+    empty = OpenDeals((), none, none, none, none, none, none)
+    if expected <= 0 or not rates.values:
+        return empty
+    whole = len(rates.cycles) >= MIN_CYCLES
+    pool = np.asarray(rates.won_values if whole else (rates.won_values or rates.values), float)
+    copies = int(np.ceil(expected * CANDIDATES / len(pool)))
+    k = copies * len(pool)
+    created = (np.arange(k) + 0.5) * days_left / k
+    pick = np.arange(k) % len(pool)
+    p = np.full(k, min(1.0, rates.win_rate * expected / k))
+    if whole:
+        lo = mid = hi = np.asarray(rates.cycles, dtype=float)[pick]
+    else:
+        lo_d, hi_d = close_spread(rates.cycle_days)
+        lo, mid, hi = (np.full(k, x) for x in (lo_d, rates.cycle_days, hi_d))
+    return OpenDeals(
+        tuple(f"new-{j + 1}" for j in range(k)),
+        pool[pick],
+        p,
+        p,
+        created + lo,
+        created + mid,
+        created + hi,
     )

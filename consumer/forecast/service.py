@@ -18,7 +18,14 @@ from prometheus_client import CollectorRegistry, Counter
 
 from consumer.forecast import gap, schedule
 from consumer.forecast import scenario as what_if
-from consumer.forecast.pipeline import PeriodSpec, Predict, creation_rates, pipeline_at
+from consumer.forecast.pipeline import (
+    LOOKBACK_DAYS,
+    PeriodSpec,
+    Predict,
+    creation_rates,
+    pipeline_at,
+)
+from consumer.forecast.pipeline import new_pipeline as new_deals
 from consumer.forecast.settings import ForecastSettings
 from consumer.forecast.simulate import SIMULATIONS, Forecast, GapCloser, forecast, gap_closers
 from consumer.forecast.targets import Targets
@@ -148,6 +155,9 @@ def forecast_workspaces(
     probabilities_label: str = REP,
     targets: Targets | None = None,
     model: Predict | None = None,
+    new_pipeline: bool = False,
+    common_shock: bool = False,
+    lookback_days: float = LOOKBACK_DAYS,
 ) -> list[WorkspaceForecast]:
     """One forecast per workspace of ``histories`` (only ``workspace`` when given, even if it
     has no deal), in workspace order; one random generator from ``seed`` for all of them. With
@@ -162,7 +172,15 @@ def forecast_workspaces(
     id -> 0-1, the model's scores for a forecast as of now) replace the rep's for the deals they
     name; ``probabilities_label`` says so in each result. ``model`` (trained on what was known
     before ``at``, see ``backtest.train_at``) gives every open deal its win probability and
-    close-date distribution instead; the label is then ``TRAINED``."""
+    close-date distribution instead; the label is then ``TRAINED``.
+
+    ``new_pipeline``: each workspace forecast also draws the deals still to be created before
+    the period ends, at the rates of the ``lookback_days`` before ``at``
+    (``pipeline.new_pipeline``; not in the roll-up, the contributions or the gap closers'
+    ranks; a scenario with its own ``new_pipeline`` replaces them). ``common_shock``: one
+    shock of every win probability per simulation (``simulate.forecast``), its spread from the
+    same window; owner forecasts draw the shock, not the new pipeline. The backtest measures
+    both (docs/forecast.md)."""
     if at >= period.end:
         raise ValueError(f"the as-of time {at.isoformat()} is not before the end of {period.name}")
     by_workspace: dict[str, list[DealHistory]] = {}
@@ -187,8 +205,22 @@ def forecast_workspaces(
         ws_target = target
         if ws_target is None and targets is not None:
             ws_target = targets.of(ws, period.name)
+        window = None
+        if new_pipeline or common_shock:
+            window = creation_rates(by_workspace[ws], at, lookback_days)
+        new = new_deals(window, rel) if new_pipeline and window is not None else None
+        shock_sd = window.shock_sd if common_shock and window is not None else 0.0
         start = copy.deepcopy(rng)
-        result = forecast(pipe.deals, rel, rng, won=pipe.won, n=simulations, target=ws_target)
+        result = forecast(
+            pipe.deals,
+            rel,
+            rng,
+            won=pipe.won,
+            n=simulations,
+            target=ws_target,
+            shock_sd=shock_sd,
+            new=new,
+        )
         closers: tuple[GapCloser, ...] = ()
         if ws_target is not None:
             _, found = gap_closers(
@@ -199,6 +231,8 @@ def forecast_workspaces(
                 won=pipe.won,
                 n=simulations,
                 top=gap_top,
+                new=new,
+                shock_sd=shock_sd,
             )
             closers = tuple(found)
         under = None
@@ -218,6 +252,8 @@ def forecast_workspaces(
                     won=changed.won,
                     n=simulations,
                     target=ws_target,
+                    shock_sd=shock_sd,
+                    new=new if scenario.new_pipeline is None else None,
                 ),
                 result,
             )
@@ -241,6 +277,7 @@ def forecast_workspaces(
                 won=pipe.won,
                 n=simulations,
                 target=owner_target,
+                shock_sd=shock_sd,
             )
             out.append(
                 WorkspaceForecast(
@@ -552,6 +589,10 @@ class ForecastService:
                     simulations=self.settings.forecast_simulations,
                     probabilities=scores,
                     probabilities_label=f"model v{version}",
+                    # with the model's probabilities, as forecast run: the deals not created
+                    # yet and the common shock (the rep's are too high to add them to)
+                    new_pipeline=bool(scores),
+                    common_shock=bool(scores),
                 )
         if not results:
             return results

@@ -63,6 +63,22 @@ class OpenDeals:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def plus(self, other: OpenDeals) -> OpenDeals:
+        """These deals followed by ``other``'s."""
+        if not len(other):
+            return self
+        return OpenDeals(
+            self.ids + other.ids,
+            np.concatenate([self.value, other.value]),
+            np.concatenate([self.probability, other.probability]),
+            np.concatenate([self.rep_probability, other.rep_probability]),
+            np.concatenate([self.close_p10, other.close_p10]),
+            np.concatenate([self.close_p50, other.close_p50]),
+            np.concatenate([self.close_p90, other.close_p90]),
+            self.owners + (other.owners or ("",) * len(other)) if self.owners else (),
+            self.stages + (other.stages or ("",) * len(other)) if self.stages else (),
+        )
+
     def select(self, keep: NDArray[np.bool_]) -> OpenDeals:
         return OpenDeals(
             tuple(i for i, k in zip(self.ids, keep, strict=True) if k),
@@ -111,8 +127,8 @@ class Forecast:
     p_reach: float | None = None
     """The share of simulations reaching the target."""
     contributions: tuple[Contribution, ...] = ()
-    """One per open deal, in the order of the deals; they sum to ``expected`` - ``won`` (not
-    in ``to_json``)."""
+    """One per open deal, in the order of the deals; they sum to ``expected`` - ``won`` - the
+    new pipeline's (not in ``to_json``)."""
 
     def to_json(self) -> dict[str, float | int | None]:
         return {
@@ -281,6 +297,8 @@ def gap_closers(
     won: float = 0.0,
     n: int = SIMULATIONS,
     top: int = 10,
+    new: OpenDeals | None = None,
+    shock_sd: float = 0.0,
 ) -> tuple[float, list[GapCloser]]:
     """The probability of reaching ``target``, and the ``top`` open deals ranked by how much
     winning each one inside the period raises it (largest lift first, then value, then id;
@@ -289,16 +307,19 @@ def gap_closers(
     One set of ``n`` simulations serves every deal (common random numbers): in each, forcing
     deal ``i`` won inside the period adds its value unless it already landed there, so the
     revenue with ``i`` won is ``revenue + value_i * (1 - lands_i)``. Chunked like the forecast.
+    ``new`` (the pipeline still to be created) and ``shock_sd`` are drawn as in ``forecast``;
+    only ``deals`` are ranked.
     """
     d = len(deals)
+    drawn = deals if new is None else deals.plus(new)
     reached = np.zeros(d, dtype=np.int64)
     base = 0
-    for lands in _landings(deals, period, n, rng):
-        revenue = won + np.where(lands, deals.value, 0.0).sum(axis=1)
+    for lands in _landings(drawn, period, n, rng, shock_sd):
+        revenue = won + np.where(lands, drawn.value, 0.0).sum(axis=1)
         base += int(np.count_nonzero(revenue >= target))
-        forced = revenue[:, None] + np.where(lands, 0.0, deals.value)
+        forced = revenue[:, None] + np.where(lands[:, :d], 0.0, deals.value)
         reached += np.count_nonzero(forced >= target, axis=0)
-    if d == 0:
+    if len(drawn) == 0:
         base = n if won >= target else 0
     p_base = base / n
     ranked = []
@@ -327,11 +348,17 @@ def forecast(
     n: int = SIMULATIONS,
     target: float | None = None,
     shock_sd: float = 0.0,
+    new: OpenDeals | None = None,
 ) -> Forecast:
     """The period's forecast from the open ``deals`` and the revenue ``won`` so far; with
-    ``shock_sd`` > 0, a common shock on the win probabilities per simulation (``_landings``)."""
-    draws, landed = simulate(deals, period, n, rng, won, shock_sd)
-    p_land = landed / n
+    ``shock_sd`` > 0, a common shock on the win probabilities per simulation (``_landings``).
+    ``new``: the deals still to be created before the period ends
+    (``pipeline.new_pipeline``), drawn with the open ones (under the same shock) into the
+    revenue; the roll-up, the coverage, ``open_deals`` and the contributions are the open
+    deals' only."""
+    drawn = deals if new is None else deals.plus(new)
+    draws, landed = simulate(drawn, period, n, rng, won, shock_sd)
+    p_land = landed[: len(deals)] / n
     contributions = tuple(
         map(Contribution, deals.ids, p_land.tolist(), (p_land * deals.value).tolist())
     )

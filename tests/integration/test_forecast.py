@@ -452,10 +452,18 @@ async def test_forecast_run_with_models_trained_before_the_as_of_date(
     simulated = generate_histories(HistorySpec(deals=700, days=300, workspaces=1, seed=5))
     async with pool.acquire() as conn:
         await store.upsert_histories(conn, simulated)
-    args = ["forecast", "run", "--as-of", "2024-09-15", "--period", "2024-Q4", "--models"]
-    done = run([*args, "--workspace", "ws-0", "--simulations", "200", "--json"], forecast_dsn)
+    # the models are the default, with the new pipeline and the common shock
+    args = ["forecast", "run", "--as-of", "2024-09-15", "--period", "2024-Q4"]
+    args += ["--workspace", "ws-0", "--simulations", "400", "--seed", "3", "--no-publish"]
+    plain = run([*args, "--no-new-pipeline", "--independent", "--json"], forecast_dsn)
+    assert plain.returncode == 0, plain.stderr
+    done = run([*args, "--json"], forecast_dsn)
     assert done.returncode == 0, done.stderr
     (ws0,) = json.loads(done.stdout)
     assert ws0["probabilities"] == "model trained to as-of"
+    (without,) = json.loads(plain.stdout)
+    assert ws0["expected"] > without["expected"]  # the deals created in the rest of 2024-Q4
+    assert ws0["p90"] - ws0["p10"] > without["p90"] - without["p10"]
+    assert ws0["weighted_pipeline"] == without["weighted_pipeline"]
     stored = await pool.fetchval("SELECT probabilities FROM forecasts WHERE workspace_id = 'ws-0'")
     assert stored == "model trained to as-of"

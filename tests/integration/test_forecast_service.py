@@ -97,6 +97,10 @@ async def test_daily_per_workspace_and_again_when_a_model_is_promoted(pool: PgPo
     ]
     assert promoted[0].result.weighted_pipeline == pytest.approx(700 + 500 + 0.9 * 1000)
     assert promoted[1].result.weighted_pipeline == pytest.approx(0.2 * 100)
+    # with the model's scores, the deals still to be created are drawn too: about 5.9 more
+    # deals like January's 700 win by the quarter's end (none with the rep's, beta)
+    assert promoted[0].result.expected > 700 + 500 + 1000 + 2000
+    assert promoted[1].result.expected <= 100.0
     assert await service.check(at("2026-02-01T08:20")) == []  # the same model: nothing
     assert await rows(pool) == [
         ("acme", "07:00", "rep"),

@@ -334,3 +334,39 @@ def test_contributions_come_from_the_shocked_draws_too_and_stay_bounded_by_chunk
     assert sum(c.expected for c in result.contributions) == pytest.approx(result.expected - 1.0)
     assert result.contributions[2].p_land == 0.0  # closes after the period in every draw
     assert 0 < result.contributions[0].p_land < result.contributions[1].p_land
+
+
+def test_new_pipeline_is_drawn_into_the_revenue_but_not_the_roll_up_or_contributions() -> None:
+    """Deals still to be created (``new``) add their wins to every number drawn (P10-P90,
+    expected, P(target)), under the same shock; the roll-up, the coverage, ``open_deals`` and
+    the per-deal contributions stay the open deals' (a deal not created yet has no row)."""
+    pipe = deals([1000.0, 400.0], [0.8, 0.5], [10.0, 10.0])
+    made = deals([300.0] * 4, [0.5] * 4, [10.0] * 4)
+    new = OpenDeals(
+        tuple(f"new-{i + 1}" for i in range(4)),
+        made.value,
+        made.probability,
+        made.rep_probability,
+        made.close_p10,
+        made.close_p50,
+        made.close_p90,
+    )
+    period = Period(0, 30)
+    plain = forecast(pipe, period, np.random.default_rng(3), won=50.0, n=N, target=1500.0)
+    more = forecast(pipe, period, np.random.default_rng(3), won=50.0, n=N, target=1500.0, new=new)
+    assert more.expected - plain.expected == pytest.approx(4 * 0.5 * 300.0, rel=0.05)
+    assert more.p_reach is not None
+    assert plain.p_reach is not None
+    assert more.p_reach > plain.p_reach
+    for name in ("weighted_pipeline", "commit", "best_case", "pipeline", "coverage", "open_deals"):
+        assert getattr(more, name) == getattr(plain, name)
+    assert [c.deal_id for c in more.contributions] == ["d0", "d1"]
+    total = sum(c.expected for c in more.contributions)
+    assert total == pytest.approx(plain.expected - 50.0, rel=0.05)
+    # the gap closers draw the new deals too, and rank only the open ones
+    base, closers = simulate.gap_closers(
+        pipe, period, np.random.default_rng(3), target=1500.0, won=50.0, n=N, new=new
+    )
+    assert base == pytest.approx(more.p_reach, abs=0.02)
+    assert {g.deal_id for g in closers} <= {"d0", "d1"}
+    assert closers

@@ -7,6 +7,7 @@ import copy
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,9 +18,10 @@ from app.commands.forecast import backtest_targets_missed
 from consumer.forecast import backtest as bt
 from consumer.forecast.backtest import Row, backtest, pinball, score
 from consumer.forecast.chart import fan_png
-from consumer.forecast.pipeline import PeriodSpec, creation_rates
-from consumer.forecast.simulate import OpenDeals
-from consumer.intelligence.features import Snapshots
+from consumer.forecast.pipeline import CANDIDATES, PeriodSpec, creation_rates, new_pipeline
+from consumer.forecast.service import TRAINED, forecast_workspaces
+from consumer.forecast.simulate import Forecast
+from consumer.intelligence.features import Snapshots, feature_names
 from consumer.intelligence.histgen import HistorySpec, generate_histories
 from consumer.intelligence.projection import DealHistory, StageSpell
 
@@ -212,8 +214,7 @@ def test_the_new_pipeline_is_made_of_the_windows_wins_value_and_cycle_together()
         hs.append(h)
     at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
     rel = PeriodSpec.parse("2024-Q2").relative_to(at)
-    empty = OpenDeals((), *(np.zeros(0) for _ in range(6)))
-    deals = bt._with_new_deals(empty, creation_rates(hs, at, 180.0), rel, np.random.default_rng(5))
+    deals = new_pipeline(creation_rates(hs, at, 180.0), rel)
     assert len(deals) > 0
     cycle = {1000.0 * (i + 1): 10.0 + i for i in range(12)}
     created = (np.arange(len(deals)) + 0.5) * rel.end / len(deals)
@@ -223,8 +224,36 @@ def test_the_new_pipeline_is_made_of_the_windows_wins_value_and_cycle_together()
         assert value in cycle
         assert p10 == p50 == p90 == pytest.approx(c + cycle[value])
     assert deals.probability == pytest.approx(
-        np.full(len(deals), 0.5 * 24 / 180 * rel.end / len(deals))
+        np.full(len(deals), 0.5 * 24 / 61 * rel.end / len(deals))  # 24 created since 03-01
     )
+
+
+def test_the_new_pipeline_holds_every_window_win_equally_often_without_drawing() -> None:
+    """The candidates are every win of the window the same number of times, each win's
+    copies spread over the days left: no random draw of the wins, which would give each
+    forecast's new pipeline an error of its own (the sample of wins it happened to draw)."""
+    hs = []
+    for i in range(30):  # 30 wins of very different values, 30 days each
+        h = DealHistory(workspace_id="w", deal_id=f"w{i}", value=1000.0 * 2**i)
+        h.created_ms, h.outcome = ms("2024-01-01") + i * 86_400_000, "won"
+        h.closed_ms = h.created_ms + 30 * 86_400_000
+        hs.append(h)
+    at = dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
+    rel = PeriodSpec.parse("2024-Q2").relative_to(at)
+    rates = creation_rates(hs, at, 180.0)
+    deals = new_pipeline(rates, rel)
+    values, counts = np.unique(deals.value, return_counts=True)
+    assert sorted(values) == sorted(rates.won_values)
+    assert len(set(counts)) == 1  # each win the same number of times
+    assert len(deals) >= CANDIDATES * rates.per_day * rel.end
+    # each win's copies span the days left, not one stretch of them
+    for v in values:
+        created = deals.close_p50[deals.value == v] - 30.0
+        assert created.min() < rel.end / 3
+        assert created.max() > 2 * rel.end / 3
+    # the expected won value is the window's: deals per day x days left x won value per close
+    expected = float((deals.probability * deals.value).sum())
+    assert expected == pytest.approx(rates.per_day * rel.end * np.mean(rates.won_values))
 
 
 def test_the_close_date_model_learns_the_days_to_a_win(
@@ -288,3 +317,65 @@ def test_the_backtest_command_draws_the_shock_unless_independent_and_checks_the_
     missed = backtest_targets_missed(expected)
     assert out.exit_code == (1 if missed else 0)
     assert ("target missed" in out.stderr) == bool(missed)
+
+
+def test_the_models_of_an_as_of_date_use_the_crm_attributes_known_then(
+    histories: list[DealHistory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `vectoros train` does, the backtest's models have the CRM attributes among their
+    features (the simulator's `segment`), coded from the deals closed before the as-of date."""
+    seen: list[tuple[str, ...]] = []
+    fit_win = bt.fit_win
+
+    def spy(train: Snapshots, **kw: Any) -> object:
+        seen.append(feature_names(train.attributes))
+        return fit_win(train, **kw)
+
+    monkeypatch.setattr(bt, "fit_win", spy)
+    models = bt.train_at(histories, ms("2024-10-01"), max_iter=5)
+    assert models.predict is not None
+    assert len(seen) == 1
+    assert "attr:segment" in seen[0]
+    open_deals = [h for h in histories if h.created_ms < ms("2024-10-01") < (h.closed_ms or 2**62)]
+    p, *_ = models.predict(open_deals[:5])
+    assert len(p) == 5
+
+
+def test_forecast_run_with_models_draws_the_new_pipeline_and_the_shock_from_what_was_known(
+    histories: list[DealHistory],
+) -> None:
+    """`forecast run`'s path (``forecast_workspaces``) with the models, the new pipeline and
+    the common shock, as the backtest forecasts: the new pipeline raises the expected revenue
+    but not the roll-up or the deals' contributions, and flipping every outcome after the
+    as-of date changes nothing of it."""
+    at = dt.datetime(2024, 10, 1, tzinfo=dt.UTC)
+    q4 = PeriodSpec.parse("2024-Q4")
+
+    def run_at(hs: list[DealHistory], **kw: bool) -> Forecast:
+        model = bt.train_at(hs, ms("2024-10-01"), max_iter=5).predict
+        assert model is not None
+        (out,) = forecast_workspaces(hs, at, q4, seed=3, simulations=2000, model=model, **kw)
+        assert out.probabilities == TRAINED
+        return out.result
+
+    plain = run_at(histories)
+    full = run_at(histories, new_pipeline=True, common_shock=True)
+    assert full.expected > plain.expected * 1.2  # the quarter's deals not created yet
+    assert full.p90 - full.p10 > plain.p90 - plain.p10
+    assert (full.weighted_pipeline, full.commit, full.open_deals) == (
+        plain.weighted_pipeline,
+        plain.commit,
+        plain.open_deals,
+    )
+    assert [c.deal_id for c in full.contributions] == [c.deal_id for c in plain.contributions]
+    flipped = copy.deepcopy(histories)
+    for h in flipped:
+        if h.closed_ms is not None and h.closed_ms >= ms("2024-10-01") and h.outcome:
+            h.outcome = "lost" if h.outcome == "won" else "won"
+    again = run_at(flipped, new_pipeline=True, common_shock=True)
+    assert (again.p10, again.p50, again.p90, again.expected) == (
+        full.p10,
+        full.p50,
+        full.p90,
+        full.expected,
+    )

@@ -253,6 +253,17 @@ def test_creation_rates_use_only_the_lookback_window_before_the_as_of_time() -> 
     assert rates.cycle_days == pytest.approx(15.0)  # median of 10 and 20 days
 
 
+def test_creation_rates_count_only_the_days_the_history_covers() -> None:
+    """A history younger than the lookback window: deals per day over the days since the
+    first deal was created, not over the whole window (which would count days when nothing
+    could be created, and understate the new pipeline of a new workspace)."""
+    at = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
+    history = [deal(f"d{i}", f"2026-03-{2 + i:02d}", value=100.0) for i in range(10)]
+    rates = creation_rates(history, at, 180)
+    assert rates.created == 10
+    assert rates.per_day == pytest.approx(10 / 30)  # since 2026-03-02, 30 days before at
+
+
 def test_forecast_workspaces_shows_a_scenario_against_the_same_random_draws() -> None:
     at = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
     q1 = PeriodSpec.parse("2026-Q1")
