@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from consumer.deal_codec import HEADER_SIZE, READABLE, pack, upgrade, upgrade_v1
+from consumer.deal_codec import FORMAT, HEADER_SIZE, READABLE, pack, upgrade, upgrade_v1
 from consumer.partition import PartitionState
 from consumer.state import DealState, OpenInsight
 from schemas.events import Stage
@@ -44,6 +44,8 @@ _DEAL, _CLOSED, _META = b"S", b"X", b"M"
 _V3 = VERSION.to_bytes(1, "little")
 _V2 = b"\x02"
 _BINARY = (_V2, _V3)
+_MIN_BINARY = _PREFIX.size + 8
+"""The shortest readable binary record (``record_offset``)."""
 
 
 def encode_deal(deal: DealState, offset: int, deadline: int | None = None) -> bytes:
@@ -129,7 +131,7 @@ def restore(records: Iterable[tuple[bytes | None, bytes | None]], committed: int
 def record_offset(value: bytes) -> int | None:
     """The source offset a changelog value was checkpointed at (None if unreadable)."""
     if value[:1] in _BINARY:
-        return int(_PREFIX.unpack_from(value)[2]) if len(value) >= _PREFIX.size + 8 else None
+        return int(_PREFIX.unpack_from(value)[2]) if len(value) >= _MIN_BINARY else None
     if value[:1] == b"{":  # version 1
         try:
             return int(orjson.loads(value)["o"])
@@ -152,7 +154,10 @@ def _fold(
         if value is None:
             latest[key] = None  # tombstone: forget the key whatever came before
             continue
-        offset = record_offset(value)
+        if value[:1] == _V3 and len(value) >= _MIN_BINARY:  # the current version, inline
+            offset: int | None = _PREFIX.unpack_from(value)[2]
+        else:
+            offset = record_offset(value)
         if offset is None:
             out.unreadable += 1
         elif offset > committed:
@@ -178,10 +183,15 @@ def _restore_one(key: bytes, value: bytes, out: Restored) -> None:
         if version in _BINARY:
             kind = value[1:2]
             packed = value[_PREFIX.size :]
-            if kind == _DEAL and version == _V2:
-                out.deals[deal_id] = upgrade_v1(deal_id, packed)
-            elif kind == _DEAL and len(packed) >= HEADER_SIZE and packed[0] in READABLE:
-                out.deals[deal_id] = upgrade(deal_id, packed)
+            if kind == _DEAL:
+                if version == _V2:
+                    out.deals[deal_id] = upgrade_v1(deal_id, packed)
+                elif len(packed) < HEADER_SIZE or packed[0] not in READABLE:
+                    out.unreadable += 1
+                elif packed[0] == FORMAT:  # the common case: the bytes are the state
+                    out.deals[deal_id] = packed
+                else:
+                    out.deals[deal_id] = upgrade(deal_id, packed)
             elif kind == _CLOSED:
                 out.closed[deal_id] = _INT.unpack_from(value, _PREFIX.size)[0]
                 seen = value[_PREFIX.size + 8 :]

@@ -298,7 +298,7 @@ def _unpack_engagement(data: bytes, pos: int) -> tuple[Engagement, int]:
 
 def upgrade(deal_id: str, data: bytes) -> bytes:
     """A packed deal of a readable format in the current one (``ValueError`` otherwise)."""
-    if data[:1] == bytes((FORMAT,)):
+    if data and data[0] == FORMAT:
         return data
     if len(data) < HEADER_SIZE or data[0] not in READABLE:
         raise ValueError(f"packed deal {deal_id!r}: format {data[:1].hex()} is not readable")
