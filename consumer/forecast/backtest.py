@@ -46,6 +46,7 @@ from consumer.forecast.pipeline import (
     LOOKBACK_DAYS,
     PeriodSpec,
     Predict,
+    PredictClose,
     creation_rates,
     new_pipeline,
     pipeline_at,
@@ -54,11 +55,12 @@ from consumer.forecast.simulate import forecast
 from consumer.intelligence.features import (
     AttributeCodes,
     OwnerRecord,
+    Snapshots,
     features_at,
     snapshots,
     workspace_codes,
 )
-from consumer.intelligence.model import fit_close, fit_win
+from consumer.intelligence.model import CloseModel, fit_close, fit_win
 from consumer.intelligence.projection import DealHistory
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -131,12 +133,8 @@ class Models:
     training_snapshots: int
 
 
-def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = None) -> Models:
-    """Models from the snapshots of the deals closed before ``t`` (no later outcome, no later
-    event of theirs: a snapshot is taken before its deal closed), with the CRM attributes
-    among the features as ``vectoros train`` has them (``AttributeCodes`` fitted on those
-    deals). ``predict(open deals)`` gives (win probability, close P10, P50, P90 in days after
-    ``t``)."""
+def _training(histories: Sequence[DealHistory], t: int) -> _Training:
+    """The training snapshots of the deals closed before ``t`` and the codes to score with."""
     closed = [
         h
         for h in histories
@@ -149,17 +147,44 @@ def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = No
     if codes is not None and not codes.names:
         codes = None
     train = snapshots(closed, workspaces=workspaces, owners=owners, attributes=codes)
+    return _Training(train, workspaces, owners, codes)
+
+
+@dataclass(frozen=True)
+class _Training:
+    snapshots: Snapshots
+    workspaces: dict[str, int]
+    owners: OwnerRecord
+    codes: AttributeCodes | None
+
+    def features(self, open_deals: Sequence[DealHistory], t: int) -> list[list[float]]:
+        return [features_at(h, t, self.owners, self.workspaces, self.codes) for h in open_deals]
+
+
+def _fit_close(data: _Training, iters: dict[str, int]) -> CloseModel:
+    # the simulation draws a close date for the deals it wins: the days to a *win* (lost
+    # deals drag on and fade out, so the days to any close would push the wins too late)
+    train = data.snapshots
+    won = train.select([w == 1 for w in train.won])
+    return fit_close(won if len(won) >= MIN_TRAIN_WINS else train, **iters)
+
+
+def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = None) -> Models:
+    """Models from the snapshots of the deals closed before ``t`` (no later outcome, no later
+    event of theirs: a snapshot is taken before its deal closed), with the CRM attributes
+    among the features as ``vectoros train`` has them (``AttributeCodes`` fitted on those
+    deals). ``predict(open deals)`` gives (win probability, close P10, P50, P90 in days after
+    ``t``)."""
+    data = _training(histories, t)
+    train = data.snapshots
     if len(train) < MIN_TRAIN_SNAPSHOTS or len(set(train.won)) < 2:
         return Models(None, len(train))
     iters = {} if max_iter is None else {"max_iter": max_iter}
-    win = fit_win(train, workspaces=workspaces, **iters)
-    # the simulation draws a close date for the deals it wins: the days to a *win* (lost
-    # deals drag on and fade out, so the days to any close would push the wins too late)
-    won = train.select([w == 1 for w in train.won])
-    close = fit_close(won if len(won) >= MIN_TRAIN_WINS else train, **iters)
+    win = fit_win(train, workspaces=data.workspaces, **iters)
+    close = _fit_close(data, iters)
 
     def predict(open_deals: Sequence[DealHistory]) -> tuple[np.ndarray, ...]:
-        rows = [features_at(h, t, owners, workspaces, codes) for h in open_deals]
+        rows = data.features(open_deals, t)
         if not rows:
             empty = np.zeros(0)
             return empty, empty, empty, empty
@@ -167,6 +192,29 @@ def train_at(histories: Sequence[DealHistory], t: int, max_iter: int | None = No
         return win.predict(rows), lo, mid, hi
 
     return Models(predict, len(train))
+
+
+def close_at(
+    histories: Sequence[DealHistory], t: int, max_iter: int | None = None
+) -> PredictClose | None:
+    """The close-date model of ``train_at`` alone (trained on the same snapshots, the won
+    deals' when there are ``MIN_TRAIN_WINS``), for a forecast that has its win probabilities
+    from elsewhere (the forecast service: the current model's scores). ``None`` where
+    ``train_at`` would have no model."""
+    data = _training(histories, t)
+    train = data.snapshots
+    if len(train) < MIN_TRAIN_SNAPSHOTS or len(set(train.won)) < 2:
+        return None
+    close = _fit_close(data, {} if max_iter is None else {"max_iter": max_iter})
+
+    def predict(open_deals: Sequence[DealHistory]) -> tuple[np.ndarray, ...]:
+        rows = data.features(open_deals, t)
+        if not rows:
+            empty = np.zeros(0)
+            return empty, empty, empty
+        return close.predict(rows)
+
+    return predict
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from consumer.intelligence.projection import DAY_MS, DealHistory
 
 Predict = Callable[[Sequence[DealHistory]], tuple[NDArray[np.float64], ...]]
 """Open deals -> (win probability, close P10, P50, P90 in days after the as-of time)."""
+PredictClose = Callable[[Sequence[DealHistory]], tuple[NDArray[np.float64], ...]]
+"""Open deals -> (close P10, P50, P90 in days after the as-of time)."""
 
 MIN_SPREAD_DAYS = 14.0
 SPREAD_SHARE = 0.5
@@ -116,13 +118,16 @@ def pipeline_at(
     period: PeriodSpec,
     probabilities: Mapping[str, float] | None = None,
     model: Predict | None = None,
+    close: PredictClose | None = None,
 ) -> Pipeline:
     """The open deals at ``at`` and what was won in ``period`` before it. ``probabilities``
     (deal id -> 0-1, e.g. the current model's scores for a forecast as of now) replace the
     probability of winning of the deals they name; the rep's stays for the roll-up. ``model``
     (the open deals' histories -> win probability and close-date P10/P50/P90 in days after
     ``at``, from models trained on what was known before ``at``) replaces both for every open
-    deal."""
+    deal. ``close`` (the open deals' histories -> close-date P10/P50/P90 in days after ``at``,
+    from a model trained before ``at``) replaces the rep's close dates of every open deal (the
+    win probability stays the rep's, or ``probabilities``')."""
     t = round(at.timestamp() * 1000)
     start_ms = round(period.start.timestamp() * 1000)
     ids: list[str] = []
@@ -170,6 +175,8 @@ def pipeline_at(
     lo_a, mid_a, hi_a = (np.asarray(x, dtype=float) for x in (p10, p50, p90))
     if model is not None and open_histories:
         win, lo_a, mid_a, hi_a = (np.asarray(x, dtype=float) for x in model(open_histories))
+    elif close is not None and open_histories:
+        lo_a, mid_a, hi_a = (np.asarray(x, dtype=float) for x in close(open_histories))
     deals = OpenDeals(
         tuple(ids),
         np.asarray(value, dtype=float),

@@ -18,10 +18,12 @@ from prometheus_client import CollectorRegistry, Counter
 
 from consumer.forecast import gap, schedule
 from consumer.forecast import scenario as what_if
+from consumer.forecast.backtest import close_at
 from consumer.forecast.pipeline import (
     LOOKBACK_DAYS,
     PeriodSpec,
     Predict,
+    PredictClose,
     creation_rates,
     pipeline_at,
 )
@@ -155,6 +157,7 @@ def forecast_workspaces(
     probabilities_label: str = REP,
     targets: Targets | None = None,
     model: Predict | None = None,
+    close: PredictClose | None = None,
     new_pipeline: bool = False,
     common_shock: bool = False,
     lookback_days: float = LOOKBACK_DAYS,
@@ -172,7 +175,9 @@ def forecast_workspaces(
     id -> 0-1, the model's scores for a forecast as of now) replace the rep's for the deals they
     name; ``probabilities_label`` says so in each result. ``model`` (trained on what was known
     before ``at``, see ``backtest.train_at``) gives every open deal its win probability and
-    close-date distribution instead; the label is then ``TRAINED``.
+    close-date distribution instead; the label is then ``TRAINED``. ``close`` (a close-date
+    model trained on what was known before ``at``, ``backtest.close_at``) gives every open
+    deal its close-date distribution instead of the rep's close date, whoever's probability.
 
     ``new_pipeline``: each workspace forecast also draws the deals still to be created before
     the period ends, at the rates of the ``lookback_days`` before ``at``
@@ -200,7 +205,7 @@ def forecast_workspaces(
     label = TRAINED if model is not None else probabilities_label if probabilities else REP
     out = []
     for ws in sorted(by_workspace):
-        pipe = pipeline_at(by_workspace[ws], at, period, probabilities, model)
+        pipe = pipeline_at(by_workspace[ws], at, period, probabilities, model, close)
         rel = period.relative_to(at)
         ws_target = target
         if ws_target is None and targets is not None:
@@ -266,7 +271,7 @@ def forecast_workspaces(
         for h in by_workspace[ws]:
             owners.setdefault(h.owner_id or "", []).append(h)
         for owner in sorted(owners):
-            pipe = pipeline_at(owners[owner], at, period, probabilities, model)
+            pipe = pipeline_at(owners[owner], at, period, probabilities, model, close)
             if not len(pipe.deals) and not pipe.won_deals:
                 continue  # nothing open or won in the period: no row
             owner_target = None if targets is None else targets.of(ws, period.name, owner)
@@ -510,7 +515,8 @@ SELECT s.deal_id, s.win_probability FROM deal_scores s
  WHERE s.workspace_id = $1
 """
 
-HistoryLoader = Callable[[PgPool, str], Awaitable[list[DealHistory]]]
+HistoryLoader = Callable[[PgPool, str | None], Awaitable[list[DealHistory]]]
+"""The deal histories of a workspace (of every workspace with ``None``)."""
 _UNSEEN = -1
 
 
@@ -546,8 +552,11 @@ class ForecastService:
         load: HistoryLoader,
         metrics: ForecastMetrics,
         targets: Targets | None = None,
+        close_max_iter: int | None = None,
     ) -> None:
         self.settings = settings
+        self.close_max_iter = close_max_iter
+        """Boosting iterations of the close-date model (``None``: the model's default)."""
         self.pool = pool
         self.load = load
         self.metrics = metrics
@@ -574,8 +583,28 @@ class ForecastService:
             todo = schedule.due(now, workspaces, last, self.default_at, self.workspace_at)
             trigger = "schedule"
         results: list[WorkspaceForecast] = []
+        if not todo:
+            return results
+        everyone: dict[str, list[DealHistory]] | None = None
+        close: PredictClose | None = None
+        if version is not None:
+            # a current model: its scores are the probabilities, and the close dates come from
+            # a close-date model trained as of now on every workspace's history, as forecast
+            # run trains one (the stored model's was fitted on every closed deal, lost ones
+            # too, and before its held-out period: docs/forecast.md)
+            loaded = await self.load(self.pool, None)
+            everyone = {}
+            for h in loaded:
+                everyone.setdefault(h.workspace_id, []).append(h)
+            t = round(now.timestamp() * 1000)
+            close = await asyncio.to_thread(close_at, loaded, t, self.close_max_iter)
+            if close is None:
+                logger.info("too little history for a close-date model: the rep's close dates")
         for ws in todo:
-            histories = await self.load(self.pool, ws)
+            if everyone is not None:
+                histories = everyone.get(ws, [])
+            else:
+                histories = await self.load(self.pool, ws)
             scores = {
                 r["deal_id"]: r["win_probability"] for r in await self.pool.fetch(_SCORES, ws)
             }
@@ -589,8 +618,10 @@ class ForecastService:
                     simulations=self.settings.forecast_simulations,
                     probabilities=scores,
                     probabilities_label=f"model v{version}",
-                    # with the model's probabilities, as forecast run: the deals not created
-                    # yet and the common shock (the rep's are too high to add them to)
+                    # with the model's probabilities, as forecast run: the model's close dates,
+                    # the deals not created yet and the common shock (the rep's probabilities
+                    # are too high to add them to)
+                    close=close if scores else None,
                     new_pipeline=bool(scores),
                     common_shock=bool(scores),
                 )

@@ -6,14 +6,24 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from consumer.forecast.service import ForecastMetrics, ForecastService, run_forecast_service
+from consumer.forecast.backtest import close_at
+from consumer.forecast.pipeline import PeriodSpec, pipeline_at
+from consumer.forecast.service import (
+    ForecastMetrics,
+    ForecastService,
+    WorkspaceForecast,
+    run_forecast_service,
+)
 from consumer.forecast.settings import ForecastSettings
 from consumer.forecast.targets import Targets
 from consumer.history import store
+from consumer.intelligence.histgen import HistorySpec, generate_histories
+from consumer.intelligence.projection import DealHistory
 from tests.databases import fresh_database, migrated_pool
 from tests.integration.test_forecast import HISTORY
 from vectoros.db import PgPool
@@ -127,3 +137,78 @@ def test_bad_settings_are_refused() -> None:
             store.load_histories,
             ForecastMetrics(CollectorRegistry()),  # type: ignore[arg-type]
         )
+
+
+async def test_with_a_current_model_the_close_dates_are_a_model_trained_as_of_now(
+    database_url: str,
+) -> None:
+    """With a current model, a workspace it scored is forecast with its scores and with close
+    dates from a close-date model trained on what is known now (``backtest.close_at``, as
+    `forecast run` trains one); a workspace it did not score, and every workspace before there
+    is a model, with the rep's close dates."""
+    simulated = generate_histories(HistorySpec(deals=400, days=300, workspaces=2, seed=5))
+    async with (
+        fresh_database(database_url, "forecast_service_close") as dsn,
+        migrated_pool(dsn) as pool,
+    ):
+        async with pool.acquire() as conn:
+            await store.upsert_histories(conn, simulated)
+        loaded = await store.load_histories(pool)
+        ws0 = [h for h in loaded if h.workspace_id == "ws-0"]
+        ws1 = [h for h in loaded if h.workspace_id == "ws-1"]
+        q4 = PeriodSpec.parse("2024-Q4")
+
+        def expected(hs: list[DealHistory], now: dt.datetime, **kw: Any) -> tuple[float, float]:
+            """(pipeline, weighted pipeline): which deals are expected in the quarter follows
+            the close dates."""
+            pipe = pipeline_at(hs, now, q4, **kw)
+            rel = q4.relative_to(now)
+            d = pipe.deals
+            inside = (d.close_p50 >= rel.start) & (d.close_p50 < rel.end)
+            value = float(d.value[inside].sum())
+            weighted = float((d.value * d.probability)[inside].sum())
+            return pipe.won + value, pipe.won + weighted
+
+        def numbers(f: WorkspaceForecast) -> tuple[float, float]:
+            return f.result.pipeline, f.result.weighted_pipeline
+
+        service = ForecastService(
+            SETTINGS,
+            pool,
+            store.load_histories,
+            ForecastMetrics(CollectorRegistry()),
+            close_max_iter=5,
+        )
+        before = at("2024-10-01T07:00")
+        first = await service.check(before)  # no model yet: the rep's
+        assert [(f.workspace_id, f.probabilities) for f in first] == [
+            ("ws-0", "rep"),
+            ("ws-1", "rep"),
+        ]
+        assert numbers(first[0]) == pytest.approx(expected(ws0, before))
+
+        version = await pool.fetchval(
+            "INSERT INTO win_models (scope, data_until, holdout_from, train_snapshots,"
+            " holdout_snapshots, closed_deals, features, metrics, baselines, current, model)"
+            " VALUES ('pooled', now(), now(), 1, 1, 1, '[]', '{}', '{}', true, '\\x00')"
+            " RETURNING version"
+        )
+        scores = {d: 0.4 for d in pipeline_at(ws0, before, q4).deals.ids}
+        await pool.executemany(
+            "INSERT INTO deal_scores (workspace_id, deal_id, as_of, model_version,"
+            " win_probability, top_factors) VALUES ('ws-0', $1, now(), $2, $3, '[]')",
+            [(d, version, p) for d, p in scores.items()],
+        )
+        now = at("2024-10-01T07:10")
+        promoted = await service.check(now)
+        assert [(f.workspace_id, f.probabilities) for f in promoted] == [
+            ("ws-0", f"model v{version}"),
+            ("ws-1", "rep"),
+        ]
+        close = close_at(loaded, round(now.timestamp() * 1000), max_iter=5)
+        assert close is not None
+        with_model = expected(ws0, now, probabilities=scores, close=close)
+        assert numbers(promoted[0]) == pytest.approx(with_model)
+        # the test means something: the model's close dates place other deals in the quarter
+        assert with_model != pytest.approx(expected(ws0, now, probabilities=scores))
+        assert numbers(promoted[1]) == pytest.approx(expected(ws1, now))

@@ -18,7 +18,13 @@ from app.commands.forecast import backtest_targets_missed
 from consumer.forecast import backtest as bt
 from consumer.forecast.backtest import Row, backtest, pinball, score
 from consumer.forecast.chart import fan_png
-from consumer.forecast.pipeline import CANDIDATES, PeriodSpec, creation_rates, new_pipeline
+from consumer.forecast.pipeline import (
+    CANDIDATES,
+    PeriodSpec,
+    creation_rates,
+    new_pipeline,
+    pipeline_at,
+)
 from consumer.forecast.service import TRAINED, forecast_workspaces
 from consumer.forecast.simulate import Forecast
 from consumer.intelligence.features import Snapshots, feature_names
@@ -379,3 +385,59 @@ def test_forecast_run_with_models_draws_the_new_pipeline_and_the_shock_from_what
         full.p90,
         full.expected,
     )
+
+
+def test_the_close_date_model_alone_is_train_ats_and_uses_only_what_was_known(
+    histories: list[DealHistory],
+) -> None:
+    """``close_at`` (the forecast service's close dates, beside the current model's scores) is
+    ``train_at``'s close-date model: the same close dates for the open deals, unchanged when
+    every outcome after the as-of date is flipped; none from too little history."""
+    t = ms("2024-10-01")
+    open_deals = [h for h in histories if h.created_ms < t < (h.closed_ms or 2**62)]
+    close = bt.close_at(histories, t, max_iter=5)
+    models = bt.train_at(histories, t, max_iter=5)
+    assert close is not None
+    assert models.predict is not None
+    lo, mid, hi = close(open_deals)
+    _, *expected = models.predict(open_deals)
+    assert [lo.tolist(), mid.tolist(), hi.tolist()] == [x.tolist() for x in expected]
+    assert len(set(mid.tolist())) > 1  # per deal, not one number
+    flipped = copy.deepcopy(histories)
+    for h in flipped:
+        if h.closed_ms is not None and h.closed_ms >= t and h.outcome:
+            h.outcome = "lost" if h.outcome == "won" else "won"
+    again = bt.close_at(flipped, t, max_iter=5)
+    assert again is not None
+    assert [x.tolist() for x in again(open_deals)] == [lo.tolist(), mid.tolist(), hi.tolist()]
+    assert bt.close_at(histories[:20], t, max_iter=5) is None
+
+
+def test_forecast_workspaces_takes_the_close_dates_and_keeps_the_given_probabilities(
+    histories: list[DealHistory],
+) -> None:
+    """The service's path: the current model's scores as the probabilities, the close-date
+    model's close dates (so which deals are expected in the period follows them)."""
+    at = dt.datetime(2024, 10, 1, tzinfo=dt.UTC)
+    q4 = PeriodSpec.parse("2024-Q4")
+    close = bt.close_at(histories, ms("2024-10-01"), max_iter=5)
+    assert close is not None
+    rep = pipeline_at(histories, at, q4).deals
+    scores = {d: 0.5 for d in rep.ids}
+    (out,) = forecast_workspaces(
+        histories, at, q4, seed=3, simulations=500, probabilities=scores,
+        probabilities_label="model v3", close=close,
+    )  # fmt: skip
+    (before,) = forecast_workspaces(
+        histories, at, q4, seed=3, simulations=500, probabilities=scores,
+        probabilities_label="model v3",
+    )  # fmt: skip
+    assert out.probabilities == "model v3"
+    rel = q4.relative_to(at)
+    _, mid, _ = close([h for h in histories if h.deal_id in scores])
+    model_in = (mid >= rel.start) & (mid < rel.end)
+    rep_in = (rep.close_p50 >= rel.start) & (rep.close_p50 < rel.end)
+    won = out.result.won
+    assert out.result.weighted_pipeline == pytest.approx(won + 0.5 * rep.value[model_in].sum())
+    assert before.result.weighted_pipeline == pytest.approx(won + 0.5 * rep.value[rep_in].sum())
+    assert out.result.weighted_pipeline != pytest.approx(before.result.weighted_pipeline)
