@@ -34,6 +34,7 @@ HISTORY_DAYS = 90
 """How many days of activity history a deal keeps (before its most recent activity day)."""
 _ENTRY = struct.Struct("<HB")
 ENTRY_SIZE = _ENTRY.size
+_COUNTS = tuple(bytes((c,)) for c in range(256))
 
 
 def to_ms(ts: dt.datetime) -> int:
@@ -385,14 +386,17 @@ def record_activity(history: bytes, day: int) -> bytes:
     entries). A day outside ``0..65535`` (before 1970 or after 2149) is not recorded."""
     if not 0 <= day <= 0xFFFF:
         return history
-    if history:
-        last_day, last_count = _ENTRY.unpack_from(history, len(history) - ENTRY_SIZE)
-        if day == last_day:  # the common case: another activity today
-            if last_count == 255:
-                return history
-            return history[:-1] + bytes((last_count + 1,))
-        if day > last_day and day - HISTORY_DAYS <= _ENTRY.unpack_from(history)[0]:
-            return history + _ENTRY.pack(day, 1)  # a new day, nothing ages out
+    n = len(history)
+    if not n:
+        return _ENTRY.pack(day, 1)  # a deal's first activity
+    last_day = history[n - 3] | history[n - 2] << 8  # ``<H``, read without a struct call
+    if day == last_day:  # the common case: another activity today
+        last_count = history[n - 1]
+        if last_count == 255:
+            return history
+        return history[:-1] + _COUNTS[last_count + 1]
+    if day > last_day and day - HISTORY_DAYS <= history[0] | history[1] << 8:
+        return history + _ENTRY.pack(day, 1)  # a new day, nothing ages out
     counts = dict(activity_days(history))
     counts[day] = min(counts.get(day, 0) + 1, 255)
     horizon = max(counts) - HISTORY_DAYS

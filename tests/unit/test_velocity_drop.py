@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer.rules import fired, next_deadline
 from consumer.rules.catalog import velocity_drop
-from consumer.state import DAY_MS, DealState, record_activity
+from consumer.state import DAY_MS, HISTORY_DAYS, DealState, activity_days, record_activity
 from consumer.thresholds import RuleThresholds
 from schemas.insights import Priority, RuleName
 
@@ -100,3 +102,20 @@ def test_the_deadline_skips_a_day_where_the_rates_are_equal() -> None:
     assert next_deadline(d, NOW, th) == (TODAY + 14) * DAY_MS
     assert velocity_drop.RULE.next_deadline(d, NOW, th) == (TODAY + 14) * DAY_MS
     assert fired(d, (TODAY + 14) * DAY_MS, th).get(RuleName.VELOCITY_DROP) is Priority.MEDIUM
+
+
+@settings(max_examples=300)
+@given(st.lists(st.integers(-3, 0xFFFF + 3), max_size=80), st.integers(0, 400))
+def test_the_history_is_the_counts_of_the_last_days(days: list[int], repeat: int) -> None:
+    """``record_activity`` against a plain model: per day the activities (at most 255), the
+    days more than ``HISTORY_DAYS`` before the newest dropped, days outside 0..65535 ignored;
+    ``repeat`` more activities on the last day exercise the saturation."""
+    history = b""
+    counts: dict[int, int] = {}
+    for day in [*days, *([days[-1]] * repeat if days else [])]:
+        history = record_activity(history, day)
+        if 0 <= day <= 0xFFFF:
+            counts[day] = min(counts.get(day, 0) + 1, 255)
+            horizon = max(counts) - HISTORY_DAYS
+            counts = {d: c for d, c in counts.items() if d >= horizon}
+    assert activity_days(history) == sorted(counts.items())
