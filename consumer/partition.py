@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 from consumer.deal_codec import DIGEST_SIZE, deadline_of, pack, unpack
 from consumer.lifecycle import Change, Resolution, reconcile, resolve_all
-from consumer.rules import assess, next_deadline
+from consumer.rules import limits, next_deadline
+from consumer.rules.fused import assess
 from consumer.state import DAY_MS, DealState, apply_event, copy_state, to_ms
 from consumer.templates import Insight, render
 from consumer.thresholds import RulesConfig, RuleThresholds
@@ -260,7 +261,9 @@ class PartitionState:
             seen_at = max(deal.last_event_at_ms, deal.created_at_ms, deal.last_activity_at_ms)
             if now - seen_at >= self._tombstone_ms:
                 return self._forget(deal, th)
-        fired, due = assess(deal, now, th)  # rules read no open insights: reconcile changes none
+        # every registered rule (``consumer.rules.assess`` without its call); rules read no
+        # open insights: reconcile changes none
+        fired, due = assess(deal, now, th.cache.get("limits") or limits(th))
         deal, changes = reconcile(deal, fired, now)
         if partial:
             drop_at = seen_at + self._tombstone_ms
