@@ -29,8 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable
 
 import orjson
 from pydantic import ValidationError
@@ -43,7 +42,7 @@ from producer.capture import webhook
 from producer.capture.gcal import CalendarPush
 from producer.capture.gmail import GmailPush
 from producer.capture.graph import GraphPush, validation_answer
-from producer.capture.matcher import CapturedEmail, Matcher
+from producer.capture.matcher import CapturedEmail, EventPublisher, Matcher
 from producer.capture.metrics import CaptureMetrics
 from producer.capture.oauth import OAuthFailed, OAuthFlow
 from producer.capture.store import CaptureStore
@@ -52,10 +51,6 @@ from schemas.events import DealEvent
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
-
-
-class EventPublisher(Protocol):
-    async def send(self, events: Sequence[DealEvent]) -> None: ...
 
 
 def build_app(

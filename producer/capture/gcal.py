@@ -43,13 +43,19 @@ import secrets
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
 from producer.capture.api import ApiClient, ApiError, PushEndpoint, error_code, revoked
 from producer.capture.api import PushRejected as PushRejected
-from producer.capture.matcher import CapturedMeeting, Matcher, address, meeting_status
+from producer.capture.matcher import (
+    CapturedMeeting,
+    EventPublisher,
+    Matcher,
+    address,
+    meeting_status,
+)
 from producer.capture.store import CaptureStore, Channel
 from schemas.events import DealEvent
 
@@ -213,10 +219,6 @@ def meeting_of(
 def item_key(meeting: CapturedMeeting) -> str:
     """The meeting's id in the captured log: each status (and each start) is a new item."""
     return f"{meeting.meeting_id}:{meeting.status.value}:{meeting.start.isoformat()}"
-
-
-class EventPublisher(Protocol):
-    async def send(self, events: Sequence[DealEvent]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

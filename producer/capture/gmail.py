@@ -37,7 +37,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import orjson
@@ -45,7 +45,7 @@ import orjson
 from producer.capture.api import ApiClient, ApiError, OAuthClient, PushEndpoint, revoked
 from producer.capture.api import PushRejected as PushRejected
 from producer.capture.api import retry_after_seconds as retry_after_seconds
-from producer.capture.matcher import CapturedEmail, Matcher, address
+from producer.capture.matcher import CapturedEmail, EventPublisher, Matcher, address
 from producer.capture.store import CaptureStore, Channel
 from schemas.events import DealEvent
 
@@ -254,10 +254,6 @@ def captured_email(workspace_id: str, owner: str, message: dict[str, Any]) -> Ca
         subject=subject,
         outbound=address(sender) == owner,
     )
-
-
-class EventPublisher(Protocol):
-    async def send(self, events: Sequence[DealEvent]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import orjson
@@ -55,6 +55,7 @@ from producer.capture.api import PushRejected as PushRejected
 from producer.capture.matcher import (
     CapturedEmail,
     CapturedMeeting,
+    EventPublisher,
     Matcher,
     address,
     meeting_status,
@@ -263,10 +264,6 @@ def meeting_of(
         attendees=shown,
         observed_at=observed,
     )
-
-
-class EventPublisher(Protocol):
-    async def send(self, events: Sequence[DealEvent]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,9 +32,9 @@ from typing import Any
 
 from producer.capture.api import revoked
 from producer.capture.gcal import CalendarPush
-from producer.capture.gmail import EventPublisher, GmailPush
+from producer.capture.gmail import GmailPush
 from producer.capture.graph import GraphPush
-from producer.capture.matcher import Matcher
+from producer.capture.matcher import EventPublisher, Matcher
 from producer.capture.metrics import CaptureMetrics
 from producer.capture.store import CaptureStore
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
+from typing import Protocol
 
 from schemas.events import (
     DealClosed,
@@ -225,6 +226,13 @@ def event_id(*parts: str) -> str:
     """A stable event id from provider ids: the same message gives the same id every time
     (a re-read after a restart is a duplicate the monitor drops)."""
     return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+class EventPublisher(Protocol):
+    """Where the deal events the matcher makes go (``service._Publisher``: to ``deal-events``,
+    acknowledged): the webhook app and every provider's sync publish through it."""
+
+    async def send(self, events: Sequence[DealEvent]) -> None: ...
 
 
 class Matcher:
