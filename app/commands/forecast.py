@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -105,8 +107,6 @@ def forecast_run(
     --scenario, the forecast under it as the change from the baseline. Stored in the
     forecasts table (the baseline only) and, with a broker configured, published on
     deal-forecasts."""
-    import datetime as dt
-
     import orjson
 
     from consumer.forecast.pipeline import PeriodSpec
@@ -320,6 +320,15 @@ def _print_scenario(console: Any, r: Any, money: Any, share: Any) -> None:
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the run.")
 @click.option(
+    "--histories",
+    "count",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="With --simulated: backtest this many simulated histories (seeds SEED, SEED+1, ...) "
+    "and score their forecasts together, in parallel processes.",
+)
+@click.option(
     "--points",
     type=click.IntRange(1, 12),
     default=3,
@@ -361,6 +370,7 @@ def forecast_backtest(
     workspace: str | None,
     simulated: int | None,
     seed: int,
+    count: int,
     points: int,
     simulations: int,
     models: bool,
@@ -373,12 +383,7 @@ def forecast_backtest(
     (models trained on the history up to each date), and compare with what was won: P50
     absolute and percentage error, pinball loss and P10-P90 coverage of the Monte Carlo, beside
     the weighted pipeline (rep probabilities) and the historical stage win rate."""
-    import datetime as dt
-
-    import numpy as np
     import orjson
-
-    from consumer.forecast.backtest import backtest
 
     try:
         first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
@@ -386,36 +391,28 @@ def forecast_backtest(
         raise click.BadParameter(str(exc), param_hint="'--from' / '--to'") from None
     if last <= first:
         raise click.BadParameter("--to must be after --from", param_hint="'--to'")
-    if simulated is not None:
-        from consumer.intelligence.histgen import HistorySpec, generate_histories
-
-        histories = generate_histories(HistorySpec(deals=simulated, seed=seed))
-        if workspace is not None:
-            histories = [h for h in histories if h.workspace_id == workspace]
-    else:
-        from consumer.history.store import load_histories
-        from vectoros.settings import DatabaseSettings
-
-        dsn = load_settings(DatabaseSettings).dsn()
-        histories = run_async(with_pool(dsn, lambda pool: load_histories(pool, workspace)))
+    if count > 1 and simulated is None:
+        raise click.BadParameter("needs --simulated", param_hint="'--histories'")
+    run = _BacktestRun(
+        first, last, "quarter" if kind == "quarter" else "month", workspace, simulated,
+        points, simulations, models, new_pipeline, common_shock,
+    )  # fmt: skip
 
     def progress(line: str) -> None:
         if not as_json:
             click.echo(line, err=True)
 
-    result = backtest(
-        histories,
-        first,
-        last,
-        "quarter" if kind == "quarter" else "month",
-        np.random.default_rng(seed),
-        points=points,
-        simulations=simulations,
-        use_models=models,
-        new_pipeline=new_pipeline,
-        common_shock=common_shock,
-        progress=progress,
-    )
+    if count > 1:
+        result = _pooled_backtests(run, range(seed, seed + count), progress)
+    elif simulated is not None:
+        result = run(seed, progress)
+    else:
+        from consumer.history.store import load_histories
+        from vectoros.settings import DatabaseSettings
+
+        dsn = load_settings(DatabaseSettings).dsn()
+        stored = run_async(with_pool(dsn, lambda pool: load_histories(pool, workspace)))
+        result = run(seed, progress, stored)
     if not result.rows:
         raise click.BadParameter(
             f"no whole {kind} between {first} and {last}", param_hint="'--from' / '--to'"
@@ -428,7 +425,7 @@ def forecast_backtest(
         }
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
     else:
-        _print_backtest(result)
+        _print_backtest(result, rows=count == 1)
     if check:
         failed = backtest_targets_missed(result)
         for line in failed:
@@ -438,14 +435,91 @@ def forecast_backtest(
         click.echo("targets met", err=True)
 
 
+@dataclass(frozen=True)
+class _BacktestRun:
+    """One backtest's options; called with a seed, it backtests that seed's simulated
+    history (or ``stored``). Picklable, so that a process pool can run one per history."""
+
+    first: dt.date
+    last: dt.date
+    kind: Literal["quarter", "month"]
+    workspace: str | None
+    simulated: int | None
+    points: int
+    simulations: int
+    models: bool
+    new_pipeline: bool
+    common_shock: bool
+
+    def __call__(
+        self,
+        seed: int,
+        progress: Callable[[str], None] | None = None,
+        stored: Sequence[Any] | None = None,
+    ) -> Any:
+        import numpy as np
+
+        from consumer.forecast.backtest import backtest
+
+        histories = stored
+        if histories is None:
+            from consumer.intelligence.histgen import HistorySpec, generate_histories
+
+            histories = generate_histories(HistorySpec(deals=self.simulated or 0, seed=seed))
+            if self.workspace is not None:
+                histories = [h for h in histories if h.workspace_id == self.workspace]
+        return backtest(
+            histories,
+            self.first,
+            self.last,
+            self.kind,
+            np.random.default_rng(seed),
+            points=self.points,
+            simulations=self.simulations,
+            use_models=self.models,
+            new_pipeline=self.new_pipeline,
+            common_shock=self.common_shock,
+            progress=progress,
+        )
+
+
+def _pooled_backtests(run: _BacktestRun, seeds: range, progress: Callable[[str], None]) -> Any:
+    """``run`` for each seed, one process per core, pooled; a line per history as it ends."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from consumer.forecast.backtest import Backtest, pooled
+
+    results: dict[int, Backtest] = {}
+    workers = min(len(seeds), os.cpu_count() or 1)
+    # spawned, not forked: a fork of a process with threads (OpenMP's, asyncio's) may deadlock
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run, seed): seed for seed in seeds}
+        for future in as_completed(futures):
+            seed = futures[future]
+            results[seed] = future.result()
+            progress(
+                f"history {len(results)}/{len(seeds)} (seed {seed}): "
+                f"{backtest_ratio(results[seed]):.2f}x the weighted pipeline's P50 error"
+            )
+    return pooled(results)
+
+
+def backtest_ratio(result: Any) -> float:
+    """The Monte Carlo P50's mean absolute error over the weighted pipeline's."""
+    scores = {s.method: s.mae for s in result.scores}
+    weighted = scores["weighted_pipeline"]
+    return scores["monte_carlo"] / weighted if weighted else float("inf")
+
+
 def backtest_targets_missed(result: Any) -> list[str]:
     """The issue's accuracy targets the backtest's Monte Carlo misses (none: it meets them)."""
     from consumer.forecast.backtest import COVERAGE_TARGET, ERROR_RATIO_TARGET
 
-    scores = {s.method: s for s in result.scores}
-    mc, weighted = scores["monte_carlo"], scores["weighted_pipeline"]
+    mc = next(s for s in result.scores if s.method == "monte_carlo")
     out = []
-    ratio = mc.mae / weighted.mae if weighted.mae else float("inf")
+    ratio = backtest_ratio(result)
     if ratio > ERROR_RATIO_TARGET:
         out.append(
             f"P50 abs error {ratio:.2f}x the weighted pipeline's (target <= "
@@ -457,18 +531,21 @@ def backtest_targets_missed(result: Any) -> list[str]:
     return out
 
 
-def _print_backtest(result: Any) -> None:
+def _print_backtest(result: Any, *, rows: bool = True) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=200)
-    rows = Table(title="Backtest: each period from its as-of dates, against what was won")
+    if not rows:
+        console.print(backtest_summary(result))
+        return
+    table = Table(title="Backtest: each period from its as-of dates, against what was won")
     for name in ("period", "as of", "workspace", "probabilities", "open"):
-        rows.add_column(name)
+        table.add_column(name)
     for name in ("actual", "P10", "P50", "P90", "weighted", "stage rate"):
-        rows.add_column(name, justify="right")
+        table.add_column(name, justify="right")
     for r in result.rows:
-        rows.add_row(
+        table.add_row(
             r.period,
             r.as_of.date().isoformat(),
             r.workspace_id,
@@ -478,7 +555,7 @@ def _print_backtest(result: Any) -> None:
             f"{r.weighted_pipeline:,.0f}",
             f"{r.stage_win_rate:,.0f}",
         )
-    console.print(rows)
+    console.print(table)
     console.print(backtest_summary(result))
 
 
@@ -490,8 +567,10 @@ def backtest_summary(result: Any) -> str:
         "stage_win_rate": "stage win rate",
     }
     weighted = next(s.mae for s in result.scores if s.method == "weighted_pipeline")
+    seeds = sorted({r.history for r in result.rows if r.history is not None})
+    pooled = f" of {len(seeds)} histories (seeds {seeds[0]}-{seeds[-1]})" if seeds else ""
     lines = [
-        f"{len(result.rows)} forecasts, {result.models_trained} as-of dates with a model",
+        f"{len(result.rows)} forecasts{pooled}, {result.models_trained} as-of dates with a model",
         "",
         "| method | abs error | % error | pinball loss | P10-P90 coverage | abs error / weighted |",
         "|---|---:|---:|---:|---:|---:|",
@@ -558,8 +637,6 @@ def forecast_fan(
     P10-P90 band and the P50, beside the weighted pipeline, with what was won (when the
     history covers the period's end) and --target. Each point is made as the backtest makes
     it: only what was known at its date."""
-    import datetime as dt
-
     import numpy as np
 
     from consumer.forecast.backtest import fan

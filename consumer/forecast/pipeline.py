@@ -36,9 +36,11 @@ SPREAD_SHARE = 0.5
 DEFAULT_DAYS_TO_CLOSE = 60.0
 STAGE_PROBABILITY = {"lead": 0.1, "qualified": 0.25, "proposal": 0.5, "negotiation": 0.7}
 UNKNOWN_STAGE_PROBABILITY = 0.1
-LOOKBACK_DAYS = 180.0
+LOOKBACK_DAYS = 365.0
 """The window before the as-of time whose creations and closes the new pipeline and the
-common shock are measured on."""
+common shock are measured on. A year: it spans every season once, and with about twice the
+wins of a half-year its rates' own noise, the largest part of the error of a forecast made
+before the period starts, is about 0.7x (docs/forecast.md, "The third pass")."""
 CANDIDATES = 4
 """At least this many candidate new deals per deal expected to be created."""
 MIN_CYCLES = 10

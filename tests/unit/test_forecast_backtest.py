@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from consumer.forecast.service import TRAINED, forecast_workspaces
 from consumer.forecast.simulate import Forecast
 from consumer.intelligence.features import Snapshots, feature_names
 from consumer.intelligence.histgen import HistorySpec, generate_histories
-from consumer.intelligence.projection import DealHistory, StageSpell
+from consumer.intelligence.projection import DAY_MS, DealHistory, StageSpell
 
 SPEC = HistorySpec(deals=900, days=400, workspaces=1, seed=11)
 
@@ -182,6 +183,42 @@ def test_every_forecast_of_a_backtest_uses_only_what_was_known_at_its_as_of_date
     assert known_rates.shock_sd > 0
 
 
+def test_the_models_train_only_on_snapshots_settled_before_the_as_of_date(
+    histories: list[DealHistory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of the deals closed before the as-of date, the snapshots of its last SETTLED_DAYS are
+    left out (they over-represent the deals that closed quickly); the older ones stay."""
+    t = ms("2024-10-01")
+    cut = t - bt.SETTLED_DAYS * DAY_MS
+    settled = bt._training(histories, t).snapshots
+    assert len(settled) >= bt.MIN_TRAIN_SNAPSHOTS
+    assert max(settled.at_ms) <= cut
+    monkeypatch.setattr(bt, "SETTLED_DAYS", 0)
+    every = bt._training(histories, t).snapshots
+    recent = [at for at in every.at_ms if at > cut]
+    assert recent
+    assert max(every.at_ms) < t
+    assert len(every) == len(settled) + len(recent)
+    assert bt.train_at(histories, t, max_iter=5).training_snapshots == len(every)
+
+
+def test_pooled_backtests_score_every_history_s_forecasts_together(
+    histories: list[DealHistory],
+) -> None:
+    first = run(histories, use_models=False)
+    second = run(generate_histories(HistorySpec(deals=600, days=400, workspaces=1, seed=5)))
+    both = bt.pooled({11: first, 5: second})
+    assert both.rows == [replace(r, history=5) for r in second.rows] + [
+        replace(r, history=11) for r in first.rows
+    ]
+    assert both.scores == score(both.rows)
+    assert both.scores != first.scores
+    assert both.scores != second.scores
+    assert both.models_trained == first.models_trained + second.models_trained
+    assert both.rows[0].to_json()["history"] == 5
+    assert first.rows[0].to_json()["history"] is None
+
+
 def test_a_fan_is_one_backtest_row_per_as_of_date_and_draws_a_png(
     histories: list[DealHistory], tmp_path: Path
 ) -> None:
@@ -323,6 +360,42 @@ def test_the_backtest_command_draws_the_shock_unless_independent_and_checks_the_
     missed = backtest_targets_missed(expected)
     assert out.exit_code == (1 if missed else 0)
     assert ("target missed" in out.stderr) == bool(missed)
+
+
+def test_the_backtest_command_pools_several_simulated_histories() -> None:
+    """--histories 2: seeds 4 and 5, each backtested as a one-history run would be (in its
+    own process), scored together; without --simulated it is refused."""
+    args = ["--from", "2024-04-01", "--to", "2024-07-01", "--period", "month", "--simulated",
+            "300", "--seed", "4", "--simulations", "200", "--rep-probabilities"]  # fmt: skip
+    out = CliRunner().invoke(main, ["forecast", "backtest", *args, "--histories", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    expected = bt.pooled(
+        {
+            seed: backtest(
+                generate_histories(HistorySpec(deals=300, seed=seed)),
+                dt.date(2024, 4, 1),
+                dt.date(2024, 7, 1),
+                "month",
+                np.random.default_rng(seed),
+                simulations=200,
+                use_models=False,
+            )
+            for seed in (4, 5)
+        }
+    )
+    doc = json.loads(out.stdout)
+    assert doc["rows"] == [r.to_json() | {"as_of": r.as_of.isoformat()} for r in expected.rows]
+    assert {r["history"] for r in doc["rows"]} == {4, 5}
+    assert doc["scores"] == [s.to_json() for s in expected.scores]
+    text = CliRunner().invoke(main, ["forecast", "backtest", *args, "--histories", "2"])
+    assert "6 forecasts of 2 histories (seeds 4-5)" in text.stdout
+    assert "history 2/2" in text.stderr
+    refused = CliRunner().invoke(
+        main, ["forecast", "backtest", "--from", "2024-04-01", "--to", "2024-07-01",
+               "--histories", "2"]
+    )  # fmt: skip
+    assert refused.exit_code == 2
+    assert "needs --simulated" in refused.output
 
 
 def test_the_models_of_an_as_of_date_use_the_crm_attributes_known_then(
