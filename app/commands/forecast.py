@@ -393,6 +393,12 @@ def forecast_backtest(
         raise click.BadParameter("--to must be after --from", param_hint="'--to'")
     if count > 1 and simulated is None:
         raise click.BadParameter("needs --simulated", param_hint="'--histories'")
+    from consumer.forecast.backtest import periods
+
+    if not periods(first, last, "quarter" if kind == "quarter" else "month"):
+        raise click.BadParameter(
+            f"no whole {kind} between {first} and {last}", param_hint="'--from' / '--to'"
+        )
     run = _BacktestRun(
         first, last, "quarter" if kind == "quarter" else "month", workspace, simulated,
         points, simulations, models, new_pipeline, common_shock,
@@ -413,10 +419,9 @@ def forecast_backtest(
         dsn = load_settings(DatabaseSettings).dsn()
         stored = run_async(with_pool(dsn, lambda pool: load_histories(pool, workspace)))
         result = run(seed, progress, stored)
-    if not result.rows:
-        raise click.BadParameter(
-            f"no whole {kind} between {first} and {last}", param_hint="'--from' / '--to'"
-        )
+    if not result.rows:  # there are periods (above), so there were no deals
+        where = "" if workspace is None else f" of workspace {workspace!r}"
+        raise click.BadParameter(f"no deal history{where}", param_hint="'--workspace'")
     if as_json:
         doc = {
             "rows": [r.to_json() for r in result.rows],

@@ -398,6 +398,18 @@ def test_the_backtest_command_pools_several_simulated_histories() -> None:
     assert "needs --simulated" in refused.output
 
 
+def test_the_backtest_command_names_a_workspace_without_deals_before_backtesting() -> None:
+    args = ["forecast", "backtest", "--from", "2024-04-01", "--to", "2024-07-01", "--period",
+            "month", "--simulated", "300", "--rep-probabilities"]  # fmt: skip
+    unknown = CliRunner().invoke(main, [*args, "--workspace", "nope"])
+    assert unknown.exit_code == 2
+    assert "no deal history of workspace 'nope'" in unknown.output
+    too_short = CliRunner().invoke(main, [*args[:5], "2024-04-02", *args[6:]])
+    assert too_short.exit_code == 2
+    assert "no whole month between 2024-04-01 and 2024-04-02" in too_short.output
+    assert "as of" not in too_short.output  # refused before any period was forecast
+
+
 def test_the_models_of_an_as_of_date_use_the_crm_attributes_known_then(
     histories: list[DealHistory], monkeypatch: pytest.MonkeyPatch
 ) -> None:
