@@ -497,17 +497,26 @@ def _pooled_backtests(run: _BacktestRun, seeds: range, progress: Callable[[str],
     from consumer.forecast.backtest import Backtest, pooled
 
     results: dict[int, Backtest] = {}
-    workers = min(len(seeds), os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     # spawned, not forked: a fork of a process with threads (OpenMP's, asyncio's) may deadlock
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(len(seeds), cores or 1), mp_context=spawn) as pool:
         futures = {pool.submit(run, seed): seed for seed in seeds}
-        for future in as_completed(futures):
-            seed = futures[future]
-            results[seed] = future.result()
-            progress(
-                f"history {len(results)}/{len(seeds)} (seed {seed}): "
-                f"{backtest_ratio(results[seed]):.2f}x the weighted pipeline's P50 error"
-            )
+        try:
+            for future in as_completed(futures):
+                seed = futures[future]
+                try:
+                    results[seed] = future.result()
+                except Exception:
+                    progress(f"history seed {seed} failed")
+                    raise
+                progress(
+                    f"history {len(results)}/{len(seeds)} (seed {seed}): "
+                    f"{backtest_ratio(results[seed]):.2f}x the weighted pipeline's P50 error"
+                )
+        except BaseException:  # a failure or Ctrl-C: the histories not started are not run
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return pooled(results)
 
 

@@ -11,7 +11,7 @@ slip:           # every open deal in the stage closes N days later (negative: ea
 scale:          # every open deal in the stage: win probability x factor (capped at 1)
   - {stage: negotiation, factor: 0.8}
 new_pipeline:   # deals created from the as-of time to the period end, at the historical rate
-  lookback_days: 180
+  lookback_days: 365   # default: the baseline's window (pipeline.LOOKBACK_DAYS)
   rate: 1.0     # a multiple of the historical creation rate
 ```
 
@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from consumer.forecast.pipeline import CreationRates, close_spread
+from consumer.forecast.pipeline import LOOKBACK_DAYS, CreationRates, close_spread
 from consumer.forecast.simulate import OpenDeals, Period
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -60,7 +60,7 @@ class Scale(_Strict):
 
 
 class NewPipeline(_Strict):
-    lookback_days: float = Field(default=180, gt=0, le=3650)
+    lookback_days: float = Field(default=LOOKBACK_DAYS, gt=0, le=3650)
     rate: float = Field(default=1.0, ge=0, le=100, allow_inf_nan=False)
 
 
