@@ -395,13 +395,14 @@ def forecast_backtest(
         raise click.BadParameter("needs --simulated", param_hint="'--histories'")
     from consumer.forecast.backtest import periods
 
-    if not periods(first, last, "quarter" if kind == "quarter" else "month"):
+    period_kind: Literal["quarter", "month"] = "quarter" if kind == "quarter" else "month"
+    if not periods(first, last, period_kind):
         raise click.BadParameter(
             f"no whole {kind} between {first} and {last}", param_hint="'--from' / '--to'"
         )
     run = _BacktestRun(
-        first, last, "quarter" if kind == "quarter" else "month", workspace, simulated,
-        points, simulations, models, new_pipeline, common_shock,
+        first, last, period_kind, workspace, simulated, points, simulations, models,
+        new_pipeline, common_shock,
     )  # fmt: skip
 
     def progress(line: str) -> None:
