@@ -20,7 +20,7 @@ from producer.capture.settings import CaptureSettings
 from producer.gateway.settings import GatewaySettings
 from producer.simulate import SimulatorSettings
 from producer.ticker import TickerSettings
-from vectoros import settings
+from vectoros import native, settings
 from vectoros.settings import CommonSettings, DatabaseSettings, KafkaSettings
 
 SETTINGS: tuple[type[BaseSettings], ...] = (
@@ -43,8 +43,9 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
 
 
 def known_variables() -> set[str]:
-    """Every ``VECTOROS_*`` variable some service reads."""
-    return settings.known_variables(SETTINGS)
+    """Every ``VECTOROS_*`` variable some service reads (and ``VECTOROS_NATIVE``, read when the
+    pure core is first imported: ``vectoros.native``)."""
+    return settings.known_variables(SETTINGS) | {native.ENV_SWITCH}
 
 
 def unknown_variables(environ: Mapping[str, str] | Iterable[str]) -> list[tuple[str, str | None]]:

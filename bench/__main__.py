@@ -37,6 +37,7 @@ from bench.env import (
     machine_line,
 )
 from bench.report import Metric, markdown_table, notes, text_table
+from vectoros import native
 
 SCENARIOS = (
     "monitor",
@@ -718,7 +719,7 @@ def render(
     command = " ".join(["python -m bench", *(shlex.quote(a) for a in sys.argv[1:])])
     about = [
         f"command: {command}  ({elapsed / 60:.1f} min)",
-        f"code: {revision}",
+        f"code: {revision}; pure core: {native.status()}",
         f"machine: {machine}",
         f"load average (1/5/15 min) before / after: {load_before} / {load_average()}",
     ]

@@ -24,6 +24,7 @@ from consumer.decode import TimeBounds, decode_timed
 from consumer.partition import PartitionState
 from consumer.thresholds import RulesConfig, RuleThresholds
 from schemas.events import Tick
+from vectoros import native
 
 RECORD_MS = 1_800_000_000_000  # 2027-01-15: every event of the data set is within the bounds
 BOUNDS = TimeBounds.of_seconds(3600, 400 * 86400)
@@ -65,7 +66,7 @@ def main() -> None:
     print(
         f"pure core: {records:,} records, {insights:,} insights; CPU per record "
         f"best {min(micros):.1f} µs, median {statistics.median(micros):.1f} µs "
-        f"({args.runs} runs)"
+        f"({args.runs} runs; {native.status()})"
     )
 
 

@@ -208,11 +208,21 @@ def unpack(deal_id: str, data: bytes) -> DealState:
     # lengths are in characters (0xFFFF: unknown): one decode, then str slices
     i = n_ws
     workspace_id = texts[:i]
-    title = None if n_title == _NONE else texts[i : (i := i + n_title)]
-    currency = None if n_currency == _NONE else texts[i : (i := i + n_currency)]
-    owner_id = None if n_owner_id == _NONE else texts[i : (i := i + n_owner_id)]
-    owner_name = None if n_owner_name == _NONE else texts[i : (i := i + n_owner_name)]
-    company = None if n_company == _NONE else texts[i : (i := i + n_company)]
+    title: str | None = None
+    if n_title != _NONE:
+        title, i = texts[i : i + n_title], i + n_title
+    currency: str | None = None
+    if n_currency != _NONE:
+        currency, i = texts[i : i + n_currency], i + n_currency
+    owner_id: str | None = None
+    if n_owner_id != _NONE:
+        owner_id, i = texts[i : i + n_owner_id], i + n_owner_id
+    owner_name: str | None = None
+    if n_owner_name != _NONE:
+        owner_name, i = texts[i : i + n_owner_name], i + n_owner_name
+    company: str | None = None
+    if n_company != _NONE:
+        company, i = texts[i : i + n_company], i + n_company
     if i != len(texts):
         raise ValueError(f"packed deal {deal_id!r}: the text lengths do not add up")
     return DealState(
@@ -349,7 +359,11 @@ def unpack_v1(deal_id: str, data: bytes) -> tuple[DealState, int | None]:
     i = n_ws
     parts: list[str | None] = []
     for n in lengths:
-        parts.append(None if n == _NONE else texts[i : (i := i + n)])
+        if n == _NONE:
+            parts.append(None)
+        else:
+            parts.append(texts[i : i + n])
+            i += n
     if i != len(texts):
         raise ValueError(f"packed deal {deal_id!r}: the text lengths do not add up")
     title, currency, owner_id, owner_name, company = parts

@@ -43,6 +43,7 @@ from consumer.monitor.metrics import MonitorMetrics
 from consumer.monitor.settings import MonitorSettings
 from consumer.partition import PartitionState
 from consumer.thresholds import RulesConfig
+from vectoros import native
 from vectoros.batch_produce import OutRecord
 from vectoros.consume_loop import (
     Broker,
@@ -273,7 +274,12 @@ class Monitor:
         outage policy: backoff, a log line per attempt, readiness false), never a reason to
         exit."""
         s = self.settings
-        logger.info("monitor consuming %s as group %s", s.topic_events, s.monitor_group_id)
+        logger.info(
+            "monitor consuming %s as group %s; pure core: %s",
+            s.topic_events,
+            s.monitor_group_id,
+            native.status(),
+        )
         learning: asyncio.Task[None] | None = None
         if self.learned is not None:
             learning = asyncio.create_task(

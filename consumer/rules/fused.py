@@ -194,11 +194,11 @@ def assess(deal: DealState, now: int, lim: Limits) -> tuple[dict[RuleName, Prior
                 best = day * DAY_MS
     for field, rules in lim.rest:
         if field is None or getattr(deal, field) is not None:  # else none fires (``Rule.needs``)
-            for rule, t in rules:
-                finding = rule.check(deal, now, t)
+            for rule, settings in rules:
+                finding = rule.check(deal, now, settings)
                 if finding is not None:
                     out[rule.name] = finding.priority
-                due = rule.deadline(deal, now, t)
+                due = rule.deadline(deal, now, settings)
                 if due is not None and (best is None or due < best):
                     best = due
     return out, best

@@ -118,7 +118,19 @@ async def test_one_notifier_runs_flood_control_the_other_stands_by_then_takes_ov
                     )
                     return bool(left == 0 and sent == len(owners))
 
-                await eventually(settled, "every mail to be sent")
+                try:
+                    await eventually(settled, "every mail to be sent")
+                except AssertionError as exc:  # say where it stood: the rows and both logs
+                    outbox = await pool.fetch("SELECT * FROM notify_outbox")
+                    sent = await pool.fetch(
+                        "SELECT deal_id, status, attempts, in_flight, owner, last_error"
+                        " FROM notifications"
+                    )
+                    raise AssertionError(
+                        f"{exc}; outbox {[dict(r) for r in outbox]}; notifications "
+                        f"{[dict(r) for r in sent]}; {len(inbox.mails)} mails received\n"
+                        f"second notifier:\n{second.tail()}\nfirst notifier:\n{first.tail()}"
+                    ) from exc
                 rows = await pool.fetch("SELECT status FROM notifications")
             assert second.running
             assert second.log().count(STANDBY) == 1  # one line, not one per attempt

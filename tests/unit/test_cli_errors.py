@@ -159,6 +159,7 @@ def test_known_variables_of_every_service_are_not_warned_about() -> None:
         VECTOROS_RUN_TICKER="false",  # run
         VECTOROS_ANTHROPIC_API_KEY="x",  # enricher, by alias
         VECTOROS_SIM_DEALS="3",  # simulate
+        VECTOROS_NATIVE="1",  # every process that imports the pure core
     )
     assert "is not a VectorOS setting" not in result.stderr
     assert NO_DATABASE in error_line(result)
