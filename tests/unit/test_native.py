@@ -17,6 +17,12 @@ from vectoros import native
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _no_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make test`` runs these once more with ``VECTOROS_NATIVE=0``: each test sets it itself."""
+    monkeypatch.delenv("VECTOROS_NATIVE", raising=False)
+
+
 def tree(tmp_path: Path) -> tuple[Path, Path]:
     """A source tree and a build of it that ``check`` accepts."""
     root, build = tmp_path / "src", tmp_path / "build"
