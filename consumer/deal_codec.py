@@ -170,6 +170,21 @@ def pack(deal: DealState, deadline: int | None) -> bytes:
     return b"".join((head, seen, activity, texts.encode()))
 
 
+def _texts(deal_id: str, texts: str, start: int, lengths: Iterable[int]) -> list[str | None]:
+    """The optional texts that follow ``texts[:start]``, one per length in characters
+    (``_NONE``: absent); they must fill ``texts`` exactly."""
+    out: list[str | None] = []
+    for n in lengths:
+        if n == _NONE:
+            out.append(None)
+        else:
+            out.append(texts[start : start + n])
+            start += n
+    if start != len(texts):
+        raise ValueError(f"packed deal {deal_id!r}: the text lengths do not add up")
+    return out
+
+
 def unpack(deal_id: str, data: bytes) -> DealState:
     """The ``DealState`` that ``pack`` was given (``ValueError``/``struct.error`` if corrupt or
     of another format)."""
@@ -206,25 +221,10 @@ def unpack(deal_id: str, data: bytes) -> DealState:
     history = data[pos:end]
     texts = data[end:].decode()
     # lengths are in characters (0xFFFF: unknown): one decode, then str slices
-    i = n_ws
-    workspace_id = texts[:i]
-    title: str | None = None
-    if n_title != _NONE:
-        title, i = texts[i : i + n_title], i + n_title
-    currency: str | None = None
-    if n_currency != _NONE:
-        currency, i = texts[i : i + n_currency], i + n_currency
-    owner_id: str | None = None
-    if n_owner_id != _NONE:
-        owner_id, i = texts[i : i + n_owner_id], i + n_owner_id
-    owner_name: str | None = None
-    if n_owner_name != _NONE:
-        owner_name, i = texts[i : i + n_owner_name], i + n_owner_name
-    company: str | None = None
-    if n_company != _NONE:
-        company, i = texts[i : i + n_company], i + n_company
-    if i != len(texts):
-        raise ValueError(f"packed deal {deal_id!r}: the text lengths do not add up")
+    workspace_id = texts[:n_ws]
+    title, currency, owner_id, owner_name, company = _texts(
+        deal_id, texts, n_ws, (n_title, n_currency, n_owner_id, n_owner_name, n_company)
+    )
     return DealState(
         workspace_id,
         deal_id,
@@ -355,18 +355,9 @@ def unpack_v1(deal_id: str, data: bytes) -> tuple[DealState, int | None]:
     end = pos + n_seen * DIGEST_SIZE
     seen = data[pos:end]
     texts = data[end:].decode()
-    lengths = (n_title, n_currency, n_owner_id, n_owner_name, n_company)
-    i = n_ws
-    parts: list[str | None] = []
-    for n in lengths:
-        if n == _NONE:
-            parts.append(None)
-        else:
-            parts.append(texts[i : i + n])
-            i += n
-    if i != len(texts):
-        raise ValueError(f"packed deal {deal_id!r}: the text lengths do not add up")
-    title, currency, owner_id, owner_name, company = parts
+    title, currency, owner_id, owner_name, company = _texts(
+        deal_id, texts, n_ws, (n_title, n_currency, n_owner_id, n_owner_name, n_company)
+    )
     deal = DealState(
         texts[:n_ws],
         deal_id,
