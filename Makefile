@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml requirements.lock $(LOCK)
 
 venv: $(STAMP)
 
-## make native: the monitor's per-record path compiled with mypyc into .native/ (about a third
-## less CPU per record; vectoros/native.py). Rebuilt when a source changes; a stale or missing
-## build is never used (the sources are). Without a C compiler it says so and the sources run.
+## make native: the monitor's per-record path compiled with mypyc into .native/ (less CPU per
+## record: README, Benchmarks; vectoros/native.py). Rebuilt when a source changes; a stale or
+## missing build is never used (the sources are). Without a C compiler it says so and the
+## sources run.
 NATIVE := .native/manifest.json
 NATIVE_SOURCES := $(shell find consumer schemas vectoros -name '*.py')
 $(NATIVE): $(STAMP) $(NATIVE_SOURCES)
