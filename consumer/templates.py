@@ -98,11 +98,14 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 _DAYS: dict[int, str] = {}
+_TWO: tuple[str, ...] = tuple(f"{i:02d}" for i in range(60))
+_THREE: tuple[str, ...] = tuple(f"{i:03d}" for i in range(1000))
 
 
 def _utc(ms: int) -> str:
     """Epoch milliseconds as RFC 3339 UTC with milliseconds, e.g. ``2026-03-02T09:00:00.123Z``
-    (the date part cached per day: ~4x cheaper than building a ``datetime`` per timestamp)."""
+    (the date part cached per day: ~4x cheaper than building a ``datetime`` per timestamp; the
+    clock's digits looked up, not formatted: a format spec is a ``format()`` call each)."""
     day, rest = divmod(ms, DAY_MS)
     date = _DAYS.get(day)
     if date is None:
@@ -113,7 +116,7 @@ def _utc(ms: int) -> str:
     seconds, millis = divmod(rest, 1000)
     minutes, second = divmod(seconds, 60)
     hour, minute = divmod(minutes, 60)
-    return f"{date}{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+    return f"{date}{_TWO[hour]}:{_TWO[minute]}:{_TWO[second]}.{_THREE[millis]}Z"
 
 
 def render(change: Change, deal: DealState, now: int, th: RuleThresholds) -> Insight:
