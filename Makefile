@@ -23,15 +23,12 @@ $(STAMP): pyproject.toml requirements.lock $(LOCK)
 venv: $(STAMP)
 
 ## make native: the monitor's per-record path compiled with mypyc into .native/ (less CPU per
-## record: README, Benchmarks; vectoros/native.py). Rebuilt when a source changes; a stale or
-## missing build is never used (the sources are). Without a C compiler it says so and the
-## sources run.
-NATIVE := .native/manifest.json
-NATIVE_SOURCES := $(shell find consumer schemas vectoros -name '*.py')
-$(NATIVE): $(STAMP) $(NATIVE_SOURCES)
-	-$(BIN)/python -m vectoros.native build
-
-native: $(NATIVE)
+## record: README, Benchmarks; vectoros/native.py). Compiles only when the build does not match
+## the sources (their contents, not file times); a stale or missing build is never used (the
+## sources are). Without a C compiler or mypyc it says so and the sources run; a compile error
+## fails.
+native: $(STAMP)
+	@$(BIN)/python -m vectoros.native ensure || [ $$? -eq 3 ]
 
 ## make lock: refresh the locks on purpose (newest versions pyproject.toml allows).
 ## requirements.lock: what the services run on (the Dockerfile); requirements-dev.lock: that,
@@ -57,7 +54,7 @@ browser:
 
 ## make test: set up the virtual environment and run the whole suite (unit + integration)
 ## (on the compiled build when there is one; then the pure core's unit tests on the sources too)
-CORE_TESTS = $(shell grep -l -E 'consumer\.(partition|state|deal_codec|lifecycle|templates|rules)' tests/unit/*.py)
+CORE_TESTS = $(shell grep -l -E 'consumer\.(partition|state|deal_codec|lifecycle|templates|rules|decode|changelog)' tests/unit/*.py)
 test: $(STAMP) browser native
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if [ "$$($(BIN)/python -m vectoros.native status)" = "compiled (mypyc)" ]; then \
@@ -102,4 +99,4 @@ schemas: $(STAMP)
 	$(BIN)/vectoros schemas export
 
 clean:
-	rm -rf $(VENV) .venv-lock .mypy_cache .pytest_cache .ruff_cache .native .native.tmp
+	rm -rf $(VENV) .venv-lock .mypy_cache .pytest_cache .ruff_cache .native .native.tmp .native.lock

@@ -17,6 +17,12 @@ built for this interpreter (``EXT_SUFFIX``). Otherwise, and with ``VECTOROS_NATI
 sources are imported as usual: same behaviour, more CPU per record. ``status()``
 says which, and why; the monitor logs it at start-up and the bench prints it.
 
+``python -m vectoros.native ensure`` (what ``make native`` runs) builds only when the build is
+not fresh by that same test (file times do not matter: a deleted or restored source counts),
+exits 3 when this machine cannot build (no C compiler, no mypyc: the sources run), and 1 when
+the compiler rejects the code, which ``make`` reports. Builds are serialised by a lock file, so
+two ``make`` runs at once cannot mix their files.
+
 The compiled modules need nothing at run time but CPython (not mypy, not mypyc's ``librt``).
 mypyc checks the declared types at run time, so a value of the wrong type raises ``TypeError``
 where Python would have carried on; the whole test suite runs on the build (``make test``), and
@@ -25,6 +31,8 @@ the pure core's unit tests once more on the sources.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -34,7 +42,7 @@ import os
 import shutil
 import sys
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -60,15 +68,22 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / ".native"
 MANIFEST = "manifest.json"
 ENV_SWITCH = "VECTOROS_NATIVE"
+CANNOT_BUILD = 3
+"""``build``'s exit status when this machine cannot compile (no C compiler, no mypyc)."""
 
 _status: str | None = None
 
 
 def source_digest(root: Path = ROOT) -> str:
-    """sha256 over the relative path and bytes of every source file the build depends on."""
+    """sha256 over the relative path and bytes of every source file the build depends on (what
+    Python imports: regular files not under a dot-name, so an editor's lock file is not one)."""
     h = hashlib.sha256()
     for package in SOURCE_PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue
+            if not path.is_file():
+                continue
             h.update(path.relative_to(root).as_posix().encode())
             h.update(b"\0")
             h.update(path.read_bytes())
@@ -84,7 +99,13 @@ def check(root: Path = ROOT, build_dir: Path | None = None) -> tuple[dict[str, P
     """The compiled files by module name (empty when they are not to be used) and why."""
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in {"0", "false", "no", "off"}:
         return {}, f"Python source ({ENV_SWITCH}=0)"
-    build_dir = BUILD_DIR if build_dir is None else build_dir
+    try:
+        return _fresh(root, BUILD_DIR if build_dir is None else build_dir)
+    except OSError as exc:  # a source that vanished while it was read, say: never fail an import
+        return {}, f"Python source (the build could not be checked: {exc})"
+
+
+def _fresh(root: Path, build_dir: Path) -> tuple[dict[str, Path], str]:
     try:
         manifest = json.loads((build_dir / MANIFEST).read_text())
     except FileNotFoundError:
@@ -145,19 +166,50 @@ def status() -> str:
     return activate()
 
 
-def build(root: Path = ROOT, build_dir: Path | None = None) -> int:
-    """Compile ``MODULES`` into ``build_dir`` (replaced only when the build succeeds)."""
+def ensure(root: Path = ROOT, build_dir: Path | None = None) -> int:
+    """Build unless the build is fresh (``check``'s test, whatever ``VECTOROS_NATIVE`` says)."""
     build_dir = BUILD_DIR if build_dir is None else build_dir
+    with _build_lock(build_dir):
+        try:
+            files, why = _fresh(root, build_dir)
+        except OSError as exc:
+            files, why = {}, str(exc)
+        if files:
+            return 0
+        print(f"native: {why}; compiling", file=sys.stderr)
+        return _build(root, build_dir)
+
+
+def build(root: Path = ROOT, build_dir: Path | None = None) -> int:
+    """Compile ``MODULES`` into ``build_dir`` (replaced only when the build succeeds); 0 when
+    built, ``CANNOT_BUILD`` without a C compiler or mypyc, 1 when compiling failed."""
+    build_dir = BUILD_DIR if build_dir is None else build_dir
+    with _build_lock(build_dir):
+        return _build(root, build_dir)
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path) -> Iterator[None]:
+    """An exclusive lock on ``<build_dir>.lock``: one build at a time."""
+    fd = os.open(build_dir.with_name(build_dir.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _build(root: Path, build_dir: Path) -> int:
     compiler = sysconfig.get_config_var("CC") or "cc"
     if shutil.which(str(compiler).split()[0]) is None:
         print(f"native: no C compiler ({compiler}); the pure core runs as Python", file=sys.stderr)
-        return 1
+        return CANNOT_BUILD
     try:
         from mypyc.build import mypycify
         from setuptools import setup  # type: ignore[import-untyped]
     except ImportError as exc:  # a runtime-only install (requirements.lock)
         print(f"native: {exc.name} is not installed (make venv); nothing compiled", file=sys.stderr)
-        return 1
+        return CANNOT_BUILD
     digest = source_digest(root)
     work = build_dir.with_name(build_dir.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
@@ -172,6 +224,7 @@ def build(root: Path = ROOT, build_dir: Path | None = None) -> int:
             script_args=[
                 "--quiet",
                 "build_ext",
+                "--force",
                 "--build-lib",
                 str(work / "lib"),
                 "--build-temp",
@@ -198,10 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["build"]:
         return build()
+    if args == ["ensure"]:
+        return ensure()
     if args == ["status"]:
         print(status())
         return 0
-    print("usage: python -m vectoros.native build|status", file=sys.stderr)
+    print("usage: python -m vectoros.native build|ensure|status", file=sys.stderr)
     return 2
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,70 @@ def test_the_switch_turns_it_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     root, build = tree(tmp_path)
     monkeypatch.setenv("VECTOROS_NATIVE", "0")
     assert native.check(root, build) == ({}, "Python source (VECTOROS_NATIVE=0)")
+
+
+def test_an_editors_lock_file_or_a_dangling_link_is_not_a_source(tmp_path: Path) -> None:
+    root, build = tree(tmp_path)
+    (root / "consumer" / ".#partition.py").symlink_to(tmp_path / "nowhere")
+    (root / "consumer" / "gone.py").symlink_to(tmp_path / "nowhere")
+    (root / "vectoros" / ".hidden").mkdir()
+    (root / "vectoros" / ".hidden" / "x.py").write_text("")
+    assert native.check(root, build)[1] == "compiled (mypyc)"
+
+
+def test_a_source_that_cannot_be_read_means_the_sources_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, build = tree(tmp_path)
+
+    def vanished(root: Path = ROOT) -> str:
+        raise FileNotFoundError(2, "No such file or directory", "consumer/x.py")
+
+    monkeypatch.setattr(native, "source_digest", vanished)
+    files, why = native.check(root, build)
+    assert files == {}
+    assert why.startswith("Python source (the build could not be checked: ")
+
+
+def test_ensure_compiles_only_a_build_that_is_not_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, build = tree(tmp_path)
+    calls: list[Path] = []
+
+    def fake_build(root: Path, build_dir: Path) -> int:
+        calls.append(build_dir)
+        return 0
+
+    monkeypatch.setattr(native, "_build", fake_build)
+    monkeypatch.setenv("VECTOROS_NATIVE", "0")  # whether it is used does not matter here
+    assert native.ensure(root, build) == 0
+    assert calls == []
+    (root / "consumer" / "partition.py").unlink()  # a deletion: no file time says so
+    assert native.ensure(root, build) == 0
+    assert calls == [build]
+    assert (tmp_path / "build.lock").exists()
+
+
+def test_no_c_compiler_is_not_an_error_a_compile_error_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, build = tree(tmp_path)
+    (root / "consumer" / "partition.py").write_text("x = 2\n")
+    monkeypatch.setattr(native.sysconfig, "get_config_var", lambda name: "no-such-cc-here")
+    assert native.ensure(root, build) == native.CANNOT_BUILD
+    result = subprocess.run(
+        ["make", "-s", "-n", "native"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert "|| [ $? -eq 3 ]" in result.stdout  # make tolerates exactly that status
+
+
+def test_make_test_reruns_the_unit_tests_of_every_compiled_module() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    found = re.search(r"CORE_TESTS = \$\(shell grep -l -E '([^']+)'", makefile)
+    assert found is not None
+    for module in native.MODULES:
+        assert re.search(found.group(1), module), module
 
 
 def test_modules_imported_before_activate_keep_their_source(
