@@ -1,6 +1,7 @@
-"""The seven rules of ``COVERS`` fused into one pass (``assess``) that says what fires and the
-next deadline at once (stale_deal with its hold-off by a scheduled meeting): the hot path
-(every event, every due deal) builds no metrics and calls no function per rule.
+"""The ten rules of ``COVERS`` fused into one pass (``assess``) that says what fires and the
+next deadline at once (stale_deal with its hold-off by a scheduled meeting, the three model
+rules on a scored deal): the hot path (every event, every due deal) builds no metrics and calls
+no function per rule.
 
 Not the definition of any rule: each rule's module is. ``tests/unit/test_rules_registry.py``
 proves this pass equal to the modules' ``check`` and ``deadline`` on random deals and thresholds
@@ -23,13 +24,16 @@ from consumer.rules.base import Rule
 from consumer.rules.catalog import (
     close_date_passed,
     close_date_pressure,
+    close_date_unrealistic,
+    forecast_risk,
     high_value_at_risk,
     low_probability,
     stale_deal,
     stuck_in_stage,
     velocity_drop,
+    win_probability_drop,
 )
-from consumer.state import DAY_MS, DealState, hold_until, iter_activity
+from consumer.state import DAY_MS, DealState, hold_until, iter_activity, scored_days
 from schemas.events import Stage
 from schemas.insights import Priority, RuleName
 
@@ -49,8 +53,16 @@ _STALE, _STUCK, _LOWP, _HVAR, _PRESS, _PASSED, _VELOCITY = (
     RuleName.CLOSE_DATE_PASSED,
     RuleName.VELOCITY_DROP,
 )
-COVERS = frozenset((_STALE, _STUCK, _LOWP, _HVAR, _PRESS, _PASSED, _VELOCITY))
+_FORECAST, _WIN_DROP, _UNREALISTIC = (
+    RuleName.FORECAST_RISK,
+    RuleName.WIN_PROBABILITY_DROP,
+    RuleName.CLOSE_DATE_UNREALISTIC,
+)
+COVERS = frozenset(
+    (_STALE, _STUCK, _LOWP, _HVAR, _PRESS, _PASSED, _VELOCITY, _FORECAST, _WIN_DROP, _UNREALISTIC)
+)
 _CRIT, _HIGH, _MED = Priority.CRITICAL, Priority.HIGH, Priority.MEDIUM
+_LATE = frozenset((Stage.PROPOSAL, Stage.NEGOTIATION))  # forecast_risk's stages
 
 
 class Limits(NamedTuple):
@@ -78,6 +90,12 @@ class Limits(NamedTuple):
     velocity_ratio: float
     velocity_min: int
     velocity_high_value: float
+    forecast_gap: float
+    forecast_gap_critical: float
+    win_drop: float
+    win_drop_high: float
+    win_drop_window: int
+    unrealistic_high_days: int
     rest: Rest = ()
     """The registered rules this pass does not cover, run at its end (``consumer.rules``)."""
 
@@ -89,6 +107,9 @@ class Limits(NamedTuple):
         hv = th.of(high_value_at_risk.RULE)
         cp = th.of(close_date_pressure.RULE)
         vd = th.of(velocity_drop.RULE)
+        fr = th.of(forecast_risk.RULE)
+        wd = th.of(win_probability_drop.RULE)
+        cu = th.of(close_date_unrealistic.RULE)
         return cls(
             stale=st.limit_ms,
             stale_critical=st.critical_ms,
@@ -111,6 +132,12 @@ class Limits(NamedTuple):
             velocity_ratio=vd.velocity_drop_ratio,
             velocity_min=vd.velocity_min_baseline_activities,
             velocity_high_value=vd.high_value,
+            forecast_gap=fr.forecast_gap_points,
+            forecast_gap_critical=fr.forecast_gap_critical_points,
+            win_drop=wd.win_drop_points,
+            win_drop_high=wd.win_drop_high_points,
+            win_drop_window=wd.win_drop_window_days,
+            unrealistic_high_days=cu.close_unrealistic_high_days,
             rest=rest,
         )
 
@@ -192,6 +219,31 @@ def assess(deal: DealState, now: int, lim: Limits) -> tuple[dict[RuleName, Prior
                 out[_VELOCITY] = _HIGH if high else _MED
             if day is not None and (best is None or day * DAY_MS < best):
                 best = day * DAY_MS
+    score = deal.score
+    if score is not None:  # the model rules
+        p = score.probability
+        if probability is not None and stage in _LATE:
+            gap = probability - p
+            if gap >= lim.forecast_gap:
+                out[_FORECAST] = _CRIT if gap >= lim.forecast_gap_critical else _HIGH
+        p10 = score.p10_day
+        if close_day is not None and p10 is not None and p10 > close_day:
+            out[_UNREALISTIC] = _HIGH if p10 - close_day >= lim.unrealistic_high_days else _MED
+        if score.daily:  # else the peak is the latest score: no drop
+            days = scored_days(score.daily)
+            window = lim.win_drop_window
+            first = now // DAY_MS - window
+            peak = p
+            for d, q in days:
+                if d >= first and q > peak:
+                    peak = q
+            drop = peak - p
+            if drop >= lim.win_drop:
+                out[_WIN_DROP] = _HIGH if drop >= lim.win_drop_high else _MED
+                for d, _q in days:  # the peak may fall when a scored day leaves the window
+                    t = (d + window + 1) * DAY_MS
+                    if t > now and (best is None or t < best):
+                        best = t
     for field, rules in lim.rest:
         if field is None or getattr(deal, field) is not None:  # else none fires (``Rule.needs``)
             for rule, settings in rules:

@@ -7,14 +7,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import pytest
-
 from consumer import rules
 from consumer.partition import PartitionState
-from consumer.rules import assess
+from consumer.rules import assess, fused
 from consumer.state import DealState, Score, apply_event, to_ms
 from consumer.thresholds import RulesConfig, RuleThresholds
-from schemas.events import Tick
+from schemas.events import Stage, Tick
 from schemas.insights import InsightEvent, Lifecycle, Priority, RuleName
 from tests.unit.test_deal_scores import DAY, T0, created, scored, updated
 
@@ -125,11 +123,13 @@ def test_every_insight_of_a_scored_deal_carries_the_score() -> None:
     assert metrics["top_factors"] == "days_since_activity (-12.0 pts), stage (+5.0 pts)"
 
 
-def test_a_deal_without_a_score_does_not_run_the_model_rules() -> None:
-    """The model-based rules cost nothing on a deal never scored: they are not even called
-    (each names ``score`` first in ``Rule.needs``: ``consumer.rules`` skips the group)."""
+def test_the_model_rules_run_in_the_fused_pass() -> None:
+    """The model-based rules run in the fused pass (``consumer.rules.fused``; the registry's
+    property test proves it equal to their modules), which reads a score only on a deal that
+    has one: their modules' ``check`` and ``deadline`` are not called, scored deal or not."""
     for name in MODEL_RULES:
         assert rules.BY_NAME[name].needs[0] == "score"
+        assert name in fused.COVERS
 
     def boom(deal: DealState, now: int, t: Any) -> None:
         raise AssertionError("called")
@@ -143,6 +143,6 @@ def test_a_deal_without_a_score_does_not_run_the_model_rules() -> None:
     deal = apply_event(None, created())
     assert deal is not None
     now = to_ms(T0)
-    assess(deal, now, th)  # not called
-    with pytest.raises(AssertionError, match="called"):
-        assess(replace(deal, score=Score(now, 1, 10.0)), now, th)
+    assert RuleName.FORECAST_RISK not in assess(deal, now, th)[0]
+    late = replace(deal, stage=Stage.NEGOTIATION, probability=60.0, score=Score(now, 1, 10.0))
+    assert assess(late, now, th)[0][RuleName.FORECAST_RISK] is Priority.CRITICAL

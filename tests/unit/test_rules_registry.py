@@ -178,17 +178,54 @@ velocity_thresholds = st.builds(
 )
 
 
-@settings(max_examples=400)
-@given(
-    deal=st.one_of(deals, only_velocity),
-    later=st.integers(0, 30 * DAY_MS),
-    th=st.one_of(st.just(TH), velocity_thresholds),
+scored_deals = st.builds(
+    lambda gap, stage, p, close_in, early, peaks: _deal(
+        probability=float(min(100, p + gap)),
+        stage=stage,
+        close_day=NOW0 // DAY_MS + close_in,
+        last_activity_at_ms=NOW0,
+        stage_entered_at_ms=NOW0,
+        score=Score(
+            NOW0 - DAY_MS,
+            1,
+            float(p),
+            NOW0 // DAY_MS + close_in + early,
+            "stage (-3.5 pts)",
+            pack_scored_days([(NOW0 // DAY_MS - d, float(min(100, p + up))) for d, up in peaks]),
+        ),
+    ),
+    gap=st.sampled_from([-10, 0, 24, 25, 26, 39, 40, 41, 60]),
+    stage=st.sampled_from(list(Stage)),
+    p=st.integers(0, 60),
+    close_in=st.integers(-10, 60),
+    early=st.sampled_from([-5, 0, 1, 29, 30, 31, 45]),
+    peaks=st.dictionaries(
+        st.integers(0, 9), st.sampled_from([0, 19, 20, 21, 34, 35, 36, 50]), max_size=5
+    ).map(lambda d: sorted(d.items())),
 )
-def test_the_fused_path_is_the_registry(deal: DealState, later: int, th: RuleThresholds) -> None:
-    """``fired``, ``next_deadline`` and ``assess`` (one fused pass for the rules of
-    ``fused.COVERS``, velocity_drop included) agree with every registered rule's own ``check``
-    and ``deadline``, whatever the deal's open insights (``assess`` runs before ``reconcile``)."""
-    now = T0 + 100 * DAY_MS + later
+"""Scored deals on the model rules' boundaries at their default thresholds: gaps and drops of
+whole points (exactly 20, 25, 35, 40 among them), P10 exactly 30 days after the close date."""
+
+model_thresholds = st.builds(
+    lambda gap, critical, drop, high, window, late: RuleThresholds(
+        forecast_gap_points=gap,
+        forecast_gap_critical_points=min(100.0, gap + critical),
+        win_drop_points=drop,
+        win_drop_high_points=min(100.0, drop + high),
+        win_drop_window_days=window,
+        close_unrealistic_high_days=late,
+    ),
+    gap=st.floats(1, 60),
+    critical=st.floats(0, 40),
+    drop=st.floats(1, 60),
+    high=st.floats(0, 40),
+    window=st.integers(1, 7),
+    late=st.integers(1, 60),
+)
+"""The model rules' thresholds (they run in the fused pass too)."""
+
+
+def _fused_agrees(deal: DealState, now: int, th: RuleThresholds) -> None:
     expected = {r.name: f.priority for r in RULES if (f := r.find(deal, now, th)) is not None}
     assert fired(deal, now, th) == expected
     assert fired(deal, now, th) == {r: f.priority for r, f in evaluate(deal, now, th).items()}
@@ -197,6 +234,29 @@ def test_the_fused_path_is_the_registry(deal: DealState, later: int, th: RuleThr
     assert next_deadline(deal, now, th) == due
     assert assess(deal, now, th) == (expected, due)
     assert assess(replace(deal, open=()), now, th) == (expected, due)
+
+
+@settings(max_examples=300)
+@given(deal=scored_deals, later=st.integers(0, 9).map(lambda d: d * DAY_MS))
+def test_the_fused_model_rules_are_the_registry_on_their_boundaries(
+    deal: DealState, later: int
+) -> None:
+    """The model rules in the fused pass, at their default thresholds, on deals whose gaps,
+    drops and P10 offsets sit on those thresholds (and either side of them)."""
+    _fused_agrees(deal, NOW0 + later, TH)
+
+
+@settings(max_examples=400)
+@given(
+    deal=st.one_of(deals, only_velocity),
+    later=st.integers(0, 30 * DAY_MS),
+    th=st.one_of(st.just(TH), velocity_thresholds, model_thresholds),
+)
+def test_the_fused_path_is_the_registry(deal: DealState, later: int, th: RuleThresholds) -> None:
+    """``fired``, ``next_deadline`` and ``assess`` (one fused pass for the rules of
+    ``fused.COVERS``, velocity_drop included) agree with every registered rule's own ``check``
+    and ``deadline``, whatever the deal's open insights (``assess`` runs before ``reconcile``)."""
+    _fused_agrees(deal, T0 + 100 * DAY_MS + later, th)
 
 
 @settings(max_examples=200)
