@@ -25,8 +25,8 @@ venv: $(STAMP)
 ## make native: the monitor's per-record path compiled with mypyc into .native/ (less CPU per
 ## record: README, Benchmarks; vectoros/native.py). Compiles only when the build does not match
 ## the sources (their contents, not file times); a stale or missing build is never used (the
-## sources are). Without a C compiler or mypyc it says so and the sources run; a compile error
-## fails.
+## sources are). When this machine cannot compile (no C compiler, no Python headers, no mypyc,
+## the C compiler fails) it says so (exit 3) and the sources run; code mypyc rejects fails.
 native: $(STAMP)
 	@$(BIN)/python -m vectoros.native ensure || [ $$? -eq 3 ]
 

@@ -19,9 +19,9 @@ says which, and why; the monitor logs it at start-up and the bench prints it.
 
 ``python -m vectoros.native ensure`` (what ``make native`` runs) builds only when the build is
 not fresh by that same test (file times do not matter: a deleted or restored source counts),
-exits 3 when this machine cannot build (no C compiler, no mypyc: the sources run), and 1 when
-the compiler rejects the code, which ``make`` reports. Builds are serialised by a lock file, so
-two ``make`` runs at once cannot mix their files.
+exits 3 when this machine cannot build (no C compiler, no Python headers, no mypyc, or its C
+compiler fails: the sources run), and 1 when mypyc rejects the code, which ``make`` reports.
+Builds are serialised by a lock file, so two ``make`` runs at once cannot mix their files.
 
 The compiled modules need nothing at run time but CPython (not mypy, not mypyc's ``librt``).
 mypyc checks the declared types at run time, so a value of the wrong type raises ``TypeError``
@@ -69,7 +69,8 @@ BUILD_DIR = ROOT / ".native"
 MANIFEST = "manifest.json"
 ENV_SWITCH = "VECTOROS_NATIVE"
 CANNOT_BUILD = 3
-"""``build``'s exit status when this machine cannot compile (no C compiler, no mypyc)."""
+"""``build``'s exit status when this machine cannot compile (no C compiler, no Python headers,
+no mypyc, or its C compiler fails)."""
 
 _status: str | None = None
 
@@ -182,7 +183,8 @@ def ensure(root: Path = ROOT, build_dir: Path | None = None) -> int:
 
 def build(root: Path = ROOT, build_dir: Path | None = None) -> int:
     """Compile ``MODULES`` into ``build_dir`` (replaced only when the build succeeds); 0 when
-    built, ``CANNOT_BUILD`` without a C compiler or mypyc, 1 when compiling failed."""
+    built, ``CANNOT_BUILD`` when this machine cannot (``CANNOT_BUILD``), 1 when mypyc rejects
+    the code."""
     build_dir = BUILD_DIR if build_dir is None else build_dir
     with _build_lock(build_dir):
         return _build(root, build_dir)
@@ -204,6 +206,10 @@ def _build(root: Path, build_dir: Path) -> int:
     if shutil.which(str(compiler).split()[0]) is None:
         print(f"native: no C compiler ({compiler}); the pure core runs as Python", file=sys.stderr)
         return CANNOT_BUILD
+    headers = Path(sysconfig.get_paths()["include"], "Python.h")
+    if not headers.is_file():
+        print(f"native: no {headers} (python3-dev); the pure core runs as Python", file=sys.stderr)
+        return CANNOT_BUILD
     try:
         from mypyc.build import mypycify
         from setuptools import setup  # type: ignore[import-untyped]
@@ -217,20 +223,35 @@ def _build(root: Path, build_dir: Path) -> int:
     cwd = Path.cwd()
     os.chdir(root)  # mypyc reads the mypy settings of pyproject.toml from here
     try:
-        extensions = mypycify(sources, opt_level="3", group_name=GROUP, target_dir=str(work / "c"))
-        setup(
-            name=GROUP,
-            ext_modules=extensions,
-            script_args=[
-                "--quiet",
-                "build_ext",
-                "--force",
-                "--build-lib",
-                str(work / "lib"),
-                "--build-temp",
-                str(work / "tmp"),
-            ],
-        )
+        try:
+            extensions = mypycify(
+                sources, opt_level="3", group_name=GROUP, target_dir=str(work / "c")
+            )
+        except SystemExit:  # mypyc rejected the code: its errors are above
+            print("native: mypyc rejected the code (above); nothing compiled", file=sys.stderr)
+            shutil.rmtree(work, ignore_errors=True)
+            return 1
+        try:
+            setup(
+                name=GROUP,
+                ext_modules=extensions,
+                script_args=[
+                    "--quiet",
+                    "build_ext",
+                    "--force",
+                    "--build-lib",
+                    str(work / "lib"),
+                    "--build-temp",
+                    str(work / "tmp"),
+                ],
+            )
+        except SystemExit as exc:  # the C toolchain failed: this machine's, not the code's
+            print(
+                f"native: the C compiler failed ({exc}); the pure core runs as Python",
+                file=sys.stderr,
+            )
+            shutil.rmtree(work, ignore_errors=True)
+            return CANNOT_BUILD
     finally:
         os.chdir(cwd)
     if source_digest(root) != digest:

@@ -151,6 +151,13 @@ def test_no_c_compiler_is_not_an_error_a_compile_error_is(
     assert "|| [ $? -eq 3 ]" in result.stdout  # make tolerates exactly that status
 
 
+def test_no_python_headers_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, build = tree(tmp_path)
+    (root / "consumer" / "partition.py").write_text("x = 2\n")
+    monkeypatch.setattr(native.sysconfig, "get_paths", lambda: {"include": str(tmp_path)})
+    assert native.ensure(root, build) == native.CANNOT_BUILD
+
+
 def test_make_test_reruns_the_unit_tests_of_every_compiled_module() -> None:
     makefile = (ROOT / "Makefile").read_text()
     found = re.search(r"CORE_TESTS = \$\(shell grep -l -E '([^']+)'", makefile)
