@@ -62,7 +62,7 @@ COVERS = frozenset(
     (_STALE, _STUCK, _LOWP, _HVAR, _PRESS, _PASSED, _VELOCITY, _FORECAST, _WIN_DROP, _UNREALISTIC)
 )
 _CRIT, _HIGH, _MED = Priority.CRITICAL, Priority.HIGH, Priority.MEDIUM
-_LATE = frozenset((Stage.PROPOSAL, Stage.NEGOTIATION))  # forecast_risk's stages
+_LATE = forecast_risk.LATE_STAGES
 
 
 class Limits(NamedTuple):

@@ -138,7 +138,7 @@ def test_ensure_compiles_only_a_build_that_is_not_fresh(
     assert (tmp_path / "build.lock").exists()
 
 
-def test_no_c_compiler_is_not_an_error_a_compile_error_is(
+def test_no_c_compiler_exits_3_the_one_status_make_tolerates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, build = tree(tmp_path)

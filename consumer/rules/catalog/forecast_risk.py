@@ -23,7 +23,8 @@ from consumer.state import DealState, Score
 from schemas.events import Stage
 from schemas.insights import Priority, RuleName
 
-_LATE = frozenset((Stage.PROPOSAL, Stage.NEGOTIATION))
+LATE_STAGES = frozenset((Stage.PROPOSAL, Stage.NEGOTIATION))
+"""The stages in which the rule compares the rep with the model."""
 
 
 def factors_sentence(m: Metrics) -> str:
@@ -48,7 +49,7 @@ class ForecastRiskThresholds(Thresholds):
 
 def check(deal: DealState, now: int, th: ForecastRiskThresholds) -> Finding | None:
     score, rep, stage = deal.score, deal.probability, deal.stage
-    if score is None or rep is None or stage not in _LATE:
+    if score is None or rep is None or stage not in LATE_STAGES:
         return None
     gap = rep - score.probability
     if gap < th.forecast_gap_points:
