@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -139,23 +141,28 @@ def test_ensure_compiles_only_a_build_that_is_not_fresh(
 
 
 def test_no_c_compiler_exits_3_the_one_status_make_tolerates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, build = tree(tmp_path)
     (root / "consumer" / "partition.py").write_text("x = 2\n")
-    monkeypatch.setattr(native.sysconfig, "get_config_var", lambda name: "no-such-cc-here")
+    monkeypatch.setattr(sysconfig, "get_config_var", lambda name: "no-such-cc-here")
     assert native.ensure(root, build) == native.CANNOT_BUILD
+    assert "no C compiler (no-such-cc-here)" in capsys.readouterr().err
     result = subprocess.run(
         ["make", "-s", "-n", "native"], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "|| [ $? -eq 3 ]" in result.stdout  # make tolerates exactly that status
 
 
-def test_no_python_headers_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_python_headers_is_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, build = tree(tmp_path)
     (root / "consumer" / "partition.py").write_text("x = 2\n")
-    monkeypatch.setattr(native.sysconfig, "get_paths", lambda: {"include": str(tmp_path)})
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"include": str(tmp_path)})
     assert native.ensure(root, build) == native.CANNOT_BUILD
+    assert "Python.h (python3-dev); the pure core runs as Python" in capsys.readouterr().err
 
 
 def test_make_test_reruns_the_unit_tests_of_every_compiled_module() -> None:
