@@ -100,13 +100,12 @@ def check(root: Path = ROOT, build_dir: Path | None = None) -> tuple[dict[str, P
     """The compiled files by module name (empty when they are not to be used) and why."""
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in {"0", "false", "no", "off"}:
         return {}, f"Python source ({ENV_SWITCH}=0)"
-    try:
-        return _fresh(root, BUILD_DIR if build_dir is None else build_dir)
-    except OSError as exc:  # a source that vanished while it was read, say: never fail an import
-        return {}, f"Python source (the build could not be checked: {exc})"
+    return _fresh(root, BUILD_DIR if build_dir is None else build_dir)
 
 
 def _fresh(root: Path, build_dir: Path) -> tuple[dict[str, Path], str]:
+    """``check`` without the switch: whether the build matches the sources and this
+    interpreter."""
     try:
         manifest = json.loads((build_dir / MANIFEST).read_text())
     except FileNotFoundError:
@@ -115,7 +114,11 @@ def _fresh(root: Path, build_dir: Path) -> tuple[dict[str, Path], str]:
         return {}, f"Python source (unreadable {build_dir / MANIFEST}: {exc})"
     if not isinstance(manifest, dict) or manifest.get("ext_suffix") != _ext_suffix():
         return {}, "Python source (compiled for another interpreter: make native)"
-    if manifest.get("digest") != source_digest(root):
+    try:
+        digest = source_digest(root)
+    except OSError as exc:  # a source that vanished while it was read, say: never fail an import
+        return {}, f"Python source (the build could not be checked: {exc})"
+    if manifest.get("digest") != digest:
         return {}, "Python source (the sources changed since they were compiled: make native)"
     files: dict[str, Path] = {}
     for name in (*MODULES, f"{GROUP}__mypyc"):
@@ -171,10 +174,7 @@ def ensure(root: Path = ROOT, build_dir: Path | None = None) -> int:
     """Build unless the build is fresh (``check``'s test, whatever ``VECTOROS_NATIVE`` says)."""
     build_dir = BUILD_DIR if build_dir is None else build_dir
     with _build_lock(build_dir):
-        try:
-            files, why = _fresh(root, build_dir)
-        except OSError as exc:
-            files, why = {}, str(exc)
+        files, why = _fresh(root, build_dir)
         if files:
             return 0
         print(f"native: {why}; compiling", file=sys.stderr)
@@ -183,8 +183,7 @@ def ensure(root: Path = ROOT, build_dir: Path | None = None) -> int:
 
 def build(root: Path = ROOT, build_dir: Path | None = None) -> int:
     """Compile ``MODULES`` into ``build_dir`` (replaced only when the build succeeds); 0 when
-    built, ``CANNOT_BUILD`` when this machine cannot (``CANNOT_BUILD``), 1 when mypyc rejects
-    the code."""
+    built, ``CANNOT_BUILD`` when this machine cannot, 1 when mypyc rejects the code."""
     build_dir = BUILD_DIR if build_dir is None else build_dir
     with _build_lock(build_dir):
         return _build(root, build_dir)
