@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from consumer.changelog import restore
 from consumer.restore import read_partition, read_partitions
+from tests.unit.test_changelog import check_previous_format_restored, previous_format
 from vectoros.batch_produce import BatchProducer, OutRecord
 from vectoros.kafka import ensure_topics
 
@@ -90,3 +92,29 @@ async def test_read_partition_one_partition(kafka_bootstrap: str, unique_name: A
 
 async def test_read_partitions_of_nothing(kafka_bootstrap: str) -> None:
     assert [b async for b in read_partitions(kafka_bootstrap, [])] == []
+
+
+async def test_a_changelog_of_the_previous_format_restores_through_the_broker(
+    kafka_bootstrap: str, unique_name: Any
+) -> None:
+    """The changelog records main wrote at 4e0dea1 (tests/fixtures/changelog-v2.json), on a
+    changelog topic of the real broker, read back as a restore reads them and folded into the
+    current code's state, deal for deal."""
+    records, fixture = previous_format()
+    topic = unique_name("changelog-v2")
+    await ensure_topics(kafka_bootstrap, {topic: 1})
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        await BatchProducer(producer).send_all(
+            [OutRecord(topic, key, value, None, 0) for key, value in records]
+        )
+    finally:
+        await producer.stop()
+    read = [
+        (r.key, r.value)
+        async for batch in read_partition(kafka_bootstrap, TopicPartition(topic, 0))
+        for r in batch
+    ]
+    assert read == records
+    check_previous_format_restored(restore(read, fixture["committed"]), fixture)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import orjson
 
 from consumer.changelog import (
     META_KEY,
+    Restored,
     checkpoint_records,
     decode_deal,
     encode_closed,
@@ -151,26 +156,37 @@ def test_checkpoint_coalesces_and_restore_reproduces_the_partition() -> None:
     assert copy.deals == live.deals
 
 
-def test_a_changelog_written_by_the_previous_format_restores() -> None:
-    """Records written by the encoder of main at 4e0dea1 (record version 2, packed form 1;
-    tests/fixtures/changelog-v2.json) restore into the current code, deal for deal."""
-    import json
-    from pathlib import Path
+PREVIOUS_FORMAT = Path(__file__).resolve().parents[1] / "fixtures/changelog-v2.json"
+"""Records written by the encoder of main at 4e0dea1 (record version 2, packed form 1), with
+the state they hold."""
 
-    fixture = json.loads(
-        (Path(__file__).resolve().parents[1] / "fixtures/changelog-v2.json").read_text("utf-8")
-    )
-    records = [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in fixture["records"]]
-    out = restore(records, fixture["committed"])
+
+def previous_format() -> tuple[list[tuple[bytes, bytes]], dict[str, Any]]:
+    """``PREVIOUS_FORMAT``'s records (key, value) and the whole fixture."""
+    fixture: dict[str, Any] = json.loads(PREVIOUS_FORMAT.read_text("utf-8"))
+    return [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in fixture["records"]], fixture
+
+
+def check_previous_format_restored(out: Restored, fixture: dict[str, Any]) -> None:
+    """``out`` holds, deal for deal, the state the fixture's records were written from."""
     assert out.unreadable == 0
     assert out.clock_ms == fixture["clock_ms"]
     assert out.tick_digests.hex() == fixture["tick_digests"]
     assert {d: [at, out.closed_seen[d].hex()] for d, at in out.closed.items()} == fixture["closed"]
     assert set(out.deals) == set(fixture["deals"])
-    for deal_id, want in fixture["deals"].items():
+    for deal_id, expected in fixture["deals"].items():
+        want = dict(expected)
         deal = unpack(deal_id, out.deals[deal_id])
         assert deadline_of(out.deals[deal_id]) == want.pop("deadline")
         got = {k: getattr(deal, k) for k in want}
         got["open"] = [[o.rule, o.priority, o.raised_at_ms] for o in deal.open]
         got["seen"] = deal.seen.hex()
         assert got == want
+
+
+def test_a_changelog_written_by_the_previous_format_restores() -> None:
+    """Records written by the encoder of main at 4e0dea1 (tests/fixtures/changelog-v2.json)
+    restore into the current code, deal for deal (through the real broker too:
+    tests/integration/test_restore_reader.py)."""
+    records, fixture = previous_format()
+    check_previous_format_restored(restore(records, fixture["committed"]), fixture)
