@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from consumer import deal_codec
 from consumer.changelog import restore
+from consumer.deal_codec import rule_codes, unpack
 from consumer.restore import read_partition, read_partitions
 from tests.unit.test_changelog import check_previous_format_restored, previous_format
+from tests.unit.test_rules_registry import _inserted
 from vectoros.batch_produce import BatchProducer, OutRecord
 from vectoros.kafka import ensure_topics
 
@@ -94,16 +97,11 @@ async def test_read_partitions_of_nothing(kafka_bootstrap: str) -> None:
     assert [b async for b in read_partitions(kafka_bootstrap, [])] == []
 
 
-async def test_a_changelog_of_the_previous_format_restores_through_the_broker(
-    kafka_bootstrap: str, unique_name: Any
-) -> None:
-    """The changelog records main wrote at 4e0dea1 (tests/fixtures/changelog-v2.json), on a
-    changelog topic of the real broker, read back as a restore reads them and folded into the
-    current code's state, deal for deal."""
-    records, fixture = previous_format()
-    topic = unique_name("changelog-v2")
-    await ensure_topics(kafka_bootstrap, {topic: 1})
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=0)
+async def through_broker(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> Any:
+    """``records`` written to a one-partition changelog topic and read back as a restore reads
+    them: (key, value) in offset order."""
+    await ensure_topics(bootstrap, {topic: 1})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     try:
         await BatchProducer(producer).send_all(
@@ -111,10 +109,38 @@ async def test_a_changelog_of_the_previous_format_restores_through_the_broker(
         )
     finally:
         await producer.stop()
-    read = [
+    return [
         (r.key, r.value)
-        async for batch in read_partition(kafka_bootstrap, TopicPartition(topic, 0))
+        async for batch in read_partition(bootstrap, TopicPartition(topic, 0))
         for r in batch
     ]
+
+
+async def test_a_changelog_of_the_previous_format_restores_through_the_broker(
+    kafka_bootstrap: str, unique_name: Any
+) -> None:
+    """The changelog records main wrote at 4e0dea1 (tests/fixtures/changelog-v2.json), on a
+    changelog topic of the real broker, read back as a restore reads them and folded into the
+    current code's state, deal for deal."""
+    records, fixture = previous_format()
+    read = await through_broker(kafka_bootstrap, unique_name("changelog-v2"), records)
     assert read == records
     check_previous_format_restored(restore(read, fixture["committed"]), fixture)
+
+
+async def test_a_rule_inserted_mid_registry_changes_no_insight_restored_from_the_broker(
+    kafka_bootstrap: str, unique_name: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same records restored from the broker with a rule inserted in the middle of the
+    registry: every deal's open insights are those restored without it (wire codes are written
+    down per rule, never taken from the registry's order)."""
+    records, fixture = previous_format()
+    read = await through_broker(kafka_bootstrap, unique_name("changelog-v2"), records)
+    before = restore(read, fixture["committed"])
+    opened = {d: unpack(d, v).open for d, v in before.deals.items()}
+    assert sum(len(o) for o in opened.values()) >= 6
+    codes = rule_codes(_inserted())
+    monkeypatch.setattr(deal_codec, "_RULE_BY_CODE", codes[0])
+    monkeypatch.setattr(deal_codec, "_RULE_CODE", codes[1])
+    after = restore(read, fixture["committed"])
+    assert {d: unpack(d, v).open for d, v in after.deals.items()} == opened
