@@ -694,6 +694,12 @@ async def test_vectoros_run_starts_the_enricher_when_a_key_is_set(
                 await pub.publish_many([acme])
                 await pub.flush()
             await eventually(lambda: len(slack.of("slack")) >= 2, "2 Slack messages")
+
+            async def rows_enriched() -> bool:  # the sink stores them after Slack has them
+                rows = await insights_rows(dsn)
+                return len(rows) == 2 and all(r["source"] == DEFAULT_MODEL for r in rows.values())
+
+            await eventually(rows_enriched, "2 enriched rows in PostgreSQL")
         finally:
             stop.set()
 
