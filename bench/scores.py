@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 
 import orjson
 
@@ -91,3 +92,49 @@ def with_scores(
 def _day(occurred_at: str) -> int:
     """The day number of an RFC 3339 timestamp (``bench.data.iso``)."""
     return int(dt.datetime.fromisoformat(occurred_at).timestamp() * 1000) // DAY_MS
+
+
+def model_rules_rate(data: Dataset) -> tuple[int, float, int]:
+    """What the model rules cost ``vectoros history`` on ``data`` (a ``with_scores`` dataset):
+    each ``deal.scored`` through ``consumer.history.model_rules.on_score`` against the deal's
+    history as of it, its watch stored and read back as ``model_watch`` keeps it, and each close
+    through ``on_close``; the scores, the CPU seconds of those calls (the histories are folded
+    beforehand, outside the timing: the service has them from its batch) and the insights."""
+    from consumer.history.model_rules import Watch, from_json, on_close, on_score, to_json
+    from consumer.intelligence.projection import DealHistory, fold
+    from consumer.thresholds import RulesConfig
+    from schemas.events import DealEvent, DealScored, event_adapter
+
+    th = RulesConfig().for_workspace("bench")
+    steps: list[tuple[DealHistory, DealScored | None]] = []
+    events: dict[bytes, list[DealEvent]] = {}
+    for records in data.partitions.values():
+        for key, value, _headers in records:
+            if key is None:
+                continue
+            event = event_adapter.validate_json(value)
+            if isinstance(event, DealScored):
+                h = fold(events[key])
+                if h is not None:
+                    steps.append((h, event))
+                continue
+            assert not isinstance(event, dict)
+            events.setdefault(key, []).append(event)  # type: ignore[arg-type]
+            if event.type in ("deal.closed", "deal.deleted"):
+                h = fold(events[key])
+                if h is not None:
+                    steps.append((h, None))
+    watches: dict[str, dict[str, object]] = {}
+    insights = 0
+    started = time.process_time()
+    for h, scored in steps:
+        raw = watches.get(h.deal_id)
+        watch = Watch() if raw is None else from_json(raw)
+        if scored is None:
+            insights += len(on_close(h, watch, th)[1])
+            watches.pop(h.deal_id, None)
+            continue
+        after, out = on_score(h, watch, scored, th)
+        watches[h.deal_id] = to_json(after)
+        insights += len(out)
+    return sum(1 for _, s in steps if s is not None), time.process_time() - started, insights

@@ -51,6 +51,13 @@ class HistoryMetrics:
             "deal's last published one), for the monitor.",
             registry=registry,
         )
+        self.model_insights = Counter(
+            f"{PREFIX}_history_model_insights_total",
+            "Insights of the model-based rules, evaluated here on the scores "
+            "(VECTOROS_HISTORY_MODEL_RULES), by rule and lifecycle step.",
+            ["rule", "lifecycle"],
+            registry=registry,
+        )
         self.retrainings = Counter(
             f"{PREFIX}_history_retrainings_total",
             "Models trained by the service itself (outcome learning), by whether promoted.",

@@ -40,13 +40,16 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from consumer.history import models, store
+from consumer.history import models, store, watch_store
 from consumer.history.metrics import HistoryMetrics
+from consumer.history.model_rules import closed as is_closed
 from consumer.history.settings import HistorySettings
 from consumer.history.train import retrain_if_due
 from consumer.intelligence.features import OwnerRecord
 from consumer.intelligence.projection import DealHistory
 from consumer.intelligence.scoring import score_deals, score_event
+from consumer.templates import Insight
+from consumer.thresholds import RulesConfig
 from schemas.events import DealEvent, DealScored, Tick, encode_event, event_adapter
 from schemas.scores import DealScore
 from vectoros.consume_loop import (
@@ -130,6 +133,8 @@ class HistoryHandler:
         retrain: Retrain | None = None,
         publish_points: float = 0.0,
         publish_days: int = 0,
+        insights_topic: str | None = None,
+        rules: RulesConfig | None = None,
     ) -> None:
         self.metrics = metrics
         self.pool: PgPool | None = None
@@ -139,6 +144,9 @@ class HistoryHandler:
         self._events_topic = events_topic  # where scores also go as deal.scored events
         self._publish_points = publish_points  # ... when this far from the last one published
         self._publish_days = publish_days
+        self._insights_topic = insights_topic  # where the model rules' insights go
+        self._rules = rules or RulesConfig()
+        self._outbox = watch_store.Outbox()
         self._rescore_ms = rescore_ms  # rescore every open deal once per this much tick time
         self._rescored_at = 0  # the last rescoring's time (a multiple of rescore_ms)
         self._model_refresh_seconds = model_refresh_seconds
@@ -242,26 +250,29 @@ class HistoryHandler:
             if rescore_at <= self._rescored_at:
                 rescore_at = 0
         scoring = self._scores_topic is not None and (self.model is not None or self.models)
-        if not events and not (rescore_at and scoring):
+        watching = self._insights_topic is not None
+        if not events and not (rescore_at and scoring) and not watching:
             return ()
         assert self.pool is not None
         started = time.perf_counter()
         scores: list[DealScore] = []
         published: list[DealScore] = []
+        insights: list[Insight] = []
+        pending: list[watch_store.Pending] = []
         result = store.WriteResult()
         try:
             async with self.pool.acquire() as conn:
                 if events:
                     result = await store.write_events(conn, events)
+                scored = list(result.histories)
                 if scoring:
-                    histories = list(result.histories)
-                    scores = self.score(histories)
+                    scores = self.score(scored)
                     if rescore_at:  # time changed every open deal's features: all of them again
                         open_deals = await store.load_open_histories(conn)
                         scores += self.score(open_deals, at_ms=rescore_at)
-                        histories += open_deals
+                        scored += open_deals
                     if self._events_topic is not None:
-                        closes = {(h.workspace_id, h.deal_id): h.close_date for h in histories}
+                        closes = {(h.workspace_id, h.deal_id): h.close_date for h in scored}
                         published = await models.scores_to_publish(
                             conn,
                             scores,
@@ -270,6 +281,11 @@ class HistoryHandler:
                             rep_close=closes,
                         )
                     await models.upsert_scores(conn, scores, published)
+                if watching:  # the model rules, on the scores and the closed deals
+                    deals = {(h.workspace_id, h.deal_id): h for h in scored}
+                    ended = [h for h in result.histories if is_closed(h)]
+                    insights = await watch_store.apply(conn, scores, deals, ended, self._rules)
+                    pending = await self._outbox.pending(conn, events)
         except OUTAGE_ERRORS:
             self.metrics.db_errors.inc()
             raise
@@ -288,6 +304,10 @@ class HistoryHandler:
                 for s in published
             ]
             self.metrics.scores_to_events.inc(len(published))
+        for insight in insights:
+            self.metrics.model_insights.labels(insight.rule.value, insight.lifecycle.value).inc()
+        if self._insights_topic is not None:
+            out += [Output(self._insights_topic, p.value, p.deal_id.encode()) for p in pending]
         return out
 
     async def refresh_benchmarks(self) -> None:
@@ -331,12 +351,17 @@ def loop_options(settings: HistorySettings, pool: PgPool | None = None) -> LoopO
         flush_ms=settings.history_flush_ms,
         idle_poll_ms=IDLE_POLL_MS,
         read_ahead=True,
-        publishes=settings.history_scoring,
+        publishes=settings.history_scoring or settings.history_model_rules,
         topics={
             settings.topic_events: settings.topic_partitions,
             **(
                 {settings.topic_scores: settings.topic_partitions}
                 if settings.history_scoring
+                else {}
+            ),
+            **(
+                {settings.topic_insights: settings.topic_partitions}
+                if settings.history_model_rules
                 else {}
             ),
         },
@@ -375,6 +400,8 @@ def history_loop(
         ),
         publish_points=settings.history_score_publish_points,
         publish_days=settings.history_score_publish_days,
+        insights_topic=settings.topic_insights if settings.history_model_rules else None,
+        rules=RulesConfig.load(settings.rules_file),
     )
     return ConsumeLoop(handler, broker or KafkaBroker(settings), loop_options(settings))
 

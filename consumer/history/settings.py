@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, model_validator
 
 from vectoros.settings import DatabaseSettings, KafkaSettings, metrics_port_field
 
@@ -37,12 +39,22 @@ class HistorySettings(KafkaSettings, DatabaseSettings):
         default=True,
         description="Score every open deal an event batch changes with the current model.",
     )
-    history_scores_to_events: bool = Field(
+    history_model_rules: bool = Field(
         default=True,
         description=(
-            "Also publish each score that matters (history_score_publish_points / _days) as a "
-            "deal.scored event on deal-events (the deal's own partition), where the monitor "
-            "reads it for its model-based rules."
+            "Evaluate the model-based rules (forecast_risk, win_probability_drop, "
+            "close_date_unrealistic) here, on each score, and publish their insights to "
+            "topic_insights: the monitor never reads a score. Off: see history_scores_to_events."
+        ),
+    )
+    history_scores_to_events: bool = Field(
+        default=False,
+        description=(
+            "Instead of history_model_rules: publish each score that matters "
+            "(history_score_publish_points / _days) as a deal.scored event on deal-events (the "
+            "deal's own partition), where the monitor folds it into the deal and runs its "
+            "model-based rules (every insight then carries the model's probability; the "
+            "monitor does more work per event)."
         ),
     )
     history_score_publish_points: float = Field(
@@ -90,7 +102,19 @@ class HistorySettings(KafkaSettings, DatabaseSettings):
     history_holdout_days: float = Field(
         default=90, gt=0, description="The held-out period of automatic retraining."
     )
+    rules_file: Path | None = Field(
+        default=None, description="YAML/JSON thresholds file (the model rules' thresholds)."
+    )
     db_pool_max_size: int = Field(default=4, ge=1, le=100)
     db_command_timeout_seconds: float = Field(default=60, gt=0)
     db_retry_initial_seconds: float = Field(default=0.2, gt=0)
     db_retry_max_seconds: float = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _one_home_for_the_model_rules(self) -> HistorySettings:
+        if self.history_model_rules and self.history_scores_to_events:
+            raise ValueError(
+                "VECTOROS_HISTORY_MODEL_RULES and VECTOROS_HISTORY_SCORES_TO_EVENTS are both on: "
+                "the model-based rules would run twice (here and in the monitor); turn one off"
+            )
+        return self

@@ -120,6 +120,7 @@ async def test_projection_is_equal_after_a_replay_and_redeliveries(
         database_url=history_dsn,  # type: ignore[arg-type]
         topic_events=topic,
         topic_scores=unique_name("scores"),
+        topic_insights=unique_name("insights"),
         topic_partitions=3,
         history_group_id=unique_name("history"),
         history_flush_ms=20,

@@ -188,6 +188,7 @@ async def test_open_deals_are_scored_and_published(
         database_url=learn_dsn,  # type: ignore[arg-type]
         topic_events=events_topic,
         topic_scores=scores_topic,
+        topic_insights=unique_name("insights"),
         topic_partitions=3,
         history_group_id=unique_name("history"),
         history_flush_ms=20,

@@ -1,4 +1,5 @@
-"""Scores reach the monitor: with a current model, ``vectoros history`` scores the deals an event
+"""Scores reach the monitor (``VECTOROS_HISTORY_SCORES_TO_EVENTS``, with the model rules off in
+the history service): with a current model, ``vectoros history`` scores the deals an event
 batch changed and publishes each score as a ``deal.scored`` event on ``deal-events``; the monitor
 folds it into the deal's state and its model-based rules fire on it, with the score in the
 insight's key metrics. Real broker, real PostgreSQL, the real services."""
@@ -75,6 +76,8 @@ async def test_scores_reach_the_monitor_and_its_model_rules(
             topic_partitions=settings.topic_partitions,
             history_group_id=unique_name("history"),
             history_flush_ms=20,
+            history_model_rules=False,
+            history_scores_to_events=True,
             metrics_enabled=False,
         )
         async with running_monitor(settings, rules) as monitor:

@@ -1,0 +1,123 @@
+"""The model rules' state and outbox in PostgreSQL (``model_watch``, ``model_insight_outbox``).
+
+``apply`` runs the model rules (``consumer.history.model_rules``) on a batch's scores and closed
+deals in one transaction: it locks and reads the deals' watches, folds the scores in time order,
+resolves the closed deals' open insights, writes the watches back and adds the insights to the
+outbox. ``Outbox`` sends them: every row still in the outbox goes out with each handled batch,
+and a row is deleted once the batch after the one that sent it is handled (the loop handles a
+batch only after the one before was published and committed; a batch handled again after a
+failed publish is the same object and deletes nothing). A crash between the transaction and the
+publish loses nothing: the rows go out with the first batch after the restart (at least once:
+an insight may be published twice, with the same ``insight_id`` and lifecycle step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+from consumer.history.model_rules import Watch, from_json, on_close, on_score, to_json
+from consumer.intelligence.projection import DealHistory
+from consumer.intelligence.scoring import score_event
+from consumer.templates import Insight
+from consumer.thresholds import RulesConfig
+from schemas.scores import DealScore
+from vectoros.db import PgConnection
+
+Key = tuple[str, str]
+
+_LOCK_WATCHES = """
+SELECT w.workspace_id, w.deal_id, w.state
+FROM model_watch w
+JOIN unnest($1::text[], $2::text[]) AS k(workspace_id, deal_id)
+  ON w.workspace_id = k.workspace_id AND w.deal_id = k.deal_id
+ORDER BY w.workspace_id, w.deal_id
+FOR UPDATE OF w
+"""
+
+_SAVE_WATCH = """
+INSERT INTO model_watch (workspace_id, deal_id, state) VALUES ($1, $2, $3)
+ON CONFLICT (workspace_id, deal_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+"""
+
+_DROP_WATCH = "DELETE FROM model_watch WHERE workspace_id = $1 AND deal_id = $2"
+_ADD = "INSERT INTO model_insight_outbox (deal_id, value) VALUES ($1, $2)"
+_PENDING = "SELECT seq, deal_id, value FROM model_insight_outbox ORDER BY seq"
+_SENT = "DELETE FROM model_insight_outbox WHERE seq <= $1"
+
+
+class Pending(NamedTuple):
+    """An insight in the outbox: its deal (the message key) and its JSON."""
+
+    seq: int
+    deal_id: str
+    value: bytes
+
+
+async def apply(
+    conn: PgConnection,
+    scores: Sequence[DealScore],
+    histories: Mapping[Key, DealHistory],
+    closed: Iterable[DealHistory],
+    rules: RulesConfig,
+) -> list[Insight]:
+    """Run the model rules on ``scores`` (each with its deal's history in ``histories``) and on
+    the ``closed`` deals, store the watches and add the insights to the outbox; the insights."""
+    closed = list(closed)
+    keys = sorted({(s.workspace_id, s.deal_id) for s in scores} | {_key(h) for h in closed})
+    if not keys:
+        return []
+    out: list[Insight] = []
+    async with conn.transaction():
+        rows = await conn.fetch(_LOCK_WATCHES, [k[0] for k in keys], [k[1] for k in keys])
+        watches = {(r["workspace_id"], r["deal_id"]): from_json(r["state"]) for r in rows}
+        changed: dict[Key, Watch] = {}
+        for s in sorted(scores, key=lambda s: (s.as_of, s.model_version)):
+            key = (s.workspace_id, s.deal_id)
+            h = histories.get(key)
+            if h is None:
+                continue
+            before = changed.get(key) or watches.get(key) or Watch()
+            after, insights = on_score(h, before, score_event(s), rules.for_workspace(key[0]))
+            if after is not before:
+                changed[key] = after
+            out += insights
+        gone: list[Key] = []
+        for h in closed:
+            key = _key(h)
+            last = changed.pop(key) if key in changed else watches.get(key)
+            if last is None:
+                continue
+            out += on_close(h, last, rules.for_workspace(key[0]))[1]
+            gone.append(key)
+        if changed:
+            await conn.executemany(_SAVE_WATCH, [(*k, to_json(w)) for k, w in changed.items()])
+        if gone:
+            await conn.executemany(_DROP_WATCH, gone)
+        if out:
+            await conn.executemany(_ADD, [(i.deal_id, i.value) for i in out])
+    return out
+
+
+def _key(h: DealHistory) -> Key:
+    return h.workspace_id, h.deal_id
+
+
+class Outbox:
+    """Which outbox rows the last handled batch sent (``batch`` is the decoded batch object:
+    the loop passes the same one again when it handles a batch again)."""
+
+    def __init__(self) -> None:
+        self._batch: object | None = None
+        self._upto = 0
+
+    async def pending(self, conn: PgConnection, batch: object) -> list[Pending]:
+        """Delete what the previous batch sent (it was published), then every row left, to
+        send with ``batch``."""
+        if self._batch is not None and batch is not self._batch:
+            await conn.execute(_SENT, self._upto)
+            self._batch = None
+        rows = [Pending(r["seq"], r["deal_id"], r["value"]) for r in await conn.fetch(_PENDING)]
+        if rows:
+            self._batch, self._upto = batch, rows[-1].seq
+        return rows
