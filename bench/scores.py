@@ -25,11 +25,16 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 
 from bench.data import DAY_MS, Dataset, day_iso
 from bench.env import Record
+
+if TYPE_CHECKING:
+    from consumer.intelligence.projection import DealHistory
+    from schemas.events import DealEvent, DealScored
 
 SHARE = 0.52
 STEP = 0.18  # the standard deviation of a change: mean absolute change ~14.5 points
@@ -94,18 +99,14 @@ def _day(occurred_at: str) -> int:
     return int(dt.datetime.fromisoformat(occurred_at).timestamp() * 1000) // DAY_MS
 
 
-def model_rules_rate(data: Dataset) -> tuple[int, float, int]:
-    """What the model rules cost ``vectoros history`` on ``data`` (a ``with_scores`` dataset):
-    each ``deal.scored`` through ``consumer.history.model_rules.on_score`` against the deal's
-    history as of it, its watch stored and read back as ``model_watch`` keeps it, and each close
-    through ``on_close``; the scores, the CPU seconds of those calls (the histories are folded
-    beforehand, outside the timing: the service has them from its batch) and the insights."""
-    from consumer.history.model_rules import Watch, from_json, on_close, on_score, to_json
-    from consumer.intelligence.projection import DealHistory, fold
-    from consumer.thresholds import RulesConfig
-    from schemas.events import DealEvent, DealScored, event_adapter
+def history_steps(data: Dataset) -> list[tuple[DealHistory, DealScored | None]]:
+    """What ``vectoros history`` hands its model rules on ``data`` (a ``with_scores`` dataset):
+    each ``deal.scored`` with the deal's history as of it, each close with the closed deal's
+    (``None`` for the score), in stream order. Folded once, outside any timing: the service
+    has the histories from its batch."""
+    from consumer.intelligence.projection import fold
+    from schemas.events import DealScored, event_adapter
 
-    th = RulesConfig().for_workspace("bench")
     steps: list[tuple[DealHistory, DealScored | None]] = []
     events: dict[bytes, list[DealEvent]] = {}
     for records in data.partitions.values():
@@ -124,8 +125,20 @@ def model_rules_rate(data: Dataset) -> tuple[int, float, int]:
                 h = fold(events[key])
                 if h is not None:
                     steps.append((h, None))
+    return steps
+
+
+def model_rules_rate(steps: list[tuple[DealHistory, DealScored | None]]) -> tuple[int, float, int]:
+    """What the model rules cost ``vectoros history`` on ``history_steps``: each score through
+    ``consumer.history.model_rules.on_score``, its watch stored and read back as
+    ``model_watch`` keeps it, each close through ``on_close``; the scores, the CPU seconds and
+    the insights."""
+    from consumer.history.model_rules import Watch, from_json, on_close, on_score, to_json
+    from consumer.thresholds import RulesConfig
+
+    th = RulesConfig().for_workspace("bench")
     watches: dict[str, dict[str, object]] = {}
-    insights = 0
+    insights = scores = 0
     started = time.process_time()
     for h, scored in steps:
         raw = watches.get(h.deal_id)
@@ -137,4 +150,5 @@ def model_rules_rate(data: Dataset) -> tuple[int, float, int]:
         after, out = on_score(h, watch, scored, th)
         watches[h.deal_id] = to_json(after)
         insights += len(out)
-    return sum(1 for _, s in steps if s is not None), time.process_time() - started, insights
+        scores += 1
+    return scores, time.process_time() - started, insights

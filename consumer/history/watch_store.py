@@ -4,9 +4,11 @@
 deals in one transaction: it locks and reads the deals' watches, folds the scores in time order,
 resolves the closed deals' open insights, writes the watches back and adds the insights to the
 outbox. ``Outbox`` sends them: every row still in the outbox goes out with each handled batch,
-and a row is deleted once the batch after the one that sent it is handled (the loop handles a
+and the rows a batch sent are deleted once the batch after it is handled (the loop handles a
 batch only after the one before was published and committed; a batch handled again after a
-failed publish is the same object and deletes nothing). A crash between the transaction and the
+failed publish is the same object and deletes nothing). Only the rows this process sent are
+deleted: with several processes in the group, a row another one added after this one read the
+outbox stays for that one to send. A crash between the transaction and the
 publish loses nothing: the rows go out with the first batch after the restart (at least once:
 an insight may be published twice, with the same ``insight_id`` and lifecycle step).
 """
@@ -43,7 +45,7 @@ ON CONFLICT (workspace_id, deal_id) DO UPDATE SET state = EXCLUDED.state, update
 _DROP_WATCH = "DELETE FROM model_watch WHERE workspace_id = $1 AND deal_id = $2"
 _ADD = "INSERT INTO model_insight_outbox (deal_id, value) VALUES ($1, $2)"
 _PENDING = "SELECT seq, deal_id, value FROM model_insight_outbox ORDER BY seq"
-_SENT = "DELETE FROM model_insight_outbox WHERE seq <= $1"
+_SENT = "DELETE FROM model_insight_outbox WHERE seq = ANY($1::bigint[])"
 
 
 class Pending(NamedTuple):
@@ -109,15 +111,15 @@ class Outbox:
 
     def __init__(self) -> None:
         self._batch: object | None = None
-        self._upto = 0
+        self._sent: list[int] = []
 
     async def pending(self, conn: PgConnection, batch: object) -> list[Pending]:
         """Delete what the previous batch sent (it was published), then every row left, to
         send with ``batch``."""
         if self._batch is not None and batch is not self._batch:
-            await conn.execute(_SENT, self._upto)
-            self._batch = None
+            await conn.execute(_SENT, self._sent)
+            self._batch, self._sent = None, []
         rows = [Pending(r["seq"], r["deal_id"], r["value"]) for r in await conn.fetch(_PENDING)]
         if rows:
-            self._batch, self._upto = batch, rows[-1].seq
+            self._batch, self._sent = batch, [r.seq for r in rows]
         return rows

@@ -73,6 +73,7 @@ async def test_raised_resent_until_published_and_resolved_on_close(database_url:
             activity_type="note",  # type: ignore[arg-type]
         )
         assert insights(await second.handle(batch(note), stop)) == []
+        assert await pool.fetchval("SELECT count(*) FROM model_insight_outbox") == 0
         lost = DealClosed(
             event_id="lost-1",
             workspace_id="ws-scores",
