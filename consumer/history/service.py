@@ -14,17 +14,21 @@ start and then every ``history_benchmarks_refresh_seconds``.
 Scoring (``history_scoring``): once a model is current (``vectoros train``), every open deal a
 batch changed is scored in one batch call, as of just after its latest event; the scores go to
 ``deal_scores`` and, before the batch is committed, to ``deal-scores``. With
-``history_scores_to_events``, the scores that differ enough from the deal's last published one
-(``consumer.intelligence.scoring.worth_publishing``: a new model, a probability
-``history_score_publish_points`` away, a P10 ``history_score_publish_days`` away or across the
-rep's close date) also go to ``deal-events`` as ``deal.scored`` events,
-keyed by deal id like the deal's own events: on the deal's partition, after the events they
-reflect, where the monitor folds them into the deal's state (this service skips them when it
-reads them back). The current model and the owners' records are looked up at start and every
-``history_model_refresh_seconds``. Time changes features too (days since the last activity, in
-the stage, to the close date): the first tick of each ``history_rescore_hours`` period of tick
-time scores every open deal again as of the period's start, in one batch call (deterministic on
-replay; a restart scores the current period once more, which changes nothing).
+``history_model_rules`` (the default) the model-based rules run on every score and on the deals
+the batch closed, in the same connection (``consumer.history.watch_store``: their state in
+``model_watch``, their insights through ``model_insight_outbox`` to the insights topic, sent
+until the next batch is handled). With ``history_scores_to_events`` instead, the scores that
+differ enough from the deal's last published one (``consumer.intelligence.scoring.
+worth_publishing``: a new model, a probability ``history_score_publish_points`` away, a P10
+``history_score_publish_days`` away or across the rep's close date) also go to ``deal-events``
+as ``deal.scored`` events, keyed by deal id like the deal's own events: on the deal's partition,
+after the events they reflect, where the monitor folds them into the deal's state (this service
+skips them when it reads them back). The current model and the owners' records are looked up at
+start and every ``history_model_refresh_seconds``. Time changes features too (days since the
+last activity, in the stage, to the close date): the first tick of each
+``history_rescore_hours`` period of tick time scores every open deal again as of the period's
+start, in one batch call (deterministic on replay; a restart scores the current period once
+more, which changes nothing).
 """
 
 from __future__ import annotations

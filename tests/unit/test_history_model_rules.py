@@ -8,6 +8,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from consumer.history.model_rules import (
     MODEL_RULES,
     Watch,
@@ -160,3 +163,13 @@ def test_the_stored_watch_round_trips() -> None:
     assert watch.open
     assert from_json(to_json(watch)) == watch
     assert from_json(to_json(Watch())) == Watch()
+
+
+def test_the_model_rules_have_one_home() -> None:
+    from consumer.history.settings import HistorySettings
+
+    assert HistorySettings().history_model_rules  # the default: here, not in the monitor
+    assert not HistorySettings().history_scores_to_events
+    HistorySettings(history_model_rules=False, history_scores_to_events=True)
+    with pytest.raises(ValidationError, match="would run twice"):
+        HistorySettings(history_model_rules=True, history_scores_to_events=True)
