@@ -15,15 +15,19 @@ from prometheus_client import CollectorRegistry
 
 from consumer.history import models
 from consumer.history.metrics import HistoryMetrics
-from consumer.history.service import EventBatch, HistoryHandler, run_history
-from consumer.history.settings import HistorySettings
+from consumer.history.service import EventBatch, HistoryHandler
 from consumer.thresholds import RulesConfig
 from schemas.events import ActivityLogged, DealClosed
 from schemas.insights import InsightEvent, Lifecycle, RuleName
 from tests.databases import fresh_database, migrated_pool
-from tests.integration.test_monitor_scores import SPEC, ConstantModel, created
+from tests.integration.test_monitor_scores import (
+    ConstantModel,
+    created,
+    forecast_risks,
+    history_settings,
+    trained_database,
+)
 from tests.kafka_utils import monitor_settings, publish, read_insights, running_monitor, wait_ready
-from vectoros.ops_server import Health
 
 pytestmark = pytest.mark.integration
 
@@ -97,32 +101,15 @@ async def test_raised_resent_until_published_and_resolved_on_close(database_url:
 async def test_the_service_publishes_the_model_rules_and_the_monitor_sees_no_score(
     kafka_bootstrap: str, database_url: str, unique_name: Any, tmp_path: Path
 ) -> None:
-    from consumer.history import store
-    from consumer.history.train import train
-    from consumer.intelligence.histgen import generate_histories
-
-    async with fresh_database(database_url, "scoresvc") as dsn, migrated_pool(dsn) as pool:
-        async with pool.acquire() as conn:
-            await store.upsert_histories(conn, generate_histories(SPEC))
-        trained = await train(pool, holdout_days=150, max_iter=40)
-        assert trained.promoted
+    async with trained_database(database_url, "scoresvc") as (dsn, pool, _version):
         settings = monitor_settings(kafka_bootstrap, unique_name)
         # the rep says 100%: any model probability below 99.99% is a forecast risk
         rules_file = tmp_path / "rules.yaml"
         rules_file.write_text(
             "defaults: {forecast_gap_points: 0.01, forecast_gap_critical_points: 100}\n"
         )
-        history = HistorySettings(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            database_url=dsn,  # type: ignore[arg-type]
-            topic_events=settings.topic_events,
-            topic_insights=settings.topic_insights,
-            topic_scores=unique_name("scores"),
-            topic_partitions=settings.topic_partitions,
-            history_group_id=unique_name("history"),
-            history_flush_ms=20,
-            rules_file=rules_file,
-            metrics_enabled=False,
+        history = history_settings(
+            kafka_bootstrap, dsn, settings, unique_name, rules_file=rules_file
         )
         assert history.history_model_rules
         assert not history.history_scores_to_events
@@ -130,29 +117,19 @@ async def test_the_service_publishes_the_model_rules_and_the_monitor_sees_no_sco
             await wait_ready(monitor)
             at = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
             await publish(settings, [created("scored-1", at)])
-            stop = asyncio.Event()
-            task = asyncio.create_task(run_history(history, CollectorRegistry(), Health(), stop))
-            try:
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + WAIT_LIMIT
-                found: list[InsightEvent] = []
-                while not found:
-                    assert loop.time() < deadline, "no forecast_risk from the history service"
-                    found = [
-                        i
-                        for i in await read_insights(kafka_bootstrap, settings.topic_insights)
-                        if i.rule is RuleName.FORECAST_RISK
-                    ]
-                    await asyncio.sleep(0.2)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, WAIT_LIMIT)
-            state = monitor.partitions
-            deals = {d: s for part in state.values() for d, s in part.deals.items()}
+            found = await forecast_risks(
+                kafka_bootstrap, settings.topic_insights, history, ["scored-1"]
+            )
+            deals = {d: s for part in monitor.partitions.values() for d, s in part.deals.items()}
         row = await pool.fetchrow("SELECT * FROM deal_scores WHERE deal_id = 'scored-1'")
     assert deals["scored-1"].score is None  # the monitor never saw a score
-    assert len(found) == 1
-    metrics = found[0].data.key_metrics
+    published = [
+        i
+        for i in await read_insights(kafka_bootstrap, settings.topic_insights)
+        if i.rule is RuleName.FORECAST_RISK
+    ]
+    assert published == [found["scored-1"]]  # raised once, by the history service
+    metrics = found["scored-1"].data.key_metrics
     assert row is not None
     assert metrics["model_win_probability"] == round(row["win_probability"] * 100, 2)
     assert metrics["rep_probability"] == 100

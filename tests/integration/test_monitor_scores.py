@@ -7,7 +7,9 @@ insight's key metrics. Real broker, real PostgreSQL, the real services."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -18,9 +20,10 @@ from consumer.history.service import run_history
 from consumer.history.settings import HistorySettings
 from consumer.history.train import train
 from consumer.intelligence.histgen import HistorySpec, generate_histories
+from consumer.monitor.settings import MonitorSettings
 from consumer.thresholds import RulesConfig, RuleThresholds
 from schemas.events import DealCreated
-from schemas.insights import RuleName
+from schemas.insights import InsightEvent, RuleName
 from tests.databases import fresh_database, migrated_pool
 from tests.kafka_utils import (
     monitor_settings,
@@ -29,6 +32,7 @@ from tests.kafka_utils import (
     running_monitor,
     wait_ready,
 )
+from vectoros.db import PgPool
 from vectoros.ops_server import Health
 
 pytestmark = pytest.mark.integration
@@ -55,50 +59,82 @@ def created(deal_id: str, at: dt.datetime) -> DealCreated:
     )
 
 
-async def test_scores_reach_the_monitor_and_its_model_rules(
-    kafka_bootstrap: str, database_url: str, unique_name: Any
-) -> None:
-    async with fresh_database(database_url, "scores") as dsn, migrated_pool(dsn) as pool:
+@contextlib.asynccontextmanager
+async def trained_database(
+    database_url: str, prefix: str
+) -> AsyncIterator[tuple[str, PgPool, int]]:
+    """A fresh database holding the simulator's history and a promoted model: its DSN, a pool
+    and the model's version."""
+    async with fresh_database(database_url, prefix) as dsn, migrated_pool(dsn) as pool:
         async with pool.acquire() as conn:
             await store.upsert_histories(conn, generate_histories(SPEC))
         trained = await train(pool, holdout_days=150, max_iter=40)
         assert trained.promoted
+        yield dsn, pool, trained.version
+
+
+def history_settings(
+    kafka_bootstrap: str, dsn: str, monitor: MonitorSettings, name: Any, **extra: Any
+) -> HistorySettings:
+    """``vectoros history`` on the monitor's topics, its own scores topic and group."""
+    return HistorySettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=dsn,
+        topic_events=monitor.topic_events,
+        topic_insights=monitor.topic_insights,
+        topic_scores=name("scores"),
+        topic_partitions=monitor.topic_partitions,
+        history_group_id=name("history"),
+        history_flush_ms=20,
+        metrics_enabled=False,
+        **extra,
+    )
+
+
+async def forecast_risks(
+    kafka_bootstrap: str, topic: str, history: HistorySettings, deals: Sequence[str]
+) -> dict[str, InsightEvent]:
+    """Run ``vectoros history`` until ``topic`` holds a forecast_risk of each of ``deals``."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_history(history, CollectorRegistry(), Health(), stop))
+    found: dict[str, InsightEvent] = {}
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_LIMIT
+        while len(found) < len(deals):
+            assert loop.time() < deadline, f"saw only {sorted(found)}"
+            for insight in await read_insights(kafka_bootstrap, topic):
+                if insight.rule is RuleName.FORECAST_RISK:
+                    found.setdefault(insight.deal_id, insight)
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT_LIMIT)
+    return found
+
+
+async def test_scores_reach_the_monitor_and_its_model_rules(
+    kafka_bootstrap: str, database_url: str, unique_name: Any
+) -> None:
+    async with trained_database(database_url, "scores") as (dsn, pool, version):
         settings = monitor_settings(kafka_bootstrap, unique_name)
         # the rep says 100%: any model probability below 99.99% is a forecast risk
         rules = RulesConfig(
             RuleThresholds(forecast_gap_points=0.01, forecast_gap_critical_points=100)
         )
-        history = HistorySettings(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            database_url=dsn,  # type: ignore[arg-type]
-            topic_events=settings.topic_events,
-            topic_scores=unique_name("scores"),
-            topic_partitions=settings.topic_partitions,
-            history_group_id=unique_name("history"),
-            history_flush_ms=20,
+        history = history_settings(
+            kafka_bootstrap,
+            dsn,
+            settings,
+            unique_name,
             history_model_rules=False,
             history_scores_to_events=True,
-            metrics_enabled=False,
         )
         async with running_monitor(settings, rules) as monitor:
             await wait_ready(monitor)
             at = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
             await publish(settings, [created(d, at) for d in DEALS])
-            stop = asyncio.Event()
-            task = asyncio.create_task(run_history(history, CollectorRegistry(), Health(), stop))
-            try:
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + WAIT_LIMIT
-                found: dict[str, Any] = {}
-                while len(found) < len(DEALS):
-                    assert loop.time() < deadline, f"saw only {sorted(found)}"
-                    for insight in await read_insights(kafka_bootstrap, settings.topic_insights):
-                        if insight.rule is RuleName.FORECAST_RISK:
-                            found.setdefault(insight.deal_id, insight)
-                    await asyncio.sleep(0.2)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, WAIT_LIMIT)
+            found = await forecast_risks(kafka_bootstrap, settings.topic_insights, history, DEALS)
             states = {
                 deal_id: deal
                 for part in monitor.partitions.values()
@@ -109,7 +145,7 @@ async def test_scores_reach_the_monitor_and_its_model_rules(
     for deal_id in DEALS:
         row, score = rows[deal_id], states[deal_id].score
         assert score is not None
-        assert score.model_version == row["model_version"] == trained.version
+        assert score.model_version == row["model_version"] == version
         assert score.probability == round(row["win_probability"] * 100, 2)
         assert score.p10_day is not None  # train stores the close-date model with it
         metrics = found[deal_id].data.key_metrics
