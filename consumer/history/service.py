@@ -293,7 +293,7 @@ class HistoryHandler:
         except OUTAGE_ERRORS:
             self.metrics.db_errors.inc()
             raise
-        if rescore_at:
+        if rescore_at and scoring:
             self._rescored_at = rescore_at
             logger.info("open deals scored again as of %s", _utc(rescore_at))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)

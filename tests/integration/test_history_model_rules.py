@@ -90,7 +90,9 @@ async def test_raised_resent_until_published_and_resolved_on_close(database_url:
             (RuleName.FORECAST_RISK, Lifecycle.RESOLVED, raised[0].insight_id)
         ]
         assert resolved[0].data.key_metrics["resolution"] == "lost"
-        assert await pool.fetchval("SELECT count(*) FROM model_watch") == 0
+        state = await pool.fetchval("SELECT state FROM model_watch WHERE deal_id = 'scored-1'")
+        assert state["closed"]  # kept closed: a late score finds nothing to raise on
+        assert state["open"] == []
     count = registry.get_sample_value
     labels = {"rule": "forecast_risk", "lifecycle": "raised"}
     assert count("vectoros_history_model_insights_total", labels) == 1

@@ -173,3 +173,46 @@ def test_the_model_rules_have_one_home() -> None:
     HistorySettings(history_model_rules=False, history_scores_to_events=True)
     with pytest.raises(ValidationError, match="would run twice"):
         HistorySettings(history_model_rules=True, history_scores_to_events=True)
+
+
+def test_a_deal_changed_behind_its_latest_score_is_evaluated_again() -> None:
+    """A rescoring at day 2 scored the deal; an event of day 1 (its partition lagged) then
+    changes the rep's probability: its own score is older than the rescoring's, yet the rules
+    run again, with the newer score, at its time."""
+    th = RulesConfig().for_workspace("ws")
+    events: list[DealEvent] = [created()]  # rep 80
+    h = fold(events)
+    assert h is not None
+    watch, raised = on_score(h, Watch(), rescored(0.5, 2), th)  # 30 points below the rep
+    assert [(i.rule, i.lifecycle) for i in raised] == [(RuleName.FORECAST_RISK, Lifecycle.RAISED)]
+    events.append(updated(1, probability=50))
+    late = fold(events)
+    assert late is not None
+    after, cleared = on_score(late, watch, scored(0.5, 1), th)
+    assert [(i.rule, i.lifecycle) for i in cleared] == [
+        (RuleName.FORECAST_RISK, Lifecycle.RESOLVED)
+    ]
+    assert cleared[0].event().detected_at == _midnight(2)  # the newer score's time
+    assert after.score == watch.score
+    assert on_score(late, after, scored(0.5, 1), th) == (after, [])  # handled again: nothing
+
+
+def test_a_closed_watch_never_raises_and_imported_deals_are_not_watched() -> None:
+    th = RulesConfig().for_workspace("ws")
+    events: list[DealEvent] = [created()]
+    lost = DealClosed(
+        event_id=eid(), workspace_id="ws", deal_id="d1", occurred_at=T0 + DAY, outcome=Outcome.LOST
+    )
+    closed_h = fold([*events, lost])
+    assert closed_h is not None
+    closed, resolved = on_close(closed_h, Watch(), th)
+    assert closed.closed
+    assert resolved == []
+    # a score made before the close, by a process that was behind, finds the watch closed
+    h = fold(events)
+    assert h is not None
+    assert on_score(h, closed, scored(0.2, 0.5), th) == (closed, [])
+    imported = fold(events)
+    assert imported is not None
+    imported.source = "import"
+    assert on_score(imported, Watch(), scored(0.2, 0.5), th) == (Watch(), [])
