@@ -77,7 +77,9 @@ async def apply(
 ) -> list[Insight]:
     """Run the model rules on ``scores`` (each with its deal's history in ``histories``) and on
     the ``closed`` deals, store the watches and add the insights to the outbox; the insights."""
-    closed = [h for h in closed if h.source == "events"]  # imported deals are never watched
+    # imported deals are never watched (``model_rules``): no row for them either
+    scores = [s for s in scores if _watched(histories.get((s.workspace_id, s.deal_id)))]
+    closed = [h for h in closed if _watched(h)]
     keys = sorted({(s.workspace_id, s.deal_id) for s in scores} | {_key(h) for h in closed})
     if not keys:
         return []
@@ -92,9 +94,7 @@ async def apply(
         changed: dict[Key, Watch] = {}
         for s in sorted(scores, key=lambda s: (s.as_of, s.model_version)):
             key = (s.workspace_id, s.deal_id)
-            h = histories.get(key)
-            if h is None:
-                continue
+            h = histories[key]
             before = changed.get(key) or watches.get(key) or Watch()
             after, insights = on_score(h, before, score_event(s), rules.for_workspace(key[0]))
             if after is not before:
@@ -118,6 +118,10 @@ async def apply(
 
 def _key(h: DealHistory) -> Key:
     return h.workspace_id, h.deal_id
+
+
+def _watched(h: DealHistory | None) -> bool:
+    return h is not None and h.source == "events"
 
 
 class Outbox:
