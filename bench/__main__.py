@@ -216,7 +216,7 @@ class Bench:
         if data is None:
             data, topic = self.data, self.topic = await self.events(self.sizes)
         name = "scoring on vs off"
-        every, n_every = scores_bench.with_scores(data, share=1.0)
+        every, _ = scores_bench.with_scores(data, share=1.0)
         steps = scores_bench.history_steps(every)
         in_history = self.metric(
             name,
@@ -227,8 +227,9 @@ class Bench:
             n, seconds, raised = scores_bench.model_rules_rate(steps)
             in_history.add(n / seconds)
         in_history.notes.append(
-            f"{n_every:,} scores (each deal's first event, then every later one of an open "
-            f"deal, a random walk of {scores_bench.STEP:.2f}): {raised:,} model insights"
+            f"{n:,} scores of up to 10,000 deals (each deal's first event, then every later "
+            f"one of an open deal, a random walk of {scores_bench.STEP:.2f}): {raised:,} model "
+            "insights"
         )
         scored, n_scores = scores_bench.with_scores(data)
         scored_topic = self.session.name("scored")
