@@ -42,3 +42,25 @@ def test_the_first_score_of_every_deal_then_a_share_of_its_events() -> None:
     half, n_half = with_scores(data)
     assert n_first < n_half < n_every
     assert len(scores_of(half.partitions)) == n_half
+
+
+def test_the_history_steps_pair_each_score_with_its_deal_as_of_it() -> None:
+    from bench.scores import history_steps, model_rules_rate
+
+    data = build_events(60, events_per_deal=10, partitions=3)
+    scored, n_scores = with_scores(data, share=1.0)
+    steps = history_steps(scored)
+    assert sum(1 for _, s in steps if s is not None) == n_scores
+    seen: dict[str, int] = {}
+    for h, score in steps:
+        if score is None:
+            assert h.outcome is not None or h.deleted_ms is not None
+            continue
+        assert score.deal_id == h.deal_id
+        assert h.event_count >= seen.get(h.deal_id, 1)  # the deal as of the score, growing
+        seen[h.deal_id] = h.event_count
+    capped = history_steps(scored, deals=10)
+    assert len({h.deal_id for h, _ in capped}) == 10
+    n, seconds, _insights = model_rules_rate(steps)
+    assert n == n_scores
+    assert seconds >= 0
